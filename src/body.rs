@@ -1,0 +1,117 @@
+//! `RespBody`, the body of every response torii sends downstream; it carries the exchange's
+//! record, so the access log and in-flight count see the end of the body, not of the head.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::observe::Exchange;
+
+/// A downstream response body.
+#[derive(Debug)]
+pub struct RespBody {
+    kind: Kind,
+    exchange: Option<Exchange>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Full(Option<Bytes>),
+    Upstream(Incoming),
+}
+
+impl RespBody {
+    pub fn full(bytes: impl Into<Bytes>) -> RespBody {
+        let bytes = bytes.into();
+        RespBody {
+            kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
+            exchange: None,
+        }
+    }
+
+    pub fn empty() -> RespBody {
+        RespBody {
+            kind: Kind::Full(None),
+            exchange: None,
+        }
+    }
+
+    pub fn upstream(body: Incoming) -> RespBody {
+        RespBody {
+            kind: Kind::Upstream(body),
+            exchange: None,
+        }
+    }
+
+    /// Attaches the exchange record; it is finished when the body ends or is dropped.
+    pub fn with_exchange(mut self, exchange: Exchange) -> RespBody {
+        self.exchange = Some(exchange);
+        self
+    }
+
+    pub fn exchange_mut(&mut self) -> Option<&mut Exchange> {
+        self.exchange.as_mut()
+    }
+
+    fn finish(&mut self, complete: bool) {
+        if let Some(mut exchange) = self.exchange.take() {
+            exchange.record.complete = complete;
+        }
+    }
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = match &mut this.kind {
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(exchange)) = (frame.data_ref(), this.exchange.as_mut()) {
+                    exchange.record.bytes += data.len() as u64;
+                }
+                if this.is_end_stream() {
+                    this.finish(true);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.finish(false),
+            Poll::Ready(None) => this.finish(true),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Upstream(body) => body.size_hint(),
+        }
+    }
+}
+
+impl Drop for RespBody {
+    fn drop(&mut self) {
+        // A body dropped before its end was cut short (client gone, upstream failed);
+        // a finished one already took its exchange.
+        let complete = self.is_end_stream();
+        self.finish(complete);
+    }
+}

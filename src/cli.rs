@@ -1,0 +1,75 @@
+//! The command line: the subcommands in shared/DESIGN.md.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// torii: a caching reverse proxy and load balancer.
+#[derive(Debug, Parser)]
+#[command(name = "torii", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// A one-line reverse proxy, no config file: torii proxy --listen :8080 --to http://127.0.0.1:3000
+    Proxy(ProxyArgs),
+    /// Run everything from a config file (default ./torii.toml).
+    Run {
+        /// The TOML config file.
+        #[arg(long, short, default_value = "torii.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config file: prints FILE:LINE:COL: problem; hint: … and exits 1 when wrong.
+    Check {
+        /// The TOML config file.
+        #[arg(long, short, default_value = "torii.toml")]
+        config: PathBuf,
+    },
+    /// A self-contained tour: a sample origin with torii in front of it; prints what to try.
+    Demo {
+        /// Where torii listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Where the admin listener (health) listens.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ProxyArgs {
+    /// Address to listen on, e.g. 127.0.0.1:8080, [::]:8080 or :8080.
+    #[arg(long, short, value_parser = parse_listen)]
+    pub listen: Vec<SocketAddr>,
+    /// Upstream server, e.g. http://127.0.0.1:3000 or 10.0.0.5:8080; repeat for more (round robin).
+    #[arg(long, required = true)]
+    pub to: Vec<String>,
+    /// Admin listener address (health); off unless given.
+    #[arg(long, value_parser = parse_listen)]
+    pub admin: Option<SocketAddr>,
+    /// Worker count (default: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Worker layout: thread-per-core (default) or work-stealing.
+    #[arg(long, value_parser = ["thread-per-core", "work-stealing"])]
+    pub runtime: Option<String>,
+    /// Access log: off (default), stdout, or a file path.
+    #[arg(long)]
+    pub access_log: Option<String>,
+    /// Access log format: combined (default) or json.
+    #[arg(long, value_parser = ["combined", "json"])]
+    pub log_format: Option<String>,
+}
+
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Some(port) = text.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| format!("{text:?}: bad port"))?;
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    text.parse()
+        .map_err(|_| format!("{text:?} is not IP:port (e.g. 127.0.0.1:8080 or :8080)"))
+}

@@ -1,0 +1,85 @@
+//! The config file as written: serde mirrors of the TOML, every field optional, spans kept.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file. Unknown keys anywhere are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub server: Option<ServerSection>,
+    pub limits: Option<LimitsSection>,
+    pub log: Option<LogSection>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<Spanned<String>, UpstreamSection>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RouteSection>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub listen: Option<Spanned<Vec<Spanned<String>>>>,
+    pub admin: Option<Spanned<String>>,
+    pub workers: Option<Spanned<i64>>,
+    pub runtime: Option<Spanned<String>>,
+    pub drain_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub max_header_bytes: Option<Spanned<String>>,
+    pub max_headers: Option<Spanned<i64>>,
+    pub max_body: Option<Spanned<String>>,
+    pub header_timeout: Option<Spanned<String>>,
+    pub idle_timeout: Option<Spanned<String>>,
+    pub max_connections: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    pub access: Option<Spanned<String>>,
+    pub format: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    pub servers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub response_timeout: Option<Spanned<String>>,
+    pub pool_max_idle: Option<Spanned<i64>>,
+    pub pool_idle_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    pub host: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub upstream: Option<Spanned<String>>,
+    pub host_header: Option<Spanned<String>>,
+    pub respond: Option<Spanned<RespondSection>>,
+    pub redirect: Option<Spanned<RedirectSection>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RespondSection {
+    pub status: Option<Spanned<i64>>,
+    pub body: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<Spanned<String>, Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectSection {
+    pub to: Option<Spanned<String>>,
+    pub status: Option<Spanned<i64>>,
+    pub keep_path: Option<bool>,
+}

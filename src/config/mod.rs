@@ -1,0 +1,211 @@
+//! Configuration: TOML text -> `file` (as written) -> `validate` -> `model::Config` (typed).
+//!
+//! Precedence: CLI flags (for `torii proxy`) > file > defaults. A config is always validated
+//! completely before it is used; on reload a bad file leaves the running config in place.
+
+pub mod file;
+pub mod model;
+pub mod units;
+pub mod validate;
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+pub use model::*;
+
+/// One thing wrong with a config, with where it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// Byte range in the source text, when known.
+    pub span: Option<Range<usize>>,
+    /// Key path, e.g. `routes[3].upstream`.
+    pub path: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+/// A config that could not be loaded: the source name, its text, and every problem found.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", render(.origin, .text, .problems))]
+    Invalid {
+        origin: String,
+        text: String,
+        problems: Vec<Problem>,
+    },
+}
+
+impl Error {
+    /// The problems found, empty for a read error.
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            Error::Read { .. } => &[],
+            Error::Invalid { problems, .. } => problems,
+        }
+    }
+}
+
+/// Loads and validates a config from text; `origin` names it in messages (usually the path).
+pub fn load_str(origin: &str, text: &str) -> Result<Config, Error> {
+    let invalid = |problems| Error::Invalid {
+        origin: origin.to_string(),
+        text: text.to_string(),
+        problems,
+    };
+    let parsed: file::FileConfig = toml::from_str(text).map_err(|e| {
+        invalid(vec![Problem {
+            span: e.span(),
+            path: String::new(),
+            message: e.message().trim().to_string(),
+            hint: parse_hint(e.message()),
+        }])
+    })?;
+    validate::validate(parsed).map_err(invalid)
+}
+
+/// Reads and validates a config file.
+pub fn load_file(path: &Path) -> Result<Config, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    load_str(&path.display().to_string(), &text)
+}
+
+fn parse_hint(message: &str) -> Option<String> {
+    if message.contains("unknown field") {
+        Some("check the spelling; the README's config reference lists every key".into())
+    } else if message.contains("invalid type") {
+        Some("sizes and durations are strings, e.g. \"64KiB\", \"5s\"; counts are numbers".into())
+    } else {
+        None
+    }
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text.as_bytes()[..offset];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let col = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
+    (line, col)
+}
+
+fn render(origin: &str, text: &str, problems: &[Problem]) -> String {
+    let mut out = String::new();
+    for (i, p) in problems.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(
+            &Display {
+                origin,
+                text,
+                problem: p,
+            }
+            .to_string(),
+        );
+    }
+    out
+}
+
+struct Display<'a> {
+    origin: &'a str,
+    text: &'a str,
+    problem: &'a Problem,
+}
+
+impl fmt::Display for Display<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (line, col) = self
+            .problem
+            .span
+            .as_ref()
+            .map_or((1, 1), |s| line_col(self.text, s.start));
+        write!(f, "{}:{line}:{col}: ", self.origin)?;
+        if !self.problem.path.is_empty() {
+            write!(f, "{}: ", self.problem.path)?;
+        }
+        f.write_str(&self.problem.message)?;
+        if let Some(hint) = &self.problem.hint {
+            write!(f, "; hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The config `torii proxy` builds from its flags: one upstream `default` with the `--to`
+    /// servers and one route `/` to it. Access log off unless asked for.
+    pub fn for_proxy(listen: Vec<std::net::SocketAddr>, to: &[String]) -> Result<Config, String> {
+        let mut servers = Vec::new();
+        for t in to {
+            servers.push(validate::parse_server_addr(t).map_err(|why| format!("--to {t}: {why}"))?);
+        }
+        if servers.is_empty() {
+            return Err("at least one --to URL is needed".into());
+        }
+        let name = UpstreamName("default".into());
+        let upstream = Upstream {
+            servers,
+            connect_timeout: std::time::Duration::from_secs(5),
+            response_timeout: std::time::Duration::from_secs(60),
+            pool_max_idle: 256,
+            pool_idle_timeout: std::time::Duration::from_secs(90),
+        };
+        Ok(Config {
+            server: Server {
+                listen,
+                admin: None,
+                workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+                runtime: RuntimeKind::ThreadPerCore,
+                drain_timeout: std::time::Duration::from_secs(30),
+            },
+            limits: Limits::default(),
+            log: Log {
+                access: AccessTarget::Off,
+                format: LogFormat::Combined,
+            },
+            upstreams: [(name.clone(), upstream)].into_iter().collect(),
+            routes: vec![Route {
+                id: RouteId(0),
+                host: HostMatch::Any,
+                path: "/".into(),
+                action: Action::Proxy {
+                    upstream: name,
+                    host_header: None,
+                },
+            }],
+        })
+    }
+
+    /// One line for `torii check`: what this config defines.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} listener(s), {} upstream group(s) with {} server(s), {} route(s), {} worker(s) ({})",
+            self.server.listen.len(),
+            self.upstreams.len(),
+            self.upstreams.values().map(|u| u.servers.len()).sum::<usize>(),
+            self.routes.len(),
+            self.server.workers,
+            self.server.runtime.as_str()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,630 @@
+//! Turns the file as written into a typed `Config`, collecting every problem on the way.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use toml::Spanned;
+
+use super::file::{self, FileConfig};
+use super::model::*;
+use super::units::{parse_duration, parse_size};
+use super::Problem;
+
+/// Collects problems while the config is converted; each problem keeps its span.
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn report(&mut self, span: Range<usize>, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            span: Some(span),
+            path: path.into(),
+            message: message.into(),
+            hint: None,
+        });
+    }
+
+    fn hint(&mut self, hint: impl Into<String>) {
+        if let Some(last) = self.problems.last_mut() {
+            last.hint = Some(hint.into());
+        }
+    }
+
+    fn duration(
+        &mut self,
+        value: &Option<Spanned<String>>,
+        path: &str,
+        default: Duration,
+    ) -> Duration {
+        let Some(value) = value else { return default };
+        match parse_duration(value.get_ref()) {
+            Ok(d) => d,
+            Err(why) => {
+                self.report(value.span(), path, why);
+                self.hint("durations look like \"250ms\", \"5s\", \"1m30s\"");
+                default
+            }
+        }
+    }
+
+    fn size(&mut self, value: &Option<Spanned<String>>, path: &str, default: u64) -> u64 {
+        let Some(value) = value else { return default };
+        match parse_size(value.get_ref()) {
+            Ok(s) => s,
+            Err(why) => {
+                self.report(value.span(), path, why);
+                self.hint("sizes look like \"64KiB\", \"512MB\", \"1GiB\"");
+                default
+            }
+        }
+    }
+
+    fn count(
+        &mut self,
+        value: &Option<Spanned<i64>>,
+        path: &str,
+        range: Range<i64>,
+        default: usize,
+    ) -> usize {
+        let Some(value) = value else { return default };
+        let n = *value.get_ref();
+        if range.contains(&n) {
+            n as usize
+        } else {
+            self.report(value.span(), path, format!("{n} is out of range"));
+            self.hint(format!(
+                "use a number from {} to {}",
+                range.start,
+                range.end - 1
+            ));
+            default
+        }
+    }
+
+    fn socket_addr(&mut self, value: &Spanned<String>, path: &str) -> Option<SocketAddr> {
+        let text = value.get_ref().trim();
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Some(addr);
+        }
+        if let Some(port) = text.strip_prefix(':') {
+            if let Ok(port) = port.parse::<u16>() {
+                return Some(SocketAddr::from(([0, 0, 0, 0], port)));
+            }
+        }
+        self.report(
+            value.span(),
+            path,
+            format!("{text:?} is not an IP:port address"),
+        );
+        if text.parse::<std::net::IpAddr>().is_ok() {
+            self.hint(format!("add a port: \"{text}:8080\""));
+        } else {
+            self.hint(
+                "e.g. \"127.0.0.1:8080\", \"[::1]:8080\" or \":8080\" for all IPv4 addresses",
+            );
+        }
+        None
+    }
+}
+
+/// Validates a parsed file. Returns every problem found, not only the first.
+pub fn validate(file: FileConfig) -> Result<Config, Vec<Problem>> {
+    let mut c = Checker {
+        problems: Vec::new(),
+    };
+    let server = server(&mut c, file.server.unwrap_or_default());
+    let limits = limits(&mut c, file.limits.unwrap_or_default());
+    let log = log(&mut c, file.log.unwrap_or_default());
+
+    let mut upstreams = BTreeMap::new();
+    for (name, section) in &file.upstreams {
+        let path = format!("upstreams.{}", name.get_ref());
+        if let Some(upstream) = upstream(&mut c, section, &path, name.span()) {
+            upstreams.insert(UpstreamName(name.get_ref().clone()), upstream);
+        }
+    }
+
+    let mut routes = Vec::new();
+    for (index, section) in file.routes.iter().enumerate() {
+        let path = format!("routes[{index}]");
+        if let Some(route) = route(&mut c, section, &path, RouteId(index), &upstreams) {
+            routes.push(route);
+        }
+    }
+    if routes.is_empty() && c.problems.is_empty() {
+        c.problems.push(Problem {
+            span: None,
+            path: "routes".into(),
+            message: "no routes: torii would answer 404 to everything".into(),
+            hint: Some("add [[routes]] with path = \"/\" and upstream = \"<name>\"".into()),
+        });
+    }
+
+    if c.problems.is_empty() {
+        Ok(Config {
+            server,
+            limits,
+            log,
+            upstreams,
+            routes,
+        })
+    } else {
+        Err(c.problems)
+    }
+}
+
+fn server(c: &mut Checker, s: file::ServerSection) -> Server {
+    let mut listen = Vec::new();
+    match &s.listen {
+        Some(list) if list.get_ref().is_empty() => {
+            c.report(list.span(), "server.listen", "no listen addresses");
+            c.hint("e.g. listen = [\"0.0.0.0:8080\"]");
+        }
+        Some(list) => {
+            for (i, addr) in list.get_ref().iter().enumerate() {
+                if let Some(addr) = c.socket_addr(addr, &format!("server.listen[{i}]")) {
+                    listen.push(addr);
+                }
+            }
+        }
+        None => listen.push(SocketAddr::from(([127, 0, 0, 1], 8080))),
+    }
+    let admin = match &s.admin {
+        Some(v) if v.get_ref() == "off" => None,
+        Some(v) => c.socket_addr(v, "server.admin"),
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 9901))),
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = match &s.workers {
+        Some(w) if *w.get_ref() == 0 => cores,
+        w => c.count(w, "server.workers", 0..1025, cores),
+    };
+    let runtime = match &s.runtime {
+        None => RuntimeKind::ThreadPerCore,
+        Some(v) => match v.get_ref().as_str() {
+            "thread-per-core" => RuntimeKind::ThreadPerCore,
+            "work-stealing" => RuntimeKind::WorkStealing,
+            other => {
+                c.report(
+                    v.span(),
+                    "server.runtime",
+                    format!("unknown runtime {other:?}"),
+                );
+                c.hint("use \"thread-per-core\" or \"work-stealing\"");
+                RuntimeKind::ThreadPerCore
+            }
+        },
+    };
+    let drain_timeout = c.duration(
+        &s.drain_timeout,
+        "server.drain_timeout",
+        Duration::from_secs(30),
+    );
+    Server {
+        listen,
+        admin,
+        workers,
+        runtime,
+        drain_timeout,
+    }
+}
+
+fn limits(c: &mut Checker, s: file::LimitsSection) -> Limits {
+    let d = Limits::default();
+    let max_header_bytes = c.size(
+        &s.max_header_bytes,
+        "limits.max_header_bytes",
+        d.max_header_bytes as u64,
+    );
+    // hyper needs room for at least one read buffer; below 8 KiB it would refuse to start.
+    let max_header_bytes = if let Some(v) = &s.max_header_bytes {
+        if !(8192..=(16 << 20)).contains(&max_header_bytes) {
+            c.report(
+                v.span(),
+                "limits.max_header_bytes",
+                format!("{} bytes is out of range", max_header_bytes),
+            );
+            c.hint("use a size from 8KiB to 16MiB");
+        }
+        max_header_bytes as usize
+    } else {
+        d.max_header_bytes
+    };
+    Limits {
+        max_header_bytes,
+        max_headers: c.count(
+            &s.max_headers,
+            "limits.max_headers",
+            1..10_001,
+            d.max_headers,
+        ),
+        max_body: c.size(&s.max_body, "limits.max_body", d.max_body),
+        header_timeout: c.duration(&s.header_timeout, "limits.header_timeout", d.header_timeout),
+        idle_timeout: c.duration(&s.idle_timeout, "limits.idle_timeout", d.idle_timeout),
+        max_connections: c.count(
+            &s.max_connections,
+            "limits.max_connections",
+            1..10_000_001,
+            d.max_connections,
+        ),
+    }
+}
+
+fn log(c: &mut Checker, s: file::LogSection) -> Log {
+    let access = match &s.access {
+        None => AccessTarget::Stdout,
+        Some(v) => match v.get_ref().as_str() {
+            "off" => AccessTarget::Off,
+            "stdout" | "-" => AccessTarget::Stdout,
+            "" => {
+                c.report(v.span(), "log.access", "empty path");
+                c.hint("use \"off\", \"stdout\" or a file path");
+                AccessTarget::Off
+            }
+            path => AccessTarget::File(PathBuf::from(path)),
+        },
+    };
+    let format = match &s.format {
+        None => LogFormat::Combined,
+        Some(v) => match v.get_ref().as_str() {
+            "combined" => LogFormat::Combined,
+            "json" => LogFormat::Json,
+            other => {
+                c.report(v.span(), "log.format", format!("unknown format {other:?}"));
+                c.hint("use \"combined\" or \"json\"");
+                LogFormat::Combined
+            }
+        },
+    };
+    Log { access, format }
+}
+
+/// Parses an upstream server as `host:port`, `http://host:port` or `http://host`.
+pub fn parse_server_addr(text: &str) -> Result<ServerAddr, String> {
+    let text = text.trim();
+    let with_scheme = if text.contains("://") {
+        text.to_string()
+    } else {
+        format!("http://{text}")
+    };
+    let uri: http::Uri = with_scheme
+        .parse()
+        .map_err(|_| format!("{text:?} is not host:port or http://host:port"))?;
+    let scheme = uri.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP);
+    if scheme != http::uri::Scheme::HTTP {
+        return Err(format!(
+            "scheme {scheme:?} is not supported yet (only http)"
+        ));
+    }
+    if uri
+        .path_and_query()
+        .is_some_and(|pq| pq.as_str() != "/" && !pq.as_str().is_empty())
+    {
+        return Err(format!(
+            "{text:?} has a path; upstream servers are scheme://host:port only"
+        ));
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("{text:?} has no host"))?;
+    if authority.host().is_empty() {
+        return Err(format!("{text:?} has no host"));
+    }
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "{text:?}: user info is not allowed in upstream addresses"
+        ));
+    }
+    let authority = if authority.port().is_none() {
+        format!("{}:80", authority.host())
+            .parse()
+            .map_err(|_| format!("{text:?} is not a valid address"))?
+    } else {
+        authority
+    };
+    Ok(ServerAddr { scheme, authority })
+}
+
+fn upstream(
+    c: &mut Checker,
+    s: &file::UpstreamSection,
+    path: &str,
+    name_span: Range<usize>,
+) -> Option<Upstream> {
+    let mut servers = Vec::new();
+    match &s.servers {
+        None => {
+            c.report(name_span, path, "no servers");
+            c.hint("add servers = [\"127.0.0.1:3000\"]");
+        }
+        Some(list) if list.get_ref().is_empty() => {
+            c.report(list.span(), format!("{path}.servers"), "no servers");
+            c.hint("add servers = [\"127.0.0.1:3000\"]");
+        }
+        Some(list) => {
+            for (i, server) in list.get_ref().iter().enumerate() {
+                match parse_server_addr(server.get_ref()) {
+                    Ok(addr) => {
+                        if addr.authority.as_str().to_socket_addrs().is_err() {
+                            c.report(
+                                server.span(),
+                                format!("{path}.servers[{i}]"),
+                                format!("cannot resolve {:?}", addr.authority.as_str()),
+                            );
+                            c.hint("check the host name, or use an IP address");
+                        } else {
+                            servers.push(addr);
+                        }
+                    }
+                    Err(why) => {
+                        c.report(server.span(), format!("{path}.servers[{i}]"), why);
+                        c.hint("e.g. \"10.0.0.5:8080\" or \"http://app.internal:8080\"");
+                    }
+                }
+            }
+        }
+    }
+    let upstream = Upstream {
+        servers,
+        connect_timeout: c.duration(
+            &s.connect_timeout,
+            &format!("{path}.connect_timeout"),
+            Duration::from_secs(5),
+        ),
+        response_timeout: c.duration(
+            &s.response_timeout,
+            &format!("{path}.response_timeout"),
+            Duration::from_secs(60),
+        ),
+        pool_max_idle: c.count(
+            &s.pool_max_idle,
+            &format!("{path}.pool_max_idle"),
+            0..100_001,
+            64,
+        ),
+        pool_idle_timeout: c.duration(
+            &s.pool_idle_timeout,
+            &format!("{path}.pool_idle_timeout"),
+            Duration::from_secs(90),
+        ),
+    };
+    (!upstream.servers.is_empty()).then_some(upstream)
+}
+
+fn route(
+    c: &mut Checker,
+    spanned: &Spanned<file::RouteSection>,
+    path: &str,
+    id: RouteId,
+    upstreams: &BTreeMap<UpstreamName, Upstream>,
+) -> Option<Route> {
+    let s = spanned.get_ref();
+    let host = match &s.host {
+        None => HostMatch::Any,
+        Some(h) => {
+            let text = h.get_ref().trim().to_ascii_lowercase();
+            if let Some(suffix) = text.strip_prefix("*.") {
+                if valid_hostname(suffix) {
+                    HostMatch::Wildcard(format!(".{suffix}"))
+                } else {
+                    c.report(
+                        h.span(),
+                        format!("{path}.host"),
+                        format!("{:?} is not a valid host name", h.get_ref()),
+                    );
+                    c.hint("use \"example.com\" or \"*.example.com\"");
+                    HostMatch::Any
+                }
+            } else if text == "*" {
+                HostMatch::Any
+            } else if valid_hostname(&text) {
+                HostMatch::Exact(text)
+            } else {
+                c.report(
+                    h.span(),
+                    format!("{path}.host"),
+                    format!("{:?} is not a valid host name", h.get_ref()),
+                );
+                c.hint("use \"example.com\" or \"*.example.com\" (no port, no scheme)");
+                HostMatch::Any
+            }
+        }
+    };
+    let route_path = match &s.path {
+        None => "/".to_string(),
+        Some(p) if p.get_ref().starts_with('/') && !p.get_ref().contains(['?', '#', ' ']) => {
+            p.get_ref().clone()
+        }
+        Some(p) => {
+            c.report(
+                p.span(),
+                format!("{path}.path"),
+                format!("{:?} is not a path prefix", p.get_ref()),
+            );
+            c.hint("path prefixes start with '/' and hold no query, e.g. \"/api/\"");
+            "/".to_string()
+        }
+    };
+
+    let actions = [
+        s.upstream.is_some(),
+        s.respond.is_some(),
+        s.redirect.is_some(),
+    ];
+    if actions.iter().filter(|&&a| a).count() != 1 {
+        c.report(
+            spanned.span(),
+            path,
+            "a route needs exactly one of upstream, respond, redirect",
+        );
+        c.hint("e.g. upstream = \"app\", or [routes.respond] status = 200, or [routes.redirect] to = \"https://…\"");
+        return None;
+    }
+    let host_header = match &s.host_header {
+        None => None,
+        Some(h) => match HeaderValue::from_str(h.get_ref()) {
+            Ok(v) if !h.get_ref().is_empty() => Some(v),
+            _ => {
+                c.report(
+                    h.span(),
+                    format!("{path}.host_header"),
+                    format!("{:?} is not a valid Host value", h.get_ref()),
+                );
+                None
+            }
+        },
+    };
+    if s.host_header.is_some() && s.upstream.is_none() {
+        if let Some(h) = &s.host_header {
+            c.report(
+                h.span(),
+                format!("{path}.host_header"),
+                "host_header only applies to routes with an upstream",
+            );
+        }
+    }
+
+    let action = if let Some(name) = &s.upstream {
+        let key = UpstreamName(name.get_ref().clone());
+        if !upstreams.contains_key(&key) {
+            c.report(
+                name.span(),
+                format!("{path}.upstream"),
+                format!("unknown upstream {:?}", name.get_ref()),
+            );
+            let defined: Vec<&str> = upstreams.keys().map(|k| k.0.as_str()).collect();
+            if defined.is_empty() {
+                c.hint("define one with [upstreams.<name>] servers = [\"127.0.0.1:3000\"]");
+            } else {
+                c.hint(format!("defined are {}", defined.join(", ")));
+            }
+            return None;
+        }
+        Action::Proxy {
+            upstream: key,
+            host_header,
+        }
+    } else if let Some(respond) = &s.respond {
+        let r = respond.get_ref();
+        let status = status(
+            c,
+            &r.status,
+            &format!("{path}.respond.status"),
+            StatusCode::OK,
+            200..600,
+        );
+        let mut headers = HeaderMap::new();
+        for (name, value) in &r.headers {
+            let n = HeaderName::from_bytes(name.get_ref().as_bytes());
+            let v = HeaderValue::from_str(value.get_ref());
+            match (n, v) {
+                (Ok(n), Ok(v)) => {
+                    headers.append(n, v);
+                }
+                (Err(_), _) => c.report(
+                    name.span(),
+                    format!("{path}.respond.headers"),
+                    format!("{:?} is not a valid header name", name.get_ref()),
+                ),
+                (_, Err(_)) => c.report(
+                    value.span(),
+                    format!("{path}.respond.headers"),
+                    format!("{:?} is not a valid header value", value.get_ref()),
+                ),
+            }
+        }
+        Action::Respond {
+            status,
+            headers,
+            body: Bytes::from(r.body.clone().unwrap_or_default()),
+        }
+    } else if let Some(redirect) = &s.redirect {
+        let r = redirect.get_ref();
+        let to = match &r.to {
+            Some(to)
+                if to.get_ref().parse::<http::Uri>().is_ok()
+                    && HeaderValue::from_str(to.get_ref()).is_ok() =>
+            {
+                to.get_ref().clone()
+            }
+            Some(to) => {
+                c.report(
+                    to.span(),
+                    format!("{path}.redirect.to"),
+                    format!("{:?} is not a valid URL", to.get_ref()),
+                );
+                return None;
+            }
+            None => {
+                c.report(redirect.span(), format!("{path}.redirect"), "missing `to`");
+                c.hint("e.g. to = \"https://example.com\"");
+                return None;
+            }
+        };
+        let status = status(
+            c,
+            &r.status,
+            &format!("{path}.redirect.status"),
+            StatusCode::MOVED_PERMANENTLY,
+            300..400,
+        );
+        Action::Redirect {
+            status,
+            to,
+            keep_path: r.keep_path.unwrap_or(true),
+        }
+    } else {
+        return None;
+    };
+    Some(Route {
+        id,
+        host,
+        path: route_path,
+        action,
+    })
+}
+
+fn status(
+    c: &mut Checker,
+    value: &Option<Spanned<i64>>,
+    path: &str,
+    default: StatusCode,
+    range: Range<i64>,
+) -> StatusCode {
+    let Some(v) = value else { return default };
+    let n = *v.get_ref();
+    match u16::try_from(n)
+        .ok()
+        .and_then(|n| StatusCode::from_u16(n).ok())
+    {
+        Some(s) if range.contains(&n) => s,
+        _ => {
+            c.report(v.span(), path, format!("{n} is not a valid status here"));
+            c.hint(format!(
+                "use a status from {} to {}",
+                range.start,
+                range.end - 1
+            ));
+            default
+        }
+    }
+}
+
+fn valid_hostname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}

@@ -1,0 +1,73 @@
+//! `ProxyError` and the one mapping from errors to HTTP responses.
+
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::body::RespBody;
+use crate::upstream;
+
+/// Why torii answered a request itself instead of relaying an upstream response.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// 404: no route matches the host and path.
+    #[error("no route for this host and path")]
+    NoRoute,
+    /// 400, connection closed: the request is malformed or ambiguous.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// 413, connection closed: the body is larger than `limits.max_body`.
+    #[error("request body larger than limits.max_body")]
+    BodyTooLarge,
+    /// 502 or 504, see `upstream::Error`.
+    #[error(transparent)]
+    Upstream(#[from] upstream::Error),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Upstream(upstream::Error::ConnectTimeout { .. })
+            | ProxyError::Upstream(upstream::Error::ResponseTimeout { .. }) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// Whether the downstream connection must be closed after the answer: after a request
+    /// whose framing can't be trusted, the next bytes can't be trusted either.
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, ProxyError::BadRequest(_) | ProxyError::BodyTooLarge)
+    }
+
+    /// The response torii sends for this error: a short plain-text body naming the status.
+    pub fn to_response(&self) -> Response<RespBody> {
+        let status = self.status();
+        let text = match self {
+            ProxyError::BadRequest(why) => format!(
+                "{} {}: {why}\n",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            ),
+            _ => format!(
+                "{} {}\n",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            ),
+        };
+        let mut resp = Response::new(RespBody::full(text));
+        *resp.status_mut() = status;
+        let headers = resp.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self.closes_connection() {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}

@@ -1,0 +1,40 @@
+//! torii: a caching reverse proxy and load balancer.
+//!
+//! # Layout
+//!
+//! A request flows one way; each step is a module with one job:
+//!
+//! ```text
+//! listener (accept, workers, timeouts, drain)  -> src/listener/
+//!   -> downstream HTTP/1.1 & h2c (hyper)       -> src/listener/conn.rs
+//!   -> proxy::handle: the whole path           -> src/proxy.rs
+//!        limits (framing, Host, sizes)         -> src/limits/
+//!        route (host + path -> route)          -> src/route/
+//!        (cache: the next step to land)
+//!        upstream (pick, pool, send)           -> src/upstream/
+//!        response (hop-by-hop, Via)            -> src/proxy.rs, src/body.rs
+//!        observe (access log at body end)      -> src/observe/
+//! admin listener (/healthz, /readyz)           -> src/admin/
+//! config: TOML -> file -> validate -> model    -> src/config/
+//! errors -> responses                          -> src/error.rs
+//! live config generations, reload, drain       -> src/server.rs
+//! process: workers, signals                    -> src/process.rs
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod limits;
+pub mod listener;
+pub mod observe;
+pub mod process;
+pub mod proxy;
+pub mod route;
+pub mod server;
+pub mod upstream;
+
+pub use server::{run, Server};

@@ -1,0 +1,210 @@
+//! One downstream connection: hyper (HTTP/1.1 or h2c by preface) over a watched socket, with
+//! the header-read and idle keep-alive timeouts enforced from outside hyper.
+//!
+//! Why not hyper's own `header_read_timeout`: it starts as soon as hyper waits for the next
+//! request, so it would also cut idle keep-alive connections; torii keeps the two apart
+//! (nginx's `client_header_timeout` and `keepalive_timeout`).
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::server::Shared;
+
+/// What a connection is doing, shared between its socket wrapper, its requests and its
+/// watchdog. Times are milliseconds since the connection was accepted.
+#[derive(Debug)]
+pub struct ConnState {
+    opened: Instant,
+    in_flight: AtomicUsize,
+    /// When the connection last became idle (or was opened).
+    idle_since: AtomicU64,
+    /// Bytes arrived since it became idle: a request head is being read.
+    reading_head: AtomicBool,
+    /// When the first byte of the head being read arrived.
+    head_since: AtomicU64,
+}
+
+impl ConnState {
+    fn new() -> ConnState {
+        ConnState {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            // A new connection owes us a request head right away.
+            reading_head: AtomicBool::new(true),
+            head_since: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.opened.elapsed().as_millis() as u64
+    }
+
+    /// A request head was parsed and handed to torii.
+    pub fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.reading_head.store(false, Ordering::Release);
+    }
+
+    /// A response body ended (or was dropped).
+    pub fn request_finished(&self) {
+        self.idle_since.store(self.now_ms(), Ordering::Release);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn bytes_read(&self) {
+        if self.in_flight.load(Ordering::Acquire) == 0 && !self.reading_head.load(Ordering::Acquire)
+        {
+            self.head_since.store(self.now_ms(), Ordering::Release);
+            self.reading_head.store(true, Ordering::Release);
+        }
+    }
+
+    /// When this connection must be closed if nothing changes, or `None` while busy.
+    fn deadline(&self, header_timeout: Duration, idle_timeout: Duration) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let (since, limit) = if self.reading_head.load(Ordering::Acquire) {
+            (self.head_since.load(Ordering::Acquire), header_timeout)
+        } else {
+            (self.idle_since.load(Ordering::Acquire), idle_timeout)
+        };
+        Some(self.opened + Duration::from_millis(since) + limit)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A socket that tells its `ConnState` when request bytes arrive.
+    struct Watched {
+        #[pin]
+        io: TcpStream,
+        state: Arc<ConnState>,
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let polled = this.io.poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.state.bytes_read();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+}
+
+/// Serves one connection until the client closes it, a timeout cuts it, or the drain ends it.
+pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    shared.drain.connection_opened();
+    let _closed = scopeguard(|| shared.drain.connection_closed());
+
+    let runtime = shared.current();
+    let limits = runtime.config.limits.clone();
+    let state = Arc::new(ConnState::new());
+    let io = TokioIo::new(Watched {
+        io: stream,
+        state: state.clone(),
+    });
+
+    let service = {
+        let shared = shared.clone();
+        let state = state.clone();
+        service_fn(move |req| crate::proxy::handle(req, peer, shared.clone(), state.clone()))
+    };
+    let conn = runtime.http.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+
+    let mut draining = shared.drain.subscribe();
+    let mut drain_started = *draining.borrow();
+    if drain_started {
+        conn.as_mut().graceful_shutdown();
+    }
+    let sleep = tokio::time::sleep(limits.header_timeout);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, "connection ended: {e}");
+                }
+                return;
+            }
+            _ = draining.changed(), if !drain_started => {
+                drain_started = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = sleep.as_mut() => {
+                let now = Instant::now();
+                match state.deadline(limits.header_timeout, limits.idle_timeout) {
+                    Some(deadline) if deadline <= now => {
+                        tracing::debug!(%peer, "connection timed out");
+                        return;
+                    }
+                    Some(deadline) => sleep.as_mut().reset(deadline),
+                    // Busy: look again later; request and upstream timeouts apply meanwhile.
+                    None => sleep.as_mut().reset(now + limits.idle_timeout.min(limits.header_timeout)),
+                }
+            }
+        }
+    }
+}
+
+/// Runs `f` when dropped.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}

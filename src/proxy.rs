@@ -1,0 +1,341 @@
+//! `handle()`: the whole request path in one function.
+//!
+//! limits → route → (cache: next) → upstream → response headers → observe.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::{Body, Incoming};
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+
+use crate::body::RespBody;
+use crate::config::{Action, Route};
+use crate::error::ProxyError;
+use crate::limits;
+use crate::listener::ConnState;
+use crate::observe::{Exchange, Record};
+use crate::server::{Runtime, Shared};
+use crate::upstream::{self, ReqBody};
+
+const VIA: HeaderValue = HeaderValue::from_static("1.1 torii");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Serves one downstream request. Never fails: every error becomes a response
+/// (`ProxyError::to_response`), logged with its cause.
+pub async fn handle(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    conn: Arc<ConnState>,
+) -> Result<Response<RespBody>, Infallible> {
+    let runtime = shared.current();
+    let mut record = Record {
+        start: Some(Instant::now()),
+        method: req.method().clone(),
+        version: req.version(),
+        ..Record::default()
+    };
+    if runtime.access_log.is_some() {
+        record.time = Some(SystemTime::now());
+        record.client = Some(peer);
+        record.target = req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.uri().to_string(), |pq| pq.to_string());
+        record.referer = header_string(req.headers(), header::REFERER);
+        record.user_agent = header_string(req.headers(), header::USER_AGENT);
+    }
+    let mut exchange = Exchange::start(conn, runtime.access_log.clone(), record);
+
+    let mut resp = match forward(req, peer, &runtime, &mut exchange.record).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            let cause = upstream::error_chain(&e);
+            match e.status() {
+                StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => {
+                    tracing::warn!(%peer, "{cause}")
+                }
+                _ => tracing::debug!(%peer, "{cause}"),
+            }
+            exchange.record.error = Some(cause);
+            e.to_response()
+        }
+    };
+    resp.headers_mut().append(header::VIA, VIA);
+    exchange.record.status = resp.status();
+    let (parts, body) = resp.into_parts();
+    Ok(Response::from_parts(parts, body.with_exchange(exchange)))
+}
+
+async fn forward(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    runtime: &Runtime,
+    record: &mut Record,
+) -> Result<Response<RespBody>, ProxyError> {
+    limits::check_request(&req, &runtime.config.limits)?;
+    let host = request_host(&req);
+    let route = runtime
+        .router
+        .lookup(host.as_deref(), req.uri().path())
+        .ok_or(ProxyError::NoRoute)?;
+    match &route.action {
+        Action::Respond {
+            status,
+            headers,
+            body,
+        } => {
+            let mut resp = Response::new(RespBody::full(body.clone()));
+            *resp.status_mut() = *status;
+            *resp.headers_mut() = headers.clone();
+            Ok(resp)
+        }
+        Action::Redirect {
+            status,
+            to,
+            keep_path,
+        } => {
+            let mut location = to.clone();
+            if *keep_path {
+                if let Some(pq) = req.uri().path_and_query() {
+                    location.truncate(location.trim_end_matches('/').len());
+                    location.push_str(pq.as_str());
+                }
+            }
+            let mut resp = Response::new(RespBody::empty());
+            *resp.status_mut() = *status;
+            let location = HeaderValue::try_from(location)
+                .map_err(|_| ProxyError::BadRequest("invalid redirect target"))?;
+            resp.headers_mut().insert(header::LOCATION, location);
+            resp.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+            Ok(resp)
+        }
+        Action::Proxy { .. } => proxy(req, peer, route, host, runtime, record).await,
+    }
+}
+
+/// Relays a request to the route's upstream group and its response back.
+async fn proxy(
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    route: &Route,
+    host: Option<String>,
+    runtime: &Runtime,
+    record: &mut Record,
+) -> Result<Response<RespBody>, ProxyError> {
+    let Action::Proxy {
+        upstream: name,
+        host_header,
+    } = &route.action
+    else {
+        unreachable!("proxy() is only called for proxy routes");
+    };
+    let group = runtime
+        .upstreams
+        .get(name)
+        .expect("validated config names only defined upstreams");
+    let backend = group.pick().clone();
+
+    let wants_upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
+    let downstream_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
+
+    let (mut parts, body) = req.into_parts();
+    let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    parts.uri = Uri::builder()
+        .scheme(backend.scheme.clone())
+        .authority(backend.authority.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    let upstream_version = parts.version;
+    parts.version = Version::HTTP_11;
+    let _ = upstream_version;
+
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers, wants_upgrade);
+    headers.remove(header::EXPECT);
+    let downstream_host = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok());
+    match (host_header, &downstream_host) {
+        (Some(rewrite), _) => {
+            headers.insert(header::HOST, rewrite.clone());
+        }
+        (None, Some(h)) => {
+            headers.insert(header::HOST, h.clone());
+        }
+        (None, None) => {
+            headers.insert(
+                header::HOST,
+                HeaderValue::from_str(backend.authority.as_str())
+                    .expect("authority is a valid header"),
+            );
+        }
+    }
+    append_forwarded_for(headers, peer);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if let Some(h) = downstream_host {
+        headers.insert(X_FORWARDED_HOST, h);
+    }
+    headers.append(header::VIA, VIA);
+
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let upstream_body = if body.is_end_stream() {
+        ReqBody::Empty
+    } else {
+        ReqBody::Stream {
+            remaining: runtime.config.limits.max_body,
+            exceeded: body.size_hint().exact().is_none().then(|| exceeded.clone()),
+            body,
+        }
+    };
+    let upstream_req = Request::from_parts(parts, upstream_body);
+
+    record.upstream = Some(backend.clone());
+    let sent = Instant::now();
+    let result = group.send(&backend, upstream_req).await;
+    record.upstream_time = Some(sent.elapsed());
+    let mut upstream_resp = match result {
+        Ok(resp) => resp,
+        Err(_) if exceeded.load(Ordering::Relaxed) => return Err(ProxyError::BodyTooLarge),
+        Err(e) => return Err(e.into()),
+    };
+
+    if upstream_resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(downstream_upgrade) = downstream_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut upstream_resp);
+            tokio::spawn(async move {
+                let (Ok(down), Ok(up)) = tokio::join!(downstream_upgrade, upstream_upgrade) else {
+                    tracing::debug!("upgrade failed on one side");
+                    return;
+                };
+                let _ =
+                    tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up))
+                        .await;
+            });
+            let (mut parts, _) = upstream_resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers, true);
+            return Ok(Response::from_parts(parts, RespBody::empty()));
+        }
+        return Err(upstream::Error::Protocol {
+            backend,
+            what: "101 without an upgrade request",
+        }
+        .into());
+    }
+
+    let (mut parts, body) = upstream_resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    Ok(Response::from_parts(parts, RespBody::upstream(body)))
+}
+
+/// The host a request is for: the URI authority (HTTP/2, absolute-form) or the Host header.
+fn request_host<B>(req: &Request<B>) -> Option<String> {
+    if let Some(authority) = req.uri().authority() {
+        return Some(authority.as_str().to_string());
+    }
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
+}
+
+/// Removes hop-by-hop fields (RFC 9110 §7.6.1), including those named in `Connection`.
+/// With `keep_upgrade`, `Connection: upgrade` and `Upgrade` stay for the next hop.
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if !(keep_upgrade && name == header::UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    for name in [
+        header::CONNECTION,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
+    let ip = peer.ip().to_canonical().to_string();
+    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::try_from(value) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+}
+
+fn header_string(headers: &HeaderMap, name: HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_tokens_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, "10.0.0.1:5".parse().unwrap());
+        append_forwarded_for(&mut h, "[::ffff:10.0.0.2]:5".parse().unwrap());
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2");
+    }
+}

@@ -1,0 +1,197 @@
+//! The running server: the live config generation (`Runtime`), swapped atomically on reload,
+//! and the process-wide handles (`Shared`): connection cap and drain.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::sync::Semaphore;
+
+use crate::config::{Config, UpstreamName};
+use crate::listener::{self, Drain};
+use crate::observe::AccessLog;
+use crate::route::Router;
+use crate::upstream::Group;
+
+/// One config generation and the handles built from it. Requests load the current one when
+/// they start and keep it until they end, so a reload never changes a request mid-way.
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub router: Router,
+    pub upstreams: HashMap<UpstreamName, Arc<Group>>,
+    pub access_log: Option<Arc<AccessLog>>,
+    /// The downstream HTTP/1.1 + h2c connection builder, configured from `limits`.
+    pub http: auto::Builder<TokioExecutor>,
+}
+
+impl Runtime {
+    /// Builds a generation from a validated config, reusing from `previous` every upstream
+    /// group whose settings did not change (so their pooled connections survive a reload)
+    /// and the access log when its settings did not change.
+    ///
+    /// # Errors
+    /// When the access log file cannot be opened.
+    pub fn build(config: Config, previous: Option<&Runtime>) -> std::io::Result<Runtime> {
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|(name, upstream)| {
+                let reused = previous
+                    .and_then(|p| p.upstreams.get(name))
+                    .filter(|g| g.config == *upstream)
+                    .cloned();
+                let group =
+                    reused.unwrap_or_else(|| Arc::new(Group::new(name.clone(), upstream.clone())));
+                (name.clone(), group)
+            })
+            .collect();
+        let access_log = match previous.and_then(|p| p.access_log.clone()) {
+            Some(log) if *log.config() == config.log => Some(log),
+            _ => AccessLog::start(&config.log)?.map(Arc::new),
+        };
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .max_buf_size(config.limits.max_header_bytes.max(8192))
+            .max_headers(config.limits.max_headers)
+            .pipeline_flush(true)
+            .keep_alive(true);
+        http.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(config.limits.max_header_bytes as u32)
+            .max_concurrent_streams(256);
+        Ok(Runtime {
+            router: Router::new(&config.routes),
+            config: Arc::new(config),
+            upstreams,
+            access_log,
+            http,
+        })
+    }
+}
+
+/// Process-wide state, shared by every worker.
+pub struct Shared {
+    current: ArcSwap<Runtime>,
+    /// Open downstream connections over all listeners; sized from the first config.
+    pub conn_limit: Arc<Semaphore>,
+    pub drain: Drain,
+}
+
+impl Shared {
+    /// The current config generation.
+    pub fn current(&self) -> Arc<Runtime> {
+        self.current.load_full()
+    }
+}
+
+/// A torii server: build it from a config, feed it listeners, reload it, drain it.
+#[derive(Clone)]
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// # Errors
+    /// When the access log cannot be opened.
+    pub fn new(config: Config) -> std::io::Result<Server> {
+        let conn_limit = Arc::new(Semaphore::new(config.limits.max_connections));
+        let runtime = Runtime::build(config, None)?;
+        Ok(Server {
+            shared: Arc::new(Shared {
+                current: ArcSwap::from_pointee(runtime),
+                conn_limit,
+                drain: Drain::default(),
+            }),
+        })
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.shared.current().config.clone()
+    }
+
+    /// Swaps in a new, already validated config. Requests in flight finish on the old one.
+    /// Listener addresses and `limits.max_connections` are fixed at start; a change to them
+    /// is logged and needs a restart.
+    ///
+    /// # Errors
+    /// When the new access log cannot be opened; the old config then keeps serving.
+    pub fn reload(&self, config: Config) -> std::io::Result<()> {
+        let old = self.shared.current();
+        if config.server.listen != old.config.server.listen
+            || config.server.admin != old.config.server.admin
+        {
+            tracing::warn!("reload: listener addresses changed; they take effect after a restart");
+        }
+        if config.limits.max_connections != old.config.limits.max_connections {
+            tracing::warn!(
+                "reload: limits.max_connections changed; it takes effect after a restart"
+            );
+        }
+        let runtime = Runtime::build(config, Some(&old))?;
+        self.shared.current.store(Arc::new(runtime));
+        Ok(())
+    }
+
+    /// Reopens the access log file (SIGUSR1).
+    pub fn reopen_logs(&self) {
+        if let Some(log) = &self.shared.current().access_log {
+            log.reopen();
+        }
+    }
+
+    /// Accepts and serves connections on `listener` until the drain starts.
+    pub async fn serve(&self, listener: tokio::net::TcpListener) {
+        listener::serve(listener, self.shared.clone()).await;
+    }
+
+    /// Stops accepting and asks every connection to close after its current request.
+    pub fn start_drain(&self) {
+        self.shared.drain.start();
+    }
+
+    /// Waits until every connection has closed, at most `timeout`. Returns whether all did.
+    pub async fn wait_drained(&self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, self.shared.drain.wait_idle())
+            .await
+            .is_ok()
+    }
+}
+
+/// Runs torii on already-bound listeners in the current tokio runtime until `shutdown`
+/// completes, then drains (bounded by `server.drain_timeout`). Tests use this; the binary
+/// adds workers and signals around the same parts.
+///
+/// # Errors
+/// When a listener cannot be registered with tokio or the access log cannot be opened.
+pub async fn run(
+    config: Config,
+    listeners: Vec<std::net::TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let drain_timeout = config.server.drain_timeout;
+    let server = Server::new(config)?;
+    let mut tasks = Vec::new();
+    for l in listeners {
+        l.set_nonblocking(true)?;
+        let l = tokio::net::TcpListener::from_std(l)?;
+        let server = server.clone();
+        tasks.push(tokio::spawn(async move { server.serve(l).await }));
+    }
+    shutdown.await;
+    server.start_drain();
+    for t in tasks {
+        let _ = t.await;
+    }
+    server.wait_drained(drain_timeout).await;
+    Ok(())
+}
