@@ -3,9 +3,9 @@
 //! hyper already refuses, with 400 and a closed connection, heads larger than
 //! `limits.max_header_bytes`, more fields than `limits.max_headers`, unequal repeated
 //! `Content-Length`s, a `Transfer-Encoding` whose last coding is not `chunked`, and bad
-//! chunk framing. A request carrying both `Content-Length` and `Transfer-Encoding: chunked`
-//! is read by its chunked framing alone, forwarded with chunked framing only, and its
-//! connection is closed afterwards (RFC 9112 §6.3), so the upstream never sees two framings.
+//! chunk framing, and (with the patch in vendor/hyper) a request carrying both
+//! `Content-Length` and `Transfer-Encoding`. What is forwarded is re-serialised by hyper's
+//! client in one framing, so the upstream can never read it differently.
 
 use http::{header, Request, Version};
 

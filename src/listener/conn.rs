@@ -166,7 +166,11 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<S
     if drain_started {
         conn.as_mut().graceful_shutdown();
     }
-    let sleep = tokio::time::sleep(limits.header_timeout);
+    let tick = limits
+        .idle_timeout
+        .min(limits.header_timeout)
+        .max(Duration::from_millis(10));
+    let sleep = tokio::time::sleep(tick);
     tokio::pin!(sleep);
     loop {
         tokio::select! {
@@ -187,9 +191,11 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<S
                         tracing::debug!(%peer, "connection timed out");
                         return;
                     }
-                    Some(deadline) => sleep.as_mut().reset(deadline),
-                    // Busy: look again later; request and upstream timeouts apply meanwhile.
-                    None => sleep.as_mut().reset(now + limits.idle_timeout.min(limits.header_timeout)),
+                    // The state may change while we sleep (a request ends, bytes arrive),
+                    // so look again at least every `tick`: a timeout fires at most one tick
+                    // late. Busy connections are left to the request and upstream timeouts.
+                    Some(deadline) => sleep.as_mut().reset(deadline.min(now + tick)),
+                    None => sleep.as_mut().reset(now + tick),
                 }
             }
         }

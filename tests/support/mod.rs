@@ -1,0 +1,319 @@
+//! Test support: a real in-process origin, torii started on real sockets, raw clients.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// A real HTTP origin on 127.0.0.1:0 that counts connections and requests per path.
+///
+/// Paths: `/echo` (request line and headers as text), `/slow?ms=N`, `/big?bytes=N`
+/// (streamed, 64 KiB chunks), `/upload` (reads the body, answers its length),
+/// `/status/NNN`, `/ws` (WebSocket echo), `/name` (the origin's name); anything else 200 "ok".
+#[derive(Clone)]
+pub struct Origin {
+    pub addr: SocketAddr,
+    pub name: String,
+    state: Arc<OriginState>,
+}
+
+#[derive(Default)]
+struct OriginState {
+    connections: AtomicUsize,
+    hits: Mutex<HashMap<String, usize>>,
+}
+
+impl Origin {
+    pub async fn start() -> Origin {
+        Origin::named("origin").await
+    }
+
+    pub async fn named(name: &str) -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(OriginState::default());
+        let origin = Origin {
+            addr,
+            name: name.to_string(),
+            state: state.clone(),
+        };
+        let name = name.to_string();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                state.connections.fetch_add(1, Ordering::SeqCst);
+                let state = state.clone();
+                let name = name.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| handle(req, state.clone(), name.clone()));
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        origin
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
+    pub fn hits(&self, path: &str) -> usize {
+        self.state
+            .hits
+            .lock()
+            .unwrap()
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+fn full(text: impl Into<Bytes>) -> Body {
+    Full::new(text.into()).boxed()
+}
+
+fn query_num(req: &Request<Incoming>, key: &str) -> u64 {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| {
+            kv.strip_prefix(&format!("{key}="))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn handle(
+    mut req: Request<Incoming>,
+    state: Arc<OriginState>,
+    name: String,
+) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_string();
+    *state.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
+    let resp = match path.as_str() {
+        "/echo" => {
+            let mut text = format!("{} {} {:?}\n", req.method(), req.uri(), req.version());
+            for (k, v) in req.headers() {
+                text.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("<bin>")));
+            }
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            text.push_str(&format!("\n{}", String::from_utf8_lossy(&body)));
+            Response::new(full(text))
+        }
+        "/slow" => {
+            tokio::time::sleep(Duration::from_millis(query_num(&req, "ms"))).await;
+            Response::new(full("slow done"))
+        }
+        "/big" => {
+            let total = query_num(&req, "bytes");
+            let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+            let stream = futures_util::stream::unfold(total, move |left| {
+                let chunk = chunk.clone();
+                async move {
+                    if left == 0 {
+                        return None;
+                    }
+                    let n = left.min(chunk.len() as u64);
+                    Some((
+                        Ok::<_, Infallible>(Frame::data(chunk.slice(..n as usize))),
+                        left - n,
+                    ))
+                }
+            });
+            let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+            resp.headers_mut().insert("content-length", total.into());
+            resp
+        }
+        "/upload" => {
+            let mut body = req.into_body();
+            let mut total = 0u64;
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => total += f.data_ref().map_or(0, |d| d.len() as u64),
+                    Err(_) => break,
+                }
+            }
+            Response::new(full(total.to_string()))
+        }
+        "/ws" => {
+            let key = req.headers().get("sec-websocket-key").cloned();
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(upgraded) = on_upgrade.await {
+                    let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        tokio_tungstenite::tungstenite::protocol::Role::Server,
+                        None,
+                    )
+                    .await;
+                    use futures_util::{SinkExt, StreamExt};
+                    let (mut tx, mut rx) = ws.split();
+                    while let Some(Ok(msg)) = rx.next().await {
+                        if msg.is_text() || msg.is_binary() {
+                            let _ = tx.send(msg).await;
+                        }
+                    }
+                }
+            });
+            let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(
+                key.unwrap().as_bytes(),
+            );
+            Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header("connection", "upgrade")
+                .header("upgrade", "websocket")
+                .header("sec-websocket-accept", accept)
+                .body(full(""))
+                .unwrap()
+        }
+        p if p.ends_with("/name") => Response::new(full(name)),
+        p if p.starts_with("/status/") => {
+            let code: u16 = p[8..].parse().unwrap_or(500);
+            let mut resp = Response::new(full(format!("status {code}")));
+            *resp.status_mut() = StatusCode::from_u16(code).unwrap();
+            resp
+        }
+        _ => {
+            let mut resp = Response::new(full("ok"));
+            resp.headers_mut()
+                .insert("connection", "x-hop".parse().unwrap());
+            resp.headers_mut()
+                .insert("x-hop", "should be removed".parse().unwrap());
+            resp.headers_mut()
+                .insert("keep-alive", "timeout=5".parse().unwrap());
+            resp
+        }
+    };
+    Ok(resp)
+}
+
+/// torii, started in this process on 127.0.0.1:0 from a TOML config.
+pub struct Torii {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Torii {
+    /// Starts torii with `toml`, in which `{origin}` is replaced by `origin`'s URL.
+    pub async fn start(toml: &str, origin: Option<&Origin>) -> Torii {
+        let text = match origin {
+            Some(o) => toml.replace("{origin}", &o.url()),
+            None => toml.to_string(),
+        };
+        let config = torii::config::load_str("test.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            torii::run(config, vec![listener], async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Torii {
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// A proxy with one route to `origin` and the given extra TOML sections.
+    pub async fn to(origin: &Origin, extra: &str) -> Torii {
+        let log = if extra.contains("[log]") {
+            ""
+        } else {
+            "[log]\naccess = \"off\"\n"
+        };
+        let toml = format!(
+            "[server]\nadmin = \"off\"\n{log}{extra}\n[upstreams.app]\nservers = [\"{{origin}}\"]\n[[routes]]\nupstream = \"app\"\n"
+        );
+        Torii::start(&toml, Some(origin)).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops accepting, drains, and waits for torii to end.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Torii {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// A plain HTTP client (HTTP/1.1, keep-alive pool).
+pub fn client(
+) -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Body> {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// GET `url`, returns status, headers and the whole body.
+pub async fn get(url: &str) -> (StatusCode, http::HeaderMap, Bytes) {
+    let resp = client().get(url.parse().unwrap()).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
+}
+
+/// Writes raw bytes to `addr` and reads until the server closes or `wait` passes.
+pub async fn raw(addr: SocketAddr, request: &[u8], wait: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads from `stream` until it is closed; returns what was read, or `None` after `wait`.
+pub async fn read_until_closed(stream: &mut TcpStream, wait: Duration) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    match tokio::time::timeout(wait, stream.read_to_end(&mut out)).await {
+        Ok(_) => Some(out),
+        Err(_) => None,
+    }
+}
