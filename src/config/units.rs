@@ -98,7 +98,7 @@ mod tests {
         assert!(parse_size("MB").is_err());
         assert!(parse_size("12XB").is_err());
         assert!(parse_size("99999999999999999999").is_err());
-        assert!(parse_size("100000TiB").is_err());
+        assert!(parse_size("100000000TiB").is_err());
     }
 
     #[test]

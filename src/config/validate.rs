@@ -125,9 +125,9 @@ pub fn validate(file: FileConfig) -> Result<Config, Vec<Problem>> {
     let mut upstreams = BTreeMap::new();
     for (name, section) in &file.upstreams {
         let path = format!("upstreams.{}", name.get_ref());
-        if let Some(upstream) = upstream(&mut c, section, &path, name.span()) {
-            upstreams.insert(UpstreamName(name.get_ref().clone()), upstream);
-        }
+        // Kept even when invalid, so routes naming it don't add a second, misleading error.
+        let upstream = upstream(&mut c, section, &path, name.span());
+        upstreams.insert(UpstreamName(name.get_ref().clone()), upstream);
     }
 
     let mut routes = Vec::new();
@@ -337,7 +337,7 @@ fn upstream(
     s: &file::UpstreamSection,
     path: &str,
     name_span: Range<usize>,
-) -> Option<Upstream> {
+) -> Upstream {
     let mut servers = Vec::new();
     match &s.servers {
         None => {
@@ -371,7 +371,7 @@ fn upstream(
             }
         }
     }
-    let upstream = Upstream {
+    Upstream {
         servers,
         connect_timeout: c.duration(
             &s.connect_timeout,
@@ -394,8 +394,7 @@ fn upstream(
             &format!("{path}.pool_idle_timeout"),
             Duration::from_secs(90),
         ),
-    };
-    (!upstream.servers.is_empty()).then_some(upstream)
+    }
 }
 
 fn route(
