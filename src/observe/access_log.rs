@@ -150,7 +150,7 @@ fn combined(r: &Record) -> String {
 
 fn json(r: &Record) -> String {
     let value = serde_json::json!({
-        "time": r.time.map(|t| httpdate::fmt_http_date(t)),
+        "time": r.time.map(httpdate::fmt_http_date),
         "client": r.client.map(|c| c.ip().to_string()),
         "method": r.method.as_str(),
         "target": r.target,
