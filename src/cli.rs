@@ -42,7 +42,7 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct ProxyArgs {
-    /// Address to listen on, e.g. 127.0.0.1:8080, [::]:8080 or :8080.
+    /// Address to listen on, e.g. `127.0.0.1:8080`, `[::]:8080` or `:8080`.
     #[arg(long, short, value_parser = parse_listen)]
     pub listen: Vec<SocketAddr>,
     /// Upstream server, e.g. http://127.0.0.1:3000 or 10.0.0.5:8080; repeat for more (round robin).
