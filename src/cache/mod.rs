@@ -1,0 +1,3 @@
+//! The HTTP cache: stored objects and their memory and disk tiers.
+pub mod object;
+pub mod tier;

@@ -1,0 +1,643 @@
+//! The stored cache object ([`CachedObject`]) and its versioned, checksummed binary encoding.
+//!
+//! # Record layout (version 1, all integers little-endian)
+//!
+//! ```text
+//! header   0..4    magic  b"TRCO"
+//!          4       version (1)
+//!          5       flags (must be 0)
+//!          6..8    status u16
+//!          8..16   total_len u64   length of the whole record, trailer included
+//!          16..20  meta_len u32    length of the meta section that follows the header
+//!          20..24  meta_crc u32    CRC32 of bytes 0..20 ++ meta section
+//! meta     4 x time (secs u64, nanos u32): request, response, fresh_until, stale_until
+//!          key (u32 len + UTF-8), url (u32 len + UTF-8), tags (u32 count, each u32 len + UTF-8)
+//! headers  u32 count, each: u16 name len + name, u32 value len + value (repeats kept in order)
+//! body     u64 len + bytes
+//! trailer  u32 CRC32 of everything before it
+//! ```
+//!
+//! The header + meta prefix has its own CRC so the disk tier can rebuild its index
+//! from the first few hundred bytes of each file ([`decode_meta`]); the trailer CRC
+//! covers the whole record and is checked by [`CachedObject::decode`].
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+/// Magic bytes at the start of every encoded record.
+pub const MAGIC: [u8; 4] = *b"TRCO";
+/// Current encoding version.
+pub const VERSION: u8 = 1;
+/// Length of the fixed record header.
+pub const HEADER_LEN: usize = 24;
+/// Upper bound on the meta section (key, url, tags); longer records are rejected
+/// on encode and decode so index rebuilds never read unbounded prefixes.
+pub const MAX_META_LEN: usize = 1 << 20;
+/// Per-header overhead counted by [`CachedObject::size`] (as HTTP/2's header table does).
+const HEADER_OVERHEAD: usize = 32;
+/// Fixed per-object overhead counted by [`CachedObject::size`].
+const OBJECT_OVERHEAD: usize = 128;
+
+/// Why an encoded record was rejected. Decoding never panics; every variant means
+/// "treat as a miss and drop the record".
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The input is shorter than the fixed header + trailer, or a field runs past the end.
+    #[error("record truncated")]
+    Truncated,
+    /// The magic bytes do not match [`MAGIC`].
+    #[error("bad magic")]
+    BadMagic,
+    /// The version byte is not one this code understands.
+    #[error("unsupported version {0}")]
+    UnsupportedVersion(u8),
+    /// The declared total length differs from the input length.
+    #[error("length mismatch: header says {declared}, got {actual}")]
+    LengthMismatch {
+        /// Length written in the header.
+        declared: u64,
+        /// Length of the input.
+        actual: u64,
+    },
+    /// A CRC32 (meta or whole-record) did not match.
+    #[error("checksum mismatch")]
+    Checksum,
+    /// A field is well-framed but invalid (bad UTF-8, status, header, time, flags, trailing bytes).
+    #[error("invalid field: {0}")]
+    Invalid(&'static str),
+}
+
+/// Metadata of a stored object; identical in every tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Full cache key (primary key + "\n" + secondary/Vary key); identity in every tier.
+    pub key: String,
+    /// URL part of the primary key, e.g. `http://example.com/a/b?x=1`; prefix purges match on it.
+    pub url: String,
+    /// Surrogate keys from `Surrogate-Key` / `Cache-Tag`.
+    pub tags: Vec<String>,
+    /// When the request that produced this response was sent upstream.
+    pub request_time: SystemTime,
+    /// When the response was received.
+    pub response_time: SystemTime,
+    /// End of freshness.
+    pub fresh_until: SystemTime,
+    /// End of grace; after this the object is useless and may be dropped.
+    pub stale_until: SystemTime,
+}
+
+impl ObjectMeta {
+    /// True while `now` is before `fresh_until`.
+    pub fn is_fresh(&self, now: SystemTime) -> bool {
+        now < self.fresh_until
+    }
+
+    /// True once `now` has reached `stale_until` (the object may be dropped).
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        now >= self.stale_until
+    }
+}
+
+/// A cached response; immutable once built and shared as `Arc<CachedObject>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedObject {
+    /// Identity, tags and timing.
+    pub meta: ObjectMeta,
+    /// Response status.
+    pub status: StatusCode,
+    /// Response headers as stored.
+    pub headers: HeaderMap,
+    /// Whole body; a hit clones this `Bytes` (no copy).
+    pub body: Bytes,
+}
+
+impl CachedObject {
+    /// Weight used by the byte-bounded tiers: body + key + url + tags + headers
+    /// (name + value + 32 bytes each) + a fixed 128-byte overhead. Never 0.
+    pub fn size(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + HEADER_OVERHEAD)
+            .sum();
+        let tags: usize = self.meta.tags.iter().map(String::len).sum();
+        OBJECT_OVERHEAD
+            + self.body.len()
+            + self.meta.key.len()
+            + self.meta.url.len()
+            + tags
+            + headers
+    }
+
+    /// A copy whose `fresh_until` is `min(fresh_until, now)`, i.e. stale from `now` on
+    /// (used by soft purges). Body and header storage are shared, not copied.
+    pub fn stale_copy(&self, now: SystemTime) -> CachedObject {
+        let mut copy = self.clone();
+        copy.meta.fresh_until = copy.meta.fresh_until.min(now);
+        copy
+    }
+
+    /// Encodes the object in the current record format (see the module docs).
+    ///
+    /// Times before the Unix epoch are stored as the epoch. Fields that do not fit
+    /// their length prefix (a header value over 4 GiB, a meta section over
+    /// [`MAX_META_LEN`]) cannot be represented: for such objects (see
+    /// [`CachedObject::encodable`]) the returned record fails to decode; it never panics.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut meta = Vec::with_capacity(64 + self.meta.key.len() + self.meta.url.len());
+        for t in [
+            self.meta.request_time,
+            self.meta.response_time,
+            self.meta.fresh_until,
+            self.meta.stale_until,
+        ] {
+            let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+            meta.extend_from_slice(&d.as_secs().to_le_bytes());
+            meta.extend_from_slice(&d.subsec_nanos().to_le_bytes());
+        }
+        put_str(&mut meta, &self.meta.key);
+        put_str(&mut meta, &self.meta.url);
+        put_u32(&mut meta, self.meta.tags.len());
+        for tag in &self.meta.tags {
+            put_str(&mut meta, tag);
+        }
+
+        let headers_len: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| 6 + n.as_str().len() + v.len())
+            .sum();
+        let total = HEADER_LEN + meta.len() + 4 + headers_len + 8 + self.body.len() + 4;
+        let mut out = Vec::with_capacity(total);
+        out.extend_from_slice(&MAGIC);
+        out.push(VERSION);
+        out.push(0);
+        out.extend_from_slice(&self.status.as_u16().to_le_bytes());
+        out.extend_from_slice(&(total as u64).to_le_bytes());
+        put_u32(&mut out, meta.len());
+        let mut h = crc32fast::Hasher::new();
+        h.update(&out[..20]);
+        h.update(&meta);
+        out.extend_from_slice(&h.finalize().to_le_bytes());
+        out.extend_from_slice(&meta);
+
+        put_u32(&mut out, self.headers.len());
+        for (name, value) in &self.headers {
+            let n = name.as_str().as_bytes();
+            out.extend_from_slice(&(n.len().min(u16::MAX as usize) as u16).to_le_bytes());
+            out.extend_from_slice(n);
+            put_u32(&mut out, value.len());
+            out.extend_from_slice(value.as_bytes());
+        }
+        out.extend_from_slice(&(self.body.len() as u64).to_le_bytes());
+        out.extend_from_slice(&self.body);
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        debug_assert_eq!(out.len(), total);
+        out
+    }
+
+    /// Whether [`encode`](Self::encode) can represent this object faithfully
+    /// (meta section within [`MAX_META_LEN`], every header value under 4 GiB).
+    pub fn encodable(&self) -> bool {
+        let meta = 48
+            + 8
+            + self.meta.key.len()
+            + self.meta.url.len()
+            + 4
+            + self.meta.tags.iter().map(|t| 4 + t.len()).sum::<usize>();
+        meta <= MAX_META_LEN && self.headers.values().all(|v| v.len() < u32::MAX as usize)
+    }
+
+    /// Decodes a record, copying the body out of `buf`.
+    ///
+    /// # Errors
+    /// Any [`DecodeError`]: truncation, bad magic/version, length or CRC mismatch,
+    /// invalid fields. Never panics and never allocates more than `buf.len()` worth.
+    pub fn decode(buf: &[u8]) -> Result<CachedObject, DecodeError> {
+        let (parts, body) = parse(buf)?;
+        Ok(parts.into_object(Bytes::copy_from_slice(&buf[body])))
+    }
+
+    /// Like [`decode`](Self::decode) but the body is a zero-copy slice of `buf`.
+    ///
+    /// # Errors
+    /// Same as [`decode`](Self::decode).
+    pub fn decode_bytes(buf: Bytes) -> Result<CachedObject, DecodeError> {
+        let (parts, body) = parse(&buf)?;
+        Ok(parts.into_object(buf.slice(body)))
+    }
+}
+
+/// What [`decode_meta`] returns: the meta section plus framing facts about the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMeta {
+    /// Decoded metadata.
+    pub meta: ObjectMeta,
+    /// Response status.
+    pub status: StatusCode,
+    /// Length of the whole record as declared in its header (already meta-CRC checked).
+    pub total_len: u64,
+}
+
+/// From the first [`HEADER_LEN`] bytes of a record, the number of bytes
+/// (header + meta section) that [`decode_meta`] needs.
+///
+/// # Errors
+/// [`DecodeError::Truncated`], `BadMagic`, `UnsupportedVersion`, or `Invalid` when
+/// the meta length exceeds [`MAX_META_LEN`].
+pub fn meta_prefix_len(header: &[u8]) -> Result<usize, DecodeError> {
+    let fixed = parse_fixed(header)?;
+    Ok(HEADER_LEN + fixed.meta_len)
+}
+
+/// Decodes only the header and meta section of a record (verifying the meta CRC),
+/// without touching headers or body. `prefix` may be the whole record or just its
+/// first [`meta_prefix_len`] bytes.
+///
+/// # Errors
+/// As for [`CachedObject::decode`], restricted to the prefix.
+pub fn decode_meta(prefix: &[u8]) -> Result<RecordMeta, DecodeError> {
+    let fixed = parse_fixed(prefix)?;
+    let meta_end = HEADER_LEN + fixed.meta_len;
+    let meta_bytes = prefix
+        .get(HEADER_LEN..meta_end)
+        .ok_or(DecodeError::Truncated)?;
+    check_meta_crc(prefix, meta_bytes, fixed.meta_crc)?;
+    let mut r = Reader::new(meta_bytes);
+    let meta = read_meta(&mut r)?;
+    if !r.is_empty() {
+        return Err(DecodeError::Invalid("trailing bytes in meta section"));
+    }
+    Ok(RecordMeta {
+        meta,
+        status: fixed.status,
+        total_len: fixed.total_len,
+    })
+}
+
+struct Fixed {
+    status: StatusCode,
+    total_len: u64,
+    meta_len: usize,
+    meta_crc: u32,
+}
+
+fn parse_fixed(buf: &[u8]) -> Result<Fixed, DecodeError> {
+    let h = buf.get(..HEADER_LEN).ok_or(DecodeError::Truncated)?;
+    if h[..4] != MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    if h[4] != VERSION {
+        return Err(DecodeError::UnsupportedVersion(h[4]));
+    }
+    if h[5] != 0 {
+        return Err(DecodeError::Invalid("flags"));
+    }
+    let mut r = Reader::new(&h[6..]);
+    let status = r.u16()?;
+    let total_len = r.u64()?;
+    let meta_len = r.u32()? as usize;
+    let meta_crc = r.u32()?;
+    if meta_len > MAX_META_LEN {
+        return Err(DecodeError::Invalid("meta section too long"));
+    }
+    let status = StatusCode::from_u16(status).map_err(|_| DecodeError::Invalid("status"))?;
+    Ok(Fixed {
+        status,
+        total_len,
+        meta_len,
+        meta_crc,
+    })
+}
+
+fn check_meta_crc(buf: &[u8], meta: &[u8], expected: u32) -> Result<(), DecodeError> {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&buf[..20]);
+    h.update(meta);
+    if h.finalize() != expected {
+        return Err(DecodeError::Checksum);
+    }
+    Ok(())
+}
+
+struct Parts {
+    meta: ObjectMeta,
+    status: StatusCode,
+    headers: HeaderMap,
+}
+
+impl Parts {
+    fn into_object(self, body: Bytes) -> CachedObject {
+        CachedObject {
+            meta: self.meta,
+            status: self.status,
+            headers: self.headers,
+            body,
+        }
+    }
+}
+
+/// Validates the whole record and returns everything but the body, plus the body's range.
+fn parse(buf: &[u8]) -> Result<(Parts, std::ops::Range<usize>), DecodeError> {
+    if buf.len() < HEADER_LEN + 4 {
+        return Err(DecodeError::Truncated);
+    }
+    let fixed = parse_fixed(buf)?;
+    if fixed.total_len != buf.len() as u64 {
+        return Err(DecodeError::LengthMismatch {
+            declared: fixed.total_len,
+            actual: buf.len() as u64,
+        });
+    }
+    let (content, trailer) = buf.split_at(buf.len() - 4);
+    let mut t = Reader::new(trailer);
+    if crc32fast::hash(content) != t.u32()? {
+        return Err(DecodeError::Checksum);
+    }
+    let meta_end = HEADER_LEN + fixed.meta_len;
+    let meta_bytes = content
+        .get(HEADER_LEN..meta_end)
+        .ok_or(DecodeError::Truncated)?;
+    check_meta_crc(content, meta_bytes, fixed.meta_crc)?;
+    let mut r = Reader::new(meta_bytes);
+    let meta = read_meta(&mut r)?;
+    if !r.is_empty() {
+        return Err(DecodeError::Invalid("trailing bytes in meta section"));
+    }
+
+    let mut r = Reader::new(&content[meta_end..]);
+    // Each header needs at least 6 bytes of framing: bound the count by the input.
+    let count = r.count(6)?;
+    let mut headers = HeaderMap::with_capacity(count);
+    for _ in 0..count {
+        let name_len = r.u16()? as usize;
+        let name = HeaderName::from_bytes(r.take(name_len)?)
+            .map_err(|_| DecodeError::Invalid("header name"))?;
+        let value_len = r.u32()? as usize;
+        let value = HeaderValue::from_bytes(r.take(value_len)?)
+            .map_err(|_| DecodeError::Invalid("header value"))?;
+        headers.append(name, value);
+    }
+    let body_len = usize::try_from(r.u64()?).map_err(|_| DecodeError::Truncated)?;
+    let start = content.len() - r.remaining();
+    r.take(body_len)?;
+    if !r.is_empty() {
+        return Err(DecodeError::Invalid("trailing bytes after body"));
+    }
+    let parts = Parts {
+        meta,
+        status: fixed.status,
+        headers,
+    };
+    Ok((parts, start..start + body_len))
+}
+
+fn read_meta(r: &mut Reader<'_>) -> Result<ObjectMeta, DecodeError> {
+    let request_time = r.time()?;
+    let response_time = r.time()?;
+    let fresh_until = r.time()?;
+    let stale_until = r.time()?;
+    let key = r.string()?;
+    let url = r.string()?;
+    let count = r.count(4)?;
+    let mut tags = Vec::with_capacity(count);
+    for _ in 0..count {
+        tags.push(r.string()?);
+    }
+    Ok(ObjectMeta {
+        key,
+        url,
+        tags,
+        request_time,
+        response_time,
+        fresh_until,
+        stale_until,
+    })
+}
+
+fn put_u32(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(&(n.min(u32::MAX as usize) as u32).to_le_bytes());
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_u32(out, s.len());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Bounds-checked little-endian reader over a slice.
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Reader { buf }
+    }
+
+    fn remaining(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if n > self.buf.len() {
+            return Err(DecodeError::Truncated);
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        self.array().map(u16::from_le_bytes)
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        self.array().map(u32::from_le_bytes)
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        self.array().map(u64::from_le_bytes)
+    }
+
+    /// An element count, rejected if `count * min_elem_len` exceeds what is left.
+    fn count(&mut self, min_elem_len: usize) -> Result<usize, DecodeError> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(min_elem_len) > self.remaining() {
+            return Err(DecodeError::Truncated);
+        }
+        Ok(n)
+    }
+
+    fn string(&mut self) -> Result<String, DecodeError> {
+        let len = self.u32()? as usize;
+        let bytes = self.take(len)?;
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| DecodeError::Invalid("utf-8"))
+    }
+
+    fn time(&mut self) -> Result<SystemTime, DecodeError> {
+        let secs = self.u64()?;
+        let nanos = self.u32()?;
+        if nanos >= 1_000_000_000 {
+            return Err(DecodeError::Invalid("time nanos"));
+        }
+        UNIX_EPOCH
+            .checked_add(Duration::new(secs, nanos))
+            .ok_or(DecodeError::Invalid("time out of range"))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A test object with `body_len` bytes of body.
+    pub(crate) fn sample(key: &str, url: &str, tags: &[&str], body_len: usize) -> CachedObject {
+        let now = SystemTime::now();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain"),
+        );
+        headers.append(http::header::VARY, HeaderValue::from_static("accept"));
+        headers.append(
+            http::header::VARY,
+            HeaderValue::from_static("accept-encoding"),
+        );
+        // Patterned small bodies (bit flips land on varied bytes); big ones stay cheap.
+        let mut body = vec![0xA5u8; body_len];
+        for (i, b) in body.iter_mut().take(4096).enumerate() {
+            *b = (i * 31 % 251) as u8;
+        }
+        CachedObject {
+            meta: ObjectMeta {
+                key: key.to_owned(),
+                url: url.to_owned(),
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+                request_time: now - Duration::from_millis(5),
+                response_time: now,
+                fresh_until: now + Duration::from_secs(60),
+                stale_until: now + Duration::from_secs(3600),
+            },
+            status: StatusCode::OK,
+            headers,
+            body: Bytes::from(body),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let obj = sample(
+            "GET http://a/x\naccept=gzip",
+            "http://a/x",
+            &["t1", "t2"],
+            1000,
+        );
+        let enc = obj.encode();
+        assert_eq!(CachedObject::decode(&enc).unwrap(), obj);
+        assert_eq!(
+            CachedObject::decode_bytes(Bytes::from(enc.clone())).unwrap(),
+            obj
+        );
+        let rm = decode_meta(&enc[..meta_prefix_len(&enc).unwrap()]).unwrap();
+        assert_eq!(rm.meta, obj.meta);
+        assert_eq!(rm.total_len, enc.len() as u64);
+        // Repeated header values survive in order.
+        let dec = CachedObject::decode(&enc).unwrap();
+        let vary: Vec<_> = dec.headers.get_all(http::header::VARY).iter().collect();
+        assert_eq!(vary, ["accept", "accept-encoding"]);
+    }
+
+    #[test]
+    fn round_trip_empty_and_pre_epoch() {
+        let mut obj = sample("", "", &[], 0);
+        obj.headers.clear();
+        obj.status = StatusCode::NOT_FOUND;
+        obj.meta.request_time = UNIX_EPOCH;
+        let dec = CachedObject::decode(&obj.encode()).unwrap();
+        assert_eq!(dec, obj);
+        obj.meta.request_time = UNIX_EPOCH - Duration::from_secs(10);
+        let dec = CachedObject::decode(&obj.encode()).unwrap();
+        assert_eq!(dec.meta.request_time, UNIX_EPOCH);
+    }
+
+    #[test]
+    fn every_truncation_rejected() {
+        let enc = sample("k", "http://a/", &["t"], 64).encode();
+        for len in 0..enc.len() {
+            assert!(CachedObject::decode(&enc[..len]).is_err(), "len {len}");
+        }
+        let mut longer = enc.clone();
+        longer.push(0);
+        assert!(CachedObject::decode(&longer).is_err());
+    }
+
+    #[test]
+    fn every_bit_flip_rejected() {
+        let enc = sample("key", "http://a/b", &["x", "y"], 48).encode();
+        for i in 0..enc.len() {
+            for bit in 0..8 {
+                let mut bad = enc.clone();
+                bad[i] ^= 1 << bit;
+                assert!(CachedObject::decode(&bad).is_err(), "byte {i} bit {bit}");
+            }
+        }
+        // The meta prefix alone also rejects flips inside it.
+        let plen = meta_prefix_len(&enc).unwrap();
+        for i in 0..plen {
+            let mut bad = enc[..plen].to_vec();
+            bad[i] ^= 0x10;
+            assert!(decode_meta(&bad).is_err(), "meta byte {i}");
+        }
+    }
+
+    #[test]
+    fn random_garbage_never_panics() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let enc = sample("k", "u", &["t"], 32).encode();
+        for _ in 0..20_000 {
+            let mut buf = enc.clone();
+            // Rewrite a random run of bytes, then fix up magic/version/length so
+            // the parser goes past the cheap checks; CRC must still catch it.
+            let start = rng.gen_range(0..buf.len());
+            let end = (start + rng.gen_range(1..16)).min(buf.len());
+            rng.fill(&mut buf[start..end]);
+            buf[..4].copy_from_slice(&MAGIC);
+            buf[4] = VERSION;
+            let _ = CachedObject::decode(&buf);
+            let _ = decode_meta(&buf);
+            let len = rng.gen_range(0..64);
+            let junk: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+            let _ = CachedObject::decode(&junk);
+        }
+    }
+
+    #[test]
+    fn lying_lengths_rejected_without_allocation() {
+        // A header claiming a 4-billion-entry header map must be rejected by the
+        // count bound, not by trying to allocate. Build such a record with valid CRCs.
+        let obj = sample("k", "u", &[], 0);
+        let mut enc = obj.encode();
+        let plen = meta_prefix_len(&enc).unwrap();
+        enc[plen..plen + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let n = enc.len();
+        let crc = crc32fast::hash(&enc[..n - 4]);
+        enc[n - 4..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(CachedObject::decode(&enc), Err(DecodeError::Truncated));
+    }
+}
