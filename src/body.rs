@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::cache::fill::Fill;
 use crate::observe::Exchange;
 
 /// A downstream response body.
@@ -21,6 +22,8 @@ pub struct RespBody {
 enum Kind {
     Full(Option<Bytes>),
     Upstream(Incoming),
+    /// An upstream body also being copied into the cache.
+    Fill(Incoming, Option<Box<Fill>>),
 }
 
 impl RespBody {
@@ -42,6 +45,14 @@ impl RespBody {
     pub fn upstream(body: Incoming) -> RespBody {
         RespBody {
             kind: Kind::Upstream(body),
+            exchange: None,
+        }
+    }
+
+    /// An upstream body that is stored in the cache as it streams, if it ends cleanly.
+    pub fn filling(body: Incoming, fill: Fill) -> RespBody {
+        RespBody {
+            kind: Kind::Fill(body, Some(Box::new(fill))),
             exchange: None,
         }
     }
@@ -75,6 +86,33 @@ impl Body for RespBody {
         let polled = match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Kind::Fill(body, fill) => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(data) = frame.data_ref() {
+                            if fill.as_mut().is_some_and(|f| !f.push(data)) {
+                                *fill = None; // too large to store: pass it through
+                            }
+                        }
+                        // hyper stops polling once the body says it has ended, so the
+                        // last data frame may be the last poll.
+                        if body.is_end_stream() {
+                            if let Some(f) = fill.take() {
+                                f.finish();
+                            }
+                        }
+                    }
+                    Poll::Ready(None) => {
+                        if let Some(f) = fill.take() {
+                            f.finish();
+                        }
+                    }
+                    Poll::Ready(Some(Err(_))) => *fill = None,
+                    Poll::Pending => {}
+                }
+                polled
+            }
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -95,14 +133,14 @@ impl Body for RespBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
-            Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Upstream(body) | Kind::Fill(body, _) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Upstream(body) => body.size_hint(),
+            Kind::Upstream(body) | Kind::Fill(body, _) => body.size_hint(),
         }
     }
 }

@@ -14,6 +14,9 @@ pub enum ProxyError {
     /// 400, connection closed: the request is malformed or ambiguous.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// 405: a method this client may not use here (PURGE from a non-allowed address).
+    #[error("{0}")]
+    Forbidden(&'static str),
     /// 413, connection closed: the body is larger than `limits.max_body`.
     #[error("request body larger than limits.max_body")]
     BodyTooLarge,
@@ -27,6 +30,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Forbidden(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Upstream(upstream::Error::ConnectTimeout { .. })
             | ProxyError::Upstream(upstream::Error::ResponseTimeout { .. }) => {
@@ -46,7 +50,7 @@ impl ProxyError {
     pub fn to_response(&self) -> Response<RespBody> {
         let status = self.status();
         let text = match self {
-            ProxyError::BadRequest(why) => format!(
+            ProxyError::BadRequest(why) | ProxyError::Forbidden(why) => format!(
                 "{} {}: {why}\n",
                 status.as_u16(),
                 status.canonical_reason().unwrap_or("")

@@ -16,7 +16,15 @@ use crate::server::Server;
 /// # Errors
 /// When a listener cannot be bound or a runtime cannot start.
 pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    let server = Server::new(config.clone()).context("cannot start")?;
+    // The control runtime hosts signals, the admin listener and background work such as
+    // the disk tier's index scan.
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let server = {
+        let _enter = control.enter();
+        Server::new(config.clone()).context("cannot start")?
+    };
     let workers = config.server.workers.max(1);
     let mut threads = Vec::new();
 

@@ -11,6 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::sync::Semaphore;
 
+use crate::cache::Cache;
 use crate::config::{Config, UpstreamName};
 use crate::listener::{self, Drain};
 use crate::observe::AccessLog;
@@ -24,6 +25,8 @@ pub struct Runtime {
     pub router: Router,
     pub upstreams: HashMap<UpstreamName, Arc<Group>>,
     pub access_log: Option<Arc<AccessLog>>,
+    /// The cache, when `cache.memory` > 0; kept across reloads with the same `[cache]`.
+    pub cache: Option<Arc<Cache>>,
     /// The downstream HTTP/1.1 + h2c connection builder, configured from `limits`.
     pub http: auto::Builder<TokioExecutor>,
 }
@@ -53,6 +56,23 @@ impl Runtime {
             Some(log) if *log.config() == config.log => Some(log),
             _ => AccessLog::start(&config.log)?.map(Arc::new),
         };
+        let cache = match previous {
+            Some(p)
+                if p.config.cache.memory == config.cache.memory
+                    && p.config.cache.disk == config.cache.disk =>
+            {
+                p.cache.clone()
+            }
+            _ if config.cache.memory == 0 => None,
+            _ => {
+                let disk = config
+                    .cache
+                    .disk
+                    .as_ref()
+                    .map(|d| (d.path.as_path(), d.size));
+                Some(Arc::new(Cache::new(config.cache.memory, disk)?))
+            }
+        };
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1()
             .timer(TokioTimer::new())
@@ -70,6 +90,7 @@ impl Runtime {
             config: Arc::new(config),
             upstreams,
             access_log,
+            cache,
             http,
         })
     }

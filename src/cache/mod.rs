@@ -1,3 +1,404 @@
-//! The HTTP cache: stored objects and their memory and disk tiers.
+//! The HTTP cache: keys, the RFC 9111 policy, stored objects in memory and disk tiers,
+//! request coalescing, background refresh and purge.
+//!
+//! `Cache` is the runtime half; `policy` decides (pure), `key` names, `tier` stores.
+//! `proxy::cached` drives a request through it.
+
+pub mod fill;
+pub mod key;
 pub mod object;
+pub mod policy;
 pub mod tier;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use http::{header, HeaderMap, HeaderValue};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use object::CachedObject;
+use tier::disk::DiskTier;
+use tier::memory::MemoryTier;
+
+/// Marks the small object stored under a primary key whose response had `Vary`: it holds
+/// the `Vary` field, and each variant is stored under `variant_key(primary, secondary)`.
+const VARIANTS_MARKER: &str = "x-torii-variants";
+
+/// Which URLs a purge reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlMatch {
+    /// This canonical URL exactly (all its variants).
+    Exact(String),
+    /// Every URL starting with this (scheme://host/…).
+    Prefix(String),
+    /// Every URL, on any host, whose path starts with this (`/static/`).
+    PathPrefix(String),
+}
+
+impl UrlMatch {
+    pub fn matches(&self, url: &str) -> bool {
+        match self {
+            UrlMatch::Exact(u) => url == u,
+            UrlMatch::Prefix(p) => url.starts_with(p.as_str()),
+            UrlMatch::PathPrefix(p) => url_path(url).starts_with(p.as_str()),
+        }
+    }
+}
+
+/// The path (and query) of `scheme://host/path?q`, or the input when it is already a path.
+fn url_path(url: &str) -> &str {
+    match url.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => url,
+    }
+}
+
+/// The key a variant of `primary` is stored under.
+pub fn variant_key(primary: &str, secondary: &str) -> String {
+    format!("{primary}\n\u{1}vary\n{secondary}")
+}
+
+/// Counters for the metrics work to come; all monotonic.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub stale: AtomicU64,
+    pub revalidated: AtomicU64,
+    pub coalesced: AtomicU64,
+    pub bypass: AtomicU64,
+    pub stores: AtomicU64,
+    pub refreshes: AtomicU64,
+    pub purged: AtomicU64,
+}
+
+/// What a purge did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Purged {
+    pub memory: usize,
+    pub disk: usize,
+}
+
+/// The state of one coalesced fetch, as its followers see it.
+#[derive(Debug, Clone)]
+pub enum FlightState {
+    Pending,
+    /// The leader stored this object: serve it.
+    Stored(Arc<CachedObject>),
+    /// The leader's response was not stored: fetch yourself.
+    NotStored,
+}
+
+/// Where a request stands in coalescing.
+pub enum Join {
+    /// First for this key: fetch, and finish the guard (or drop it on failure).
+    Leader(FlightGuard),
+    /// Someone is fetching: wait for its result.
+    Follower(watch::Receiver<FlightState>),
+    /// Recently uncacheable (hit-for-miss): go to the origin, don't queue.
+    Pass,
+}
+
+/// The cache of one torii process; shared by all workers and config generations with the
+/// same `[cache]` settings.
+pub struct Cache {
+    memory: MemoryTier,
+    disk: Option<DiskTier>,
+    flights: Mutex<HashMap<String, watch::Sender<FlightState>>>,
+    /// Keys whose last response was uncacheable, until the given instant (Varnish's
+    /// hit-for-miss): they skip coalescing so requests don't queue behind each other.
+    uncacheable: Mutex<HashMap<String, Instant>>,
+    refreshing: Mutex<HashSet<String>>,
+    pub stats: Stats,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("objects", &self.memory.len())
+            .finish()
+    }
+}
+
+impl Cache {
+    /// A cache with a memory tier of `memory_bytes` and optionally a disk tier. Must be
+    /// called inside a tokio runtime when `disk` is set (its index loads in the background).
+    ///
+    /// # Errors
+    /// When the disk directory cannot be created.
+    pub fn new(memory_bytes: u64, disk: Option<(&std::path::Path, u64)>) -> std::io::Result<Cache> {
+        let disk = match disk {
+            Some((dir, size)) => Some(DiskTier::open(dir, size)?),
+            None => None,
+        };
+        Ok(Cache {
+            memory: MemoryTier::new(memory_bytes),
+            disk,
+            flights: Mutex::default(),
+            uncacheable: Mutex::default(),
+            refreshing: Mutex::default(),
+            stats: Stats::default(),
+        })
+    }
+
+    pub fn memory(&self) -> &MemoryTier {
+        &self.memory
+    }
+
+    pub fn disk(&self) -> Option<&DiskTier> {
+        self.disk.as_ref()
+    }
+
+    /// The stored response for `primary` that matches the request's `Vary`-selected
+    /// headers, from memory, else disk (which then fills memory). No side effects on miss.
+    pub async fn lookup(
+        &self,
+        primary: &str,
+        req_headers: &HeaderMap,
+    ) -> Option<Arc<CachedObject>> {
+        let first = self.get(primary).await?;
+        if !first.headers.contains_key(VARIANTS_MARKER) {
+            return Some(first);
+        }
+        let secondary = policy::secondary_key(first.headers.get_all(header::VARY), req_headers)?;
+        self.get(&variant_key(primary, &secondary)).await
+    }
+
+    async fn get(&self, key: &str) -> Option<Arc<CachedObject>> {
+        if let Some(obj) = self.memory.get(key) {
+            return Some(obj);
+        }
+        let obj = Arc::new(self.disk.as_ref()?.get(key).await?);
+        self.memory.insert(obj.clone());
+        Some(obj)
+    }
+
+    /// Stores `obj` in every tier (the disk write runs in the background). When the object
+    /// is a `Vary` variant, `index` is the marker stored under its primary key.
+    pub fn store(&self, obj: Arc<CachedObject>, index: Option<CachedObject>) {
+        self.stats.stores.fetch_add(1, Relaxed);
+        if let Some(index) = index {
+            self.put(Arc::new(index));
+        }
+        self.put(obj);
+    }
+
+    fn put(&self, obj: Arc<CachedObject>) {
+        self.memory.insert(obj.clone());
+        if let Some(disk) = &self.disk {
+            let write = disk.insert(obj);
+            tokio::spawn(async move {
+                if let Err(e) = write.await {
+                    tracing::debug!("disk tier write failed: {e}");
+                }
+            });
+        }
+    }
+
+    /// The marker object stored under `primary` for a response with `Vary`.
+    pub fn variants_index(primary: &str, variant: &CachedObject) -> CachedObject {
+        let mut headers = HeaderMap::new();
+        for v in variant.headers.get_all(header::VARY) {
+            headers.append(header::VARY, v.clone());
+        }
+        headers.insert(VARIANTS_MARKER, HeaderValue::from_static("1"));
+        let mut meta = variant.meta.clone();
+        meta.key = primary.to_string();
+        CachedObject {
+            meta,
+            status: http::StatusCode::OK,
+            headers,
+            body: bytes::Bytes::new(),
+        }
+    }
+
+    /// Purges what `m` matches from every tier; `soft` marks entries stale instead (served
+    /// only within grace, revalidated first otherwise).
+    pub async fn purge_urls(&self, m: &UrlMatch, soft: bool) -> Purged {
+        let memory = if soft {
+            self.memory.soft_purge_urls(m, SystemTime::now())
+        } else {
+            self.memory.purge_urls(m)
+        };
+        // Soft purge has no disk form: disk copies are dropped, memory keeps the stale copy.
+        let disk = match &self.disk {
+            Some(d) => d.purge_urls(m).await,
+            None => 0,
+        };
+        self.stats.purged.fetch_add((memory + disk) as u64, Relaxed);
+        Purged { memory, disk }
+    }
+
+    /// Purges every object tagged `tag` (from `Surrogate-Key` / `Cache-Tag`).
+    pub async fn purge_tag(&self, tag: &str, soft: bool) -> Purged {
+        let memory = if soft {
+            self.memory.soft_purge_tag(tag, SystemTime::now())
+        } else {
+            self.memory.purge_tag(tag)
+        };
+        let disk = match &self.disk {
+            Some(d) => d.purge_tag(tag).await,
+            None => 0,
+        };
+        self.stats.purged.fetch_add((memory + disk) as u64, Relaxed);
+        Purged { memory, disk }
+    }
+
+    /// Joins the fetch for `key`: the first caller leads, later ones follow.
+    pub fn join(self: &Arc<Self>, key: &str) -> Join {
+        {
+            let mut uncacheable = self.uncacheable.lock().expect("poisoned");
+            if let Some(until) = uncacheable.get(key) {
+                if *until > Instant::now() {
+                    return Join::Pass;
+                }
+                uncacheable.remove(key);
+            }
+        }
+        let mut flights = self.flights.lock().expect("poisoned");
+        if let Some(tx) = flights.get(key) {
+            return Join::Follower(tx.subscribe());
+        }
+        let (tx, _) = watch::channel(FlightState::Pending);
+        flights.insert(key.to_string(), tx.clone());
+        Join::Leader(FlightGuard {
+            cache: self.clone(),
+            key: key.to_string(),
+            tx: Some(tx),
+        })
+    }
+
+    /// Remembers that `key` answered something uncacheable, for `ttl`.
+    pub fn mark_uncacheable(&self, key: &str, ttl: Duration) {
+        if ttl.is_zero() {
+            return;
+        }
+        let mut map = self.uncacheable.lock().expect("poisoned");
+        if map.len() >= 100_000 {
+            let now = Instant::now();
+            map.retain(|_, until| *until > now);
+            if map.len() >= 100_000 {
+                map.clear();
+            }
+        }
+        map.insert(key.to_string(), Instant::now() + ttl);
+    }
+
+    /// Claims the one background refresh of `key`; `None` when one is already running.
+    pub fn start_refresh(self: &Arc<Self>, key: &str) -> Option<RefreshGuard> {
+        let mut refreshing = self.refreshing.lock().expect("poisoned");
+        if !refreshing.insert(key.to_string()) {
+            return None;
+        }
+        self.stats.refreshes.fetch_add(1, Relaxed);
+        Some(RefreshGuard {
+            cache: self.clone(),
+            key: key.to_string(),
+        })
+    }
+}
+
+/// The leader's side of a coalesced fetch. Dropping it unfinished tells followers to
+/// fetch themselves (the leader failed, or its response was not stored).
+pub struct FlightGuard {
+    cache: Arc<Cache>,
+    key: String,
+    tx: Option<watch::Sender<FlightState>>,
+}
+
+impl FlightGuard {
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Publishes the outcome to the followers and ends the flight.
+    pub fn finish(mut self, state: FlightState) {
+        self.end(state);
+    }
+
+    fn end(&mut self, state: FlightState) {
+        if let Some(tx) = self.tx.take() {
+            self.cache
+                .flights
+                .lock()
+                .expect("poisoned")
+                .remove(&self.key);
+            tx.send_replace(state);
+        }
+    }
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        self.end(FlightState::NotStored);
+    }
+}
+
+/// Held while a background refresh of one key runs.
+pub struct RefreshGuard {
+    cache: Arc<Cache>,
+    key: String,
+}
+
+impl Drop for RefreshGuard {
+    fn drop(&mut self) {
+        self.cache
+            .refreshing
+            .lock()
+            .expect("poisoned")
+            .remove(&self.key);
+    }
+}
+
+/// Waits for a coalesced fetch, at most `timeout`; `None` means fetch yourself.
+pub async fn follow(
+    mut rx: watch::Receiver<FlightState>,
+    timeout: Duration,
+) -> Option<Arc<CachedObject>> {
+    let waited =
+        tokio::time::timeout(timeout, rx.wait_for(|s| !matches!(s, FlightState::Pending))).await;
+    match waited {
+        Ok(Ok(state)) => match &*state {
+            FlightState::Stored(obj) => Some(obj.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_matches() {
+        assert!(UrlMatch::Exact("http://a/x".into()).matches("http://a/x"));
+        assert!(!UrlMatch::Exact("http://a/x".into()).matches("http://a/xy"));
+        assert!(UrlMatch::Prefix("http://a/x".into()).matches("http://a/xy"));
+        assert!(UrlMatch::PathPrefix("/static/".into()).matches("http://b:81/static/app.js"));
+        assert!(!UrlMatch::PathPrefix("/static/".into()).matches("http://b/other/static/"));
+        assert_eq!(url_path("http://h"), "/");
+    }
+
+    #[tokio::test]
+    async fn coalescing_one_leader() {
+        let cache = Arc::new(Cache::new(1 << 20, None).unwrap());
+        let Join::Leader(guard) = cache.join("k") else {
+            panic!("first is leader")
+        };
+        let Join::Follower(rx) = cache.join("k") else {
+            panic!("second follows")
+        };
+        drop(guard);
+        assert!(
+            follow(rx, Duration::from_secs(1)).await.is_none(),
+            "a dropped leader releases followers"
+        );
+        assert!(matches!(cache.join("k"), Join::Leader(_)));
+        cache.mark_uncacheable("u", Duration::from_secs(30));
+        assert!(matches!(cache.join("u"), Join::Pass));
+    }
+}

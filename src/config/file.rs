@@ -12,6 +12,7 @@ pub struct FileConfig {
     pub server: Option<ServerSection>,
     pub limits: Option<LimitsSection>,
     pub log: Option<LogSection>,
+    pub cache: Option<CacheSection>,
     #[serde(default)]
     pub upstreams: BTreeMap<Spanned<String>, UpstreamSection>,
     #[serde(default)]
@@ -65,6 +66,7 @@ pub struct RouteSection {
     pub host_header: Option<Spanned<String>>,
     pub respond: Option<Spanned<RespondSection>>,
     pub redirect: Option<Spanned<RedirectSection>>,
+    pub cache: Option<Spanned<RouteCacheSection>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,4 +84,46 @@ pub struct RedirectSection {
     pub to: Option<Spanned<String>>,
     pub status: Option<Spanned<i64>>,
     pub keep_path: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    pub memory: Option<Spanned<String>>,
+    pub disk: Option<Spanned<DiskSection>>,
+    pub purge_allow: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskSection {
+    pub path: Option<Spanned<String>>,
+    pub size: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteCacheSection {
+    pub enabled: Option<bool>,
+    pub default_ttl: Option<Spanned<String>>,
+    pub forced_ttl: Option<Spanned<String>>,
+    pub ignore_no_cache: Option<bool>,
+    pub allow_set_cookie: Option<bool>,
+    pub max_object_size: Option<Spanned<String>>,
+    pub grace: Option<Spanned<String>>,
+    pub stale_if_error: Option<Spanned<String>>,
+    pub keep: Option<Spanned<String>>,
+    pub hit_for_miss: Option<Spanned<String>>,
+    pub refresh_ahead: Option<bool>,
+    pub key: Option<KeySection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySection {
+    pub host: Option<bool>,
+    pub query: Option<Spanned<String>>,
+    pub drop_params: Option<Vec<String>>,
+    pub headers: Option<Vec<Spanned<String>>>,
+    pub cookies: Option<Vec<String>>,
 }

@@ -11,6 +11,7 @@ pub mod validate;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use model::*;
 
@@ -180,6 +181,7 @@ impl Config {
                 access: AccessTarget::Off,
                 format: LogFormat::Combined,
             },
+            cache: CacheSettings::default(),
             upstreams: [(name.clone(), upstream)].into_iter().collect(),
             routes: vec![Route {
                 id: RouteId(0),
@@ -188,6 +190,7 @@ impl Config {
                 action: Action::Proxy {
                     upstream: name,
                     host_header: None,
+                    cache: Some(Arc::new(CachePolicy::default())),
                 },
             }],
         })

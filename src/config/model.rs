@@ -2,8 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,6 +17,7 @@ pub struct Config {
     pub server: Server,
     pub limits: Limits,
     pub log: Log,
+    pub cache: CacheSettings,
     pub upstreams: BTreeMap<UpstreamName, Upstream>,
     pub routes: Vec<Route>,
 }
@@ -172,6 +175,8 @@ pub enum Action {
         upstream: UpstreamName,
         /// `None`: pass the downstream Host; `Some`: send this Host upstream.
         host_header: Option<HeaderValue>,
+        /// `None`: this route does not cache (X-Cache: BYPASS).
+        cache: Option<Arc<CachePolicy>>,
     },
     Respond {
         status: StatusCode,
@@ -184,4 +189,119 @@ pub enum Action {
         /// Append the request's path and query to `to`.
         keep_path: bool,
     },
+}
+
+/// Process-wide cache settings (`[cache]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheSettings {
+    /// Memory tier size in bytes; 0 turns caching off everywhere. Default 256 MiB.
+    pub memory: u64,
+    /// Optional disk tier.
+    pub disk: Option<DiskSettings>,
+    /// Who may send `PURGE` to the proxy port. Default: loopback only.
+    pub purge_allow: Vec<IpNet>,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            memory: 256 << 20,
+            disk: None,
+            purge_allow: vec![
+                IpNet::new([127, 0, 0, 0].into(), 8),
+                IpNet::new(std::net::Ipv6Addr::LOCALHOST.into(), 128),
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiskSettings {
+    pub path: PathBuf,
+    /// Bound in bytes.
+    pub size: u64,
+}
+
+/// An address range, `10.0.0.0/8` or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    pub fn new(addr: IpAddr, prefix: u8) -> IpNet {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        IpNet {
+            addr,
+            prefix: prefix.min(max),
+        }
+    }
+
+    /// Parses `10.0.0.0/8`, `::1`, `192.168.1.5`.
+    pub fn parse(text: &str) -> Option<IpNet> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a.parse::<IpAddr>().ok()?, p.parse::<u8>().ok()?),
+            None => {
+                let a = text.parse::<IpAddr>().ok()?;
+                (a, if a.is_ipv4() { 32 } else { 128 })
+            }
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (prefix <= max).then_some(IpNet { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Per-route cache behaviour (`[routes.cache]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachePolicy {
+    /// RFC 9111 overrides: default/forced TTL, honouring no-cache/private, Set-Cookie.
+    pub store: crate::cache::policy::StoreOptions,
+    pub key: crate::cache::key::KeySpec,
+    /// Larger responses pass through unstored. Default 64 MiB.
+    pub max_object_size: u64,
+    /// Minimum stale-while-revalidate window ("grace"). Default 10 s.
+    pub grace: Duration,
+    /// Minimum stale-if-error window. Default 5 min.
+    pub stale_if_error: Duration,
+    /// Extra time a stale entry with validators is kept for revalidation. Default 1 h.
+    pub keep: Duration,
+    /// How long an uncacheable answer makes its key skip coalescing. Default 30 s.
+    pub hit_for_miss: Duration,
+    /// Refresh hot entries in the background shortly before they expire. Default on.
+    pub refresh_ahead: bool,
+}
+
+impl Default for CachePolicy {
+    fn default() -> Self {
+        CachePolicy {
+            store: Default::default(),
+            key: Default::default(),
+            max_object_size: 64 << 20,
+            grace: Duration::from_secs(10),
+            stale_if_error: Duration::from_secs(300),
+            keep: Duration::from_secs(3600),
+            hit_for_miss: Duration::from_secs(30),
+            refresh_ahead: true,
+        }
+    }
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -121,6 +122,7 @@ pub fn validate(file: FileConfig) -> Result<Config, Vec<Problem>> {
     let server = server(&mut c, file.server.unwrap_or_default());
     let limits = limits(&mut c, file.limits.unwrap_or_default());
     let log = log(&mut c, file.log.unwrap_or_default());
+    let cache = cache_settings(&mut c, file.cache.unwrap_or_default());
 
     let mut upstreams = BTreeMap::new();
     for (name, section) in &file.upstreams {
@@ -133,7 +135,14 @@ pub fn validate(file: FileConfig) -> Result<Config, Vec<Problem>> {
     let mut routes = Vec::new();
     for (index, section) in file.routes.iter().enumerate() {
         let path = format!("routes[{index}]");
-        if let Some(route) = route(&mut c, section, &path, RouteId(index), &upstreams) {
+        if let Some(route) = route(
+            &mut c,
+            section,
+            &path,
+            RouteId(index),
+            &upstreams,
+            cache.memory > 0,
+        ) {
             routes.push(route);
         }
     }
@@ -151,6 +160,7 @@ pub fn validate(file: FileConfig) -> Result<Config, Vec<Problem>> {
             server,
             limits,
             log,
+            cache,
             upstreams,
             routes,
         })
@@ -403,6 +413,7 @@ fn route(
     path: &str,
     id: RouteId,
     upstreams: &BTreeMap<UpstreamName, Upstream>,
+    caching: bool,
 ) -> Option<Route> {
     let s = spanned.get_ref();
     let host = match &s.host {
@@ -506,9 +517,11 @@ fn route(
             }
             return None;
         }
+        let cache = route_cache(c, s.cache.as_ref(), path, caching);
         Action::Proxy {
             upstream: key,
             host_header,
+            cache,
         }
     } else if let Some(respond) = &s.respond {
         let r = respond.get_ref();
@@ -626,4 +639,114 @@ fn valid_hostname(name: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
+}
+
+fn cache_settings(c: &mut Checker, s: file::CacheSection) -> CacheSettings {
+    let d = CacheSettings::default();
+    let memory = c.size(&s.memory, "cache.memory", d.memory);
+    let disk = s.disk.as_ref().and_then(|disk| {
+        let section = disk.get_ref();
+        let Some(path) = &section.path else {
+            c.report(disk.span(), "cache.disk", "missing `path`");
+            c.hint("e.g. disk = { path = \"/var/cache/torii\", size = \"10GiB\" }");
+            return None;
+        };
+        if path.get_ref().is_empty() {
+            c.report(path.span(), "cache.disk.path", "empty path");
+            return None;
+        }
+        let size = c.size(&section.size, "cache.disk.size", 1 << 30);
+        Some(DiskSettings {
+            path: PathBuf::from(path.get_ref()),
+            size,
+        })
+    });
+    let purge_allow = match &s.purge_allow {
+        None => d.purge_allow,
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| {
+                let net = IpNet::parse(v.get_ref().trim());
+                if net.is_none() {
+                    c.report(
+                        v.span(),
+                        format!("cache.purge_allow[{i}]"),
+                        format!("{:?} is not an address or CIDR range", v.get_ref()),
+                    );
+                    c.hint("e.g. \"127.0.0.1\", \"10.0.0.0/8\", \"::1\"");
+                }
+                net
+            })
+            .collect(),
+    };
+    CacheSettings {
+        memory,
+        disk,
+        purge_allow,
+    }
+}
+
+fn route_cache(
+    c: &mut Checker,
+    section: Option<&Spanned<file::RouteCacheSection>>,
+    path: &str,
+    caching: bool,
+) -> Option<Arc<CachePolicy>> {
+    let d = CachePolicy::default();
+    let Some(section) = section else {
+        return caching.then(|| Arc::new(d));
+    };
+    let s = section.get_ref();
+    let p = |key: &str| format!("{path}.cache.{key}");
+    let opt_duration = |c: &mut Checker, v: &Option<Spanned<String>>, key: &str| {
+        v.as_ref().map(|_| c.duration(v, &p(key), Duration::ZERO))
+    };
+    let mut store = d.store.clone();
+    store.default_ttl = opt_duration(c, &s.default_ttl, "default_ttl");
+    store.forced_ttl = opt_duration(c, &s.forced_ttl, "forced_ttl");
+    store.ignore_no_cache_private = s.ignore_no_cache.unwrap_or(false);
+    store.allow_set_cookie = s.allow_set_cookie.unwrap_or(false);
+    let mut key = d.key.clone();
+    if let Some(k) = &s.key {
+        key.include_host = k.host.unwrap_or(true);
+        if let Some(q) = &k.query {
+            match q.get_ref().as_str() {
+                "sorted" => {}
+                "as-is" => key.sort_query = false,
+                "ignore" => key.include_query = false,
+                other => {
+                    c.report(
+                        q.span(),
+                        p("key.query"),
+                        format!("unknown query mode {other:?}"),
+                    );
+                    c.hint("use \"sorted\" (default), \"as-is\" or \"ignore\"");
+                }
+            }
+        }
+        key.drop_query_params = k.drop_params.clone().unwrap_or_default();
+        for h in k.headers.iter().flatten() {
+            match http::HeaderName::from_bytes(h.get_ref().as_bytes()) {
+                Ok(name) => key.headers.push(name),
+                Err(_) => c.report(
+                    h.span(),
+                    p("key.headers"),
+                    format!("{:?} is not a header name", h.get_ref()),
+                ),
+            }
+        }
+        key.cookies = k.cookies.clone().unwrap_or_default();
+    }
+    let policy = CachePolicy {
+        store,
+        key,
+        max_object_size: c.size(&s.max_object_size, &p("max_object_size"), d.max_object_size),
+        grace: c.duration(&s.grace, &p("grace"), d.grace),
+        stale_if_error: c.duration(&s.stale_if_error, &p("stale_if_error"), d.stale_if_error),
+        keep: c.duration(&s.keep, &p("keep"), d.keep),
+        hit_for_miss: c.duration(&s.hit_for_miss, &p("hit_for_miss"), d.hit_for_miss),
+        refresh_ahead: s.refresh_ahead.unwrap_or(d.refresh_ahead),
+    };
+    (caching && s.enabled.unwrap_or(true)).then(|| Arc::new(policy))
 }

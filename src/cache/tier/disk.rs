@@ -39,6 +39,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::cache::object::{self, CachedObject, DecodeError, HEADER_LEN};
+use crate::cache::UrlMatch;
 
 /// Usage is brought down to this share of `max_bytes` when eviction runs.
 const LOW_WATERMARK_PERCENT: u64 = 95;
@@ -89,7 +90,7 @@ struct Entry {
 
 enum Purge {
     Key(u128),
-    Prefix(String),
+    Urls(UrlMatch),
     Tag(String),
 }
 
@@ -174,7 +175,7 @@ impl Index {
     fn purged(&self, hash: u128, url: &str, tags: &[String]) -> bool {
         self.pending.iter().any(|p| match p {
             Purge::Key(h) => *h == hash,
-            Purge::Prefix(prefix) => url.starts_with(prefix.as_str()),
+            Purge::Urls(m) => m.matches(url),
             Purge::Tag(tag) => tags.contains(tag),
         })
     }
@@ -336,12 +337,19 @@ impl DiskTier {
     /// Scans the in-memory index (no directory walk). During the startup scan, files
     /// not indexed yet are deleted as the scan reaches them (not counted here).
     pub async fn purge_prefix(&self, url_prefix: &str) -> usize {
+        self.purge_urls(&UrlMatch::Prefix(url_prefix.to_owned()))
+            .await
+    }
+
+    /// Deletes every object whose URL `m` matches; returns how many. Same scan rules as
+    /// [`purge_prefix`](Self::purge_prefix).
+    pub async fn purge_urls(&self, m: &UrlMatch) -> usize {
         let hashes = {
             let mut index = self.inner.lock();
             if index.scanning {
-                index.pending.push(Purge::Prefix(url_prefix.to_owned()));
+                index.pending.push(Purge::Urls(m.clone()));
             }
-            index.remove_where(|e| e.url.starts_with(url_prefix))
+            index.remove_where(|e| m.matches(&e.url))
         };
         self.delete_now(hashes).await
     }

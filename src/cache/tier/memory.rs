@@ -29,6 +29,7 @@ use quick_cache::sync::{Cache, EntryAction, EntryResult};
 use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
 
 use crate::cache::object::CachedObject;
+use crate::cache::UrlMatch;
 
 /// Number of tag-index shards.
 const TAG_SHARDS: usize = 16;
@@ -290,7 +291,12 @@ impl MemoryTier {
     ///
     /// Scans all entries (O(n), cloning each key); purges are rare, so no URL trie is kept.
     pub fn purge_prefix(&self, url_prefix: &str) -> usize {
-        let matches = |o: &CachedObject| o.meta.url.starts_with(url_prefix);
+        self.purge_urls(&UrlMatch::Prefix(url_prefix.to_owned()))
+    }
+
+    /// Removes every object whose URL `m` matches; returns how many (scans every entry).
+    pub fn purge_urls(&self, m: &UrlMatch) -> usize {
+        let matches = |o: &CachedObject| m.matches(&o.meta.url);
         self.matching_keys(matches)
             .into_iter()
             .filter(|k| self.remove_where(k, matches))
@@ -324,7 +330,12 @@ impl MemoryTier {
     /// Soft purge of every object whose URL starts with `url_prefix`; O(n) scan.
     /// Returns how many were marked.
     pub fn soft_purge_prefix(&self, url_prefix: &str, now: SystemTime) -> usize {
-        let matches = |o: &CachedObject| o.meta.url.starts_with(url_prefix);
+        self.soft_purge_urls(&UrlMatch::Prefix(url_prefix.to_owned()), now)
+    }
+
+    /// Soft purge of every object whose URL `m` matches. Returns how many were marked.
+    pub fn soft_purge_urls(&self, m: &UrlMatch, now: SystemTime) -> usize {
+        let matches = |o: &CachedObject| m.matches(&o.meta.url);
         self.matching_keys(matches)
             .into_iter()
             .filter(|k| self.soft_purge_where(k, now, matches))

@@ -1,6 +1,8 @@
 //! `handle()`: the whole request path in one function.
 //!
-//! limits → route → (cache: next) → upstream → response headers → observe.
+//! limits → route → cache (`cached`) → upstream → response headers → observe.
+
+pub mod cached;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -9,7 +11,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
@@ -137,6 +139,7 @@ async fn proxy(
     let Action::Proxy {
         upstream: name,
         host_header,
+        cache: route_cache,
     } = &route.action
     else {
         unreachable!("proxy() is only called for proxy routes");
@@ -146,12 +149,43 @@ async fn proxy(
         .get(name)
         .expect("validated config names only defined upstreams");
     let backend = group.pick().clone();
+    let caching = match (route_cache, &runtime.cache) {
+        (Some(policy), Some(cache)) => Some((policy, cache)),
+        _ => None,
+    };
+    let key_host = host
+        .clone()
+        .unwrap_or_else(|| backend.authority.to_string());
+    if req.method().as_str() == "PURGE" {
+        return match caching {
+            Some((policy, cache))
+                if runtime
+                    .config
+                    .cache
+                    .purge_allow
+                    .iter()
+                    .any(|n| n.contains(peer.ip())) =>
+            {
+                let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+                Ok(cached::purge_request(cache, policy, &key_host, pq, req.headers()).await)
+            }
+            Some(_) => Err(ProxyError::Forbidden(
+                "PURGE is not allowed from this address",
+            )),
+            None => Err(ProxyError::Forbidden("PURGE: this route does not cache")),
+        };
+    }
+    let cacheable_method = matches!(*req.method(), Method::GET | Method::HEAD);
 
     let wants_upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
     let downstream_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let (mut parts, body) = req.into_parts();
+    let downstream_headers =
+        (caching.is_some() && cacheable_method && !wants_upgrade).then(|| parts.headers.clone());
+    let method = parts.method.clone();
     let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let downstream_pq = pq.to_string();
     parts.uri = Uri::builder()
         .scheme(backend.scheme.clone())
         .authority(backend.authority.clone())
@@ -202,6 +236,19 @@ async fn proxy(
 
     record.upstream = Some(backend.clone());
     let sent = Instant::now();
+    if let (Some((policy, cache)), Some(req_headers)) = (caching, downstream_headers) {
+        let ctx = cached::Ctx {
+            cache,
+            policy,
+            group,
+            backend: backend.clone(),
+            req_headers,
+            host: key_host,
+        };
+        let result = cached::serve(ctx, upstream_req).await;
+        record.upstream_time = Some(sent.elapsed());
+        return result;
+    }
     let result = group.send(&backend, upstream_req).await;
     record.upstream_time = Some(sent.elapsed());
     let mut upstream_resp = match result {
@@ -235,6 +282,20 @@ async fn proxy(
 
     let (mut parts, body) = upstream_resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
+    if let Some((policy, cache)) = caching {
+        cached::invalidate(
+            cache,
+            policy,
+            &method,
+            parts.status,
+            &key_host,
+            &downstream_pq,
+            &parts.headers,
+        );
+    }
+    parts
+        .headers
+        .insert(cached::X_CACHE, cached::CacheStatus::Bypass.header());
     Ok(Response::from_parts(parts, RespBody::upstream(body)))
 }
 

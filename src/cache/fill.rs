@@ -1,0 +1,110 @@
+//! `Fill`: copies a response body into the cache while it streams to the first client.
+//! Stored only when the body ends cleanly and is complete; a truncated, failed or oversized
+//! body is never stored (the flight's followers then fetch themselves).
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::object::CachedObject;
+use super::{Cache, FlightGuard, FlightState};
+
+/// A response on its way into the cache.
+pub struct Fill {
+    cache: Arc<Cache>,
+    flight: Option<FlightGuard>,
+    /// The object to store, without its body yet.
+    template: CachedObject,
+    /// The `Vary` marker to store under the primary key, for variants.
+    index: Option<CachedObject>,
+    chunks: Vec<Bytes>,
+    len: usize,
+    max: usize,
+    /// `Content-Length` of the response, when it had one.
+    expected: Option<u64>,
+}
+
+impl Fill {
+    pub fn new(
+        cache: Arc<Cache>,
+        flight: Option<FlightGuard>,
+        template: CachedObject,
+        index: Option<CachedObject>,
+        max: usize,
+        expected: Option<u64>,
+    ) -> Fill {
+        Fill {
+            cache,
+            flight,
+            template,
+            index,
+            chunks: Vec::new(),
+            len: 0,
+            max,
+            expected,
+        }
+    }
+
+    /// Takes a copy of the next chunk (a reference count, not the bytes). Returns false
+    /// once the body is larger than the max object size: the fill is then abandoned.
+    pub fn push(&mut self, data: &Bytes) -> bool {
+        self.len += data.len();
+        if self.len > self.max {
+            return false;
+        }
+        self.chunks.push(data.clone());
+        true
+    }
+
+    /// The body ended cleanly: store the object and hand it to the followers.
+    pub fn finish(mut self) {
+        if self.expected.is_some_and(|e| e != self.len as u64) {
+            return; // shorter or longer than announced: never store
+        }
+        let body = match self.chunks.len() {
+            0 => Bytes::new(),
+            1 => self.chunks.pop().expect("one chunk"),
+            _ => {
+                let mut buf = BytesMut::with_capacity(self.len);
+                for c in &self.chunks {
+                    buf.extend_from_slice(c);
+                }
+                buf.freeze()
+            }
+        };
+        let mut obj = std::mem::replace(&mut self.template, empty());
+        obj.body = body;
+        let obj = Arc::new(obj);
+        self.cache.store(obj.clone(), self.index.take());
+        if let Some(flight) = self.flight.take() {
+            flight.finish(FlightState::Stored(obj));
+        }
+    }
+}
+
+fn empty() -> CachedObject {
+    let now = std::time::SystemTime::UNIX_EPOCH;
+    CachedObject {
+        meta: super::object::ObjectMeta {
+            key: String::new(),
+            url: String::new(),
+            tags: Vec::new(),
+            request_time: now,
+            response_time: now,
+            fresh_until: now,
+            stale_until: now,
+        },
+        status: http::StatusCode::OK,
+        headers: http::HeaderMap::new(),
+        body: Bytes::new(),
+    }
+}
+
+impl std::fmt::Debug for Fill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fill")
+            .field("key", &self.template.meta.key)
+            .field("len", &self.len)
+            .finish()
+    }
+}

@@ -1,0 +1,266 @@
+//! Canonical cache keys: a normalised URL line followed by optional header, cookie and method components.
+
+use http::header::{self, HeaderMap, HeaderName};
+
+/// What goes into a primary cache key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySpec {
+    /// Include scheme and host (default `true`); when `false` the URL part is
+    /// just the normalised path and query.
+    pub include_host: bool,
+    /// Include the query string (default `true`).
+    pub include_query: bool,
+    /// Query parameters to drop, by exact (normalised) name or `prefix*`,
+    /// e.g. `"utm_*"` (default empty).
+    pub drop_query_params: Vec<String>,
+    /// Sort query parameters by name, then value (default `true`).
+    pub sort_query: bool,
+    /// Request headers whose values become part of the key (default empty).
+    pub headers: Vec<HeaderName>,
+    /// Cookie names (case-sensitive) whose values become part of the key (default empty).
+    pub cookies: Vec<String>,
+}
+
+impl Default for KeySpec {
+    fn default() -> Self {
+        Self {
+            include_host: true,
+            include_query: true,
+            drop_query_params: Vec::new(),
+            sort_query: true,
+            headers: Vec::new(),
+            cookies: Vec::new(),
+        }
+    }
+}
+
+/// Builds the primary cache key.
+///
+/// The first line is [`canonical_url`]; then, each on its own `\n`-prefixed
+/// line: `h:name=value` for every configured header (sorted by name; all field
+/// lines joined by `,`; just `h:name` when absent), `c:name=value` for every
+/// configured cookie (sorted; first occurrence; just `c:name` when absent),
+/// and `m:other` when the method is neither GET nor HEAD (GET and HEAD share
+/// entries). Values are percent-encoded outside visible ASCII, so the key
+/// never contains raw control characters or newlines besides separators.
+pub fn primary_key(
+    spec: &KeySpec,
+    method_is_head_or_get: bool,
+    scheme: &str,
+    host: &str,
+    path_and_query: &str,
+    req_headers: &HeaderMap,
+) -> String {
+    let mut key = canonical_url(spec, scheme, host, path_and_query);
+
+    let mut names: Vec<&HeaderName> = spec.headers.iter().collect();
+    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    names.dedup();
+    for name in names {
+        key.push_str("\nh:");
+        key.push_str(name.as_str());
+        let values: Vec<&[u8]> = req_headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        if !values.is_empty() {
+            key.push('=');
+            key.push_str(&escape(&values.join(&b","[..])));
+        }
+    }
+
+    let mut cookies: Vec<&str> = spec.cookies.iter().map(String::as_str).collect();
+    cookies.sort_unstable();
+    cookies.dedup();
+    for name in cookies {
+        key.push_str("\nc:");
+        key.push_str(&escape(name.as_bytes()));
+        if let Some(value) = cookie_value(req_headers, name) {
+            key.push('=');
+            key.push_str(&escape(value));
+        }
+    }
+
+    if !method_is_head_or_get {
+        key.push_str("\nm:other");
+    }
+    key
+}
+
+/// The URL part (first line) of a key built by [`primary_key`]; used for
+/// prefix purges.
+pub fn url_of(key: &str) -> &str {
+    key.split('\n').next().unwrap_or_default()
+}
+
+/// The normalised URL that starts a primary key: `scheme://host/path?query`
+/// (or `/path?query` without `include_host`).
+///
+/// Scheme and host are lowercased (bytes invalid in an authority are
+/// percent-encoded), trailing dots and a default or empty port
+/// are removed; in the path and each query name/value, `%xx` escapes of
+/// unreserved characters are decoded and other escapes uppercased; bytes that
+/// are never valid in a URI (controls, space, non-ASCII) are percent-encoded;
+/// a fragment is dropped; an empty path becomes `/`. Dropped parameters and
+/// empty `&&` members are removed, then parameters are stably sorted by name
+/// and value when `sort_query`; an empty query loses its `?`.
+pub fn canonical_url(spec: &KeySpec, scheme: &str, host: &str, path_and_query: &str) -> String {
+    let pq = path_and_query.split('#').next().unwrap_or_default();
+    let (path, query) = match pq.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (pq, None),
+    };
+
+    let mut url = String::with_capacity(host.len() + pq.len() + 16);
+    let scheme = scheme.to_ascii_lowercase();
+    if spec.include_host {
+        url.push_str(&escape_host(&scheme));
+        url.push_str("://");
+        url.push_str(&normalize_host(&scheme, host));
+    }
+    if path.is_empty() {
+        url.push('/');
+    } else {
+        if !path.starts_with('/') {
+            url.push('/');
+        }
+        url.push_str(&normalize_percent(path));
+    }
+
+    if let (true, Some(query)) = (spec.include_query, query) {
+        let mut params: Vec<(String, Option<String>)> = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.split_once('=') {
+                Some((n, v)) => (normalize_percent(n), Some(normalize_percent(v))),
+                None => (normalize_percent(p), None),
+            })
+            .filter(|(name, _)| !is_dropped(&spec.drop_query_params, name))
+            .collect();
+        if spec.sort_query {
+            params.sort();
+        }
+        for (i, (name, value)) in params.iter().enumerate() {
+            url.push(if i == 0 { '?' } else { '&' });
+            url.push_str(name);
+            if let Some(value) = value {
+                url.push('=');
+                url.push_str(value);
+            }
+        }
+    }
+    url
+}
+
+fn is_dropped(patterns: &[String], name: &str) -> bool {
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => p == name,
+    })
+}
+
+fn normalize_host(scheme: &str, host: &str) -> String {
+    let host = host.trim().to_ascii_lowercase();
+    // Split off a port, taking care of IPv6 literals like `[::1]:8080`.
+    let (name, port) = match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => (&host[..i], &host[i + 1..]),
+        _ => (host.as_str(), ""),
+    };
+    let name = name.trim_end_matches('.');
+    let default_port = matches!((scheme, port), ("http", "80") | ("https", "443"));
+    let mut out = escape_host(name);
+    if !port.is_empty() && !default_port {
+        out.push(':');
+        out.push_str(&escape_host(port));
+    }
+    out
+}
+
+/// Percent-encodes bytes not allowed in a URI authority (RFC 3986 §3.2),
+/// keeping `%` so the result is stable under re-normalisation.
+fn escape_host(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Decodes `%xx` of unreserved characters, uppercases other escapes and
+/// percent-encodes bytes that cannot appear in a URI. Malformed `%` is kept.
+fn normalize_percent(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = String::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = match bytes.get(i + 1..i + 3) {
+                Some(&[hi, lo]) => char::from(hi)
+                    .to_digit(16)
+                    .zip(char::from(lo).to_digit(16))
+                    .and_then(|(hi, lo)| u8::try_from(hi * 16 + lo).ok()),
+                _ => None,
+            };
+            if let Some(decoded) = hex {
+                if decoded.is_ascii_alphanumeric() || matches!(decoded, b'-' | b'.' | b'_' | b'~') {
+                    out.push(char::from(decoded));
+                } else {
+                    out.push_str(&format!("%{decoded:02X}"));
+                }
+                i += 3;
+                continue;
+            }
+        }
+        if b.is_ascii_graphic() {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .find_map(|pair| {
+            let pair = trim(pair);
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            let (n, v) = pair.split_at(eq);
+            (trim(n) == name.as_bytes()).then(|| trim(v.get(1..).unwrap_or_default()))
+        })
+}
+
+fn trim(mut b: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = b {
+        b = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = b {
+        b = rest;
+    }
+    b
+}
+
+/// Percent-encodes `%`, controls, space and non-ASCII bytes.
+fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if b.is_ascii_graphic() && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

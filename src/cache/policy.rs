@@ -1,0 +1,873 @@
+//! RFC 9111 shared-cache policy as pure functions: storability, freshness, age, reuse, conditional requests, revalidation, invalidation and Vary matching.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode};
+
+mod conditional;
+mod invalidation;
+#[cfg(test)]
+mod props;
+#[cfg(test)]
+mod tests;
+
+pub use conditional::{merge_304, not_modified, response_304_matches, validators_for};
+pub use invalidation::invalidated_uris;
+
+/// Largest delta-seconds value represented (RFC 9111 §1.2.2): bigger values saturate to 2^31 s.
+pub const DELTA_SECONDS_MAX: u64 = 1 << 31;
+
+// ---------------------------------------------------------------------------
+// Cache-Control parsing
+// ---------------------------------------------------------------------------
+
+/// How far a `no-cache` or `private` directive reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldScope {
+    /// Bare directive (or an empty field list): applies to the whole response.
+    All,
+    /// Qualified directive: applies to the listed header field names (lowercased).
+    Fields(Vec<String>),
+}
+
+/// The request `max-stale` directive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxStale {
+    /// Bare `max-stale`: any amount of staleness is acceptable.
+    Any,
+    /// `max-stale=N`: at most N seconds of staleness (an invalid N reads as 0).
+    Limit(Duration),
+}
+
+/// Cache directives parsed from every `Cache-Control` field line of a message.
+///
+/// Parsing is lenient and never fails: names are case-insensitive, unknown
+/// directives are ignored, arguments may be tokens or quoted strings, and for
+/// duplicated directives the first occurrence wins (RFC 9111 §4.2.1).
+/// Invalid `max-age`/`s-maxage` arguments read as 0 (the response is stale);
+/// invalid `min-fresh`, `max-stale`, `stale-while-revalidate` and
+/// `stale-if-error` arguments read as 0 (no allowance). Values above 2^31
+/// saturate to 2^31 seconds (§1.2.2).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheControl {
+    /// `max-age=N`.
+    pub max_age: Option<Duration>,
+    /// `s-maxage=N` (response only).
+    pub s_maxage: Option<Duration>,
+    /// `no-store`.
+    pub no_store: bool,
+    /// `no-cache` or `no-cache="field, ..."`.
+    pub no_cache: Option<FieldScope>,
+    /// `private` or `private="field, ..."` (response only).
+    pub private: Option<FieldScope>,
+    /// `public` (response only).
+    pub public: bool,
+    /// `must-revalidate` (response only).
+    pub must_revalidate: bool,
+    /// `proxy-revalidate` (response only).
+    pub proxy_revalidate: bool,
+    /// `max-stale` or `max-stale=N` (request only).
+    pub max_stale: Option<MaxStale>,
+    /// `min-fresh=N` (request only).
+    pub min_fresh: Option<Duration>,
+    /// `only-if-cached` (request only).
+    pub only_if_cached: bool,
+    /// `immutable` (RFC 8246).
+    pub immutable: bool,
+    /// `no-transform`.
+    pub no_transform: bool,
+    /// `stale-while-revalidate=N` (RFC 5861).
+    pub stale_while_revalidate: Option<Duration>,
+    /// `stale-if-error=N` (RFC 5861).
+    pub stale_if_error: Option<Duration>,
+    /// `must-understand` (response only).
+    pub must_understand: bool,
+}
+
+impl CacheControl {
+    /// Parses all `Cache-Control` field lines of `headers`, in order.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let mut cc = Self::default();
+        for value in headers.get_all(header::CACHE_CONTROL) {
+            cc.merge_bytes(value.as_bytes());
+        }
+        cc
+    }
+
+    /// Parses one field value; arbitrary bytes are accepted.
+    pub fn parse(bytes: &[u8]) -> Self {
+        let mut cc = Self::default();
+        cc.merge_bytes(bytes);
+        cc
+    }
+
+    fn merge_bytes(&mut self, bytes: &[u8]) {
+        for (name, value) in Directives::new(bytes) {
+            self.apply(&name, value.as_deref());
+        }
+    }
+
+    fn apply(&mut self, name: &str, value: Option<&[u8]>) {
+        let delta_or_zero = || value.and_then(parse_delta).unwrap_or(Duration::ZERO);
+        match name {
+            "max-age" if self.max_age.is_none() => self.max_age = Some(delta_or_zero()),
+            "s-maxage" if self.s_maxage.is_none() => self.s_maxage = Some(delta_or_zero()),
+            "min-fresh" if self.min_fresh.is_none() => self.min_fresh = Some(delta_or_zero()),
+            "stale-while-revalidate" if self.stale_while_revalidate.is_none() => {
+                self.stale_while_revalidate = Some(delta_or_zero())
+            }
+            "stale-if-error" if self.stale_if_error.is_none() => {
+                self.stale_if_error = Some(delta_or_zero())
+            }
+            "max-stale" if self.max_stale.is_none() => {
+                self.max_stale = Some(match value {
+                    None => MaxStale::Any,
+                    Some(v) => MaxStale::Limit(parse_delta(v).unwrap_or(Duration::ZERO)),
+                })
+            }
+            "no-cache" if self.no_cache.is_none() => self.no_cache = Some(field_scope(value)),
+            "private" if self.private.is_none() => self.private = Some(field_scope(value)),
+            "no-store" => self.no_store = true,
+            "public" => self.public = true,
+            "must-revalidate" => self.must_revalidate = true,
+            "proxy-revalidate" => self.proxy_revalidate = true,
+            "only-if-cached" => self.only_if_cached = true,
+            "immutable" => self.immutable = true,
+            "no-transform" => self.no_transform = true,
+            "must-understand" => self.must_understand = true,
+            _ => {}
+        }
+    }
+}
+
+/// Serialises the understood directives in a canonical order, `, `-separated.
+impl fmt::Display for CacheControl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts: Vec<String> = Vec::new();
+        let secs = |name: &str, d: Option<Duration>| d.map(|d| format!("{name}={}", d.as_secs()));
+        let scope = |name: &str, s: &Option<FieldScope>| match s {
+            None => None,
+            Some(FieldScope::All) => Some(name.to_string()),
+            Some(FieldScope::Fields(fields)) => {
+                let list = fields.join(", ").replace('\\', "\\\\").replace('"', "\\\"");
+                Some(format!("{name}=\"{list}\""))
+            }
+        };
+        let flag = |name: &str, on: bool| on.then(|| name.to_string());
+        let all = [
+            secs("max-age", self.max_age),
+            secs("s-maxage", self.s_maxage),
+            flag("no-store", self.no_store),
+            scope("no-cache", &self.no_cache),
+            scope("private", &self.private),
+            flag("public", self.public),
+            flag("must-revalidate", self.must_revalidate),
+            flag("proxy-revalidate", self.proxy_revalidate),
+            self.max_stale.map(|m| match m {
+                MaxStale::Any => "max-stale".to_string(),
+                MaxStale::Limit(d) => format!("max-stale={}", d.as_secs()),
+            }),
+            secs("min-fresh", self.min_fresh),
+            flag("only-if-cached", self.only_if_cached),
+            flag("immutable", self.immutable),
+            flag("no-transform", self.no_transform),
+            secs("stale-while-revalidate", self.stale_while_revalidate),
+            secs("stale-if-error", self.stale_if_error),
+            flag("must-understand", self.must_understand),
+        ];
+        parts.extend(all.into_iter().flatten());
+        f.write_str(&parts.join(", "))
+    }
+}
+
+/// Iterator over `(lowercased name, unquoted argument)` pairs of a directive list.
+struct Directives<'a> {
+    s: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Directives<'a> {
+    fn new(s: &'a [u8]) -> Self {
+        Self { s, pos: 0 }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.pos).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t')) {
+            self.pos += 1;
+        }
+    }
+
+    /// Reads up to (not including) the next `,` or one of `stops`.
+    fn take_until(&mut self, stops: &[u8]) -> &'a [u8] {
+        let start = self.pos;
+        while let Some(b) = self.peek() {
+            if b == b',' || stops.contains(&b) {
+                break;
+            }
+            self.pos += 1;
+        }
+        trim_ows(self.s.get(start..self.pos).unwrap_or_default())
+    }
+
+    fn quoted(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.pos += 1; // opening quote
+        while let Some(b) = self.peek() {
+            self.pos += 1;
+            match b {
+                b'"' => break,
+                b'\\' => {
+                    if let Some(next) = self.peek() {
+                        out.push(next);
+                        self.pos += 1;
+                    }
+                }
+                _ => out.push(b),
+            }
+        }
+        // Ignore junk between the closing quote and the next comma.
+        self.take_until(&[]);
+        out
+    }
+}
+
+impl Iterator for Directives<'_> {
+    type Item = (String, Option<Vec<u8>>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            while matches!(self.peek(), Some(b' ' | b'\t' | b',')) {
+                self.pos += 1;
+            }
+            self.peek()?;
+            let name = String::from_utf8_lossy(self.take_until(b"=")).to_ascii_lowercase();
+            let value = if self.peek() == Some(b'=') {
+                self.pos += 1;
+                self.skip_ws();
+                if self.peek() == Some(b'"') {
+                    Some(self.quoted())
+                } else {
+                    Some(self.take_until(&[]).to_vec())
+                }
+            } else {
+                None
+            };
+            if !name.is_empty() {
+                return Some((name, value));
+            }
+        }
+    }
+}
+
+fn trim_ows(mut b: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = b {
+        b = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = b {
+        b = rest;
+    }
+    b
+}
+
+/// Parses delta-seconds (`1*DIGIT`), saturating at 2^31; `None` if invalid.
+fn parse_delta(bytes: &[u8]) -> Option<Duration> {
+    let bytes = trim_ows(bytes);
+    if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for b in bytes {
+        n = n.saturating_mul(10).saturating_add(u64::from(b - b'0'));
+        if n >= DELTA_SECONDS_MAX {
+            return Some(Duration::from_secs(DELTA_SECONDS_MAX));
+        }
+    }
+    Some(Duration::from_secs(n))
+}
+
+fn field_scope(value: Option<&[u8]>) -> FieldScope {
+    let Some(v) = value else {
+        return FieldScope::All;
+    };
+    let fields: Vec<String> = v
+        .split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|f| !f.is_empty())
+        .map(|f| String::from_utf8_lossy(f).to_ascii_lowercase())
+        .collect();
+    if fields.is_empty() {
+        FieldScope::All
+    } else {
+        FieldScope::Fields(fields)
+    }
+}
+
+/// Request directives, with `Pragma: no-cache` read as `no-cache` when the
+/// request has no `Cache-Control` field at all (RFC 9111 §5.4).
+pub fn request_cache_control(req_headers: &HeaderMap) -> CacheControl {
+    let mut cc = CacheControl::from_headers(req_headers);
+    if !req_headers.contains_key(header::CACHE_CONTROL) {
+        let pragma_no_cache = req_headers
+            .get_all(header::PRAGMA)
+            .iter()
+            .any(|v| Directives::new(v.as_bytes()).any(|(n, _)| n == "no-cache"));
+        if pragma_no_cache {
+            cc.no_cache = Some(FieldScope::All);
+        }
+    }
+    cc
+}
+
+// ---------------------------------------------------------------------------
+// Storage (RFC 9111 §3)
+// ---------------------------------------------------------------------------
+
+/// Operator overrides for storing responses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreOptions {
+    /// Ignore response `private` when storing and response `no-cache` when
+    /// reusing (default `false`: both honoured).
+    pub ignore_no_cache_private: bool,
+    /// Store responses carrying `Set-Cookie` (default `false`).
+    pub allow_set_cookie: bool,
+    /// Lifetime for responses with neither explicit nor heuristic freshness;
+    /// also makes such responses storable (default `None`).
+    pub default_ttl: Option<Duration>,
+    /// Lifetime overriding every other rule (default `None`).
+    pub forced_ttl: Option<Duration>,
+    /// Fraction of `Date - Last-Modified` used as heuristic lifetime (default 0.1).
+    pub heuristic_fraction: f64,
+    /// Cap on the heuristic lifetime (default 1 day).
+    pub max_heuristic: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            ignore_no_cache_private: false,
+            allow_set_cookie: false,
+            default_ttl: None,
+            forced_ttl: None,
+            heuristic_fraction: 0.1,
+            max_heuristic: Duration::from_secs(86_400),
+        }
+    }
+}
+
+/// Why a response may not be stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NoStoreReason {
+    /// Request method is not GET.
+    Method,
+    /// Status is not final, is 206/304, or is not understood under `must-understand`.
+    Status,
+    /// `no-store` on the request or response.
+    NoStore,
+    /// Response `private`.
+    Private,
+    /// Request carried `Authorization` and the response did not allow sharing.
+    Authorization,
+    /// Response carries `Set-Cookie`.
+    SetCookie,
+    /// Response has `Vary: *`.
+    VaryStar,
+    /// No explicit or heuristic freshness and no default TTL.
+    NoFreshness,
+}
+
+impl NoStoreReason {
+    /// Stable lowercase name, suitable for logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Method => "method",
+            Self::Status => "status",
+            Self::NoStore => "no-store",
+            Self::Private => "private",
+            Self::Authorization => "authorization",
+            Self::SetCookie => "set-cookie",
+            Self::VaryStar => "vary-star",
+            Self::NoFreshness => "no-freshness",
+        }
+    }
+}
+
+impl fmt::Display for NoStoreReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Statuses heuristically cacheable by default (RFC 9110 §15.1).
+pub fn is_heuristically_cacheable(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 206 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+/// Statuses whose caching requirements this policy implements, which is what
+/// `must-understand` asks about (RFC 9111 §5.2.2.3). 206 is excluded: range
+/// responses are not combined or stored.
+pub fn status_understood(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 300 | 301 | 302 | 303 | 307 | 308 | 404 | 405 | 410 | 414 | 451 | 501
+    )
+}
+
+/// Whether a shared cache may store this response (RFC 9111 §3).
+///
+/// Only GET responses are stored (HEAD may be answered from them); 1xx, 206
+/// and 304 are never stored; qualified `private` is treated like bare
+/// `private`. See [`NoStoreReason`] for the checks, in order.
+pub fn storable(
+    req_method: &Method,
+    req_headers: &HeaderMap,
+    resp_status: StatusCode,
+    resp_headers: &HeaderMap,
+    opts: &StoreOptions,
+) -> Result<(), NoStoreReason> {
+    if req_method != Method::GET {
+        return Err(NoStoreReason::Method);
+    }
+    let status = resp_status.as_u16();
+    if status < 200 || status == 206 || status == 304 {
+        return Err(NoStoreReason::Status);
+    }
+    let req_cc = CacheControl::from_headers(req_headers);
+    let cc = CacheControl::from_headers(resp_headers);
+    let understood = status_understood(resp_status);
+    if cc.must_understand && !understood {
+        return Err(NoStoreReason::Status);
+    }
+    // §5.2.2.3: must-understand with an understood status overrides no-store.
+    if req_cc.no_store || (cc.no_store && !(cc.must_understand && understood)) {
+        return Err(NoStoreReason::NoStore);
+    }
+    if cc.private.is_some() && !opts.ignore_no_cache_private {
+        return Err(NoStoreReason::Private);
+    }
+    if req_headers.contains_key(header::AUTHORIZATION)
+        && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate)
+    {
+        return Err(NoStoreReason::Authorization);
+    }
+    if resp_headers.contains_key(header::SET_COOKIE) && !opts.allow_set_cookie {
+        return Err(NoStoreReason::SetCookie);
+    }
+    if list_contains(resp_headers, &header::VARY, "*") {
+        return Err(NoStoreReason::VaryStar);
+    }
+    let has_freshness = cc.max_age.is_some()
+        || cc.s_maxage.is_some()
+        || resp_headers.contains_key(header::EXPIRES)
+        || cc.public
+        || is_heuristically_cacheable(resp_status)
+        || opts.default_ttl.is_some()
+        || opts.forced_ttl.is_some();
+    if !has_freshness {
+        return Err(NoStoreReason::NoFreshness);
+    }
+    Ok(())
+}
+
+fn list_contains(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|m| trim_ows(m).eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+fn header_date(headers: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
+    parse_date(headers.get(name)?)
+}
+
+fn parse_date(value: &HeaderValue) -> Option<SystemTime> {
+    let s = value.to_str().ok()?;
+    httpdate::parse_http_date(s.trim()).ok()
+}
+
+// ---------------------------------------------------------------------------
+// Freshness and age (RFC 9111 §4.2)
+// ---------------------------------------------------------------------------
+
+/// Freshness lifetime of a response (RFC 9111 §4.2.1), in this order:
+/// `opts.forced_ttl`; `s-maxage`; `max-age`; `Expires - Date` (invalid or
+/// past `Expires` gives 0); heuristic `heuristic_fraction * (Date -
+/// Last-Modified)` capped at `max_heuristic`, for heuristically cacheable
+/// statuses or `public` responses (§4.2.2); `opts.default_ttl`; else 0.
+/// A missing or invalid `Date` is taken as `now` (the response time).
+pub fn freshness_lifetime(
+    status: StatusCode,
+    resp_headers: &HeaderMap,
+    opts: &StoreOptions,
+    now: SystemTime,
+) -> Duration {
+    if let Some(ttl) = opts.forced_ttl {
+        return ttl;
+    }
+    let cc = CacheControl::from_headers(resp_headers);
+    let date = header_date(resp_headers, &header::DATE).unwrap_or(now);
+    explicit_lifetime(&cc, resp_headers, date)
+        .or_else(|| heuristic_lifetime(status, &cc, resp_headers, opts, date))
+        .or(opts.default_ttl)
+        .unwrap_or(Duration::ZERO)
+}
+
+fn explicit_lifetime(cc: &CacheControl, headers: &HeaderMap, date: SystemTime) -> Option<Duration> {
+    if let Some(d) = cc.s_maxage.or(cc.max_age) {
+        return Some(d);
+    }
+    let expires = headers.get(header::EXPIRES)?;
+    Some(
+        parse_date(expires)
+            .and_then(|exp| exp.duration_since(date).ok())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+fn heuristic_lifetime(
+    status: StatusCode,
+    cc: &CacheControl,
+    headers: &HeaderMap,
+    opts: &StoreOptions,
+    date: SystemTime,
+) -> Option<Duration> {
+    if !(is_heuristically_cacheable(status) || cc.public) {
+        return None;
+    }
+    let last_modified = header_date(headers, &header::LAST_MODIFIED)?;
+    let since = date.duration_since(last_modified).ok()?;
+    let fraction = if opts.heuristic_fraction.is_finite() && opts.heuristic_fraction > 0.0 {
+        opts.heuristic_fraction
+    } else {
+        0.0
+    };
+    let secs = (since.as_secs_f64() * fraction).min(opts.max_heuristic.as_secs_f64());
+    Some(Duration::try_from_secs_f64(secs).unwrap_or(opts.max_heuristic))
+}
+
+/// Parses the `Age` field: first list member, delta-seconds; invalid is
+/// ignored (RFC 9111 §5.1).
+fn age_value(headers: &HeaderMap) -> Duration {
+    headers
+        .get(header::AGE)
+        .and_then(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .next()
+                .and_then(parse_delta)
+        })
+        .unwrap_or(Duration::ZERO)
+}
+
+fn since(later: SystemTime, earlier: SystemTime) -> Duration {
+    later.duration_since(earlier).unwrap_or(Duration::ZERO)
+}
+
+/// Age of the response when it was received: `corrected_initial_age` of
+/// RFC 9111 §4.2.3. A missing `Date` means an apparent age of 0.
+pub fn initial_age(
+    resp_headers: &HeaderMap,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> Duration {
+    let date = header_date(resp_headers, &header::DATE).unwrap_or(response_time);
+    let apparent_age = since(response_time, date);
+    let response_delay = since(response_time, request_time);
+    let corrected_age_value = age_value(resp_headers).saturating_add(response_delay);
+    apparent_age.max(corrected_age_value)
+}
+
+/// Current age of a stored response (RFC 9111 §4.2.3):
+/// `corrected_initial_age + (now - response_time)`, all saturating.
+pub fn current_age(
+    resp_headers: &HeaderMap,
+    request_time: SystemTime,
+    response_time: SystemTime,
+    now: SystemTime,
+) -> Duration {
+    initial_age(resp_headers, request_time, response_time).saturating_add(since(now, response_time))
+}
+
+/// Everything the cache needs to remember about a stored response's freshness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// Freshness lifetime ([`freshness_lifetime`]).
+    pub lifetime: Duration,
+    /// Age when stored (`corrected_initial_age`).
+    pub age_at_store: Duration,
+    /// When the response was received (`response_time`).
+    pub stored_at: SystemTime,
+    /// Window after expiry for serving stale while revalidating (0: none).
+    pub stale_while_revalidate: Duration,
+    /// Window after expiry for serving stale when the origin fails (0: none).
+    pub stale_if_error: Duration,
+    /// Stale responses must not be served without validation on a client's
+    /// `max-stale` (`must-revalidate`, `proxy-revalidate` or `s-maxage`).
+    pub must_revalidate: bool,
+    /// Every reuse needs successful validation (response `no-cache`, bare or
+    /// qualified, unless `ignore_no_cache_private`).
+    pub no_cache: bool,
+    /// Response `immutable` (informational).
+    pub immutable: bool,
+}
+
+impl Freshness {
+    /// Builds the freshness record of a response received at `response_time`
+    /// for a request sent at `request_time`.
+    ///
+    /// The `stale-while-revalidate`/`stale-if-error` windows are zeroed by an
+    /// explicit `must-revalidate` or `proxy-revalidate`, but are kept beside
+    /// `s-maxage` (the origin granted them explicitly; this is the common
+    /// `s-maxage=N, stale-while-revalidate=M` CDN idiom).
+    pub fn from_response(
+        status: StatusCode,
+        resp_headers: &HeaderMap,
+        opts: &StoreOptions,
+        request_time: SystemTime,
+        response_time: SystemTime,
+    ) -> Self {
+        let cc = CacheControl::from_headers(resp_headers);
+        let explicit_revalidate = cc.must_revalidate || cc.proxy_revalidate;
+        let window = |d: Option<Duration>| {
+            if explicit_revalidate {
+                Duration::ZERO
+            } else {
+                d.unwrap_or(Duration::ZERO)
+            }
+        };
+        Self {
+            lifetime: freshness_lifetime(status, resp_headers, opts, response_time),
+            age_at_store: initial_age(resp_headers, request_time, response_time),
+            stored_at: response_time,
+            stale_while_revalidate: window(cc.stale_while_revalidate),
+            stale_if_error: window(cc.stale_if_error),
+            must_revalidate: explicit_revalidate || cc.s_maxage.is_some(),
+            no_cache: cc.no_cache.is_some() && !opts.ignore_no_cache_private,
+            immutable: cc.immutable,
+        }
+    }
+
+    /// Current age (RFC 9111 §4.2.3).
+    pub fn age(&self, now: SystemTime) -> Duration {
+        self.age_at_store.saturating_add(since(now, self.stored_at))
+    }
+
+    /// `lifetime > age` (RFC 9111 §4.2). Ignores `no_cache`.
+    pub fn is_fresh(&self, now: SystemTime) -> bool {
+        self.lifetime > self.age(now)
+    }
+
+    /// Freshness left (0 when stale).
+    pub fn remaining(&self, now: SystemTime) -> Duration {
+        self.lifetime.saturating_sub(self.age(now))
+    }
+
+    /// How long past its lifetime the response is (0 when fresh).
+    pub fn staleness(&self, now: SystemTime) -> Duration {
+        self.age(now).saturating_sub(self.lifetime)
+    }
+
+    /// Stale but inside the response's `stale-while-revalidate` window.
+    pub fn in_stale_while_revalidate(&self, now: SystemTime) -> bool {
+        !self.no_cache && !self.is_fresh(now) && self.staleness(now) < self.stale_while_revalidate
+    }
+
+    /// Whether a stale copy may answer when the origin errored or was
+    /// unreachable (RFC 5861 §4): inside the larger of the response's and the
+    /// request's `stale-if-error` windows, never under `must-revalidate`,
+    /// `proxy-revalidate` or `no-cache`; the request's window is ignored under
+    /// `s-maxage`. Fresh responses qualify unless `no-cache`.
+    pub fn can_serve_stale_on_error(&self, req_cc: &CacheControl, now: SystemTime) -> bool {
+        if self.no_cache {
+            return false;
+        }
+        if self.is_fresh(now) {
+            return true;
+        }
+        let mut window = self.stale_if_error;
+        if !self.must_revalidate {
+            window = window.max(req_cc.stale_if_error.unwrap_or(Duration::ZERO));
+        }
+        self.staleness(now) < window
+    }
+
+    /// Time after `stored_at` during which the entry can be served without
+    /// reaching the origin in some case (fresh, stale-while-revalidate or
+    /// stale-if-error); a hint for eviction. Entries with validators remain
+    /// useful for revalidation beyond this.
+    pub fn retention(&self) -> Duration {
+        self.lifetime
+            .saturating_sub(self.age_at_store)
+            .saturating_add(self.stale_while_revalidate.max(self.stale_if_error))
+    }
+}
+
+/// What to do with a stored response for an incoming request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reuse {
+    /// Serve the stored response without contacting the origin.
+    Fresh,
+    /// Stale, but the request's `max-stale` accepts it: serve as-is.
+    StaleAccepted,
+    /// Stale within `stale-while-revalidate`: serve now and revalidate in the background.
+    StaleWhileRevalidate,
+    /// Forward a conditional request ([`validators_for`]) before serving.
+    Revalidate,
+    /// `only-if-cached` and nothing usable: answer 504 Gateway Timeout.
+    OnlyIfCachedMiss,
+}
+
+impl Reuse {
+    /// Stable lowercase name, suitable for logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fresh => "fresh",
+            Self::StaleAccepted => "stale",
+            Self::StaleWhileRevalidate => "stale-while-revalidate",
+            Self::Revalidate => "revalidate",
+            Self::OnlyIfCachedMiss => "only-if-cached-miss",
+        }
+    }
+
+    /// True when the stored response is sent to the client right away.
+    pub fn serves_stored(self) -> bool {
+        matches!(
+            self,
+            Self::Fresh | Self::StaleAccepted | Self::StaleWhileRevalidate
+        )
+    }
+}
+
+impl fmt::Display for Reuse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Decides how a stored response may satisfy a request (RFC 9111 §4, §4.2.4,
+/// §5.2.1), given the request directives from [`request_cache_control`].
+///
+/// Request `no-cache` and response `no-cache` force revalidation; request
+/// `max-age` caps the acceptable age and `min-fresh` demands remaining
+/// freshness; `max-stale` accepts stale responses unless the response requires
+/// revalidation; `stale-while-revalidate` applies only when the request's own
+/// `max-age`/`min-fresh` are met. Under `only-if-cached`, anything needing the
+/// origin becomes [`Reuse::OnlyIfCachedMiss`]. With no stored response at all,
+/// callers answer `only-if-cached` requests with 504 themselves.
+pub fn request_decision(req_cc: &CacheControl, entry: &Freshness, now: SystemTime) -> Reuse {
+    let decision = reuse_ignoring_only_if_cached(req_cc, entry, now);
+    if req_cc.only_if_cached && decision == Reuse::Revalidate {
+        Reuse::OnlyIfCachedMiss
+    } else {
+        decision
+    }
+}
+
+fn reuse_ignoring_only_if_cached(
+    req_cc: &CacheControl,
+    entry: &Freshness,
+    now: SystemTime,
+) -> Reuse {
+    if req_cc.no_cache.is_some() || entry.no_cache {
+        return Reuse::Revalidate;
+    }
+    let age = entry.age(now);
+    let lifetime = match req_cc.max_age {
+        Some(max_age) => entry.lifetime.min(max_age),
+        None => entry.lifetime,
+    };
+    let min_fresh = req_cc.min_fresh.unwrap_or(Duration::ZERO);
+    if lifetime > age.saturating_add(min_fresh) {
+        return Reuse::Fresh;
+    }
+    let staleness = age.saturating_sub(lifetime);
+    let accepts_stale = match req_cc.max_stale {
+        Some(MaxStale::Any) => true,
+        Some(MaxStale::Limit(limit)) => staleness <= limit,
+        None => false,
+    };
+    if accepts_stale && !entry.must_revalidate {
+        return Reuse::StaleAccepted;
+    }
+    let request_satisfied =
+        req_cc.max_age.is_none_or(|max_age| age <= max_age) && min_fresh.is_zero();
+    if request_satisfied && entry.in_stale_while_revalidate(now) {
+        return Reuse::StaleWhileRevalidate;
+    }
+    Reuse::Revalidate
+}
+
+// ---------------------------------------------------------------------------
+// Vary (RFC 9111 §4.1)
+// ---------------------------------------------------------------------------
+
+/// Secondary cache key from the stored response's `Vary` field lines and a
+/// request (RFC 9111 §4.1). `None` when `Vary` contains `*` (never matches).
+///
+/// Names are lowercased, sorted and deduplicated; each becomes a line
+/// `name=value` (all field lines joined by `,`, members trimmed) or just
+/// `name` when the request lacks the field. Bytes outside visible ASCII and
+/// `%` are percent-encoded, so distinct values never collide. No `Vary`
+/// gives `Some("")`.
+pub fn secondary_key<'a>(
+    vary: impl IntoIterator<Item = &'a HeaderValue>,
+    req_headers: &HeaderMap,
+) -> Option<String> {
+    let mut names: Vec<String> = Vec::new();
+    for value in vary {
+        for member in value.as_bytes().split(|&b| b == b',') {
+            let member = trim_ows(member);
+            if member == b"*" {
+                return None;
+            }
+            if !member.is_empty() {
+                names.push(String::from_utf8_lossy(member).to_ascii_lowercase());
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    let lines: Vec<String> = names
+        .iter()
+        .map(|name| {
+            let values: Vec<&[u8]> = req_headers
+                .get_all(name.as_str())
+                .iter()
+                .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+                .map(trim_ows)
+                .collect();
+            if values.is_empty() {
+                escape(name.as_bytes())
+            } else {
+                format!(
+                    "{}={}",
+                    escape(name.as_bytes()),
+                    escape(&values.join(&b","[..]))
+                )
+            }
+        })
+        .collect();
+    Some(lines.join("\n"))
+}
+
+/// Percent-encodes `%`, controls, space and non-ASCII bytes.
+fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if b.is_ascii_graphic() && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

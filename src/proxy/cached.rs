@@ -1,0 +1,694 @@
+//! The cache step of the request path: lookup, freshness decision, coalesced fetch,
+//! revalidation, stale serving, background refresh, and storing as the body streams.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+
+use crate::body::RespBody;
+use crate::cache::fill::Fill;
+use crate::cache::object::{CachedObject, ObjectMeta};
+use crate::cache::policy::{self, Freshness, Reuse};
+use crate::cache::{self, key, Cache, FlightState, Join, UrlMatch};
+use crate::config::{CachePolicy, ServerAddr};
+use crate::error::ProxyError;
+use crate::upstream::{Group, ReqBody};
+
+/// The `X-Cache` value of a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    Hit,
+    Miss,
+    Stale,
+    Revalidated,
+    Bypass,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "HIT",
+            CacheStatus::Miss => "MISS",
+            CacheStatus::Stale => "STALE",
+            CacheStatus::Revalidated => "REVALIDATED",
+            CacheStatus::Bypass => "BYPASS",
+        }
+    }
+
+    pub fn header(self) -> HeaderValue {
+        HeaderValue::from_static(self.as_str())
+    }
+}
+
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+const SURROGATE_KEY: HeaderName = HeaderName::from_static("surrogate-key");
+const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
+
+/// Everything the cache step needs about the request being served.
+pub struct Ctx<'a> {
+    pub cache: &'a Arc<Cache>,
+    pub policy: &'a Arc<CachePolicy>,
+    pub group: &'a Arc<Group>,
+    pub backend: ServerAddr,
+    /// The downstream request's headers (Vary, conditionals, Cache-Control).
+    pub req_headers: HeaderMap,
+    /// The host the request was for (key and purge).
+    pub host: String,
+}
+
+/// The primary key and URL of a request on a caching route.
+pub fn primary_key(
+    policy: &CachePolicy,
+    host: &str,
+    path_and_query: &str,
+    req_headers: &HeaderMap,
+) -> String {
+    key::primary_key(&policy.key, true, "http", host, path_and_query, req_headers)
+}
+
+/// Serves a GET or HEAD through the cache. `upstream_req` is the request prepared for the
+/// upstream (headers already rewritten), sent only when the cache cannot answer.
+pub async fn serve(
+    ctx: Ctx<'_>,
+    mut upstream_req: Request<ReqBody>,
+) -> Result<Response<RespBody>, ProxyError> {
+    let now = SystemTime::now();
+    let pq = upstream_req
+        .uri()
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_string();
+    let primary = primary_key(ctx.policy, &ctx.host, &pq, &ctx.req_headers);
+    let req_cc = policy::request_cache_control(&ctx.req_headers);
+    let is_head = upstream_req.method() == Method::HEAD;
+    // The client's conditionals are answered here, from the stored (or new) response.
+    strip_conditionals(upstream_req.headers_mut());
+
+    let stored = ctx.cache.lookup(&primary, &ctx.req_headers).await;
+    if let Some(obj) = &stored {
+        let fresh = freshness(obj, ctx.policy);
+        match policy::request_decision(&req_cc, &fresh, now) {
+            Reuse::Fresh => {
+                ctx.cache.stats.hits.fetch_add(1, Relaxed);
+                if ctx.policy.refresh_ahead && refresh_ahead_due(&fresh, now) {
+                    spawn_refresh(&ctx, &upstream_req, obj.clone(), &primary);
+                }
+                return Ok(respond_stored(
+                    obj,
+                    &ctx.req_headers,
+                    is_head,
+                    &fresh,
+                    now,
+                    CacheStatus::Hit,
+                ));
+            }
+            Reuse::StaleAccepted => {
+                ctx.cache.stats.stale.fetch_add(1, Relaxed);
+                return Ok(respond_stored(
+                    obj,
+                    &ctx.req_headers,
+                    is_head,
+                    &fresh,
+                    now,
+                    CacheStatus::Stale,
+                ));
+            }
+            Reuse::StaleWhileRevalidate => {
+                ctx.cache.stats.stale.fetch_add(1, Relaxed);
+                spawn_refresh(&ctx, &upstream_req, obj.clone(), &primary);
+                return Ok(respond_stored(
+                    obj,
+                    &ctx.req_headers,
+                    is_head,
+                    &fresh,
+                    now,
+                    CacheStatus::Stale,
+                ));
+            }
+            Reuse::OnlyIfCachedMiss => return Ok(only_if_cached_miss()),
+            Reuse::Revalidate => {}
+        }
+    } else if req_cc.only_if_cached {
+        return Ok(only_if_cached_miss());
+    }
+
+    if is_head && stored.is_none() {
+        // A HEAD miss is relayed as is; only GET responses are stored.
+        ctx.cache.stats.misses.fetch_add(1, Relaxed);
+        let resp = ctx.group.send(&ctx.backend, upstream_req).await?;
+        let (mut parts, body) = resp.into_parts();
+        super::strip_hop_by_hop(&mut parts.headers, false);
+        parts.headers.insert(X_CACHE, CacheStatus::Miss.header());
+        return Ok(Response::from_parts(parts, RespBody::upstream(body)));
+    }
+
+    // One request per key goes to the origin; the others wait for its result.
+    let flight = match ctx.cache.join(&primary) {
+        Join::Leader(guard) => Some(guard),
+        Join::Pass => None,
+        Join::Follower(rx) => {
+            if cache::follow(rx, ctx.group.config.response_timeout)
+                .await
+                .is_some()
+            {
+                if let Some(obj) = ctx.cache.lookup(&primary, &ctx.req_headers).await {
+                    let fresh = freshness(&obj, ctx.policy);
+                    if policy::request_decision(&req_cc, &fresh, SystemTime::now()).serves_stored()
+                    {
+                        ctx.cache.stats.coalesced.fetch_add(1, Relaxed);
+                        ctx.cache.stats.hits.fetch_add(1, Relaxed);
+                        return Ok(respond_stored(
+                            &obj,
+                            &ctx.req_headers,
+                            is_head,
+                            &fresh,
+                            SystemTime::now(),
+                            CacheStatus::Hit,
+                        ));
+                    }
+                }
+            }
+            None
+        }
+    };
+
+    if let Some(obj) = &stored {
+        upstream_req
+            .headers_mut()
+            .extend(policy::validators_for(&obj.headers));
+    }
+    let request_time = SystemTime::now();
+    let result = ctx.group.send(&ctx.backend, upstream_req).await;
+    let response_time = SystemTime::now();
+
+    let resp = match result {
+        Ok(resp) if !resp.status().is_server_error() => resp,
+        failed => {
+            // The origin failed: a stale copy may answer instead (stale-if-error).
+            if let Some(obj) = &stored {
+                let fresh = freshness(obj, ctx.policy);
+                if fresh.can_serve_stale_on_error(&req_cc, response_time) {
+                    ctx.cache.stats.stale.fetch_add(1, Relaxed);
+                    return Ok(respond_stored(
+                        obj,
+                        &ctx.req_headers,
+                        is_head,
+                        &fresh,
+                        response_time,
+                        CacheStatus::Stale,
+                    ));
+                }
+            }
+            let resp = failed?;
+            ctx.cache.stats.misses.fetch_add(1, Relaxed);
+            let (mut parts, body) = resp.into_parts();
+            super::strip_hop_by_hop(&mut parts.headers, false);
+            parts.headers.insert(X_CACHE, CacheStatus::Miss.header());
+            return Ok(Response::from_parts(parts, RespBody::upstream(body)));
+        }
+    };
+
+    if resp.status() == StatusCode::NOT_MODIFIED {
+        if let Some(obj) = &stored {
+            let refreshed = refreshed_by_304(
+                obj,
+                resp.headers(),
+                &primary,
+                ctx.policy,
+                &ctx.req_headers,
+                request_time,
+                response_time,
+            );
+            ctx.cache.stats.revalidated.fetch_add(1, Relaxed);
+            let fresh = freshness(&refreshed.0, ctx.policy);
+            let obj = Arc::new(refreshed.0);
+            ctx.cache.store(obj.clone(), refreshed.1);
+            if let Some(flight) = flight {
+                flight.finish(FlightState::Stored(obj.clone()));
+            }
+            return Ok(respond_stored(
+                &obj,
+                &ctx.req_headers,
+                is_head,
+                &fresh,
+                response_time,
+                CacheStatus::Revalidated,
+            ));
+        }
+    }
+
+    ctx.cache.stats.misses.fetch_add(1, Relaxed);
+    let (mut parts, body) = resp.into_parts();
+    super::strip_hop_by_hop(&mut parts.headers, false);
+    let storable = policy::storable(
+        &Method::GET,
+        &ctx.req_headers,
+        parts.status,
+        &parts.headers,
+        &ctx.policy.store,
+    );
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let fits = length.is_none_or(|l| l <= ctx.policy.max_object_size);
+    let template = match storable {
+        Ok(()) if fits => to_store(
+            &primary,
+            &parts.status,
+            &parts.headers,
+            ctx.policy,
+            &ctx.req_headers,
+            request_time,
+            response_time,
+        ),
+        Ok(()) => None,
+        Err(reason) => {
+            if reason != policy::NoStoreReason::Status {
+                ctx.cache
+                    .mark_uncacheable(&primary, ctx.policy.hit_for_miss);
+            }
+            None
+        }
+    };
+    if !fits {
+        ctx.cache
+            .mark_uncacheable(&primary, ctx.policy.hit_for_miss);
+    }
+    if stored.is_some() && template.is_none() {
+        // The new response replaces the stored one, even when it can't be stored itself.
+        ctx.cache
+            .purge_urls(&UrlMatch::Exact(key::url_of(&primary).to_string()), false)
+            .await;
+    }
+    let client_not_modified = template.is_some()
+        && parts.status == StatusCode::OK
+        && policy::not_modified(&ctx.req_headers, &parts.headers);
+    let body = match template {
+        Some((obj, index)) => {
+            let max = ctx
+                .policy
+                .max_object_size
+                .min(ctx.cache.memory().max_object_bytes()) as usize;
+            RespBody::filling(
+                body,
+                Fill::new(ctx.cache.clone(), flight, obj, index, max, length),
+            )
+        }
+        None => RespBody::upstream(body),
+    };
+    parts.headers.insert(X_CACHE, CacheStatus::Miss.header());
+    if client_not_modified {
+        // The body still streams into the cache in the background.
+        tokio::spawn(drain(body));
+        return Ok(not_modified_response(&parts.headers, None));
+    }
+    Ok(Response::from_parts(parts, body))
+}
+
+/// Reads a body to its end (so a fill completes) and discards it.
+async fn drain(mut body: RespBody) {
+    while let Some(Ok(_)) = body.frame().await {}
+}
+
+/// Answers a `PURGE` request on the proxy port: removes every stored variant of the URL.
+pub async fn purge_request(
+    cache: &Cache,
+    policy: &CachePolicy,
+    host: &str,
+    path_and_query: &str,
+    req_headers: &HeaderMap,
+) -> Response<RespBody> {
+    let primary = primary_key(policy, host, path_and_query, req_headers);
+    let url = key::url_of(&primary).to_string();
+    let purged = cache.purge_urls(&UrlMatch::Exact(url.clone()), false).await;
+    let body = serde_json::json!({ "purged": purged.memory.max(purged.disk), "url": url, "memory": purged.memory, "disk": purged.disk });
+    let status = if purged.memory + purged.disk > 0 {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    };
+    let mut resp = Response::new(RespBody::full(format!("{body}\n")));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// Invalidates what an unsafe request changed (RFC 9111 §4.4): the target URI and same-origin
+/// `Location` / `Content-Location`.
+pub fn invalidate(
+    cache: &Arc<Cache>,
+    policy: &CachePolicy,
+    method: &Method,
+    status: StatusCode,
+    host: &str,
+    pq: &str,
+    resp_headers: &HeaderMap,
+) {
+    let uris = policy::invalidated_uris(method, status, "http", host, pq, resp_headers);
+    for uri in uris {
+        let Ok(uri) = uri.parse::<http::Uri>() else {
+            continue;
+        };
+        let (Some(authority), Some(pq)) = (uri.authority(), uri.path_and_query()) else {
+            continue;
+        };
+        let url = key::canonical_url(&policy.key, "http", authority.as_str(), pq.as_str());
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache.purge_urls(&UrlMatch::Exact(url), false).await;
+        });
+    }
+}
+
+/// Freshness of a stored object, with the route's grace and stale-if-error minimums, and
+/// clamped by a soft purge (`meta.fresh_until` moved to the past).
+fn freshness(obj: &CachedObject, p: &CachePolicy) -> Freshness {
+    let mut f = Freshness::from_response(
+        obj.status,
+        &obj.headers,
+        &p.store,
+        obj.meta.request_time,
+        obj.meta.response_time,
+    );
+    widen(&mut f, p);
+    let expires = f.stored_at + f.lifetime.saturating_sub(f.age_at_store);
+    if obj.meta.fresh_until < expires {
+        let fresh_for = obj
+            .meta
+            .fresh_until
+            .duration_since(f.stored_at)
+            .unwrap_or(Duration::ZERO);
+        f.lifetime = f.age_at_store.saturating_add(fresh_for);
+    }
+    f
+}
+
+fn widen(f: &mut Freshness, p: &CachePolicy) {
+    if !f.must_revalidate && !f.no_cache {
+        f.stale_while_revalidate = f.stale_while_revalidate.max(p.grace);
+        f.stale_if_error = f.stale_if_error.max(p.stale_if_error);
+    }
+}
+
+/// Builds the object to store for a response (body filled in later), and the `Vary`
+/// marker for its primary key when it has variants. `None` when it can't be stored.
+fn to_store(
+    primary: &str,
+    status: &StatusCode,
+    headers: &HeaderMap,
+    p: &CachePolicy,
+    req_headers: &HeaderMap,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> Option<(CachedObject, Option<CachedObject>)> {
+    let mut f = Freshness::from_response(*status, headers, &p.store, request_time, response_time);
+    widen(&mut f, p);
+    let fresh_until = response_time + f.lifetime.saturating_sub(f.age_at_store);
+    let mut stale_until = fresh_until + f.stale_while_revalidate.max(f.stale_if_error);
+    if headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED) {
+        stale_until += p.keep;
+    }
+    let secondary = policy::secondary_key(headers.get_all(header::VARY), req_headers)?;
+    let key = if secondary.is_empty() {
+        primary.to_string()
+    } else {
+        cache::variant_key(primary, &secondary)
+    };
+    let mut tags = Vec::new();
+    for v in headers.get_all(SURROGATE_KEY) {
+        tags.extend(
+            String::from_utf8_lossy(v.as_bytes())
+                .split_whitespace()
+                .map(str::to_string),
+        );
+    }
+    for v in headers.get_all(CACHE_TAG) {
+        tags.extend(
+            String::from_utf8_lossy(v.as_bytes())
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string),
+        );
+    }
+    let obj = CachedObject {
+        meta: ObjectMeta {
+            key,
+            url: key::url_of(primary).to_string(),
+            tags,
+            request_time,
+            response_time,
+            fresh_until,
+            stale_until,
+        },
+        status: *status,
+        headers: headers.clone(),
+        body: Bytes::new(),
+    };
+    let index = (!secondary.is_empty()).then(|| Cache::variants_index(primary, &obj));
+    Some((obj, index))
+}
+
+/// The stored object updated by a 304 (RFC 9111 §4.3.4): merged headers, new times.
+fn refreshed_by_304(
+    obj: &CachedObject,
+    headers_304: &HeaderMap,
+    primary: &str,
+    p: &CachePolicy,
+    req_headers: &HeaderMap,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> (CachedObject, Option<CachedObject>) {
+    let mut headers = obj.headers.clone();
+    policy::merge_304(&mut headers, headers_304);
+    match to_store(
+        primary,
+        &obj.status,
+        &headers,
+        p,
+        req_headers,
+        request_time,
+        response_time,
+    ) {
+        Some((mut fresh, index)) => {
+            fresh.body = obj.body.clone();
+            (fresh, index)
+        }
+        None => (obj.clone(), None),
+    }
+}
+
+/// Builds the response for a stored object: its status and headers with `Age` and
+/// `X-Cache`, the shared body (no copy), or a 304 when the client's validators match.
+fn respond_stored(
+    obj: &CachedObject,
+    req_headers: &HeaderMap,
+    is_head: bool,
+    fresh: &Freshness,
+    now: SystemTime,
+    status: CacheStatus,
+) -> Response<RespBody> {
+    let age = HeaderValue::from(fresh.age(now).as_secs());
+    if obj.status == StatusCode::OK && policy::not_modified(req_headers, &obj.headers) {
+        let mut resp = not_modified_response(&obj.headers, Some(age));
+        resp.headers_mut().insert(X_CACHE, status.header());
+        return resp;
+    }
+    let body = if is_head {
+        RespBody::empty()
+    } else {
+        RespBody::full(obj.body.clone())
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = obj.status;
+    let headers = resp.headers_mut();
+    *headers = obj.headers.clone();
+    headers.insert(header::AGE, age);
+    headers.insert(X_CACHE, status.header());
+    if is_head && !headers.contains_key(header::CONTENT_LENGTH) {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(obj.body.len()));
+    }
+    resp
+}
+
+/// A 304 carrying the fields RFC 9110 §15.4.5 asks for.
+fn not_modified_response(stored: &HeaderMap, age: Option<HeaderValue>) -> Response<RespBody> {
+    let mut resp = Response::new(RespBody::empty());
+    *resp.status_mut() = StatusCode::NOT_MODIFIED;
+    let headers = resp.headers_mut();
+    for name in [
+        header::CACHE_CONTROL,
+        header::CONTENT_LOCATION,
+        header::DATE,
+        header::ETAG,
+        header::EXPIRES,
+        header::VARY,
+        header::LAST_MODIFIED,
+    ] {
+        for v in stored.get_all(&name) {
+            headers.append(name.clone(), v.clone());
+        }
+    }
+    if let Some(age) = age {
+        headers.insert(header::AGE, age);
+    }
+    resp
+}
+
+fn only_if_cached_miss() -> Response<RespBody> {
+    let mut resp = Response::new(RespBody::full(
+        "504 Gateway Timeout: not in cache (only-if-cached)\n",
+    ));
+    *resp.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    resp.headers_mut()
+        .insert(X_CACHE, CacheStatus::Miss.header());
+    resp
+}
+
+fn strip_conditionals(headers: &mut HeaderMap) {
+    for name in [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_RANGE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Refresh-ahead: in the last tenth of a fresh entry's life (lifetimes of 2 s or more), each
+/// hit triggers a background refresh with a probability that grows linearly from 0 to 1,
+/// so a hot entry is refreshed before it expires and a cold one is left to expire (a
+/// linear cousin of XFetch, Vattani et al., VLDB 2015; at most one refresh runs per key).
+fn refresh_ahead_due(fresh: &Freshness, now: SystemTime) -> bool {
+    if fresh.lifetime < Duration::from_secs(2) {
+        return false;
+    }
+    let window = fresh.lifetime.as_secs_f64() * 0.1;
+    let remaining = fresh.remaining(now).as_secs_f64();
+    if remaining >= window {
+        return false;
+    }
+    let p = 1.0 - remaining / window;
+    random_unit() < p
+}
+
+fn random_unit() -> f64 {
+    use std::cell::Cell;
+    thread_local!(static STATE: Cell<u64> = Cell::new(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0x9e37_79b9, |d| d.as_nanos() as u64) | 1
+    ));
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    })
+}
+
+/// Refreshes `obj` in the background (one refresh per key at a time): a conditional GET;
+/// a 304 or a new storable response replaces the entry. Failures leave the entry alone.
+fn spawn_refresh(
+    ctx: &Ctx<'_>,
+    upstream_req: &Request<ReqBody>,
+    obj: Arc<CachedObject>,
+    primary: &str,
+) {
+    let Some(guard) = ctx.cache.start_refresh(&obj.meta.key) else {
+        return;
+    };
+    let mut req = Request::builder()
+        .method(Method::GET)
+        .uri(upstream_req.uri().clone())
+        .version(upstream_req.version());
+    if let Some(h) = req.headers_mut() {
+        *h = upstream_req.headers().clone();
+        strip_conditionals(h);
+        h.extend(policy::validators_for(&obj.headers));
+    }
+    let Ok(req) = req.body(ReqBody::Empty) else {
+        return;
+    };
+    let (cache, group, backend, p) = (
+        ctx.cache.clone(),
+        ctx.group.clone(),
+        ctx.backend.clone(),
+        ctx.policy.clone(),
+    );
+    let (req_headers, primary) = (ctx.req_headers.clone(), primary.to_string());
+    tokio::spawn(async move {
+        let _guard = guard;
+        let request_time = SystemTime::now();
+        let Ok(resp) = group.send(&backend, req).await else {
+            return;
+        };
+        let response_time = SystemTime::now();
+        if resp.status() == StatusCode::NOT_MODIFIED {
+            let (fresh, index) = refreshed_by_304(
+                &obj,
+                resp.headers(),
+                &primary,
+                &p,
+                &req_headers,
+                request_time,
+                response_time,
+            );
+            cache.stats.revalidated.fetch_add(1, Relaxed);
+            cache.store(Arc::new(fresh), index);
+            return;
+        }
+        let (mut parts, body) = resp.into_parts();
+        super::strip_hop_by_hop(&mut parts.headers, false);
+        if policy::storable(
+            &Method::GET,
+            &req_headers,
+            parts.status,
+            &parts.headers,
+            &p.store,
+        )
+        .is_err()
+        {
+            return;
+        }
+        let Some((mut fresh, index)) = to_store(
+            &primary,
+            &parts.status,
+            &parts.headers,
+            &p,
+            &req_headers,
+            request_time,
+            response_time,
+        ) else {
+            return;
+        };
+        let limited = http_body_util::Limited::new(body, p.max_object_size as usize);
+        let Ok(collected) = limited.collect().await else {
+            return;
+        };
+        fresh.body = collected.to_bytes();
+        if let Some(len) = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            if len != fresh.body.len() {
+                return;
+            }
+        }
+        cache.store(Arc::new(fresh), index);
+    });
+}
