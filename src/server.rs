@@ -188,7 +188,8 @@ impl Server {
     }
 }
 
-/// Runs torii on already-bound listeners in the current tokio runtime until `shutdown`
+/// Runs torii on already-bound listeners (and an optional admin listener) in the current
+/// tokio runtime until `shutdown`
 /// completes, then drains (bounded by `server.drain_timeout`). Tests use this; the binary
 /// adds workers and signals around the same parts.
 ///
@@ -197,6 +198,7 @@ impl Server {
 pub async fn run(
     config: Config,
     listeners: Vec<std::net::TcpListener>,
+    admin: Option<std::net::TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let drain_timeout = config.server.drain_timeout;
@@ -207,6 +209,11 @@ pub async fn run(
         let l = tokio::net::TcpListener::from_std(l)?;
         let server = server.clone();
         tasks.push(tokio::spawn(async move { server.serve(l).await }));
+    }
+    if let Some(admin) = admin {
+        admin.set_nonblocking(true)?;
+        let admin = tokio::net::TcpListener::from_std(admin)?;
+        tokio::spawn(crate::admin::serve(admin, server.shared.clone()));
     }
     shutdown.await;
     server.start_drain();

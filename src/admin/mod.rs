@@ -1,16 +1,24 @@
-//! The admin listener: `GET /healthz` (alive) and `GET /readyz` (serving, not draining).
+//! The admin listener: `GET /healthz`, `GET /readyz`, `GET /stats.json`, `POST /purge`.
 
 use std::convert::Infallible;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use crate::body::RespBody;
+use crate::cache::{key, UrlMatch};
+use crate::config::Action;
 use crate::server::Shared;
+
+/// Largest admin request body (a purge request is a few hundred bytes).
+const MAX_BODY: usize = 64 * 1024;
 
 /// Serves the admin API on `listener` until the drain starts.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
@@ -31,7 +39,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(route(req, &shared)) }
+                async move { Ok::<_, Infallible>(route(req, &shared).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -40,7 +48,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-fn route(req: Request<Incoming>, shared: &Shared) -> Response<RespBody> {
+async fn route(req: Request<Incoming>, shared: &Shared) -> Response<RespBody> {
     match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET | &Method::HEAD, "/readyz") => {
@@ -50,12 +58,167 @@ fn route(req: Request<Incoming>, shared: &Shared) -> Response<RespBody> {
                 text(StatusCode::OK, "ready\n")
             }
         }
-        (_, "/healthz" | "/readyz") => text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
+        (&Method::GET | &Method::HEAD, "/stats.json") => stats(shared),
+        (&Method::POST, "/purge") => purge(req, shared).await,
+        (_, "/healthz" | "/readyz" | "/stats.json") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n")
+        }
+        (_, "/purge") => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use POST with {\"url\": …}, {\"prefix\": …} or {\"tag\": …}\n",
+        ),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /healthz or /readyz\n",
+            "not found; try /healthz, /readyz, /stats.json or POST /purge\n",
         ),
     }
+}
+
+/// A purge request: exactly one of `url`, `prefix`, `tag`; `soft` marks stale instead.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeRequest {
+    url: Option<String>,
+    prefix: Option<String>,
+    tag: Option<String>,
+    #[serde(default)]
+    soft: bool,
+}
+
+async fn purge(req: Request<Incoming>, shared: &Shared) -> Response<RespBody> {
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                serde_json::json!({"error": "body larger than 64 KiB"}),
+            )
+        }
+    };
+    let purge: PurgeRequest = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"error": format!("bad JSON: {e}"), "hint": "{\"url\": \"http://host/path\"}, {\"prefix\": \"/path/\"} or {\"tag\": \"name\"}"}),
+            )
+        }
+    };
+    let runtime = shared.current();
+    let Some(cache) = &runtime.cache else {
+        return json(
+            StatusCode::CONFLICT,
+            serde_json::json!({"error": "caching is off (cache.memory = 0)"}),
+        );
+    };
+    let (what, purged) = match (&purge.url, &purge.prefix, &purge.tag) {
+        (Some(url), None, None) => {
+            let Ok(uri) = url.parse::<http::Uri>() else {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"error": format!("{url:?} is not a URL")}),
+                );
+            };
+            let (Some(authority), Some(pq)) = (uri.authority(), uri.path_and_query()) else {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"error": "url needs a host and a path, e.g. http://example.com/a"}),
+                );
+            };
+            // Canonicalise as the route that serves this URL does, so its key spec applies.
+            let spec = match runtime
+                .router
+                .lookup(Some(authority.as_str()), uri.path())
+                .map(|r| &r.action)
+            {
+                Some(Action::Proxy { cache: Some(p), .. }) => p.key.clone(),
+                _ => key::KeySpec::default(),
+            };
+            let canonical = key::canonical_url(&spec, "http", authority.as_str(), pq.as_str());
+            (
+                canonical.clone(),
+                cache
+                    .purge_urls(&UrlMatch::Exact(canonical), purge.soft)
+                    .await,
+            )
+        }
+        (None, Some(prefix), None) if prefix.starts_with('/') => (
+            prefix.clone(),
+            cache
+                .purge_urls(&UrlMatch::PathPrefix(prefix.clone()), purge.soft)
+                .await,
+        ),
+        (None, Some(prefix), None) if prefix.starts_with("http://") => (
+            prefix.clone(),
+            cache
+                .purge_urls(&UrlMatch::Prefix(prefix.to_ascii_lowercase()), purge.soft)
+                .await,
+        ),
+        (None, Some(prefix), None) => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"error": format!("prefix {prefix:?} must be a path (/static/) or a URL (http://host/path)")}),
+            )
+        }
+        (None, None, Some(tag)) if !tag.trim().is_empty() => {
+            (tag.clone(), cache.purge_tag(tag.trim(), purge.soft).await)
+        }
+        _ => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"error": "give exactly one of url, prefix, tag"}),
+            );
+        }
+    };
+    tracing::info!(
+        "purge {what}: {} in memory, {} on disk{}",
+        purged.memory,
+        purged.disk,
+        if purge.soft { " (soft)" } else { "" }
+    );
+    json(
+        StatusCode::OK,
+        serde_json::json!({"purged": purged.memory.max(purged.disk), "memory": purged.memory, "disk": purged.disk, "soft": purge.soft, "scope": "local"}),
+    )
+}
+
+fn stats(shared: &Shared) -> Response<RespBody> {
+    let runtime = shared.current();
+    let cache = runtime.cache.as_ref().map(|c| {
+        let s = &c.stats;
+        let m = c.memory().stats();
+        serde_json::json!({
+            "hits": s.hits.load(Relaxed),
+            "misses": s.misses.load(Relaxed),
+            "stale": s.stale.load(Relaxed),
+            "revalidated": s.revalidated.load(Relaxed),
+            "coalesced": s.coalesced.load(Relaxed),
+            "bypass": s.bypass.load(Relaxed),
+            "stores": s.stores.load(Relaxed),
+            "refreshes": s.refreshes.load(Relaxed),
+            "purged": s.purged.load(Relaxed),
+            "memory": {"objects": c.memory().len(), "bytes": c.memory().weighted_bytes(), "max_bytes": c.memory().max_bytes(), "evictions": m.evictions},
+            "disk": c.disk().map(|d| serde_json::json!({"objects": d.len(), "bytes": d.bytes(), "max_bytes": d.max_bytes()})),
+        })
+    });
+    json(
+        StatusCode::OK,
+        serde_json::json!({
+            "connections": shared.drain.open_connections(),
+            "draining": shared.drain.is_draining(),
+            "cache": cache,
+        }),
+    )
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response<RespBody> {
+    let mut resp = Response::new(RespBody::full(format!("{value}\n")));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<RespBody> {

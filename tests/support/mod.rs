@@ -218,6 +218,8 @@ async fn handle(
 /// torii, started in this process on 127.0.0.1:0 from a TOML config.
 pub struct Torii {
     pub addr: SocketAddr,
+    /// The admin listener (purge, stats).
+    pub admin: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -232,9 +234,11 @@ impl Torii {
         let config = torii::config::load_str("test.toml", &text).unwrap_or_else(|e| panic!("{e}"));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
+        let admin_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let admin = admin_listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            torii::run(config, vec![listener], async {
+            torii::run(config, vec![listener], Some(admin_listener), async {
                 let _ = rx.await;
             })
             .await
@@ -242,6 +246,7 @@ impl Torii {
         });
         Torii {
             addr,
+            admin,
             stop: Some(tx),
             task: Some(task),
         }
@@ -316,4 +321,19 @@ pub async fn read_until_closed(stream: &mut TcpStream, wait: Duration) -> Option
         Ok(_) => Some(out),
         Err(_) => None,
     }
+}
+
+/// POSTs a JSON body to torii's admin API; returns status and parsed JSON.
+pub async fn admin_post(torii: &Torii, path: &str, json: &str) -> (StatusCode, serde_json::Value) {
+    let req = Request::post(format!("http://{}{}", torii.admin, path))
+        .header("content-type", "application/json")
+        .body(full(json.to_string()))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
 }
