@@ -29,6 +29,8 @@ pub enum Command {
         #[arg(long, short, default_value = "torii.toml")]
         config: PathBuf,
     },
+    /// Purge cached entries through the admin API: a URL, a path prefix, or a tag.
+    Purge(PurgeArgs),
     /// A self-contained tour: a sample origin with torii in front of it; prints what to try.
     Demo {
         /// Where torii listens.
@@ -63,6 +65,41 @@ pub struct ProxyArgs {
     /// Access log format: combined (default) or json.
     #[arg(long, value_parser = ["combined", "json"])]
     pub log_format: Option<String>,
+    /// Memory cache size, e.g. 256MiB (the default), 1GiB.
+    #[arg(long, value_parser = parse_size, conflicts_with = "no_cache")]
+    pub cache_memory: Option<u64>,
+    /// Disk cache directory (persistent across restarts); off unless given.
+    #[arg(long)]
+    pub cache_disk: Option<PathBuf>,
+    /// Disk cache size bound, e.g. 10GiB (default 1GiB).
+    #[arg(long, value_parser = parse_size, requires = "cache_disk")]
+    pub cache_disk_size: Option<u64>,
+    /// Turn caching off: a plain reverse proxy.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["url", "prefix", "tag"])))]
+pub struct PurgeArgs {
+    /// The admin listener of the torii to purge.
+    #[arg(long, default_value = "127.0.0.1:9901")]
+    pub admin: String,
+    /// A URL to purge, e.g. http://example.com/page (every stored variant).
+    pub url: Option<String>,
+    /// A path prefix (every host), e.g. /static/, or a URL prefix http://host/path.
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// A tag from Surrogate-Key / Cache-Tag response headers.
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Mark entries stale (served within grace while revalidating) instead of removing them.
+    #[arg(long)]
+    pub soft: bool,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    crate::config::units::parse_size(text)
 }
 
 fn parse_listen(text: &str) -> Result<SocketAddr, String> {

@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use torii::cli::{Cli, Command, ProxyArgs};
-use torii::config::{self, AccessTarget, Config, LogFormat, RuntimeKind};
+use torii::cli::{Cli, Command, ProxyArgs, PurgeArgs};
+use torii::config::{self, AccessTarget, Action, Config, DiskSettings, LogFormat, RuntimeKind};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -42,6 +42,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Demo { listen, admin } => finish(demo(listen, admin)),
+        Command::Purge(args) => purge(args),
     }
 }
 
@@ -64,6 +65,10 @@ fn proxy_config(args: ProxyArgs) -> Result<Config, String> {
         runtime,
         access_log,
         log_format,
+        cache_memory,
+        cache_disk,
+        cache_disk_size,
+        no_cache,
     } = args;
     let listen = if listen.is_empty() {
         vec![SocketAddr::from(([127, 0, 0, 1], 8080))]
@@ -89,6 +94,24 @@ fn proxy_config(args: ProxyArgs) -> Result<Config, String> {
     if log_format.as_deref() == Some("json") {
         config.log.format = LogFormat::Json;
     }
+    if let Some(memory) = cache_memory {
+        config.cache.memory = memory;
+    }
+    if let Some(path) = cache_disk {
+        config.cache.disk = Some(DiskSettings {
+            path,
+            size: cache_disk_size.unwrap_or(1 << 30),
+        });
+    }
+    if no_cache {
+        config.cache.memory = 0;
+        config.cache.disk = None;
+        for route in &mut config.routes {
+            if let Action::Proxy { cache, .. } = &mut route.action {
+                *cache = None;
+            }
+        }
+    }
     Ok(config)
 }
 
@@ -113,4 +136,71 @@ fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     println!();
     println!("Access log below; Ctrl-C stops.");
     torii::process::run(config, None)
+}
+
+/// `torii purge`: one POST to the admin API; prints its JSON answer.
+fn purge(args: PurgeArgs) -> ExitCode {
+    let PurgeArgs {
+        admin,
+        url,
+        prefix,
+        tag,
+        soft,
+    } = args;
+    let body = match (url, prefix, tag) {
+        (Some(url), _, _) => serde_json::json!({ "url": url, "soft": soft }),
+        (_, Some(prefix), _) => serde_json::json!({ "prefix": prefix, "soft": soft }),
+        (_, _, Some(tag)) => serde_json::json!({ "tag": tag, "soft": soft }),
+        _ => unreachable!("clap requires one of url, --prefix, --tag"),
+    };
+    let admin = admin
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("torii purge: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        use http_body_util::{BodyExt, Full};
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<bytes::Bytes>>();
+        let req = http::Request::post(format!("http://{admin}/purge"))
+            .header("content-type", "application/json")
+            .body(Full::new(bytes::Bytes::from(body.to_string())))
+            .map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(std::time::Duration::from_secs(10), client.request(req))
+            .await
+            .map_err(|_| format!("no answer from {admin} within 10 s"))?
+            .map_err(|e| format!("cannot reach the admin listener at {admin}: {e}"))?;
+        let status = resp.status();
+        let text = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok::<_, String>((status, String::from_utf8_lossy(&text).into_owned()))
+    });
+    match result {
+        Ok((status, text)) if status.is_success() => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, text)) => {
+            eprint!("torii purge: {status}: {text}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("torii purge: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -283,6 +283,7 @@ async fn proxy(
     let (mut parts, body) = upstream_resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     if let Some((policy, cache)) = caching {
+        cache.stats.bypass.fetch_add(1, Ordering::Relaxed);
         cached::invalidate(
             cache,
             policy,
