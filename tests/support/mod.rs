@@ -35,6 +35,60 @@ pub struct Origin {
 struct OriginState {
     connections: AtomicUsize,
     hits: Mutex<HashMap<String, usize>>,
+    /// Programmable paths (`Origin::set`, `Origin::set_fn`), consulted before the fixed ones.
+    replies: Mutex<HashMap<String, ReplyFn>>,
+    /// Method and headers of every request to a programmable path.
+    requests: Mutex<HashMap<String, Vec<(http::Method, http::HeaderMap)>>>,
+    /// (in flight now, most ever in flight) per programmable path.
+    in_flight: Mutex<HashMap<String, (usize, usize)>>,
+}
+
+type ReplyFn = Arc<dyn Fn(&http::request::Parts) -> Reply + Send + Sync>;
+
+/// What a programmable origin path answers; set at run time with `Origin::set`.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    /// Wait this long before answering.
+    pub delay: Duration,
+    /// Hold each request until this many requests to the path are in flight at once
+    /// (or 5 s pass): proves requests reach the origin concurrently, without timing.
+    pub gate: usize,
+}
+
+impl Reply {
+    /// 200 with `body`.
+    pub fn new(body: impl Into<Bytes>) -> Reply {
+        Reply {
+            status: 200,
+            headers: Vec::new(),
+            body: body.into(),
+            delay: Duration::ZERO,
+            gate: 0,
+        }
+    }
+
+    pub fn status(mut self, status: u16) -> Reply {
+        self.status = status;
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn delay(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+
+    pub fn gate(mut self, n: usize) -> Reply {
+        self.gate = n;
+        self
+    }
 }
 
 impl Origin {
@@ -79,6 +133,45 @@ impl Origin {
         self.state.connections.load(Ordering::SeqCst)
     }
 
+    /// Makes `path` (without query) answer `reply` from now on.
+    pub fn set(&self, path: &str, reply: Reply) {
+        self.set_fn(path, move |_| reply.clone());
+    }
+
+    /// Makes `path` (without query) answer what `f` returns for each request.
+    pub fn set_fn(
+        &self,
+        path: &str,
+        f: impl Fn(&http::request::Parts) -> Reply + Send + Sync + 'static,
+    ) {
+        self.state
+            .replies
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), Arc::new(f));
+    }
+
+    /// Method and headers of each request to programmable `path`, oldest first.
+    pub fn requests(&self, path: &str) -> Vec<(http::Method, http::HeaderMap)> {
+        self.state
+            .requests
+            .lock()
+            .unwrap()
+            .get(path)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The most requests to programmable `path` that were in flight at once.
+    pub fn max_in_flight(&self, path: &str) -> usize {
+        self.state
+            .in_flight
+            .lock()
+            .unwrap()
+            .get(path)
+            .map_or(0, |&(_, max)| max)
+    }
+
     pub fn hits(&self, path: &str) -> usize {
         self.state
             .hits
@@ -113,6 +206,10 @@ async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     *state.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
+    let programmed = state.replies.lock().unwrap().get(&path).cloned();
+    if let Some(f) = programmed {
+        return Ok(programmed_reply(req, &path, &state, &*f).await);
+    }
     let resp = match path.as_str() {
         "/echo" => {
             let mut text = format!("{} {} {:?}\n", req.method(), req.uri(), req.version());
@@ -213,6 +310,50 @@ async fn handle(
         }
     };
     Ok(resp)
+}
+
+async fn programmed_reply(
+    req: Request<Incoming>,
+    path: &str,
+    state: &OriginState,
+    f: &(dyn Fn(&http::request::Parts) -> Reply + Send + Sync),
+) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let _ = body.collect().await;
+    state
+        .requests
+        .lock()
+        .unwrap()
+        .entry(path.to_string())
+        .or_default()
+        .push((parts.method.clone(), parts.headers.clone()));
+    let reply = f(&parts);
+    let in_flight = |delta: isize| {
+        let mut map = state.in_flight.lock().unwrap();
+        let e = map.entry(path.to_string()).or_default();
+        e.0 = e.0.checked_add_signed(delta).unwrap();
+        e.1 = e.1.max(e.0);
+        e.1
+    };
+    in_flight(1);
+    if reply.gate > 0 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        // Open once the path has had `gate` requests in flight together.
+        while in_flight(0) < reply.gate && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    tokio::time::sleep(reply.delay).await;
+    in_flight(-1);
+    let mut resp = Response::new(full(reply.body));
+    *resp.status_mut() = StatusCode::from_u16(reply.status).unwrap();
+    for (k, v) in &reply.headers {
+        resp.headers_mut().append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    resp
 }
 
 /// torii, started in this process on 127.0.0.1:0 from a TOML config.

@@ -1,0 +1,673 @@
+//! The cache through real sockets: hits, coalescing, stale serving, revalidation, Vary,
+//! invalidation, purge, bounds and what is never stored. Proven by counting origin
+//! requests and reading `X-Cache`, `Age` and `/stats.json`, never by timing.
+
+mod support;
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// torii with one caching route to `origin`; `cache` goes in `[cache]`, `route` in the
+/// route's `[routes.cache]` (both TOML lines, may be empty).
+async fn proxy(origin: &Origin, cache: &str, route: &str) -> Torii {
+    Torii::start(&config(cache, route), Some(origin)).await
+}
+
+fn config(cache: &str, route: &str) -> String {
+    format!(
+        "[server]\nadmin = \"off\"\n[log]\naccess = \"off\"\n[cache]\n{cache}\n\
+         [upstreams.app]\nservers = [\"{{origin}}\"]\n[[routes]]\nupstream = \"app\"\n\
+         [routes.cache]\n{route}\n"
+    )
+}
+
+/// Sends `method url` with `headers`; returns status, headers and the whole body.
+async fn send(method: &str, url: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Bytes) {
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let body: Body = Empty::new().map_err(|e| match e {}).boxed();
+    let resp = client().request(req.body(body).unwrap()).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
+}
+
+fn x_cache(h: &HeaderMap) -> &str {
+    h.get("x-cache").map_or("<none>", |v| v.to_str().unwrap())
+}
+
+/// GET `url`: X-Cache and body as text.
+async fn fetch(url: &str, headers: &[(&str, &str)]) -> (String, String) {
+    let (status, h, body) = send("GET", url, headers).await;
+    assert!(status.is_success(), "{url}: {status}");
+    (
+        x_cache(&h).to_string(),
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+async fn stats(torii: &Torii) -> serde_json::Value {
+    let (_, _, body) = get(&format!("http://{}/stats.json", torii.admin)).await;
+    serde_json::from_slice(&body).unwrap()
+}
+
+async fn purge(torii: &Torii, json: &str) -> serde_json::Value {
+    let (status, v) = admin_post(torii, "/purge", json).await;
+    assert_eq!(status, StatusCode::OK, "{json}: {v}");
+    v
+}
+
+/// Polls `check` every 20 ms until it is true; panics after 5 s with `what`.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Lets a `max-age=1` response go stale (its age is at least the time waited).
+async fn let_expire() {
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+}
+
+fn cc(value: &str) -> (&'static str, String) {
+    ("cache-control", value.to_string())
+}
+
+fn reply(body: &str, headers: &[(&str, &str)]) -> Reply {
+    headers
+        .iter()
+        .fold(Reply::new(body.to_string()), |r, (k, v)| r.header(k, v))
+}
+
+#[tokio::test]
+async fn hit_after_miss_with_age_and_head_from_stored_get() {
+    let origin = Origin::start().await;
+    origin.set("/a", reply("hello", &[("cache-control", "max-age=60")]));
+    let torii = proxy(&origin, "", "").await;
+
+    let (status, h, body) = get(&torii.url("/a")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(x_cache(&h), "MISS");
+    assert_eq!(body, "hello");
+    assert!(
+        !h.contains_key("age"),
+        "a fresh origin response has no Age: {h:?}"
+    );
+
+    let (status, h, body) = get(&torii.url("/a")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(x_cache(&h), "HIT");
+    assert_eq!(body, "hello");
+    let age: u64 = h["age"].to_str().unwrap().parse().unwrap();
+    assert!(age < 60, "{age}");
+    assert_eq!(h["via"], "1.1 torii");
+
+    let (status, h, body) = send("HEAD", &torii.url("/a"), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(x_cache(&h), "HIT");
+    assert_eq!(h["content-length"], "5");
+    assert!(body.is_empty());
+    assert_eq!(
+        origin.hits("/a"),
+        1,
+        "one origin request for GET, GET, HEAD"
+    );
+
+    // A HEAD on a cold key goes to the origin and stores nothing.
+    origin.set("/h", reply("head", &[("cache-control", "max-age=60")]));
+    let (_, h, _) = send("HEAD", &torii.url("/h"), &[]).await;
+    assert_eq!(x_cache(&h), "MISS");
+    assert_eq!(fetch(&torii.url("/h"), &[]).await.0, "MISS");
+    assert_eq!(origin.requests("/h")[0].0, http::Method::HEAD);
+    assert_eq!(origin.hits("/h"), 2);
+
+    let s = stats(&torii).await;
+    assert_eq!(s["cache"]["hits"], 2, "{s}");
+    assert_eq!(s["cache"]["stores"], 2, "{s}");
+}
+
+#[tokio::test]
+async fn concurrent_cold_requests_coalesce_into_one_origin_request() {
+    let origin = Origin::start().await;
+    let body = "x".repeat(100_000);
+    origin.set(
+        "/hot",
+        Reply::new(body.clone())
+            .header("cache-control", "max-age=60")
+            .delay(Duration::from_millis(300)),
+    );
+    let torii = proxy(&origin, "", "").await;
+    let url = torii.url("/hot");
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..200 {
+        let url = url.clone();
+        tasks.spawn(async move { send("GET", &url, &[]).await });
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    while let Some(done) = tasks.join_next().await {
+        let (status, h, got) = done.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(got.len(), body.len(), "every client gets the whole body");
+        *statuses.entry(x_cache(&h).to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(origin.hits("/hot"), 1, "{statuses:?}");
+    assert_eq!(statuses.get("MISS"), Some(&1), "{statuses:?}");
+    let s = stats(&torii).await;
+    assert_eq!(s["cache"]["misses"], 1, "{s}");
+}
+
+#[tokio::test]
+async fn stale_while_revalidate_answers_at_once_and_refreshes_once() {
+    let origin = Origin::start().await;
+    origin.set(
+        "/swr",
+        reply(
+            "v1",
+            &[("cache-control", "max-age=1, stale-while-revalidate=30")],
+        ),
+    );
+    let torii = proxy(&origin, "", "").await;
+    assert_eq!(fetch(&torii.url("/swr"), &[]).await.0, "MISS");
+    // From now on the origin is slow: a stale request that waited for it would time out.
+    origin.set(
+        "/swr",
+        reply("v2", &[("cache-control", "max-age=60")]).delay(Duration::from_secs(2)),
+    );
+    let_expire().await;
+
+    let stale = tokio::time::timeout(Duration::from_secs(1), fetch(&torii.url("/swr"), &[]))
+        .await
+        .expect("a stale response does not wait for the origin");
+    assert_eq!(stale, ("STALE".to_string(), "v1".to_string()));
+    for _ in 0..5 {
+        let again = tokio::time::timeout(Duration::from_secs(1), fetch(&torii.url("/swr"), &[]))
+            .await
+            .expect("stale again while the refresh runs");
+        assert_eq!(again.1, "v1");
+    }
+    // The one background refresh stores v2; meanwhile nobody else asked the origin.
+    eventually("the refreshed copy is served", || async {
+        fetch(&torii.url("/swr"), &[]).await == ("HIT".to_string(), "v2".to_string())
+    })
+    .await;
+    assert_eq!(origin.hits("/swr"), 2, "one miss and exactly one refresh");
+    let s = stats(&torii).await;
+    assert_eq!(s["cache"]["refreshes"], 1, "{s}");
+}
+
+#[tokio::test]
+async fn stale_if_error_serves_the_old_body_when_the_origin_fails() {
+    let origin = Origin::start().await;
+    origin.set("/sie", reply("good", &[("cache-control", "max-age=1")]));
+    origin.set(
+        "/strict",
+        reply("good", &[("cache-control", "max-age=1, must-revalidate")]),
+    );
+    // No grace: a stale entry is revalidated in the foreground, so the error is seen.
+    let torii = proxy(&origin, "", "grace = \"0s\"").await;
+    assert_eq!(fetch(&torii.url("/sie"), &[]).await.0, "MISS");
+    assert_eq!(fetch(&torii.url("/strict"), &[]).await.0, "MISS");
+    origin.set("/sie", Reply::new("boom").status(500));
+    origin.set("/strict", Reply::new("boom").status(500));
+    let_expire().await;
+
+    let (status, h, body) = get(&torii.url("/sie")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(x_cache(&h), "STALE");
+    assert_eq!(body, "good");
+    assert_eq!(origin.hits("/sie"), 2, "the origin was asked and failed");
+
+    // must-revalidate forbids serving stale: the error passes through.
+    let (status, _, body) = get(&torii.url("/strict")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body, "boom");
+}
+
+/// An origin that answers one connection with `response` and then stops listening.
+async fn one_shot_origin(response: &'static [u8]) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        drop(listener);
+        read_head(&mut stream).await;
+        stream.write_all(response).await.unwrap();
+        let _ = stream.shutdown().await;
+    });
+    addr
+}
+
+async fn read_head(stream: &mut tokio::net::TcpStream) {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+            return;
+        }
+        buf.push(byte[0]);
+    }
+}
+
+#[tokio::test]
+async fn stale_if_error_when_the_origin_is_down() {
+    let addr = one_shot_origin(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nCache-Control: max-age=1\r\nConnection: close\r\n\r\ngood",
+    )
+    .await;
+    let toml = config("", "grace = \"0s\"").replace("{origin}", &format!("http://{addr}"));
+    let torii = Torii::start(&toml, None).await;
+    assert_eq!(
+        fetch(&torii.url("/x"), &[]).await,
+        ("MISS".into(), "good".into())
+    );
+    let_expire().await;
+    let (status, h, body) = get(&torii.url("/x")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(x_cache(&h), "STALE");
+    assert_eq!(body, "good");
+}
+
+#[tokio::test]
+async fn revalidation_with_304_and_client_conditionals() {
+    let origin = Origin::start().await;
+    origin.set_fn("/etag", |req| {
+        if req
+            .headers
+            .get("if-none-match")
+            .is_some_and(|v| v == "\"v1\"")
+        {
+            Reply::new("")
+                .status(304)
+                .header("etag", "\"v1\"")
+                .header("cache-control", "max-age=60")
+        } else {
+            Reply::new("body v1")
+                .header("etag", "\"v1\"")
+                .header("cache-control", "max-age=1")
+        }
+    });
+    let torii = proxy(&origin, "", "grace = \"0s\"").await;
+    assert_eq!(fetch(&torii.url("/etag"), &[]).await.0, "MISS");
+    let_expire().await;
+
+    let (status, h, body) = get(&torii.url("/etag")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(x_cache(&h), "REVALIDATED");
+    assert_eq!(body, "body v1");
+    let sent = origin.requests("/etag");
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[1].1["if-none-match"], "\"v1\"", "{:?}", sent[1].1);
+    // The 304's Cache-Control replaced the stored one.
+    assert_eq!(h["cache-control"], "max-age=60");
+    assert_eq!(fetch(&torii.url("/etag"), &[]).await.0, "HIT");
+
+    // A client's own conditional request is answered from the cache.
+    let (status, h, body) = send("GET", &torii.url("/etag"), &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert_eq!(x_cache(&h), "HIT");
+    assert_eq!(h["etag"], "\"v1\"");
+    assert!(body.is_empty());
+    let (status, _, body) = send("GET", &torii.url("/etag"), &[("if-none-match", "\"v0\"")]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "body v1");
+    assert_eq!(origin.hits("/etag"), 2);
+    let s = stats(&torii).await;
+    assert_eq!(s["cache"]["revalidated"], 1, "{s}");
+}
+
+#[tokio::test]
+async fn vary_variants_side_by_side_and_vary_star_never_stored() {
+    let origin = Origin::start().await;
+    origin.set_fn("/v", |req| {
+        let enc = req
+            .headers
+            .get("accept-encoding")
+            .map_or("none", |v| v.to_str().unwrap());
+        Reply::new(format!("enc={enc}"))
+            .header("vary", "Accept-Encoding")
+            .header("cache-control", "max-age=60")
+    });
+    origin.set(
+        "/star",
+        reply("star", &[("vary", "*"), ("cache-control", "max-age=60")]),
+    );
+    let torii = proxy(&origin, "", "").await;
+    let url = torii.url("/v");
+    let gzip = [("accept-encoding", "gzip")];
+    let br = [("accept-encoding", "br")];
+    assert_eq!(fetch(&url, &gzip).await, ("MISS".into(), "enc=gzip".into()));
+    assert_eq!(fetch(&url, &br).await, ("MISS".into(), "enc=br".into()));
+    assert_eq!(origin.hits("/v"), 2);
+    assert_eq!(fetch(&url, &gzip).await, ("HIT".into(), "enc=gzip".into()));
+    assert_eq!(fetch(&url, &br).await, ("HIT".into(), "enc=br".into()));
+    assert_eq!(origin.hits("/v"), 2);
+    assert_eq!(fetch(&url, &[]).await, ("MISS".into(), "enc=none".into()));
+    assert_eq!(fetch(&url, &[]).await, ("HIT".into(), "enc=none".into()));
+    assert_eq!(fetch(&url, &gzip).await, ("HIT".into(), "enc=gzip".into()));
+    assert_eq!(origin.hits("/v"), 3);
+
+    assert_eq!(fetch(&torii.url("/star"), &[]).await.0, "MISS");
+    assert_eq!(fetch(&torii.url("/star"), &[]).await.0, "MISS");
+    assert_eq!(origin.hits("/star"), 2);
+}
+
+#[tokio::test]
+async fn unsafe_methods_invalidate_target_and_location() {
+    let origin = Origin::start().await;
+    origin.set("/r", reply("resource", &[("cache-control", "max-age=60")]));
+    origin.set(
+        "/form",
+        Reply::new("created").status(201).header("location", "/r"),
+    );
+    origin.set("/fail", Reply::new("no").status(500));
+    let torii = proxy(&origin, "", "").await;
+    let url = torii.url("/r");
+    assert_eq!(fetch(&url, &[]).await.0, "MISS");
+    assert_eq!(fetch(&url, &[]).await.0, "HIT");
+
+    let (status, h, _) = send("POST", &url, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(x_cache(&h), "BYPASS");
+    assert_eq!(
+        fetch(&url, &[]).await.0,
+        "MISS",
+        "POST to the URL invalidated it"
+    );
+    assert_eq!(fetch(&url, &[]).await.0, "HIT");
+
+    let (status, _, _) = send("POST", &torii.url("/form"), &[]).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        fetch(&url, &[]).await.0,
+        "MISS",
+        "Location: /r invalidated it"
+    );
+
+    // DELETE too; an unsafe request that failed invalidates nothing.
+    assert_eq!(fetch(&url, &[]).await.0, "HIT");
+    origin.set(
+        "/fail",
+        Reply::new("no").status(500).header("location", "/r"),
+    );
+    let (status, _, _) = send("PUT", &torii.url("/fail"), &[]).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(fetch(&url, &[]).await.0, "HIT");
+    send("DELETE", &url, &[]).await;
+    assert_eq!(fetch(&url, &[]).await.0, "MISS");
+    assert_eq!(origin.hits("/r"), 6, "4 GET misses, POST, DELETE");
+}
+
+#[tokio::test]
+async fn purge_by_url_method_prefix_and_tag() {
+    let origin = Origin::start().await;
+    for p in ["/p/a", "/p/b", "/q/c"] {
+        origin.set(p, reply(p, &[("cache-control", "max-age=60")]));
+    }
+    origin.set(
+        "/t1",
+        reply(
+            "t1",
+            &[("cache-control", "max-age=60"), ("surrogate-key", "a b")],
+        ),
+    );
+    origin.set(
+        "/t2",
+        reply("t2", &[("cache-control", "max-age=60"), ("cache-tag", "c")]),
+    );
+    origin.set(
+        "/t3",
+        reply(
+            "t3",
+            &[("cache-control", "max-age=60"), ("surrogate-key", "b")],
+        ),
+    );
+    let torii = proxy(&origin, "", "").await;
+    let all = ["/p/a", "/p/b", "/q/c", "/t1", "/t2", "/t3"];
+    for p in all {
+        assert_eq!(fetch(&torii.url(p), &[]).await.0, "MISS", "{p}");
+        assert_eq!(fetch(&torii.url(p), &[]).await.0, "HIT", "{p}");
+    }
+    let state = || async {
+        let mut out = Vec::new();
+        for p in all {
+            out.push(fetch(&torii.url(p), &[]).await.0);
+        }
+        out.join(" ")
+    };
+
+    let v = purge(&torii, &format!(r#"{{"url": "{}"}}"#, torii.url("/p/a"))).await;
+    assert_eq!(v["purged"], 1, "{v}");
+    assert_eq!(state().await, "MISS HIT HIT HIT HIT HIT");
+
+    let (status, _, body) = send("PURGE", &torii.url("/p/a"), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    let (status, _, _) = send("PURGE", &torii.url("/p/a"), &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "already gone");
+    assert_eq!(state().await, "MISS HIT HIT HIT HIT HIT");
+
+    let v = purge(&torii, r#"{"prefix": "/p/"}"#).await;
+    assert_eq!(v["purged"], 2, "{v}");
+    assert_eq!(state().await, "MISS MISS HIT HIT HIT HIT");
+
+    let v = purge(&torii, r#"{"tag": "b"}"#).await;
+    assert_eq!(v["purged"], 2, "{v}");
+    assert_eq!(state().await, "HIT HIT HIT MISS HIT MISS");
+    let v = purge(&torii, r#"{"tag": "c"}"#).await;
+    assert_eq!(v["purged"], 1, "{v}");
+    assert_eq!(state().await, "HIT HIT HIT HIT MISS HIT");
+    assert_eq!(origin.hits("/q/c"), 1, "never purged");
+}
+
+#[tokio::test]
+async fn purge_method_only_from_allowed_addresses() {
+    let origin = Origin::start().await;
+    origin.set("/a", reply("a", &[("cache-control", "max-age=60")]));
+    let torii = proxy(&origin, "purge_allow = [\"10.0.0.0/8\"]", "").await;
+    assert_eq!(fetch(&torii.url("/a"), &[]).await.0, "MISS");
+    let (status, _, _) = send("PURGE", &torii.url("/a"), &[]).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "as Varnish answers");
+    assert_eq!(fetch(&torii.url("/a"), &[]).await.0, "HIT");
+    assert_eq!(origin.hits("/a"), 1, "PURGE is never forwarded");
+}
+
+#[tokio::test]
+async fn soft_purge_serves_stale_and_revalidates() {
+    let origin = Origin::start().await;
+    origin.set_fn("/s", |req| {
+        if req
+            .headers
+            .get("if-none-match")
+            .is_some_and(|v| v == "\"s1\"")
+        {
+            Reply::new("").status(304).header("etag", "\"s1\"")
+        } else {
+            Reply::new("soft")
+                .header("etag", "\"s1\"")
+                .header("cache-control", "max-age=60")
+        }
+    });
+    let torii = proxy(&origin, "", "").await;
+    assert_eq!(fetch(&torii.url("/s"), &[]).await.0, "MISS");
+    let v = purge(
+        &torii,
+        &format!(r#"{{"url": "{}", "soft": true}}"#, torii.url("/s")),
+    )
+    .await;
+    assert_eq!(v["purged"], 1, "{v}");
+    // Within grace: served stale at once, revalidated in the background.
+    assert_eq!(
+        fetch(&torii.url("/s"), &[]).await,
+        ("STALE".into(), "soft".into())
+    );
+    eventually("the background revalidation reaches the origin", || async {
+        origin.hits("/s") == 2
+    })
+    .await;
+    assert_eq!(
+        origin.requests("/s")[1].1["if-none-match"],
+        "\"s1\"",
+        "a conditional request"
+    );
+    eventually("revalidated copy is fresh again", || async {
+        fetch(&torii.url("/s"), &[]).await.0 == "HIT"
+    })
+    .await;
+    assert_eq!(origin.hits("/s"), 2);
+}
+
+#[tokio::test]
+async fn hit_for_miss_lets_uncacheable_requests_run_concurrently() {
+    let origin = Origin::start().await;
+    origin.set("/private", reply("mine", &[("cache-control", "private")]));
+    let torii = proxy(&origin, "", "").await;
+    assert_eq!(fetch(&torii.url("/private"), &[]).await.0, "MISS");
+    // Each request is held until 10 are at the origin together (5 s at most): only
+    // requests that are not queued behind one another can all get there.
+    origin.set(
+        "/private",
+        reply("mine", &[("cache-control", "private")]).gate(10),
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let url = torii.url("/private");
+        tasks.spawn(async move { fetch(&url, &[]).await });
+    }
+    while let Some(done) = tasks.join_next().await {
+        assert_eq!(done.unwrap(), ("MISS".into(), "mine".into()));
+    }
+    assert_eq!(origin.max_in_flight("/private"), 10);
+    assert_eq!(origin.hits("/private"), 11);
+}
+
+#[tokio::test]
+async fn set_cookie_and_authorization_not_stored_by_default() {
+    let origin = Origin::start().await;
+    origin.set(
+        "/cookie",
+        reply(
+            "c",
+            &[("cache-control", "max-age=60"), ("set-cookie", "s=1")],
+        ),
+    );
+    origin.set("/auth", reply("a", &[("cache-control", "max-age=60")]));
+    origin.set(
+        "/auth-public",
+        reply("a", &[("cache-control", "public, max-age=60")]),
+    );
+    let torii = proxy(&origin, "", "").await;
+    assert_eq!(fetch(&torii.url("/cookie"), &[]).await.0, "MISS");
+    assert_eq!(fetch(&torii.url("/cookie"), &[]).await.0, "MISS");
+    assert_eq!(origin.hits("/cookie"), 2);
+
+    let auth = [("authorization", "Bearer x")];
+    assert_eq!(fetch(&torii.url("/auth"), &auth).await.0, "MISS");
+    assert_eq!(fetch(&torii.url("/auth"), &auth).await.0, "MISS");
+    assert_eq!(origin.hits("/auth"), 2);
+    assert_eq!(fetch(&torii.url("/auth-public"), &auth).await.0, "MISS");
+    assert_eq!(fetch(&torii.url("/auth-public"), &auth).await.0, "HIT");
+    assert_eq!(origin.hits("/auth-public"), 1);
+
+    let allowed = proxy(&origin, "", "allow_set_cookie = true").await;
+    assert_eq!(fetch(&allowed.url("/cookie"), &[]).await.0, "MISS");
+    let (_, h, _) = get(&allowed.url("/cookie")).await;
+    assert_eq!(x_cache(&h), "HIT");
+    assert_eq!(h["set-cookie"], "s=1");
+    assert_eq!(origin.hits("/cookie"), 3);
+}
+
+/// An origin that promises `Content-Length: 1000`, sends 500 bytes and closes, on every
+/// connection; counts connections.
+async fn truncating_origin() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = count.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                read_head(&mut stream).await;
+                let mut resp =
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nCache-Control: max-age=60\r\n\r\n"
+                        .to_vec();
+                resp.extend_from_slice(&[b'y'; 500]);
+                let _ = stream.write_all(&resp).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (addr, count)
+}
+
+#[tokio::test]
+async fn truncated_upstream_body_is_not_stored() {
+    let (addr, requests) = truncating_origin().await;
+    let toml = config("", "").replace("{origin}", &format!("http://{addr}"));
+    let torii = Torii::start(&toml, None).await;
+    for n in 1..=2 {
+        let resp = client()
+            .get(torii.url("/t").parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(x_cache(resp.headers()), "MISS");
+        assert!(
+            resp.into_body().collect().await.is_err(),
+            "the client sees the body cut short"
+        );
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), n);
+    }
+    let s = stats(&torii).await;
+    assert_eq!(s["cache"]["stores"], 0, "{s}");
+}
+
+#[tokio::test]
+async fn memory_bound_holds_under_distinct_large_objects() {
+    let origin = Origin::start().await;
+    origin.set(
+        "/blob",
+        Reply::new(vec![b'z'; 256 * 1024]).header("cache-control", "max-age=60"),
+    );
+    let torii = proxy(&origin, "memory = \"4MiB\"", "").await;
+    for i in 0..50 {
+        let (status, _, body) = get(&torii.url(&format!("/blob?i={i}"))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body.len(), 256 * 1024);
+    }
+    let s = stats(&torii).await;
+    let m = &s["cache"]["memory"];
+    assert_eq!(m["max_bytes"], 4 << 20, "{s}");
+    assert!(
+        m["bytes"].as_u64().unwrap() <= 4 << 20,
+        "memory bytes over the bound: {s}"
+    );
+    assert!(m["objects"].as_u64().unwrap() > 0, "{s}");
+    assert!(m["evictions"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(s["cache"]["stores"], 50, "{s}");
+    // The most recent object is still there.
+    assert_eq!(fetch(&torii.url("/blob?i=49"), &[]).await.0, "HIT");
+}
