@@ -3,9 +3,11 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::cache::fill::Fill;
@@ -151,5 +153,34 @@ impl Drop for RespBody {
         // a finished one already took its exchange.
         let complete = self.is_end_stream();
         self.finish(complete);
+        // The client left while the body was still being stored: finish reading it in
+        // the background, so the object is stored and the coalesced followers waiting
+        // for it get it (instead of all going to the origin at once).
+        if let Kind::Fill(body, Some(fill)) = std::mem::replace(&mut self.kind, Kind::Full(None)) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(complete_fill(body, fill));
+            }
+        }
     }
+}
+
+/// Longest wait for the next frame of a body finished without its client.
+const ORPHAN_FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Reads the rest of `body` into `fill` and stores it if it ends cleanly and complete.
+async fn complete_fill(mut body: Incoming, mut fill: Box<Fill>) {
+    loop {
+        match tokio::time::timeout(ORPHAN_FRAME_TIMEOUT, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    if !fill.push(data) {
+                        return; // too large to store
+                    }
+                }
+            }
+            Ok(None) => break,
+            Ok(Some(Err(_))) | Err(_) => return, // failed or stalled: not stored
+        }
+    }
+    fill.finish();
 }

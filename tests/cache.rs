@@ -87,10 +87,6 @@ async fn let_expire() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
 }
 
-fn cc(value: &str) -> (&'static str, String) {
-    ("cache-control", value.to_string())
-}
-
 fn reply(body: &str, headers: &[(&str, &str)]) -> Reply {
     headers
         .iter()
@@ -670,4 +666,64 @@ async fn memory_bound_holds_under_distinct_large_objects() {
     assert_eq!(s["cache"]["stores"], 50, "{s}");
     // The most recent object is still there.
     assert_eq!(fetch(&torii.url("/blob?i=49"), &[]).await.0, "HIT");
+}
+
+#[tokio::test]
+async fn coalesced_fetch_survives_the_leader_leaving() {
+    let origin = Origin::start().await;
+    origin.set(
+        "/lead",
+        Reply::new(vec![b'l'; 10_000])
+            .header("cache-control", "max-age=60")
+            .trickle(10, Duration::from_millis(50)),
+    );
+    let torii = proxy(&origin, "", "").await;
+    // The leader reads the head and hangs up while the body still trickles in.
+    let leader = client()
+        .get(torii.url("/lead").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(x_cache(leader.headers()), "MISS");
+    let mut followers = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let url = torii.url("/lead");
+        followers.spawn(async move { send("GET", &url, &[]).await });
+    }
+    drop(leader);
+    while let Some(done) = followers.join_next().await {
+        let (status, _, body) = done.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body.len(), 10_000);
+    }
+    assert_eq!(
+        origin.hits("/lead"),
+        1,
+        "the followers got the leader's copy, stored after the leader left"
+    );
+    assert_eq!(fetch(&torii.url("/lead"), &[]).await.0, "HIT");
+}
+
+#[tokio::test]
+async fn head_revalidation_never_stores_an_empty_body() {
+    let origin = Origin::start().await;
+    for path in ["/hd", "/hd-chunked"] {
+        let r = reply("full body", &[("cache-control", "max-age=1")]);
+        origin.set(path, if path == "/hd" { r } else { r.chunked() });
+    }
+    let torii = proxy(&origin, "", "grace = \"0s\"").await;
+    for path in ["/hd", "/hd-chunked"] {
+        let url = torii.url(path);
+        assert_eq!(fetch(&url, &[]).await, ("MISS".into(), "full body".into()));
+        let_expire().await;
+        // A HEAD on the stale entry goes to the origin as a HEAD (no body comes back) ...
+        let (status, _, body) = send("HEAD", &url, &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.is_empty());
+        assert_eq!(origin.requests(path)[1].0, http::Method::HEAD);
+        // ... which must not become the stored GET response.
+        let (_, _, body) = send("GET", &url, &[]).await;
+        assert_eq!(body, "full body", "{path}");
+        let (_, _, body) = send("GET", &url, &[]).await;
+        assert_eq!(body, "full body", "{path}");
+    }
 }

@@ -259,6 +259,8 @@ pub async fn serve(
         .and_then(|v| v.parse::<u64>().ok());
     let fits = length.is_none_or(|l| l <= ctx.policy.max_object_size);
     let template = match storable {
+        // A HEAD response has no body: it never becomes the stored GET response.
+        Ok(()) if is_head => None,
         Ok(()) if fits => to_store(
             &primary,
             &parts.status,

@@ -56,6 +56,10 @@ pub struct Reply {
     /// Hold each request until this many requests to the path are in flight at once
     /// (or 5 s pass): proves requests reach the origin concurrently, without timing.
     pub gate: usize,
+    /// Send the body in this many pieces, `trickle.1` apart.
+    pub trickle: (usize, Duration),
+    /// Send the body chunked, without `Content-Length`.
+    pub chunked: bool,
 }
 
 impl Reply {
@@ -67,7 +71,15 @@ impl Reply {
             body: body.into(),
             delay: Duration::ZERO,
             gate: 0,
+            trickle: (1, Duration::ZERO),
+            chunked: false,
         }
+    }
+
+    /// Sends the body chunked, without `Content-Length`.
+    pub fn chunked(mut self) -> Reply {
+        self.chunked = true;
+        self
     }
 
     pub fn status(mut self, status: u16) -> Reply {
@@ -87,6 +99,12 @@ impl Reply {
 
     pub fn gate(mut self, n: usize) -> Reply {
         self.gate = n;
+        self
+    }
+
+    /// Sends the body in `pieces` pieces, `every` apart (the head goes out at once).
+    pub fn trickle(mut self, pieces: usize, every: Duration) -> Reply {
+        self.trickle = (pieces.max(1), every);
         self
     }
 }
@@ -345,7 +363,28 @@ async fn programmed_reply(
     }
     tokio::time::sleep(reply.delay).await;
     in_flight(-1);
-    let mut resp = Response::new(full(reply.body));
+    let (pieces, every) = reply.trickle;
+    let total = reply.body.len();
+    let body = if pieces > 1 || reply.chunked {
+        let size = total.div_ceil(pieces).max(1);
+        let chunks: Vec<Bytes> = reply
+            .body
+            .chunks(size)
+            .map(Bytes::copy_from_slice)
+            .collect();
+        let stream = futures_util::stream::unfold(chunks.into_iter(), move |mut rest| async move {
+            let next = rest.next()?;
+            tokio::time::sleep(every).await;
+            Some((Ok::<_, Infallible>(Frame::data(next)), rest))
+        });
+        BodyExt::boxed(StreamBody::new(stream))
+    } else {
+        full(reply.body)
+    };
+    let mut resp = Response::new(body);
+    if !reply.chunked {
+        resp.headers_mut().insert("content-length", total.into());
+    }
     *resp.status_mut() = StatusCode::from_u16(reply.status).unwrap();
     for (k, v) in &reply.headers {
         resp.headers_mut().append(
