@@ -11,7 +11,10 @@ pub mod policy;
 pub mod tier;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -112,6 +115,12 @@ pub struct Cache {
     /// hit-for-miss): they skip coalescing so requests don't queue behind each other.
     uncacheable: Mutex<HashMap<String, Instant>>,
     refreshing: Mutex<HashSet<String>>,
+    /// Counts purges and invalidations, so a disk write that ran across one can tell.
+    /// Changed, and checked by finished disk writes, only under `purge_lock`.
+    purge_epoch: AtomicU64,
+    /// Makes "bump the epoch, purge memory, unindex disk" one step for the disk writes
+    /// that check the epoch when they finish.
+    purge_lock: Mutex<()>,
     pub stats: Stats,
 }
 
@@ -140,6 +149,8 @@ impl Cache {
             flights: Mutex::default(),
             uncacheable: Mutex::default(),
             refreshing: Mutex::default(),
+            purge_epoch: AtomicU64::new(0),
+            purge_lock: Mutex::default(),
             stats: Stats::default(),
         })
     }
@@ -178,7 +189,7 @@ impl Cache {
 
     /// Stores `obj` in every tier (the disk write runs in the background). When the object
     /// is a `Vary` variant, `index` is the marker stored under its primary key.
-    pub fn store(&self, obj: Arc<CachedObject>, index: Option<CachedObject>) {
+    pub fn store(self: &Arc<Self>, obj: Arc<CachedObject>, index: Option<CachedObject>) {
         self.stats.stores.fetch_add(1, Relaxed);
         if let Some(index) = index {
             self.put(Arc::new(index));
@@ -186,15 +197,37 @@ impl Cache {
         self.put(obj);
     }
 
-    fn put(&self, obj: Arc<CachedObject>) {
+    fn put(self: &Arc<Self>, obj: Arc<CachedObject>) {
+        // Read before the object becomes visible: a purge that can reach it bumps it later.
+        let epoch = self.purge_epoch.load(SeqCst);
         self.memory.insert(obj.clone());
         if let Some(disk) = &self.disk {
-            let write = disk.insert(obj);
+            let write = disk.insert(obj.clone());
+            let cache = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = write.await {
-                    tracing::debug!("disk tier write failed: {e}");
+                match write.await {
+                    Err(e) => tracing::debug!("disk tier write failed: {e}"),
+                    Ok(true) => cache.after_disk_write(&obj, epoch),
+                    Ok(false) => {}
                 }
             });
+        }
+    }
+
+    /// A purge that ran while `obj`'s file was written found nothing on disk to remove (it
+    /// was not indexed yet): keep the file only if memory still holds this very object,
+    /// i.e. no purge took it.
+    fn after_disk_write(&self, obj: &Arc<CachedObject>, epoch: u64) {
+        let _purges = self.purge_lock.lock().expect("poisoned");
+        if self.purge_epoch.load(SeqCst) == epoch {
+            return;
+        }
+        let kept = self
+            .memory
+            .get(&obj.meta.key)
+            .is_some_and(|m| Arc::ptr_eq(&m, obj));
+        if let (false, Some(disk)) = (kept, &self.disk) {
+            disk.remove_detached(&obj.meta.key);
         }
     }
 
@@ -218,29 +251,56 @@ impl Cache {
     /// Purges what `m` matches from every tier; `soft` marks entries stale instead (served
     /// only within grace, revalidated first otherwise).
     pub async fn purge_urls(&self, m: &UrlMatch, soft: bool) -> Purged {
-        let memory = if soft {
-            self.memory.soft_purge_urls(m, SystemTime::now())
-        } else {
-            self.memory.purge_urls(m)
+        let (memory, deletion) = {
+            let _purges = self.purge_lock.lock().expect("poisoned");
+            self.purge_epoch.fetch_add(1, SeqCst);
+            let memory = if soft {
+                self.memory.soft_purge_urls(m, SystemTime::now())
+            } else {
+                self.memory.purge_urls(m)
+            };
+            // Soft purge has no disk form: disk copies are dropped, memory keeps the stale copy.
+            (memory, self.disk.as_ref().map(|d| d.unindex_urls(m)))
         };
-        // Soft purge has no disk form: disk copies are dropped, memory keeps the stale copy.
-        let disk = match &self.disk {
-            Some(d) => d.purge_urls(m).await,
+        let disk = match deletion {
+            Some(d) => d.run().await,
             None => 0,
         };
         self.stats.purged.fetch_add((memory + disk) as u64, Relaxed);
         Purged { memory, disk }
     }
 
+    /// Invalidation after an unsafe request: removes what `m` matches from memory and from
+    /// the disk index before returning (disk files are deleted in the background), so the
+    /// next request cannot be answered from the old copy.
+    pub fn invalidate(&self, m: &UrlMatch) -> Purged {
+        let (memory, deletion) = {
+            let _purges = self.purge_lock.lock().expect("poisoned");
+            self.purge_epoch.fetch_add(1, SeqCst);
+            (
+                self.memory.purge_urls(m),
+                self.disk.as_ref().map(|d| d.unindex_urls(m)),
+            )
+        };
+        let disk = deletion.map_or(0, |d| d.detach());
+        self.stats.purged.fetch_add((memory + disk) as u64, Relaxed);
+        Purged { memory, disk }
+    }
+
     /// Purges every object tagged `tag` (from `Surrogate-Key` / `Cache-Tag`).
     pub async fn purge_tag(&self, tag: &str, soft: bool) -> Purged {
-        let memory = if soft {
-            self.memory.soft_purge_tag(tag, SystemTime::now())
-        } else {
-            self.memory.purge_tag(tag)
+        let (memory, deletion) = {
+            let _purges = self.purge_lock.lock().expect("poisoned");
+            self.purge_epoch.fetch_add(1, SeqCst);
+            let memory = if soft {
+                self.memory.soft_purge_tag(tag, SystemTime::now())
+            } else {
+                self.memory.purge_tag(tag)
+            };
+            (memory, self.disk.as_ref().map(|d| d.unindex_tag(tag)))
         };
-        let disk = match &self.disk {
-            Some(d) => d.purge_tag(tag).await,
+        let disk = match deletion {
+            Some(d) => d.run().await,
             None => 0,
         };
         self.stats.purged.fetch_add((memory + disk) as u64, Relaxed);

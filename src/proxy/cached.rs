@@ -365,10 +365,8 @@ pub fn invalidate(
             continue;
         };
         let url = key::canonical_url(&policy.key, "http", authority.as_str(), pq.as_str());
-        let cache = cache.clone();
-        tokio::spawn(async move {
-            cache.purge_urls(&UrlMatch::Exact(url), false).await;
-        });
+        // Before the response goes out: the client's next GET must not see the old copy.
+        cache.invalidate(&UrlMatch::Exact(url));
     }
 }
 

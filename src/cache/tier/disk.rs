@@ -344,6 +344,13 @@ impl DiskTier {
     /// Deletes every object whose URL `m` matches; returns how many. Same scan rules as
     /// [`purge_prefix`](Self::purge_prefix).
     pub async fn purge_urls(&self, m: &UrlMatch) -> usize {
+        self.unindex_urls(m).run().await
+    }
+
+    /// The synchronous half of [`purge_urls`](Self::purge_urls): the objects leave the
+    /// index (no lookup finds them any more) before it returns; the returned
+    /// [`Deletion`] deletes their files.
+    pub fn unindex_urls(&self, m: &UrlMatch) -> Deletion {
         let hashes = {
             let mut index = self.inner.lock();
             if index.scanning {
@@ -351,12 +358,21 @@ impl DiskTier {
             }
             index.remove_where(|e| m.matches(&e.url))
         };
-        self.delete_now(hashes).await
+        Deletion {
+            inner: self.inner.clone(),
+            hashes,
+        }
     }
 
     /// Deletes every object tagged `tag`; returns how many. Same scan rules as
     /// [`purge_prefix`](Self::purge_prefix).
     pub async fn purge_tag(&self, tag: &str) -> usize {
+        self.unindex_tag(tag).run().await
+    }
+
+    /// The synchronous half of [`purge_tag`](Self::purge_tag), as for
+    /// [`unindex_urls`](Self::unindex_urls).
+    pub fn unindex_tag(&self, tag: &str) -> Deletion {
         let hashes = {
             let mut index = self.inner.lock();
             if index.scanning {
@@ -364,7 +380,23 @@ impl DiskTier {
             }
             index.remove_where(|e| e.tags.iter().any(|t| t == tag))
         };
-        self.delete_now(hashes).await
+        Deletion {
+            inner: self.inner.clone(),
+            hashes,
+        }
+    }
+
+    /// Removes `key` from the index now and deletes its file in the background.
+    pub fn remove_detached(&self, key: &str) {
+        let hash = key_hash(key);
+        {
+            let mut index = self.inner.lock();
+            if index.scanning {
+                index.pending.push(Purge::Key(hash));
+            }
+            index.remove(hash);
+        }
+        self.delete_in_background(vec![hash]);
     }
 
     /// Deletes every indexed object past its `stale_until`; returns how many.
@@ -413,6 +445,46 @@ impl DiskTier {
         drop(tokio::task::spawn_blocking(move || {
             inner.delete_all(&hashes)
         }));
+    }
+}
+
+/// Files of objects already removed from the index, to delete.
+#[must_use = "run() deletes the files"]
+pub struct Deletion {
+    inner: Arc<Inner>,
+    hashes: Vec<u128>,
+}
+
+impl Deletion {
+    /// How many objects left the index.
+    pub fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+
+    /// Deletes the files; returns how many objects were purged.
+    pub async fn run(self) -> usize {
+        let n = self.hashes.len();
+        if n > 0 {
+            let Deletion { inner, hashes } = self;
+            let _ = tokio::task::spawn_blocking(move || inner.delete_all(&hashes)).await;
+        }
+        n
+    }
+
+    /// Deletes the files in the background; returns how many objects were purged.
+    pub fn detach(self) -> usize {
+        let n = self.hashes.len();
+        if n > 0 {
+            let Deletion { inner, hashes } = self;
+            drop(tokio::task::spawn_blocking(move || {
+                inner.delete_all(&hashes)
+            }));
+        }
+        n
     }
 }
 
