@@ -102,6 +102,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
             tracing::info!("admin on http://{addr}");
             tokio::spawn(crate::admin::serve(l, server.shared().clone()));
         }
+        tokio::spawn(crate::server::tick_metrics(server.shared().clone()));
         signals(&server, config_path).await
     })?;
     let drain_timeout = server.config().server.drain_timeout;

@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 use crate::cache::Cache;
 use crate::config::{Config, UpstreamName};
 use crate::listener::{self, Drain};
+use crate::observe::metrics::{route_label, GroupMetrics, Metrics, RouteMetrics};
 use crate::observe::AccessLog;
 use crate::route::Router;
 use crate::upstream::Group;
@@ -27,6 +28,9 @@ pub struct Runtime {
     pub access_log: Option<Arc<AccessLog>>,
     /// The cache, when `cache.memory` > 0; kept across reloads with the same `[cache]`.
     pub cache: Option<Arc<Cache>>,
+    /// Metrics of each route, by `RouteId`, and of each upstream group.
+    pub route_metrics: Vec<Arc<RouteMetrics>>,
+    pub group_metrics: HashMap<UpstreamName, Arc<GroupMetrics>>,
     /// The downstream HTTP/1.1 + h2c connection builder, configured from `limits`.
     pub http: auto::Builder<TokioExecutor>,
 }
@@ -38,7 +42,11 @@ impl Runtime {
     ///
     /// # Errors
     /// When the access log file cannot be opened.
-    pub fn build(config: Config, previous: Option<&Runtime>) -> std::io::Result<Runtime> {
+    pub fn build(
+        config: Config,
+        previous: Option<&Runtime>,
+        metrics: &Metrics,
+    ) -> std::io::Result<Runtime> {
         let upstreams = config
             .upstreams
             .iter()
@@ -73,6 +81,17 @@ impl Runtime {
                 Some(Arc::new(Cache::new(config.cache.memory, disk)?))
             }
         };
+        let mut route_metrics = vec![];
+        for route in &config.routes {
+            // Routes keep their index as id; the router only reorders its own copy.
+            debug_assert_eq!(route.id.0, route_metrics.len());
+            route_metrics.push(metrics.route(&route_label(route)));
+        }
+        let group_metrics = config
+            .upstreams
+            .keys()
+            .map(|name| (name.clone(), metrics.group(&name.0)))
+            .collect();
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1()
             .timer(TokioTimer::new())
@@ -91,6 +110,8 @@ impl Runtime {
             upstreams,
             access_log,
             cache,
+            route_metrics,
+            group_metrics,
             http,
         })
     }
@@ -102,6 +123,7 @@ pub struct Shared {
     /// Open downstream connections over all listeners; sized from the first config.
     pub conn_limit: Arc<Semaphore>,
     pub drain: Drain,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -122,12 +144,14 @@ impl Server {
     /// When the access log cannot be opened.
     pub fn new(config: Config) -> std::io::Result<Server> {
         let conn_limit = Arc::new(Semaphore::new(config.limits.max_connections));
-        let runtime = Runtime::build(config, None)?;
+        let metrics = Arc::new(Metrics::default());
+        let runtime = Runtime::build(config, None, &metrics)?;
         Ok(Server {
             shared: Arc::new(Shared {
                 current: ArcSwap::from_pointee(runtime),
                 conn_limit,
                 drain: Drain::default(),
+                metrics,
             }),
         })
     }
@@ -158,7 +182,7 @@ impl Server {
                 "reload: limits.max_connections changed; it takes effect after a restart"
             );
         }
-        let runtime = Runtime::build(config, Some(&old))?;
+        let runtime = Runtime::build(config, Some(&old), &self.shared.metrics)?;
         self.shared.current.store(Arc::new(runtime));
         Ok(())
     }
@@ -210,6 +234,7 @@ pub async fn run(
         let server = server.clone();
         tasks.push(tokio::spawn(async move { server.serve(l).await }));
     }
+    tokio::spawn(tick_metrics(server.shared.clone()));
     if let Some(admin) = admin {
         admin.set_nonblocking(true)?;
         let admin = tokio::net::TcpListener::from_std(admin)?;
@@ -222,4 +247,17 @@ pub async fn run(
     }
     server.wait_drained(drain_timeout).await;
     Ok(())
+}
+
+/// Marks a metrics window boundary every second until the drain starts (for the
+/// sliding-window figures in `/stats.json`).
+pub async fn tick_metrics(shared: Arc<Shared>) {
+    let mut draining = shared.drain.subscribe();
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = interval.tick() => shared.metrics.tick(),
+            _ = draining.changed() => return,
+        }
+    }
 }

@@ -59,6 +59,7 @@ async fn route(req: Request<Incoming>, shared: &Shared) -> Response<RespBody> {
             }
         }
         (&Method::GET | &Method::HEAD, "/stats.json") => stats(shared),
+        (&Method::GET | &Method::HEAD, "/metrics") => metrics(shared),
         (&Method::POST, "/purge") => purge(req, shared).await,
         (_, "/healthz" | "/readyz" | "/stats.json") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n")
@@ -201,14 +202,149 @@ fn stats(shared: &Shared) -> Response<RespBody> {
             "disk": c.disk().map(|d| serde_json::json!({"objects": d.len(), "bytes": d.bytes(), "max_bytes": d.max_bytes()})),
         })
     });
+    let m = &shared.metrics;
+    let routes: Vec<_> = runtime
+        .config
+        .routes
+        .iter()
+        .map(|r| {
+            let rm = &runtime.route_metrics[r.id.0];
+            let (kind, target) = match &r.action {
+                Action::Proxy { upstream, cache, .. } => (if cache.is_some() { "proxy+cache" } else { "proxy" }, upstream.0.clone()),
+                Action::Respond { status, .. } => ("respond", status.as_u16().to_string()),
+                Action::Redirect { to, .. } => ("redirect", to.clone()),
+            };
+            serde_json::json!({"route": rm.label, "kind": kind, "target": target, "requests": rm.total()})
+        })
+        .collect();
+    let upstreams: Vec<_> = runtime
+        .config
+        .upstreams
+        .iter()
+        .map(|(name, u)| {
+            let servers: Vec<_> = u
+                .servers
+                .iter()
+                .map(|s| serde_json::json!({"server": s.to_string(), "state": "up"}))
+                .collect();
+            serde_json::json!({"group": name.0, "servers": servers})
+        })
+        .collect();
     json(
         StatusCode::OK,
         serde_json::json!({
-            "connections": shared.drain.open_connections(),
+            "connections": {"open": shared.drain.open_connections(), "accepted": m.connections_accepted.get()},
+            "bytes": {"received": m.received_bytes.get(), "sent": m.sent_bytes.get()},
+            "requests": m.routes().iter().map(|r| r.total()).sum::<u64>(),
             "draining": shared.drain.is_draining(),
+            "recent_5s": m.recent(std::time::Duration::from_secs(5)),
+            "recent_60s": m.recent(std::time::Duration::from_secs(60)),
+            "routes": routes,
+            "upstreams": upstreams,
             "cache": cache,
         }),
     )
+}
+
+/// `GET /metrics`: Prometheus text format.
+fn metrics(shared: &Shared) -> Response<RespBody> {
+    use crate::observe::metrics::{self as names, gauge, header as help};
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(64 * 1024);
+    shared.metrics.render(&mut out);
+    gauge(
+        &mut out,
+        names::CONNECTIONS_OPEN,
+        "Open downstream connections.",
+        shared.drain.open_connections() as u64,
+    );
+    if let Some(c) = &shared.current().cache {
+        let s = &c.stats;
+        for (name, what, v) in [
+            (
+                names::CACHE_HITS_TOTAL,
+                "Requests answered from the cache while fresh.",
+                &s.hits,
+            ),
+            (
+                names::CACHE_MISSES_TOTAL,
+                "Requests the cache sent to the origin.",
+                &s.misses,
+            ),
+            (
+                names::CACHE_STALE_TOTAL,
+                "Requests answered with a stale entry (grace, stale-if-error, max-stale).",
+                &s.stale,
+            ),
+            (
+                names::CACHE_REVALIDATED_TOTAL,
+                "Entries refreshed by a 304 from the origin.",
+                &s.revalidated,
+            ),
+            (
+                names::CACHE_COALESCED_TOTAL,
+                "Requests answered from another request's fetch.",
+                &s.coalesced,
+            ),
+            (
+                names::CACHE_BYPASS_TOTAL,
+                "Requests on caching routes that bypassed the cache.",
+                &s.bypass,
+            ),
+            (names::CACHE_STORES_TOTAL, "Objects stored.", &s.stores),
+            (names::CACHE_PURGED_TOTAL, "Objects purged.", &s.purged),
+        ] {
+            names::counter(&mut out, name, what, v.load(Relaxed));
+        }
+        help(
+            &mut out,
+            names::CACHE_EVICTIONS_TOTAL,
+            "counter",
+            "Objects evicted to make room, by tier.",
+        );
+        let _ = writeln!(
+            out,
+            "{}{{tier=\"memory\"}} {}",
+            names::CACHE_EVICTIONS_TOTAL,
+            c.memory().stats().evictions
+        );
+        help(
+            &mut out,
+            names::CACHE_OBJECTS,
+            "gauge",
+            "Objects stored, by tier.",
+        );
+        let _ = writeln!(
+            out,
+            "{}{{tier=\"memory\"}} {}",
+            names::CACHE_OBJECTS,
+            c.memory().len()
+        );
+        if let Some(d) = c.disk() {
+            let _ = writeln!(out, "{}{{tier=\"disk\"}} {}", names::CACHE_OBJECTS, d.len());
+        }
+        help(
+            &mut out,
+            names::CACHE_BYTES,
+            "gauge",
+            "Bytes stored, by tier.",
+        );
+        let _ = writeln!(
+            out,
+            "{}{{tier=\"memory\"}} {}",
+            names::CACHE_BYTES,
+            c.memory().weighted_bytes()
+        );
+        if let Some(d) = c.disk() {
+            let _ = writeln!(out, "{}{{tier=\"disk\"}} {}", names::CACHE_BYTES, d.bytes());
+        }
+    }
+    let mut resp = Response::new(RespBody::full(out));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
 }
 
 fn json(status: StatusCode, value: serde_json::Value) -> Response<RespBody> {

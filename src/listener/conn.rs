@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::observe::metrics::Metrics;
 use crate::server::Shared;
 
 /// What a connection is doing, shared between its socket wrapper, its requests and its
@@ -91,6 +92,7 @@ pin_project_lite::pin_project! {
         #[pin]
         io: TcpStream,
         state: Arc<ConnState>,
+        metrics: Arc<Metrics>,
     }
 }
 
@@ -103,8 +105,10 @@ impl AsyncRead for Watched {
         let this = self.project();
         let before = buf.filled().len();
         let polled = this.io.poll_read(cx, buf);
-        if buf.filled().len() > before {
+        let read = buf.filled().len() - before;
+        if read > 0 {
             this.state.bytes_read();
+            this.metrics.received_bytes.add(read as u64);
         }
         polled
     }
@@ -116,7 +120,12 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write(cx, buf)
+        let this = self.project();
+        let polled = this.io.poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &polled {
+            this.metrics.sent_bytes.add(*n as u64);
+        }
+        polled
     }
 
     fn poll_write_vectored(
@@ -124,7 +133,12 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write_vectored(cx, bufs)
+        let this = self.project();
+        let polled = this.io.poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = &polled {
+            this.metrics.sent_bytes.add(*n as u64);
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -151,6 +165,7 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<S
     let io = TokioIo::new(Watched {
         io: stream,
         state: state.clone(),
+        metrics: shared.metrics.clone(),
     });
 
     let service = {

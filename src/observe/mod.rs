@@ -1,6 +1,8 @@
 //! Observe: what happened to each exchange, recorded when its response body ends.
 
 pub mod access_log;
+pub mod histogram;
+pub mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,8 +13,10 @@ use tokio::time::Instant;
 
 pub use access_log::AccessLog;
 
-use crate::config::ServerAddr;
+use crate::config::{Action, Route, RouteId, ServerAddr};
 use crate::listener::ConnState;
+use crate::server::Runtime;
+use metrics::{cache_outcome, GroupMetrics, RouteMetrics, CACHE_OUTCOMES};
 
 /// One request/response exchange, carried by the response body and recorded when the body
 /// is finished or dropped (so bytes and duration include the whole body).
@@ -21,6 +25,10 @@ pub struct Exchange {
     pub conn: Arc<ConnState>,
     pub log: Option<Arc<AccessLog>>,
     pub record: Record,
+    /// Where the exchange is counted when it ends.
+    route: Option<Arc<RouteMetrics>>,
+    group: Option<Arc<GroupMetrics>>,
+    outcome: usize,
 }
 
 /// The fields of an access-log line.
@@ -42,19 +50,49 @@ pub struct Record {
     pub error: Option<String>,
     /// False when the response body was cut short (upstream died, client left).
     pub complete: bool,
+    /// The route that served the request, if any matched.
+    pub route: Option<RouteId>,
 }
 
 impl Exchange {
     /// Starts an exchange on `conn`: counts it in flight until dropped.
     pub fn start(conn: Arc<ConnState>, log: Option<Arc<AccessLog>>, record: Record) -> Exchange {
         conn.request_started();
-        Exchange { conn, log, record }
+        Exchange {
+            conn,
+            log,
+            record,
+            route: None,
+            group: None,
+            outcome: CACHE_OUTCOMES.len() - 1,
+        }
+    }
+
+    /// Notes the route, upstream group and cache outcome to count this exchange under.
+    pub fn observe(&mut self, runtime: &Runtime, resp_headers: &http::HeaderMap) {
+        let Some(id) = self.record.route else { return };
+        self.route = runtime.route_metrics.get(id.0).cloned();
+        if let Some(Route {
+            action: Action::Proxy { upstream, .. },
+            ..
+        }) = runtime.config.routes.get(id.0)
+        {
+            self.group = runtime.group_metrics.get(upstream).cloned();
+        }
+        self.outcome = cache_outcome(resp_headers.get("x-cache").map(|v| v.as_bytes()));
     }
 }
 
 impl Drop for Exchange {
     fn drop(&mut self) {
         self.conn.request_finished();
+        if let Some(route) = &self.route {
+            let elapsed = self.record.start.map_or(Duration::ZERO, |s| s.elapsed());
+            route.record(self.record.status, self.outcome, elapsed);
+        }
+        if let (Some(group), Some(t)) = (&self.group, self.record.upstream_time) {
+            group.response.record(t);
+        }
         if let Some(log) = &self.log {
             log.write(&self.record);
         }

@@ -75,6 +75,7 @@ pub async fn handle(
     };
     resp.headers_mut().append(header::VIA, VIA);
     exchange.record.status = resp.status();
+    exchange.observe(&runtime, resp.headers());
     let (parts, body) = resp.into_parts();
     Ok(Response::from_parts(parts, body.with_exchange(exchange)))
 }
@@ -91,6 +92,7 @@ async fn forward(
         .router
         .lookup(host.as_deref(), req.uri().path())
         .ok_or(ProxyError::NoRoute)?;
+    record.route = Some(route.id);
     match &route.action {
         Action::Respond {
             status,
