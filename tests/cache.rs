@@ -727,3 +727,26 @@ async fn head_revalidation_never_stores_an_empty_body() {
         assert_eq!(body, "full body", "{path}");
     }
 }
+
+#[tokio::test]
+async fn response_without_freshness_is_never_served_from_cache() {
+    let origin = Origin::start().await;
+    origin.set_fn("/me", |req| {
+        let who = req
+            .headers
+            .get("cookie")
+            .map_or("anon", |v| v.to_str().unwrap());
+        Reply::new(format!("page for {who}"))
+    });
+    let torii = proxy(&origin, "", "").await;
+    let url = torii.url("/me");
+    assert_eq!(
+        fetch(&url, &[("cookie", "u=alice")]).await.1,
+        "page for u=alice"
+    );
+    // No Cache-Control, Expires or Last-Modified: nothing says this may be reused.
+    let (x, body) = fetch(&url, &[("cookie", "u=bob")]).await;
+    assert_eq!(body, "page for u=bob", "X-Cache: {x}");
+    assert_eq!(x, "MISS");
+    assert_eq!(origin.hits("/me"), 2);
+}

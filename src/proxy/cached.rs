@@ -261,15 +261,23 @@ pub async fn serve(
     let template = match storable {
         // A HEAD response has no body: it never becomes the stored GET response.
         Ok(()) if is_head => None,
-        Ok(()) if fits => to_store(
-            &primary,
-            &parts.status,
-            &parts.headers,
-            ctx.policy,
-            &ctx.req_headers,
-            request_time,
-            response_time,
-        ),
+        Ok(()) if fits => {
+            let template = to_store(
+                &primary,
+                &parts.status,
+                &parts.headers,
+                ctx.policy,
+                &ctx.req_headers,
+                request_time,
+                response_time,
+            );
+            if template.is_none() {
+                // Nothing to keep (no freshness, no validators): don't queue requests.
+                ctx.cache
+                    .mark_uncacheable(&primary, ctx.policy.hit_for_miss);
+            }
+            template
+        }
         Ok(()) => None,
         Err(reason) => {
             if reason != policy::NoStoreReason::Status {
@@ -393,15 +401,19 @@ fn freshness(obj: &CachedObject, p: &CachePolicy) -> Freshness {
     f
 }
 
+/// Applies the route's grace and stale-if-error minimums, only to responses that were
+/// given a freshness lifetime: one that had none (no `Cache-Control`, `Expires` or
+/// `Last-Modified`) may differ per request and is never served without the origin.
 fn widen(f: &mut Freshness, p: &CachePolicy) {
-    if !f.must_revalidate && !f.no_cache {
+    if !f.must_revalidate && !f.no_cache && !f.lifetime.is_zero() {
         f.stale_while_revalidate = f.stale_while_revalidate.max(p.grace);
         f.stale_if_error = f.stale_if_error.max(p.stale_if_error);
     }
 }
 
 /// Builds the object to store for a response (body filled in later), and the `Vary`
-/// marker for its primary key when it has variants. `None` when it can't be stored.
+/// marker for its primary key when it has variants. `None` when it can't be stored, or
+/// would be of no use: no freshness, no stale window and no validators.
 fn to_store(
     primary: &str,
     status: &StatusCode,
@@ -417,6 +429,9 @@ fn to_store(
     let mut stale_until = fresh_until + f.stale_while_revalidate.max(f.stale_if_error);
     if headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED) {
         stale_until += p.keep;
+    }
+    if stale_until <= response_time {
+        return None;
     }
     let secondary = policy::secondary_key(headers.get_all(header::VARY), req_headers)?;
     let key = if secondary.is_empty() {
