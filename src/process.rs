@@ -21,6 +21,12 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let control = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if let Some(admin) = config.server.admin {
+        let auth = crate::server::AdminAuth::from_env(Some(admin));
+        if auth.everywhere && auth.token.is_none() {
+            anyhow::bail!("the admin listener {admin} is not on loopback: set TORII_ADMIN_TOKEN (every admin request then needs Authorization: Bearer <token>), or bind it to 127.0.0.1");
+        }
+    }
     let server = {
         let _enter = control.enter();
         Server::new(config.clone()).context("cannot start")?

@@ -124,6 +124,29 @@ pub struct Shared {
     pub conn_limit: Arc<Semaphore>,
     pub drain: Drain,
     pub metrics: Arc<Metrics>,
+    pub admin_auth: AdminAuth,
+}
+
+/// Who may use the admin API.
+#[derive(Debug, Clone, Default)]
+pub struct AdminAuth {
+    /// Bearer token (`TORII_ADMIN_TOKEN`); required for state-changing endpoints when set.
+    pub token: Option<String>,
+    /// Require the token on every endpoint (the admin listener is not on loopback).
+    pub everywhere: bool,
+}
+
+impl AdminAuth {
+    /// From the environment and the admin address.
+    pub fn from_env(admin: Option<std::net::SocketAddr>) -> AdminAuth {
+        let token = std::env::var("TORII_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty());
+        AdminAuth {
+            token,
+            everywhere: admin.is_some_and(|a| !a.ip().to_canonical().is_loopback()),
+        }
+    }
 }
 
 impl Shared {
@@ -145,6 +168,7 @@ impl Server {
     pub fn new(config: Config) -> std::io::Result<Server> {
         let conn_limit = Arc::new(Semaphore::new(config.limits.max_connections));
         let metrics = Arc::new(Metrics::default());
+        let admin_auth = AdminAuth::from_env(config.server.admin);
         let runtime = Runtime::build(config, None, &metrics)?;
         Ok(Server {
             shared: Arc::new(Shared {
@@ -152,6 +176,7 @@ impl Server {
                 conn_limit,
                 drain: Drain::default(),
                 metrics,
+                admin_auth,
             }),
         })
     }

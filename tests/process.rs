@@ -299,3 +299,78 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[tokio::test]
+async fn admin_token_guards_state_changes() {
+    let origin = Origin::start().await;
+    let dir = tempdir();
+    let path = dir.join("torii.toml");
+    let (port, admin) = (free_port(), free_port());
+    let text = config(port, &origin, "x", Path::new("off"))
+        .replace("admin = \"off\"", &format!("admin = \"127.0.0.1:{admin}\""));
+    std::fs::write(&path, text).unwrap();
+    let mut child = Command::new(TORII)
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("TORII_ADMIN_TOKEN", "s3cret")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", admin))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "torii did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let base = format!("http://127.0.0.1:{admin}");
+    assert_eq!(
+        get(&format!("{base}/stats.json")).await.0,
+        200,
+        "reads need no token on loopback"
+    );
+    let purge = |token: Option<&'static str>| {
+        let base = base.clone();
+        async move {
+            let mut req = http::Request::post(format!("{base}/purge"));
+            if let Some(t) = token {
+                req = req.header("authorization", format!("Bearer {t}"));
+            }
+            let req = req
+                .body(http_body_util::BodyExt::boxed(http_body_util::Full::new(
+                    bytes::Bytes::from(r#"{"tag":"t"}"#),
+                )))
+                .unwrap();
+            client().request(req).await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(purge(None).await, 401);
+    assert_eq!(purge(Some("wrong")).await, 401);
+    assert_eq!(purge(Some("s3cret")).await, 200);
+    signal(&child, libc::SIGTERM);
+    assert!(wait_exit(&mut child, Duration::from_secs(10))
+        .expect("exited")
+        .success());
+
+    // A non-loopback admin listener without a token is refused at start.
+    let exposed = dir.join("exposed.toml");
+    let text = config(free_port(), &origin, "x", Path::new("off")).replace(
+        "admin = \"off\"",
+        &format!("admin = \"0.0.0.0:{}\"", free_port()),
+    );
+    std::fs::write(&exposed, text).unwrap();
+    let out = Command::new(TORII)
+        .args(["run", "--config"])
+        .arg(&exposed)
+        .env_remove("TORII_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("set TORII_ADMIN_TOKEN"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -49,6 +49,28 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 async fn route(req: Request<Incoming>, shared: &Shared) -> Response<RespBody> {
+    let reads = matches!(*req.method(), Method::GET | Method::HEAD);
+    let auth = &shared.admin_auth;
+    if !reads || auth.everywhere {
+        if let Some(token) = &auth.token {
+            let given = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if !given.is_some_and(|g| constant_time_eq(g.trim().as_bytes(), token.as_bytes())) {
+                let mut resp = json(
+                    StatusCode::UNAUTHORIZED,
+                    serde_json::json!({"error": "missing or wrong bearer token", "hint": "send Authorization: Bearer $TORII_ADMIN_TOKEN"}),
+                );
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"torii admin\""),
+                );
+                return resp;
+            }
+        }
+    }
     match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET | &Method::HEAD, "/readyz") => {
@@ -365,4 +387,9 @@ fn text(status: StatusCode, body: &'static str) -> Response<RespBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
+}
+
+/// Compares without an early exit, so response time says nothing about the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

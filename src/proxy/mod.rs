@@ -248,7 +248,16 @@ async fn proxy(
             host: key_host,
         };
         let result = cached::serve(ctx, upstream_req).await;
-        record.upstream_time = Some(sent.elapsed());
+        let from_cache = result.as_ref().is_ok_and(|r| {
+            r.headers()
+                .get(cached::X_CACHE)
+                .is_some_and(|v| v == "HIT" || v == "STALE")
+        });
+        if from_cache {
+            record.upstream = None;
+        } else {
+            record.upstream_time = Some(sent.elapsed());
+        }
         return result;
     }
     let result = group.send(&backend, upstream_req).await;
