@@ -750,3 +750,30 @@ async fn response_without_freshness_is_never_served_from_cache() {
     assert_eq!(x, "MISS");
     assert_eq!(origin.hits("/me"), 2);
 }
+
+#[tokio::test]
+async fn refresh_ahead_keeps_a_hot_entry_from_ever_missing() {
+    let origin = Origin::start().await;
+    origin.set("/hot", reply("hot", &[("cache-control", "max-age=5")]));
+    // No grace: without refresh-ahead, the first request after expiry would be a MISS.
+    let torii = proxy(&origin, "", "grace = \"0s\"").await;
+    let url = torii.url("/hot");
+    assert_eq!(fetch(&url, &[]).await.0, "MISS");
+    let mut outcomes = std::collections::BTreeMap::new();
+    let end = tokio::time::Instant::now() + Duration::from_millis(5600);
+    while tokio::time::Instant::now() < end {
+        *outcomes.entry(fetch(&url, &[]).await.0).or_insert(0) += 1;
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    assert_eq!(
+        outcomes.keys().collect::<Vec<_>>(),
+        vec!["HIT"],
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        origin.hits("/hot"),
+        2,
+        "one refresh before expiry: {outcomes:?}"
+    );
+    assert_eq!(stats(&torii).await["cache"]["refreshes"], 1);
+}
