@@ -280,7 +280,10 @@ pub async fn serve(
         }
         Ok(()) => None,
         Err(reason) => {
-            if reason != policy::NoStoreReason::Status {
+            // Hit-for-miss only for what the response says about itself: one client's
+            // Authorization or no-store must not stop coalescing for everyone else.
+            let request_side = reason == policy::NoStoreReason::Authorization || req_cc.no_store;
+            if reason != policy::NoStoreReason::Status && !request_side {
                 ctx.cache
                     .mark_uncacheable(&primary, ctx.policy.hit_for_miss);
             }
