@@ -284,6 +284,12 @@ fn main() {
         one_hit_share,
         requests,
     };
+    // `cargo test --all-targets` runs this without `--bench`: a quick smoke run only.
+    if !std::env::args().any(|a| a == "--bench") {
+        let (t, l) = run(&w("smoke zipf 0.9", 10_000, 0.9, false, 0.0, 100_000), 10);
+        println!("smoke run (cargo bench --bench hit_ratio for the table): memory tier {t:.1} %, lru {l:.1} %");
+        return;
+    }
     let workloads = [
         w("zipf 0.9 fixed", 100_000, 0.9, false, 0.0, 2_000_000),
         w("zipf 1.1 fixed", 100_000, 1.1, false, 0.0, 2_000_000),

@@ -568,6 +568,11 @@ impl Inner {
                 self.delete(hash);
                 return None;
             }
+            if !index.scanning && !index.map.contains_key(&hash) {
+                // The scan ended while we read: it has seen this file and either indexed
+                // it or dropped it (purged meanwhile; its pending purges are gone now).
+                return None;
+            }
             if !index.map.contains_key(&hash) {
                 let size = fs::metadata(&path).map_or(0, |m| m.len());
                 index.insert(hash, entry_for(&obj.meta, size, now_ms()));
