@@ -60,3 +60,36 @@ async fn one_gib_each_way_in_bounded_memory() {
         "peak RSS grew by {grown_mib} MiB while streaming 2 GiB"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_reader_cannot_make_torii_buffer_the_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Origin::start().await;
+    let torii = Torii::to(&origin, "").await;
+    let before = peak_rss_kib();
+    let mut s = tokio::net::TcpStream::connect(torii.addr).await.unwrap();
+    s.write_all(
+        format!(
+            "GET /big?bytes={} HTTP/1.1\r\nHost: a\r\n\r\n",
+            512u64 << 20
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // Read nothing for a while: the origin could produce 512 MiB meanwhile.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let grown_mib = (peak_rss_kib().saturating_sub(before)) / 1024;
+    assert!(
+        grown_mib < 64,
+        "peak RSS grew by {grown_mib} MiB while the client did not read"
+    );
+    // Then the whole body still arrives.
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    while total < (512 << 20) {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed early after {total} bytes");
+        total += n as u64;
+    }
+}

@@ -162,7 +162,9 @@ where
     }
 
     pub(crate) fn can_buffer(&self) -> bool {
-        self.flush_pipeline || self.write_buf.can_buffer()
+        // torii patch: the write buffer stays bounded with pipeline flushing too; without
+        // this a slow reader made the server buffer a whole streamed body in memory.
+        self.write_buf.can_buffer()
     }
 
     pub(crate) fn consume_leading_lines(&mut self) {
@@ -283,7 +285,8 @@ where
     }
 
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.flush_pipeline && !self.read_buf.is_empty() {
+        // torii patch: hold writes back for pipelined input only while there is room left.
+        if self.flush_pipeline && !self.read_buf.is_empty() && self.write_buf.can_buffer() {
             Poll::Ready(Ok(()))
         } else if self.write_buf.remaining() == 0 {
             Pin::new(&mut self.io).poll_flush(cx)
