@@ -55,6 +55,7 @@ fn main() {
             to: "/".into(),
             keep_path: false,
         },
+        rate_limit: None,
     };
     let router = Router::new(&[
         route(0, HostMatch::Any, "/"),

@@ -1,8 +1,11 @@
 //! `ProxyError` and the one mapping from errors to HTTP responses.
 
+use std::time::Duration;
+
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::RespBody;
+use crate::config::UpstreamName;
 use crate::upstream;
 
 /// Why torii answered a request itself instead of relaying an upstream response.
@@ -20,6 +23,25 @@ pub enum ProxyError {
     /// 413, connection closed: the body is larger than `limits.max_body`.
     #[error("request body larger than limits.max_body")]
     BodyTooLarge,
+    /// 429 + `Retry-After`: the route's rate limit for this client is used up.
+    #[error("rate limit exceeded; retry in {retry_after:?}")]
+    RateLimited { retry_after: Duration },
+    /// 503 + `Retry-After`: no server of the group is in rotation (all down, ejected or
+    /// draining). `retry_after` is the time until the first ejection ends.
+    #[error("no server of upstream {group} is in rotation")]
+    NoHealthyUpstream {
+        group: UpstreamName,
+        retry_after: Duration,
+    },
+    /// 503 + `Retry-After: 1`: every server is at `max_conns` and the group's queue is full.
+    #[error("upstream {group}: every server at max_conns and the queue is full")]
+    QueueFull { group: UpstreamName },
+    /// 503 + `Retry-After: 1`: waited `queue_timeout` in the group's queue for a free slot.
+    #[error("upstream {group}: no free connection slot after waiting {waited:?}")]
+    QueueTimeout {
+        group: UpstreamName,
+        waited: Duration,
+    },
     /// 502 or 504, see `upstream::Error`.
     #[error(transparent)]
     Upstream(#[from] upstream::Error),
@@ -32,11 +54,27 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::Forbidden(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::NoHealthyUpstream { .. }
+            | ProxyError::QueueFull { .. }
+            | ProxyError::QueueTimeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(upstream::Error::ConnectTimeout { .. })
             | ProxyError::Upstream(upstream::Error::ResponseTimeout { .. }) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// How long the client should wait before trying again (`Retry-After`), for 429 and 503.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProxyError::RateLimited { retry_after }
+            | ProxyError::NoHealthyUpstream { retry_after, .. } => Some(*retry_after),
+            ProxyError::QueueFull { .. } | ProxyError::QueueTimeout { .. } => {
+                Some(Duration::from_secs(1))
+            }
+            _ => None,
         }
     }
 
@@ -69,6 +107,11 @@ impl ProxyError {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(wait) = self.retry_after() {
+            // Whole seconds, rounded up, at least 1 (RFC 9110 §10.2.3).
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
         if self.closes_connection() {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }

@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 
 use crate::cache::Cache;
 use crate::config::{Config, UpstreamName};
+use crate::limits::{PerIp, RateLimiter};
 use crate::listener::{self, Drain};
 use crate::observe::metrics::{route_label, GroupMetrics, Metrics, RouteMetrics};
 use crate::observe::AccessLog;
@@ -31,6 +32,8 @@ pub struct Runtime {
     /// Metrics of each route, by `RouteId`, and of each upstream group.
     pub route_metrics: Vec<Arc<RouteMetrics>>,
     pub group_metrics: HashMap<UpstreamName, Arc<GroupMetrics>>,
+    /// Each route's rate limiter, by `RouteId`, when it has `rate_limit`.
+    pub rate_limits: Vec<Option<Arc<RateLimiter>>>,
     /// The downstream HTTP/1.1 + h2c connection builder, configured from `limits`.
     pub http: auto::Builder<TokioExecutor>,
 }
@@ -55,8 +58,9 @@ impl Runtime {
                     .and_then(|p| p.upstreams.get(name))
                     .filter(|g| g.config == *upstream)
                     .cloned();
-                let group =
-                    reused.unwrap_or_else(|| Arc::new(Group::new(name.clone(), upstream.clone())));
+                let group = reused.unwrap_or_else(|| {
+                    Group::start(name.clone(), upstream.clone(), metrics.group(&name.0))
+                });
                 (name.clone(), group)
             })
             .collect();
@@ -82,10 +86,24 @@ impl Runtime {
             }
         };
         let mut route_metrics = vec![];
+        let mut rate_limits = vec![];
         for route in &config.routes {
             // Routes keep their index as id; the router only reorders its own copy.
             debug_assert_eq!(route.id.0, route_metrics.len());
-            route_metrics.push(metrics.route(&route_label(route)));
+            let label = route_label(route);
+            route_metrics.push(metrics.route(&label));
+            // A route with the same label and limit keeps its buckets across a reload.
+            let limiter = route.rate_limit.as_ref().map(|limit| {
+                previous
+                    .and_then(|p| {
+                        p.config.routes.iter().find_map(|r| {
+                            let kept = p.rate_limits.get(r.id.0)?.as_ref()?;
+                            (route_label(r) == label && kept.config == *limit).then(|| kept.clone())
+                        })
+                    })
+                    .unwrap_or_else(|| Arc::new(RateLimiter::new(limit.clone())))
+            });
+            rate_limits.push(limiter);
         }
         let group_metrics = config
             .upstreams
@@ -112,6 +130,7 @@ impl Runtime {
             cache,
             route_metrics,
             group_metrics,
+            rate_limits,
             http,
         })
     }
@@ -122,6 +141,9 @@ pub struct Shared {
     current: ArcSwap<Runtime>,
     /// Open downstream connections over all listeners; sized from the first config.
     pub conn_limit: Arc<Semaphore>,
+    /// Open downstream connections per client IP (`limits.max_connections_per_ip`); fixed at
+    /// start like `conn_limit`.
+    pub per_ip: Arc<PerIp>,
     pub drain: Drain,
     pub metrics: Arc<Metrics>,
     pub admin_auth: AdminAuth,
@@ -167,6 +189,7 @@ impl Server {
     /// When the access log cannot be opened.
     pub fn new(config: Config) -> std::io::Result<Server> {
         let conn_limit = Arc::new(Semaphore::new(config.limits.max_connections));
+        let per_ip = Arc::new(PerIp::new(config.limits.max_connections_per_ip));
         let metrics = Arc::new(Metrics::default());
         let admin_auth = AdminAuth::from_env(config.server.admin);
         let runtime = Runtime::build(config, None, &metrics)?;
@@ -174,6 +197,7 @@ impl Server {
             shared: Arc::new(Shared {
                 current: ArcSwap::from_pointee(runtime),
                 conn_limit,
+                per_ip,
                 drain: Drain::default(),
                 metrics,
                 admin_auth,
@@ -202,9 +226,11 @@ impl Server {
         {
             tracing::warn!("reload: listener addresses changed; they take effect after a restart");
         }
-        if config.limits.max_connections != old.config.limits.max_connections {
+        if config.limits.max_connections != old.config.limits.max_connections
+            || config.limits.max_connections_per_ip != old.config.limits.max_connections_per_ip
+        {
             tracing::warn!(
-                "reload: limits.max_connections changed; it takes effect after a restart"
+                "reload: limits.max_connections(_per_ip) changed; it takes effect after a restart"
             );
         }
         let runtime = Runtime::build(config, Some(&old), &self.shared.metrics)?;

@@ -38,6 +38,7 @@ pub struct LimitsSection {
     pub header_timeout: Option<Spanned<String>>,
     pub idle_timeout: Option<Spanned<String>>,
     pub max_connections: Option<Spanned<i64>>,
+    pub max_connections_per_ip: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -50,11 +51,49 @@ pub struct LogSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSection {
-    pub servers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Each entry is `"host:port"` or `{ addr = "host:port", weight = 3, max_conns = 100 }`;
+    /// kept as a raw value so `validate` can point at the exact bad entry.
+    pub servers: Option<Spanned<Vec<Spanned<toml::Value>>>>,
     pub connect_timeout: Option<Spanned<String>>,
     pub response_timeout: Option<Spanned<String>>,
     pub pool_max_idle: Option<Spanned<i64>>,
     pub pool_idle_timeout: Option<Spanned<String>>,
+    pub balance: Option<Spanned<String>>,
+    pub hash_key: Option<Spanned<String>>,
+    pub health: Option<Spanned<HealthSection>>,
+    pub breaker: Option<Spanned<BreakerSection>>,
+    pub retries: Option<Spanned<i64>>,
+    pub retry_budget: Option<Spanned<f64>>,
+    pub timeout: Option<Spanned<String>>,
+    pub queue_size: Option<Spanned<i64>>,
+    pub queue_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    pub path: Option<Spanned<String>>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub expect: Option<Spanned<String>>,
+    pub rise: Option<Spanned<i64>>,
+    pub fall: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSection {
+    pub failures: Option<Spanned<i64>>,
+    pub ejection: Option<Spanned<String>>,
+    pub max_ejection: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSection {
+    pub rps: Option<Spanned<f64>>,
+    pub burst: Option<Spanned<i64>>,
+    pub key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -67,6 +106,7 @@ pub struct RouteSection {
     pub respond: Option<Spanned<RespondSection>>,
     pub redirect: Option<Spanned<RedirectSection>>,
     pub cache: Option<Spanned<RouteCacheSection>>,
+    pub rate_limit: Option<Spanned<RateLimitSection>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -155,7 +155,12 @@ impl Config {
     pub fn for_proxy(listen: Vec<std::net::SocketAddr>, to: &[String]) -> Result<Config, String> {
         let mut servers = Vec::new();
         for t in to {
-            servers.push(validate::parse_server_addr(t).map_err(|why| format!("--to {t}: {why}"))?);
+            let addr = validate::parse_server_addr(t).map_err(|why| format!("--to {t}: {why}"))?;
+            servers.push(ServerSpec {
+                addr,
+                weight: 1,
+                max_conns: 0,
+            });
         }
         if servers.is_empty() {
             return Err("at least one --to URL is needed".into());
@@ -167,6 +172,14 @@ impl Config {
             response_timeout: std::time::Duration::from_secs(60),
             pool_max_idle: 256,
             pool_idle_timeout: std::time::Duration::from_secs(90),
+            balance: Balance::P2c,
+            health: None,
+            breaker: BreakerSettings::default(),
+            retries: 2,
+            retry_budget: 0.2,
+            timeout: None,
+            queue_size: 1024,
+            queue_timeout: std::time::Duration::from_secs(5),
         };
         Ok(Config {
             server: Server {
@@ -192,6 +205,7 @@ impl Config {
                     host_header: None,
                     cache: Some(Arc::new(CachePolicy::default())),
                 },
+                rate_limit: None,
             }],
         })
     }

@@ -70,6 +70,10 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Most open downstream connections over all workers. Default 10 000.
     pub max_connections: usize,
+    /// Most open downstream connections from one client IP; 0 means no per-IP cap (the
+    /// default, since many clients can share one NAT address). Beyond it, new connections
+    /// from that IP are closed at once.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for Limits {
@@ -81,6 +85,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            max_connections_per_ip: 0,
         }
     }
 }
@@ -120,15 +125,141 @@ impl fmt::Display for UpstreamName {
 /// A group of upstream servers that a route proxies to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
-    pub servers: Vec<ServerAddr>,
+    pub servers: Vec<ServerSpec>,
     /// Default 5 s; a timeout answers 504.
     pub connect_timeout: Duration,
-    /// Time from sending the request to the response head. Default 60 s; 504 beyond.
+    /// Time from sending the request to the response head, per try. Default 60 s; 504 beyond.
     pub response_timeout: Duration,
     /// Idle keep-alive connections kept per server. Default 64.
     pub pool_max_idle: usize,
     /// How long an idle pooled connection is kept. Default 90 s.
     pub pool_idle_timeout: Duration,
+    /// How a server is chosen. Default `P2c`.
+    pub balance: Balance,
+    /// Active health checks; `None` (the default) checks nothing actively.
+    pub health: Option<HealthCheck>,
+    /// Passive health: when to eject a failing server, and for how long.
+    pub breaker: BreakerSettings,
+    /// Extra tries on other servers for a request that may be retried. Default 2.
+    pub retries: u32,
+    /// Retries allowed as a fraction of requests (plus a reserve of 10). Default 0.2.
+    pub retry_budget: f64,
+    /// Bound on the whole exchange over every try (queue wait included); `None` (the
+    /// default) bounds each try only, by `connect_timeout` and `response_timeout`.
+    pub timeout: Option<Duration>,
+    /// Requests that may wait when every server is at its `max_conns`. Default 1024;
+    /// beyond it 503 at once.
+    pub queue_size: usize,
+    /// Longest wait in that queue. Default 5 s; 503 beyond.
+    pub queue_timeout: Duration,
+}
+
+/// One server of a group, with its weight and connection cap.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServerSpec {
+    pub addr: ServerAddr,
+    /// Share of traffic relative to the other servers. 1..=1000, default 1.
+    pub weight: u32,
+    /// Most requests in flight to this server at once; 0 (the default) means no cap.
+    pub max_conns: usize,
+}
+
+impl fmt::Display for ServerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.addr.fmt(f)
+    }
+}
+
+/// Load-balancing policy of a group (`balance = …`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Balance {
+    /// Power of two random choices on in-flight requests per weight (the default).
+    P2c,
+    /// Smooth weighted round robin (nginx's).
+    RoundRobin,
+    /// Fewest in-flight requests per weight.
+    LeastOutstanding,
+    /// Weighted rendezvous hashing on a key: a key stays on one server while it is up.
+    Hash(HashKey),
+}
+
+impl Balance {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Balance::P2c => "p2c",
+            Balance::RoundRobin => "round-robin",
+            Balance::LeastOutstanding => "least-outstanding",
+            Balance::Hash(_) => "hash",
+        }
+    }
+}
+
+/// What a `hash` group hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    Header(http::HeaderName),
+    Cookie(String),
+    /// Path and query.
+    Uri,
+}
+
+/// Active health check of every server of a group (`health = { … }`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Path (and query) requested with GET. Default `/`.
+    pub path: String,
+    /// Time between checks of one server. Default 5 s.
+    pub interval: Duration,
+    /// Time a check may take. Default 2 s.
+    pub timeout: Duration,
+    /// Statuses that count as healthy, inclusive. Default 200..=399.
+    pub expect: (u16, u16),
+    /// Consecutive passes that bring a down server back. Default 2.
+    pub rise: u32,
+    /// Consecutive failures that take a server down. Default 3.
+    pub fall: u32,
+}
+
+/// Passive health (circuit breaker) of each server (`breaker = { … }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerSettings {
+    /// Consecutive failures (connect errors, timeouts, broken exchanges, 5xx) that eject a
+    /// server; 0 never ejects. Default 5.
+    pub failures: u32,
+    /// First ejection period; it doubles while the server keeps failing its probe.
+    /// Default 5 s.
+    pub ejection: Duration,
+    /// Longest ejection period. Default 2 min.
+    pub max_ejection: Duration,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        BreakerSettings {
+            failures: 5,
+            ejection: Duration::from_secs(5),
+            max_ejection: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Per-route rate limit (`[routes.rate_limit]`): a token bucket per key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimit {
+    /// Sustained requests per second per key.
+    pub rps: f64,
+    /// Requests a key may make at once above the sustained rate. Default: `rps`, at least 1.
+    pub burst: u32,
+    pub key: RateKey,
+}
+
+/// What a rate limit counts requests by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateKey {
+    ClientIp,
+    /// The value of this request header (requests without it share one bucket).
+    Header(http::HeaderName),
 }
 
 /// One upstream server: `http://host:port` (the scheme and authority; no path).
@@ -156,6 +287,8 @@ pub struct Route {
     /// Path prefix; `/` matches everything.
     pub path: String,
     pub action: Action,
+    /// Requests per second per client (or header value); 429 beyond.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// What a route matches on the Host header.

@@ -263,6 +263,12 @@ fn limits(c: &mut Checker, s: file::LimitsSection) -> Limits {
             1..10_000_001,
             d.max_connections,
         ),
+        max_connections_per_ip: c.count(
+            &s.max_connections_per_ip,
+            "limits.max_connections_per_ip",
+            0..10_000_001,
+            d.max_connections_per_ip,
+        ),
     }
 }
 
@@ -359,28 +365,66 @@ fn upstream(
             c.hint("add servers = [\"127.0.0.1:3000\"]");
         }
         Some(list) => {
-            for (i, server) in list.get_ref().iter().enumerate() {
-                match parse_server_addr(server.get_ref()) {
-                    Ok(addr) => {
-                        if addr.authority.as_str().to_socket_addrs().is_err() {
-                            c.report(
-                                server.span(),
-                                format!("{path}.servers[{i}]"),
-                                format!("cannot resolve {:?}", addr.authority.as_str()),
-                            );
-                            c.hint("check the host name, or use an IP address");
-                        } else {
-                            servers.push(addr);
-                        }
-                    }
-                    Err(why) => {
-                        c.report(server.span(), format!("{path}.servers[{i}]"), why);
-                        c.hint("e.g. \"10.0.0.5:8080\" or \"http://app.internal:8080\"");
+            for (i, entry) in list.get_ref().iter().enumerate() {
+                let entry_path = format!("{path}.servers[{i}]");
+                if let Some(spec) = server_spec(c, entry, &entry_path) {
+                    if servers.iter().any(|s: &ServerSpec| s.addr == spec.addr) {
+                        c.report(
+                            entry.span(),
+                            entry_path,
+                            format!("{} is listed twice", spec.addr),
+                        );
+                        c.hint("list each server once; use weight = N to give it more traffic");
+                    } else {
+                        servers.push(spec);
                     }
                 }
             }
         }
     }
+    let balance = balance(c, s, path);
+    let health = s.health.as_ref().map(|h| health(c, h.get_ref(), path));
+    let d = BreakerSettings::default();
+    let breaker = match &s.breaker {
+        None => d,
+        Some(b) => {
+            let b = b.get_ref();
+            let p = |k: &str| format!("{path}.breaker.{k}");
+            let settings = BreakerSettings {
+                failures: c.count(
+                    &b.failures,
+                    &p("failures"),
+                    0..1_000_001,
+                    d.failures as usize,
+                ) as u32,
+                ejection: c.duration(&b.ejection, &p("ejection"), d.ejection),
+                max_ejection: c.duration(&b.max_ejection, &p("max_ejection"), d.max_ejection),
+            };
+            if let (Some(v), true) = (&b.max_ejection, settings.max_ejection < settings.ejection) {
+                c.report(v.span(), p("max_ejection"), "shorter than breaker.ejection");
+                c.hint("max_ejection bounds the growing back-off; make it at least ejection");
+            }
+            settings
+        }
+    };
+    let retry_budget = match &s.retry_budget {
+        None => 0.2,
+        Some(v) if (0.0..=1.0).contains(v.get_ref()) => *v.get_ref(),
+        Some(v) => {
+            c.report(
+                v.span(),
+                format!("{path}.retry_budget"),
+                format!("{} is not a fraction from 0 to 1", v.get_ref()),
+            );
+            c.hint("e.g. retry_budget = 0.2: retries add at most 20% to the requests sent");
+            0.2
+        }
+    };
+    let timeout = s
+        .timeout
+        .as_ref()
+        .map(|_| c.duration(&s.timeout, &format!("{path}.timeout"), Duration::ZERO))
+        .filter(|d| !d.is_zero());
     Upstream {
         servers,
         connect_timeout: c.duration(
@@ -404,7 +448,261 @@ fn upstream(
             &format!("{path}.pool_idle_timeout"),
             Duration::from_secs(90),
         ),
+        balance,
+        health,
+        breaker,
+        retries: c.count(&s.retries, &format!("{path}.retries"), 0..11, 2) as u32,
+        retry_budget,
+        timeout,
+        queue_size: c.count(
+            &s.queue_size,
+            &format!("{path}.queue_size"),
+            0..1_000_001,
+            1024,
+        ),
+        queue_timeout: c.duration(
+            &s.queue_timeout,
+            &format!("{path}.queue_timeout"),
+            Duration::from_secs(5),
+        ),
     }
+}
+
+/// One `servers` entry: `"host:port"` or `{ addr = "host:port", weight = 3, max_conns = 100 }`.
+fn server_spec(c: &mut Checker, entry: &Spanned<toml::Value>, path: &str) -> Option<ServerSpec> {
+    let example =
+        "e.g. \"10.0.0.5:8080\" or { addr = \"app.internal:8080\", weight = 3, max_conns = 100 }";
+    let (addr_text, weight, max_conns) = match entry.get_ref() {
+        toml::Value::String(text) => (text.clone(), 1, 0),
+        toml::Value::Table(table) => {
+            let mut ok = true;
+            for key in table.keys() {
+                if !matches!(key.as_str(), "addr" | "weight" | "max_conns") {
+                    c.report(entry.span(), path, format!("unknown key {key:?}"));
+                    c.hint("a server table has addr, weight and max_conns");
+                    ok = false;
+                }
+            }
+            let Some(addr) = table.get("addr").and_then(|v| v.as_str()) else {
+                c.report(entry.span(), path, "missing addr (a \"host:port\" string)");
+                c.hint(example);
+                return None;
+            };
+            let mut int = |key: &str, range: Range<i64>, default: i64| match table.get(key) {
+                None => default,
+                Some(toml::Value::Integer(n)) if range.contains(n) => *n,
+                Some(other) => {
+                    c.report(
+                        entry.span(),
+                        format!("{path}.{key}"),
+                        format!(
+                            "{other} is not a number from {} to {}",
+                            range.start,
+                            range.end - 1
+                        ),
+                    );
+                    ok = false;
+                    default
+                }
+            };
+            let weight = int("weight", 1..1001, 1) as u32;
+            let max_conns = int("max_conns", 0..1_000_001, 0) as usize;
+            if !ok {
+                return None;
+            }
+            (addr.to_string(), weight, max_conns)
+        }
+        other => {
+            c.report(
+                entry.span(),
+                path,
+                format!("a server is a string or a table, not {}", other.type_str()),
+            );
+            c.hint(example);
+            return None;
+        }
+    };
+    match parse_server_addr(&addr_text) {
+        Ok(addr) => {
+            if addr.authority.as_str().to_socket_addrs().is_err() {
+                c.report(
+                    entry.span(),
+                    path,
+                    format!("cannot resolve {:?}", addr.authority.as_str()),
+                );
+                c.hint("check the host name, or use an IP address");
+                None
+            } else {
+                Some(ServerSpec {
+                    addr,
+                    weight,
+                    max_conns,
+                })
+            }
+        }
+        Err(why) => {
+            c.report(entry.span(), path, why);
+            c.hint(example);
+            None
+        }
+    }
+}
+
+fn balance(c: &mut Checker, s: &file::UpstreamSection, path: &str) -> Balance {
+    let policy = s.balance.as_ref().map_or("p2c", |b| b.get_ref().as_str());
+    let b = match policy {
+        "p2c" => Balance::P2c,
+        "round-robin" => Balance::RoundRobin,
+        "least-outstanding" => Balance::LeastOutstanding,
+        "hash" => {
+            let key = match &s.hash_key {
+                None => HashKey::ClientIp,
+                Some(k) => match hash_key(k.get_ref()) {
+                    Some(key) => key,
+                    None => {
+                        c.report(
+                            k.span(),
+                            format!("{path}.hash_key"),
+                            format!("unknown hash key {:?}", k.get_ref()),
+                        );
+                        c.hint("use \"client-ip\", \"uri\", \"header:NAME\" or \"cookie:NAME\"");
+                        HashKey::ClientIp
+                    }
+                },
+            };
+            return Balance::Hash(key);
+        }
+        other => {
+            let span = s.balance.as_ref().map(|b| b.span()).unwrap_or_default();
+            c.report(
+                span,
+                format!("{path}.balance"),
+                format!("unknown policy {other:?}"),
+            );
+            c.hint("use \"p2c\" (default), \"round-robin\", \"least-outstanding\" or \"hash\"");
+            Balance::P2c
+        }
+    };
+    if let Some(k) = &s.hash_key {
+        c.report(
+            k.span(),
+            format!("{path}.hash_key"),
+            "hash_key only applies to balance = \"hash\"",
+        );
+        c.hint("add balance = \"hash\", or remove hash_key");
+    }
+    b
+}
+
+fn hash_key(text: &str) -> Option<HashKey> {
+    match text {
+        "client-ip" => Some(HashKey::ClientIp),
+        "uri" => Some(HashKey::Uri),
+        _ => {
+            if let Some(name) = text.strip_prefix("header:") {
+                HeaderName::from_bytes(name.trim().as_bytes())
+                    .ok()
+                    .map(HashKey::Header)
+            } else if let Some(name) = text.strip_prefix("cookie:") {
+                let name = name.trim();
+                (!name.is_empty() && !name.contains([';', '=', ' ']))
+                    .then(|| HashKey::Cookie(name.to_string()))
+            } else {
+                None
+            }
+        }
+    }
+}
+
+fn health(c: &mut Checker, h: &file::HealthSection, path: &str) -> HealthCheck {
+    let p = |k: &str| format!("{path}.health.{k}");
+    let check_path = match &h.path {
+        None => "/".to_string(),
+        Some(v) if v.get_ref().starts_with('/') && v.get_ref().parse::<http::Uri>().is_ok() => {
+            v.get_ref().clone()
+        }
+        Some(v) => {
+            c.report(
+                v.span(),
+                p("path"),
+                format!("{:?} is not a path", v.get_ref()),
+            );
+            c.hint("e.g. path = \"/healthz\"");
+            "/".to_string()
+        }
+    };
+    let expect = match &h.expect {
+        None => (200, 399),
+        Some(v) => {
+            let text = v.get_ref().trim();
+            let (lo, hi) = text.split_once('-').unwrap_or((text, text));
+            match (lo.trim().parse::<u16>(), hi.trim().parse::<u16>()) {
+                (Ok(lo), Ok(hi)) if (100..600).contains(&lo) && (lo..600).contains(&hi) => (lo, hi),
+                _ => {
+                    c.report(
+                        v.span(),
+                        p("expect"),
+                        format!("{text:?} is not a status or range of statuses"),
+                    );
+                    c.hint("e.g. expect = \"200-399\" or \"204\"");
+                    (200, 399)
+                }
+            }
+        }
+    };
+    HealthCheck {
+        path: check_path,
+        interval: c.duration(&h.interval, &p("interval"), Duration::from_secs(5)),
+        timeout: c.duration(&h.timeout, &p("timeout"), Duration::from_secs(2)),
+        expect,
+        rise: c.count(&h.rise, &p("rise"), 1..101, 2) as u32,
+        fall: c.count(&h.fall, &p("fall"), 1..101, 3) as u32,
+    }
+}
+
+fn rate_limit(
+    c: &mut Checker,
+    section: &Spanned<file::RateLimitSection>,
+    path: &str,
+) -> Option<RateLimit> {
+    let s = section.get_ref();
+    let p = |k: &str| format!("{path}.rate_limit.{k}");
+    let rps = match &s.rps {
+        None => {
+            c.report(section.span(), format!("{path}.rate_limit"), "missing rps");
+            c.hint("e.g. rate_limit = { rps = 10, burst = 20 }");
+            return None;
+        }
+        Some(v) if *v.get_ref() > 0.0 && v.get_ref().is_finite() => *v.get_ref(),
+        Some(v) => {
+            c.report(
+                v.span(),
+                p("rps"),
+                format!("{} is not a positive rate", v.get_ref()),
+            );
+            c.hint("requests per second, e.g. 10 or 0.5");
+            return None;
+        }
+    };
+    let default_burst = rps.ceil().max(1.0) as usize;
+    let burst = c.count(&s.burst, &p("burst"), 1..1_000_001, default_burst) as u32;
+    let key = match &s.key {
+        None => RateKey::ClientIp,
+        Some(k) if k.get_ref() == "client-ip" => RateKey::ClientIp,
+        Some(k) => match k
+            .get_ref()
+            .strip_prefix("header:")
+            .and_then(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        {
+            Some(name) => RateKey::Header(name),
+            None => {
+                c.report(k.span(), p("key"), format!("unknown key {:?}", k.get_ref()));
+                c.hint("use \"client-ip\" (default) or \"header:NAME\"");
+                RateKey::ClientIp
+            }
+        },
+    };
+    Some(RateLimit { rps, burst, key })
 }
 
 fn route(
@@ -595,11 +893,13 @@ fn route(
     } else {
         return None;
     };
+    let rate_limit = s.rate_limit.as_ref().and_then(|r| rate_limit(c, r, path));
     Some(Route {
         id,
         host,
         path: route_path,
         action,
+        rate_limit,
     })
 }
 

@@ -1,4 +1,5 @@
-//! Limits: request sanity checks (framing, Host, sizes) before anything is routed or sent.
+//! Limits: request sanity checks (framing, Host, sizes) before anything is routed or sent,
+//! per-route rate limits (`rate`) and the per-client-IP connection cap (`per_ip`).
 //!
 //! hyper already refuses, with 400 and a closed connection, heads larger than
 //! `limits.max_header_bytes`, more fields than `limits.max_headers`, unequal repeated
@@ -6,6 +7,12 @@
 //! chunk framing, and (with the patch in vendor/hyper) a request carrying both
 //! `Content-Length` and `Transfer-Encoding`. What is forwarded is re-serialised by hyper's
 //! client in one framing, so the upstream can never read it differently.
+
+mod per_ip;
+mod rate;
+
+pub use per_ip::{IpGuard, PerIp};
+pub use rate::RateLimiter;
 
 use http::{header, Request, Version};
 

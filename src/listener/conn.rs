@@ -156,6 +156,10 @@ impl AsyncWrite for Watched {
 
 /// Serves one connection until the client closes it, a timeout cuts it, or the drain ends it.
 pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    // Over `limits.max_connections_per_ip`: close at once (dropping the stream).
+    let Some(_per_ip) = shared.per_ip.open(peer.ip()) else {
+        return;
+    };
     shared.drain.connection_opened();
     let _closed = scopeguard(|| shared.drain.connection_closed());
 

@@ -23,7 +23,7 @@ use crate::limits;
 use crate::listener::ConnState;
 use crate::observe::{Exchange, Record};
 use crate::server::{Runtime, Shared};
-use crate::upstream::{self, ReqBody};
+use crate::upstream::{self, PickContext, ReqBody};
 
 const VIA: HeaderValue = HeaderValue::from_static("1.1 torii");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -59,7 +59,10 @@ pub async fn handle(
     }
     let mut exchange = Exchange::start(conn, runtime.access_log.clone(), record);
 
-    let mut resp = match forward(req, peer, &runtime, &mut exchange.record).await {
+    // Boxed: hyper keeps one slot per connection sized for this future, idle or not, so
+    // the big request-path state lives on the heap only while a request is in flight
+    // (idle keep-alive connections: ~10 KiB less each, see the README).
+    let mut resp = match Box::pin(forward(req, peer, &runtime, &mut exchange.record)).await {
         Ok(resp) => resp,
         Err(e) => {
             let cause = upstream::error_chain(&e);
@@ -70,6 +73,15 @@ pub async fn handle(
                 _ => tracing::debug!(%peer, "{cause}"),
             }
             exchange.record.error = Some(cause);
+            let rejection = match e {
+                ProxyError::RateLimited { .. } => Some(0),
+                ProxyError::QueueFull { .. } => Some(1),
+                ProxyError::QueueTimeout { .. } => Some(2),
+                _ => None,
+            };
+            if let Some(i) = rejection {
+                shared.metrics.rejections[i].inc();
+            }
             e.to_response()
         }
     };
@@ -93,6 +105,9 @@ async fn forward(
         .lookup(host.as_deref(), req.uri().path())
         .ok_or(ProxyError::NoRoute)?;
     record.route = Some(route.id);
+    if let Some(Some(limiter)) = runtime.rate_limits.get(route.id.0) {
+        limiter.check(&req, peer.ip())?;
+    }
     match &route.action {
         Action::Respond {
             status,
@@ -150,14 +165,16 @@ async fn proxy(
         .upstreams
         .get(name)
         .expect("validated config names only defined upstreams");
-    let backend = group.pick().clone();
     let caching = match (route_cache, &runtime.cache) {
         (Some(policy), Some(cache)) => Some((policy, cache)),
         _ => None,
     };
+    // Without a Host (HTTP/1.0), cache keys use the group's first server: stable whichever
+    // server answers.
     let key_host = host
         .clone()
-        .unwrap_or_else(|| backend.authority.to_string());
+        .unwrap_or_else(|| group.config.servers[0].addr.authority.to_string());
+    let pick = PickContext::new(&req, peer.ip(), &group.config.balance);
     if req.method().as_str() == "PURGE" {
         return match caching {
             Some((policy, cache))
@@ -188,9 +205,12 @@ async fn proxy(
     let method = parts.method.clone();
     let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let downstream_pq = pq.to_string();
+    // `Group::forward` points the URI at each server it tries; `cached` still uses `send`
+    // and needs it absolute now.
+    let first = group.config.servers[0].addr.clone();
     parts.uri = Uri::builder()
-        .scheme(backend.scheme.clone())
-        .authority(backend.authority.clone())
+        .scheme(first.scheme.clone())
+        .authority(first.authority.clone())
         .path_and_query(pq)
         .build()
         .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
@@ -209,13 +229,8 @@ async fn proxy(
         (None, Some(h)) => {
             headers.insert(header::HOST, h.clone());
         }
-        (None, None) => {
-            headers.insert(
-                header::HOST,
-                HeaderValue::from_str(backend.authority.as_str())
-                    .expect("authority is a valid header"),
-            );
-        }
+        // No Host downstream: `forward` sets the server's own authority on each try.
+        (None, None) => {}
     }
     append_forwarded_for(headers, peer);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
@@ -236,9 +251,24 @@ async fn proxy(
     };
     let upstream_req = Request::from_parts(parts, upstream_body);
 
-    record.upstream = Some(backend.clone());
     let sent = Instant::now();
     if let (Some((policy, cache)), Some(req_headers)) = (caching, downstream_headers) {
+        let backend = group.pick().clone();
+        let (mut parts, body) = upstream_req.into_parts();
+        parts.uri = Uri::builder()
+            .scheme(backend.scheme.clone())
+            .authority(backend.authority.clone())
+            .path_and_query(downstream_pq.as_str())
+            .build()
+            .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+        if !parts.headers.contains_key(header::HOST) {
+            if let Ok(h) = HeaderValue::from_str(backend.authority.as_str()) {
+                parts.headers.insert(header::HOST, h);
+            }
+        }
+        let upstream_req = Request::from_parts(parts, body);
+        let _ = &pick;
+        record.upstream = Some(backend.clone());
         let ctx = cached::Ctx {
             cache,
             policy,
@@ -260,13 +290,14 @@ async fn proxy(
         }
         return result;
     }
-    let result = group.send(&backend, upstream_req).await;
+    let result = group.forward(upstream_req, &pick).await;
     record.upstream_time = Some(sent.elapsed());
-    let mut upstream_resp = match result {
-        Ok(resp) => resp,
+    let (backend, mut upstream_resp) = match result {
+        Ok(f) => (f.backend, f.response),
         Err(_) if exceeded.load(Ordering::Relaxed) => return Err(ProxyError::BodyTooLarge),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
+    record.upstream = Some(backend.clone());
 
     if upstream_resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(downstream_upgrade) = downstream_upgrade {

@@ -90,6 +90,7 @@ mod tests {
                 to: "/".into(),
                 keep_path: false,
             },
+            rate_limit: None,
         }
     }
 

@@ -1,20 +1,38 @@
-//! Upstream groups: pick a server, send the request over a pooled keep-alive connection.
+//! Upstream groups: pick a server, wait for a free slot, send the request over a pooled
+//! keep-alive connection, record the server's health, retry on another server when safe.
+//!
+//! `balance` chooses among servers in rotation, `backend` holds each server's run-time
+//! state, `breaker` is passive health, `health` active checks, `queue` the bounded wait
+//! for a connection slot (`max_conns`), `body` the request body sent upstream.
 
+mod backend;
+pub mod balance;
 mod body;
+pub mod breaker;
+mod health;
+mod queue;
 
 use std::error::Error as StdError;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
+pub use backend::ServerState;
+pub use balance::PickContext;
 pub use body::ReqBody;
 
 use crate::config::{ServerAddr, Upstream, UpstreamName};
-
+use crate::error::ProxyError;
+use crate::observe::metrics::GroupMetrics;
+use backend::Backend;
+use balance::Balancer;
 /// Why an upstream exchange failed. `error::to_response` maps each to a status.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -49,14 +67,50 @@ pub enum Error {
     },
 }
 
-/// A live upstream group: its servers and its connection pool. The pool is shared by every
-/// worker, so a connection opened by one worker is reused by all.
+impl Error {
+    /// Whether the request certainly never reached the server (no connection was made), so
+    /// that any request, whatever its method, may be sent again elsewhere.
+    pub fn nothing_sent(&self) -> bool {
+        matches!(self, Error::Connect { .. } | Error::ConnectTimeout { .. })
+    }
+}
+
+/// A response and the server that gave it, from `Group::forward`.
+#[derive(Debug)]
+pub struct Forwarded {
+    pub backend: ServerAddr,
+    pub response: Response<Incoming>,
+    /// How many servers were tried (1 without retries).
+    pub tries: u32,
+}
+
+/// A live upstream group: its servers' state, its balancer, queue and connection pool. The
+/// pool is shared by every worker, so a connection opened by one worker is reused by all.
+/// A reload that leaves a group's config unchanged keeps the same `Group`, with its health
+/// state and pooled connections.
 pub struct Group {
     pub name: UpstreamName,
     pub config: Upstream,
-    next: AtomicUsize,
+    backends: Vec<Backend>,
+    balancer: Balancer,
     client: Client<HttpConnector, ReqBody>,
+    /// Requests waiting for a connection slot.
+    queued: AtomicUsize,
+    /// Woken when a slot frees up or a server comes back.
+    freed: Notify,
+    /// Retry tokens in thousandths: each request adds `retry_budget`, each retry takes one.
+    budget: AtomicI64,
+    pub metrics: Arc<GroupMetrics>,
+    requests: AtomicU64,
+    retries: AtomicU64,
+    queue_full: AtomicU64,
+    queue_timeouts: AtomicU64,
+    unavailable: AtomicU64,
 }
+
+/// Retry tokens a group starts with and never holds more of (in thousandths): lets a
+/// quiet group retry a few times even before requests have paid for it.
+const BUDGET_RESERVE: i64 = 10_000;
 
 impl std::fmt::Debug for Group {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -68,7 +122,12 @@ impl std::fmt::Debug for Group {
 }
 
 impl Group {
+    /// A group without metrics registration or health checker (see `start`).
     pub fn new(name: UpstreamName, config: Upstream) -> Group {
+        Group::with_metrics(name, config, Arc::new(GroupMetrics::default()))
+    }
+
+    fn with_metrics(name: UpstreamName, config: Upstream, metrics: Arc<GroupMetrics>) -> Group {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
@@ -81,21 +140,55 @@ impl Group {
             .set_host(false)
             .build(connector);
         Group {
+            backends: config.servers.iter().cloned().map(Backend::new).collect(),
+            balancer: Balancer::new(config.balance.clone(), config.servers.len()),
             name,
             config,
-            next: AtomicUsize::new(0),
             client,
+            queued: AtomicUsize::new(0),
+            freed: Notify::new(),
+            budget: AtomicI64::new(BUDGET_RESERVE),
+            metrics,
+            requests: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            queue_full: AtomicU64::new(0),
+            queue_timeouts: AtomicU64::new(0),
+            unavailable: AtomicU64::new(0),
         }
     }
 
-    /// Picks the next server, round robin.
+    /// Builds a group and, when it has `health` configured and a tokio runtime is current,
+    /// starts its health checker (which ends when the group is dropped).
+    pub fn start(name: UpstreamName, config: Upstream, metrics: Arc<GroupMetrics>) -> Arc<Group> {
+        let group = Arc::new(Group::with_metrics(name, config, metrics));
+        if let (Some(check), Ok(rt)) = (
+            group.config.health.clone(),
+            tokio::runtime::Handle::try_current(),
+        ) {
+            rt.spawn(health::run(Arc::downgrade(&group), check));
+        }
+        group
+    }
+
+    /// Picks a server for a request sent with `send`, by the group's policy (a `hash`
+    /// group balances as `p2c` here: there is no key), preferring servers in rotation.
+    /// Takes no connection slot and never waits; prefer `forward`.
     pub fn pick(&self) -> &ServerAddr {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        &self.config.servers[n % self.config.servers.len()]
+        let now = Instant::now();
+        let candidates = self.candidates(now, &[], false);
+        let index = if candidates.is_empty() {
+            let n = self.requests.fetch_add(1, Ordering::Relaxed) as usize;
+            n % self.backends.len()
+        } else {
+            self.balancer.pick(&candidates, &PickContext::default())
+        };
+        &self.backends[index].spec.addr
     }
 
     /// Sends `upstream_req` (whose URI must be absolute, pointing at `backend`) and waits for
-    /// the response head, at most `response_timeout`.
+    /// the response head, at most `response_timeout`. Records the outcome in `backend`'s
+    /// passive health (an error or a 5xx counts as a failure). No queue, no retry: prefer
+    /// `forward`.
     ///
     /// # Errors
     /// `Connect`/`ConnectTimeout` when no connection could be made, `ResponseTimeout` when the
@@ -105,7 +198,128 @@ impl Group {
         backend: &ServerAddr,
         upstream_req: Request<ReqBody>,
     ) -> Result<Response<Incoming>, Error> {
-        let timeout = self.config.response_timeout;
+        let result = self.send_once(backend, upstream_req, None).await;
+        if let Some(index) = self.backends.iter().position(|b| b.spec.addr == *backend) {
+            self.record(index, result.as_ref().map(|r| r.status()));
+        }
+        result
+    }
+
+    /// Sends a request to a server of the group, as `hash`, `p2c` or the group's policy
+    /// picks it, and returns the response head.
+    ///
+    /// By default (`retries = 2`): when every server is at `max_conns` the request waits in
+    /// the group's queue (at most `queue_size` requests, `queue_timeout` each); a failure
+    /// is retried on another server when nothing of the request was sent (a connection
+    /// could not be made) or the method is idempotent and the body is empty, within the
+    /// retry budget and the overall `timeout`. The URI is rewritten to each server tried,
+    /// and `Host` set to the server when the request has none. Every answer feeds the
+    /// server's passive health; a 5xx is a failure but is returned, not retried.
+    ///
+    /// # Errors
+    /// `NoHealthyUpstream` (503) when no server is in rotation, `QueueFull` and
+    /// `QueueTimeout` (503), `Upstream` (502/504) when the last try failed.
+    pub async fn forward(
+        &self,
+        req: Request<ReqBody>,
+        ctx: &PickContext,
+    ) -> Result<Forwarded, ProxyError> {
+        let deadline = self.config.timeout.map(|t| Instant::now() + t);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let deposit = (self.config.retry_budget * 1000.0) as i64;
+        let _ = self
+            .budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some((b + deposit).min(BUDGET_RESERVE.max(deposit)))
+            });
+        let (parts, body) = req.into_parts();
+        let replayable = matches!(body, ReqBody::Empty);
+        let idempotent = matches!(
+            parts.method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::PUT
+                | Method::DELETE
+                | Method::TRACE
+        );
+        let mut body = Some(body);
+        let mut tried: Vec<usize> = Vec::new();
+        loop {
+            let slot = self.acquire(ctx, &tried, deadline).await?;
+            let index = slot.index;
+            let backend = &self.backends[index];
+            let addr = &backend.spec.addr;
+            let mut upstream_req = Request::new(if replayable {
+                ReqBody::Empty
+            } else {
+                body.take().unwrap_or(ReqBody::Empty)
+            });
+            *upstream_req.method_mut() = parts.method.clone();
+            *upstream_req.version_mut() = parts.version;
+            *upstream_req.headers_mut() = parts.headers.clone();
+            let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+            *upstream_req.uri_mut() = Uri::builder()
+                .scheme(addr.scheme.clone())
+                .authority(addr.authority.clone())
+                .path_and_query(pq)
+                .build()
+                .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+            if !parts.headers.contains_key(header::HOST) {
+                if let Ok(host) = HeaderValue::from_str(addr.authority.as_str()) {
+                    upstream_req.headers_mut().insert(header::HOST, host);
+                }
+            }
+            let result = self.send_once(addr, upstream_req, deadline).await;
+            self.record(index, result.as_ref().map(|r| r.status()));
+            drop(slot);
+            tried.push(index);
+            match result {
+                Ok(response) => {
+                    return Ok(Forwarded {
+                        backend: addr.clone(),
+                        response,
+                        tries: tried.len() as u32,
+                    })
+                }
+                Err(e) => {
+                    let safe = replayable && (e.nothing_sent() || idempotent);
+                    let in_time = deadline.is_none_or(|d| Instant::now() < d);
+                    if !safe
+                        || !in_time
+                        || tried.len() > self.config.retries as usize
+                        || !self.take_retry_token()
+                    {
+                        return Err(e.into());
+                    }
+                    tracing::debug!(group = %self.name, server = %addr, "retrying on another server: {}", error_chain(&e));
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.retries.inc();
+                }
+            }
+        }
+    }
+
+    fn take_retry_token(&self) -> bool {
+        self.budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                (b >= 1000).then_some(b - 1000)
+            })
+            .is_ok()
+    }
+
+    /// One exchange with `backend`: the response head within `response_timeout` (and
+    /// before `deadline`).
+    async fn send_once(
+        &self,
+        backend: &ServerAddr,
+        upstream_req: Request<ReqBody>,
+        deadline: Option<Instant>,
+    ) -> Result<Response<Incoming>, Error> {
+        let mut timeout = self.config.response_timeout;
+        if let Some(d) = deadline {
+            timeout = timeout.min(d.saturating_duration_since(Instant::now()));
+        }
         match tokio::time::timeout(timeout, self.client.request(upstream_req)).await {
             Err(_) => Err(Error::ResponseTimeout {
                 backend: backend.clone(),
@@ -129,6 +343,85 @@ impl Group {
                 source: e,
             }),
         }
+    }
+
+    /// Feeds one outcome to a server's breaker: errors and 5xx answers are failures.
+    fn record(&self, index: usize, outcome: Result<StatusCode, &Error>) {
+        let ok = match outcome {
+            Ok(status) => !status.is_server_error(),
+            Err(_) => false,
+        };
+        if self.backends[index]
+            .record(ok, &self.config.breaker)
+            .is_some()
+        {
+            self.metrics.ejections.inc();
+        }
+    }
+
+    /// Wakes every queued request: a server came back into rotation.
+    fn wake_all(&self) {
+        self.freed.notify_waiters();
+    }
+
+    /// Takes `server` (its address, `host:port`, or its index) out of rotation (`drain`) or
+    /// puts it back. Returns false when the group has no such server.
+    pub fn set_draining(&self, server: &str, draining: bool) -> bool {
+        let Some(b) = self.find(server) else {
+            return false;
+        };
+        b.draining.store(draining, Ordering::Relaxed);
+        if !draining {
+            self.wake_all();
+        }
+        true
+    }
+
+    fn find(&self, server: &str) -> Option<&Backend> {
+        if let Ok(i) = server.parse::<usize>() {
+            return self.backends.get(i);
+        }
+        self.backends
+            .iter()
+            .find(|b| b.spec.addr.authority.as_str() == server || b.spec.addr.to_string() == server)
+    }
+
+    /// The state of the group and each server, for `GET /upstreams`.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let now = Instant::now();
+        let servers: Vec<_> = self
+            .backends
+            .iter()
+            .map(|b| {
+                serde_json::json!({
+                    "server": b.spec.addr.authority.as_str(),
+                    "url": b.spec.addr.to_string(),
+                    "state": b.state(now).as_str(),
+                    "weight": b.spec.weight,
+                    "max_conns": b.spec.max_conns,
+                    "in_flight": b.in_flight.load(Ordering::Relaxed),
+                    "requests": b.requests.load(Ordering::Relaxed),
+                    "failures": b.failures.load(Ordering::Relaxed),
+                    "recent_error_rate": b.recent_error_rate(),
+                    "ejections": b.ejections.load(Ordering::Relaxed),
+                    "ejected_for_ms": b.ejected_for(now).map(|d| d.as_millis() as u64),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "group": self.name.0,
+            "balance": self.config.balance.as_str(),
+            "queue": {
+                "length": self.queued.load(Ordering::Relaxed),
+                "size": self.config.queue_size,
+                "full": self.queue_full.load(Ordering::Relaxed),
+                "timeouts": self.queue_timeouts.load(Ordering::Relaxed),
+            },
+            "requests": self.requests.load(Ordering::Relaxed),
+            "retries": self.retries.load(Ordering::Relaxed),
+            "unavailable": self.unavailable.load(Ordering::Relaxed),
+            "servers": servers,
+        })
     }
 }
 
