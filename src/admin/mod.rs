@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::body::RespBody;
 use crate::cache::{key, UrlMatch};
-use crate::config::Action;
+use crate::config::{Action, UpstreamName};
 use crate::server::Shared;
 
 /// Largest admin request body (a purge request is a few hundred bytes).
@@ -81,6 +81,8 @@ async fn route(req: Request<Incoming>, shared: &Shared) -> Response<RespBody> {
             }
         }
         (&Method::GET | &Method::HEAD, "/stats.json") => stats(shared),
+        (&Method::GET | &Method::HEAD, "/upstreams") => upstreams(shared),
+        (&Method::POST, path) if path.starts_with("/upstreams/") => upstream_control(path, shared),
         (&Method::GET | &Method::HEAD, "/metrics") => metrics(shared),
         (&Method::POST, "/purge") => purge(req, shared).await,
         (_, "/healthz" | "/readyz" | "/stats.json") => {
@@ -95,6 +97,57 @@ async fn route(req: Request<Incoming>, shared: &Shared) -> Response<RespBody> {
             "not found; try /healthz, /readyz, /stats.json or POST /purge\n",
         ),
     }
+}
+
+/// `GET /upstreams`: every group of the current config and each server's state.
+fn upstreams(shared: &Shared) -> Response<RespBody> {
+    let runtime = shared.current();
+    let mut groups: Vec<_> = runtime.upstreams.values().collect();
+    groups.sort_by(|a, b| a.name.cmp(&b.name));
+    let groups: Vec<_> = groups.iter().map(|g| g.snapshot()).collect();
+    json(StatusCode::OK, serde_json::json!({ "upstreams": groups }))
+}
+
+/// `POST /upstreams/{group}/{server}/drain` and `…/enable`: take a server out of rotation
+/// (in-flight requests finish) or put it back. `server` is its `host:port` or its index.
+fn upstream_control(path: &str, shared: &Shared) -> Response<RespBody> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, server, action) = match parts.as_slice() {
+        ["upstreams", g, s, a] => (*g, *s, *a),
+        _ => {
+            return json(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"error": "use POST /upstreams/{group}/{server}/drain or /enable"}),
+            )
+        }
+    };
+    let draining = match action {
+        "drain" => true,
+        "enable" => false,
+        _ => {
+            return json(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"error": format!("unknown action {action:?}"), "hint": "drain or enable"}),
+            )
+        }
+    };
+    let runtime = shared.current();
+    let Some(g) = runtime.upstreams.get(&UpstreamName(group.to_string())) else {
+        let mut names: Vec<_> = runtime.upstreams.keys().map(|k| k.0.clone()).collect();
+        names.sort();
+        return json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": format!("unknown upstream {group:?}"), "defined": names}),
+        );
+    };
+    if !g.set_draining(server, draining) {
+        return json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": format!("upstream {group:?} has no server {server:?}"), "hint": "use host:port as GET /upstreams lists it, or the server's index"}),
+        );
+    }
+    tracing::info!(group, server, "admin: {action}");
+    json(StatusCode::OK, g.snapshot())
 }
 
 /// A purge request: exactly one of `url`, `prefix`, `tag`; `soft` marks stale instead.

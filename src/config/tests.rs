@@ -136,3 +136,76 @@ fn line_col_counts_chars() {
     assert_eq!(line_col("ab\ncd", 4), (2, 2));
     assert_eq!(line_col("é=1", 2), (1, 2));
 }
+
+#[test]
+fn upstream_stress_keys_load() {
+    let text = r#"
+[limits]
+max_connections_per_ip = 50
+[upstreams.app]
+servers = ["127.0.0.1:1", { addr = "127.0.0.1:2", weight = 3, max_conns = 100 }]
+balance = "hash"
+hash_key = "cookie:session"
+health = { path = "/healthz", interval = "2s", timeout = "500ms", expect = "200-299", rise = 3, fall = 1 }
+breaker = { failures = 4, ejection = "1s", max_ejection = "30s" }
+retries = 1
+retry_budget = 0.5
+timeout = "10s"
+queue_size = 10
+queue_timeout = "250ms"
+[[routes]]
+upstream = "app"
+rate_limit = { rps = 2.5, burst = 5, key = "header:x-api-key" }
+"#;
+    let config = load_str("t.toml", text).unwrap();
+    assert_eq!(config.limits.max_connections_per_ip, 50);
+    let u = &config.upstreams[&UpstreamName("app".into())];
+    assert_eq!(u.servers[0].weight, 1);
+    assert_eq!((u.servers[1].weight, u.servers[1].max_conns), (3, 100));
+    assert_eq!(u.balance, Balance::Hash(HashKey::Cookie("session".into())));
+    let h = u.health.as_ref().unwrap();
+    assert_eq!((h.expect, h.rise, h.fall), ((200, 299), 3, 1));
+    assert_eq!(h.timeout, std::time::Duration::from_millis(500));
+    assert_eq!(u.breaker.failures, 4);
+    assert_eq!((u.retries, u.retry_budget), (1, 0.5));
+    assert_eq!(u.timeout, Some(std::time::Duration::from_secs(10)));
+    assert_eq!(u.queue_size, 10);
+    let rl = config.routes[0].rate_limit.as_ref().unwrap();
+    assert_eq!((rl.rps, rl.burst), (2.5, 5));
+    assert_eq!(
+        rl.key,
+        RateKey::Header(http::HeaderName::from_static("x-api-key"))
+    );
+}
+
+#[test]
+fn upstream_stress_keys_are_checked_with_hints() {
+    let text = r#"
+[upstreams.app]
+servers = [{ addr = "127.0.0.1:2", weigth = 3 }, { weight = 2 }, 5, "127.0.0.1:3", "127.0.0.1:3"]
+balance = "least-conn"
+hash_key = "uri"
+health = { expect = "2xx" }
+breaker = { ejection = "10s", max_ejection = "1s" }
+retry_budget = 1.5
+[[routes]]
+upstream = "app"
+rate_limit = { burst = 5 }
+"#;
+    let p = problems(text);
+    let find = |needle: &str| {
+        p.iter()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in {p:#?}"))
+    };
+    assert!(find("unknown key \"weigth\"").starts_with("t.toml:3:12: upstreams.app.servers[0]"));
+    assert!(find("missing addr").starts_with("t.toml:3:50: upstreams.app.servers[1]"));
+    assert!(find("string or a table, not integer").contains("servers[2]"));
+    assert!(find("listed twice").contains("hint: list each server once"));
+    assert!(find("unknown policy \"least-conn\"").contains("hint: use \"p2c\" (default)"));
+    assert!(find("hash_key only applies").contains("hint: add balance = \"hash\""));
+    assert!(find("\"2xx\" is not a status").starts_with("t.toml:6:21: upstreams.app.health.expect"));
+    assert!(find("shorter than breaker.ejection").contains("breaker.max_ejection"));
+    assert!(find("1.5 is not a fraction").contains("upstreams.app.retry_budget"));
+    assert!(find("missing rps").starts_with("t.toml:11:14: routes[0].rate_limit"));
+}

@@ -41,7 +41,21 @@ struct OriginState {
     requests: Mutex<HashMap<String, Vec<(http::Method, http::HeaderMap)>>>,
     /// (in flight now, most ever in flight) per programmable path.
     in_flight: Mutex<HashMap<String, (usize, usize)>>,
+    /// The accept loop and every connection task, so `kill` can stop them all.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
+
+/// Returned by the origin's service to make hyper drop the connection without answering.
+#[derive(Debug)]
+struct HangUp;
+
+impl std::fmt::Display for HangUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("origin hangs up")
+    }
+}
+
+impl std::error::Error for HangUp {}
 
 type ReplyFn = Arc<dyn Fn(&http::request::Parts) -> Reply + Send + Sync>;
 
@@ -60,6 +74,8 @@ pub struct Reply {
     pub trickle: (usize, Duration),
     /// Send the body chunked, without `Content-Length`.
     pub chunked: bool,
+    /// Read the request, then close the connection without answering (after `delay`).
+    pub hang_up: bool,
 }
 
 impl Reply {
@@ -73,7 +89,14 @@ impl Reply {
             gate: 0,
             trickle: (1, Duration::ZERO),
             chunked: false,
+            hang_up: false,
         }
+    }
+
+    /// Closes the connection without answering, after reading the request.
+    pub fn hang_up(mut self) -> Reply {
+        self.hang_up = true;
+        self
     }
 
     /// Sends the body chunked, without `Content-Length`.
@@ -123,24 +146,53 @@ impl Origin {
             name: name.to_string(),
             state: state.clone(),
         };
-        let name = name.to_string();
-        tokio::spawn(async move {
+        origin.accept(listener);
+        origin
+    }
+
+    fn accept(&self, listener: TcpListener) {
+        let state = self.state.clone();
+        let name = self.name.clone();
+        let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 state.connections.fetch_add(1, Ordering::SeqCst);
-                let state = state.clone();
+                let conn_state = state.clone();
                 let name = name.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(req, state.clone(), name.clone()));
+                let conn = tokio::spawn(async move {
+                    let service =
+                        service_fn(move |req| handle(req, conn_state.clone(), name.clone()));
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .await;
                 });
+                let mut tasks = state.tasks.lock().unwrap();
+                tasks.retain(|t| !t.is_finished());
+                tasks.push(conn.abort_handle());
             }
         });
-        origin
+        self.state.tasks.lock().unwrap().push(task.abort_handle());
+    }
+
+    /// Dies: closes the listening socket (new connections are refused) and every open
+    /// connection, without answering requests in flight.
+    pub fn kill(&self) {
+        for t in self.state.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
+    /// Comes back on the same address after `kill`.
+    pub async fn revive(&self) {
+        let listener = TcpListener::bind(self.addr).await.unwrap();
+        self.accept(listener);
+    }
+
+    /// Requests received on every path.
+    pub fn total_hits(&self) -> usize {
+        self.state.hits.lock().unwrap().values().sum()
     }
 
     pub fn url(&self) -> String {
@@ -221,12 +273,14 @@ async fn handle(
     mut req: Request<Incoming>,
     state: Arc<OriginState>,
     name: String,
-) -> Result<Response<Body>, Infallible> {
+) -> Result<Response<Body>, HangUp> {
     let path = req.uri().path().to_string();
     *state.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
     let programmed = state.replies.lock().unwrap().get(&path).cloned();
     if let Some(f) = programmed {
-        return Ok(programmed_reply(req, &path, &state, &*f).await);
+        return programmed_reply(req, &path, &state, &*f)
+            .await
+            .ok_or(HangUp);
     }
     let resp = match path.as_str() {
         "/echo" => {
@@ -335,7 +389,7 @@ async fn programmed_reply(
     path: &str,
     state: &OriginState,
     f: &(dyn Fn(&http::request::Parts) -> Reply + Send + Sync),
-) -> Response<Body> {
+) -> Option<Response<Body>> {
     let (parts, body) = req.into_parts();
     let _ = body.collect().await;
     state
@@ -363,6 +417,9 @@ async fn programmed_reply(
     }
     tokio::time::sleep(reply.delay).await;
     in_flight(-1);
+    if reply.hang_up {
+        return None;
+    }
     let (pieces, every) = reply.trickle;
     let total = reply.body.len();
     let body = if pieces > 1 || reply.chunked {
@@ -392,7 +449,7 @@ async fn programmed_reply(
             http::HeaderValue::from_str(v).unwrap(),
         );
     }
-    resp
+    Some(resp)
 }
 
 /// torii, started in this process on 127.0.0.1:0 from a TOML config.
@@ -516,4 +573,11 @@ pub async fn admin_post(torii: &Torii, path: &str, json: &str) -> (StatusCode, s
         status,
         serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
     )
+}
+
+/// GETs a JSON document from torii's admin API.
+pub async fn admin_get(torii: &Torii, path: &str) -> serde_json::Value {
+    let (status, _, body) = get(&format!("http://{}{}", torii.admin, path)).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).unwrap()
 }
