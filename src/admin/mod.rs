@@ -1,4 +1,5 @@
-//! The admin listener: `GET /healthz`, `GET /readyz`, `GET /stats.json`, `POST /purge`.
+//! The admin listener: `GET /` (status page), `GET /healthz`, `GET /readyz`, `GET /metrics`,
+//! `GET /stats.json`, `POST /purge`.
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering::Relaxed;
@@ -16,6 +17,9 @@ use crate::body::RespBody;
 use crate::cache::{key, UrlMatch};
 use crate::config::{Action, UpstreamName};
 use crate::server::Shared;
+
+/// The status page: one self-contained HTML file (inline CSS and JS) that polls `/stats.json`.
+const STATUS_PAGE: &str = include_str!("status.html");
 
 /// Largest admin request body (a purge request is a few hundred bytes).
 const MAX_BODY: usize = 64 * 1024;
@@ -72,6 +76,16 @@ async fn route(req: Request<Incoming>, shared: &Shared) -> Response<RespBody> {
         }
     }
     match (req.method(), req.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/") => {
+            let mut resp = text(StatusCode::OK, STATUS_PAGE);
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            resp
+        }
         (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET | &Method::HEAD, "/readyz") => {
             if shared.drain.is_draining() {
@@ -94,7 +108,7 @@ async fn route(req: Request<Incoming>, shared: &Shared) -> Response<RespBody> {
         ),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /healthz, /readyz, /stats.json or POST /purge\n",
+            "not found; try / (status page), /healthz, /readyz, /metrics, /stats.json, /upstreams or POST /purge\n",
         ),
     }
 }
@@ -292,17 +306,32 @@ fn stats(shared: &Shared) -> Response<RespBody> {
             serde_json::json!({"route": rm.label, "kind": kind, "target": target, "requests": rm.total()})
         })
         .collect();
+    // Each group's live state, as `GET /upstreams` reports it (state, in-flight, queue,
+    // ejections, …), except that `server` stays the URL this document has always given.
     let upstreams: Vec<_> = runtime
         .config
         .upstreams
         .iter()
-        .map(|(name, u)| {
-            let servers: Vec<_> = u
-                .servers
-                .iter()
-                .map(|s| serde_json::json!({"server": s.to_string(), "state": "up"}))
-                .collect();
-            serde_json::json!({"group": name.0, "servers": servers})
+        .map(|(name, u)| match runtime.upstreams.get(name) {
+            Some(group) => {
+                let mut snapshot = group.snapshot();
+                if let Some(servers) = snapshot["servers"].as_array_mut() {
+                    for s in servers {
+                        if let Some(url) = s.as_object_mut().and_then(|o| o.remove("url")) {
+                            s["server"] = url;
+                        }
+                    }
+                }
+                snapshot
+            }
+            None => {
+                let servers: Vec<_> = u
+                    .servers
+                    .iter()
+                    .map(|s| serde_json::json!({"server": s.to_string(), "state": "up"}))
+                    .collect();
+                serde_json::json!({"group": name.0, "servers": servers})
+            }
         })
         .collect();
     json(
