@@ -1,4 +1,4 @@
-//! The command line: the subcommands in shared/DESIGN.md.
+//! The command line: the subcommands in shared/DESIGN.md, plus `torii top`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +31,13 @@ pub enum Command {
     },
     /// Purge cached entries through the admin API: a URL, a path prefix, or a tag.
     Purge(PurgeArgs),
+    /// A live terminal view of a running torii (rates, percentiles, hit ratio, routes,
+    /// upstreams), refreshed every second; q quits.
+    Top {
+        /// The admin listener of the torii to watch.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: String,
+    },
     /// A self-contained tour: a sample origin with torii in front of it; prints what to try.
     Demo {
         /// Where torii listens.

@@ -15,6 +15,7 @@
 //!        response (hop-by-hop, Via)            -> src/proxy.rs, src/body.rs
 //!        observe (access log at body end)      -> src/observe/
 //! admin listener (/healthz, /readyz)           -> src/admin/
+//! torii top (terminal view of /stats.json)     -> src/top.rs
 //! config: TOML -> file -> validate -> model    -> src/config/
 //! errors -> responses                          -> src/error.rs
 //! live config generations, reload, drain       -> src/server.rs
@@ -36,6 +37,7 @@ pub mod process;
 pub mod proxy;
 pub mod route;
 pub mod server;
+pub mod top;
 pub mod upstream;
 
 pub use server::{run, Server};

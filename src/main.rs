@@ -43,6 +43,13 @@ fn main() -> ExitCode {
         },
         Command::Demo { listen, admin } => finish(demo(listen, admin)),
         Command::Purge(args) => purge(args),
+        Command::Top { admin } => match torii::top::run(&admin) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("torii top: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
