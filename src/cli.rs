@@ -92,7 +92,7 @@ pub struct PurgeArgs {
     /// The admin listener of the torii to purge.
     #[arg(long, default_value = "127.0.0.1:9901")]
     pub admin: String,
-    /// A URL to purge, e.g. http://example.com/page (every stored variant).
+    /// A URL to purge, e.g. `http://example.com/page` (every stored variant).
     pub url: Option<String>,
     /// A path prefix (every host), e.g. /static/, or a URL prefix http://host/path.
     #[arg(long)]
