@@ -860,6 +860,17 @@ where
         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
         self.try_keep_alive(cx);
         trace!("flushed({}): {:?}", T::LOG, self.state);
+        // torii patch: an idle keep-alive connection gives its buffers back (8 KiB to
+        // read, 8 KiB or more to write) instead of holding them while it waits.
+        #[cfg(feature = "server")]
+        if T::is_server()
+            && self.state.is_idle()
+            && matches!(self.state.reading, Reading::Init)
+            && self.io.read_buf().is_empty()
+            && !self.io.has_buffered_write()
+        {
+            self.io.release_idle_buffers();
+        }
         Poll::Ready(Ok(()))
     }
 

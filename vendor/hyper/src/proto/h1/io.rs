@@ -161,6 +161,16 @@ where
         self.write_buf.remaining() > 0
     }
 
+    /// torii patch: frees the read buffer and the write buffer when both are empty; they
+    /// are allocated again (8 KiB each) when the next message arrives.
+    #[cfg(feature = "server")]
+    pub(crate) fn release_idle_buffers(&mut self) {
+        if self.read_buf.is_empty() {
+            self.read_buf = BytesMut::new();
+        }
+        self.write_buf.release();
+    }
+
     pub(crate) fn can_buffer(&self) -> bool {
         // torii patch: the write buffer stays bounded with pipeline flushing too; without
         // this a slow reader made the server buffer a whole streamed body in memory.
@@ -604,7 +614,18 @@ impl<B: Buf> WriteBuf<B> {
 
     fn headers_mut(&mut self) -> &mut Cursor<Vec<u8>> {
         debug_assert!(!self.queue.has_remaining());
+        if self.headers.bytes.capacity() == 0 {
+            self.headers.bytes.reserve(INIT_BUFFER_SIZE);
+        }
         &mut self.headers
+    }
+
+    /// torii patch: drops the (possibly large, after a flattened body) write buffer.
+    #[cfg(feature = "server")]
+    fn release(&mut self) {
+        if self.remaining() == 0 && self.headers.bytes.capacity() > 0 {
+            self.headers = Cursor::new(Vec::new());
+        }
     }
 }
 
