@@ -23,6 +23,9 @@ pub enum ProxyError {
     /// 413, connection closed: the body is larger than `limits.max_body`.
     #[error("request body larger than limits.max_body")]
     BodyTooLarge,
+    /// 408, connection closed: the client left its body stalled past `limits.body_timeout`.
+    #[error("request body stalled longer than limits.body_timeout")]
+    BodyTimeout,
     /// 429 + `Retry-After`: the route's rate limit for this client is used up.
     #[error("rate limit exceeded; retry in {retry_after:?}")]
     RateLimited { retry_after: Duration },
@@ -54,6 +57,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::Forbidden(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::NoHealthyUpstream { .. }
             | ProxyError::QueueFull { .. }
@@ -81,7 +85,10 @@ impl ProxyError {
     /// Whether the downstream connection must be closed after the answer: after a request
     /// whose framing can't be trusted, the next bytes can't be trusted either.
     pub fn closes_connection(&self) -> bool {
-        matches!(self, ProxyError::BadRequest(_) | ProxyError::BodyTooLarge)
+        matches!(
+            self,
+            ProxyError::BadRequest(_) | ProxyError::BodyTooLarge | ProxyError::BodyTimeout
+        )
     }
 
     /// The response torii sends for this error: a short plain-text body naming the status.

@@ -36,6 +36,7 @@ pub struct LimitsSection {
     pub max_headers: Option<Spanned<i64>>,
     pub max_body: Option<Spanned<String>>,
     pub header_timeout: Option<Spanned<String>>,
+    pub body_timeout: Option<Spanned<String>>,
     pub idle_timeout: Option<Spanned<String>>,
     pub max_connections: Option<Spanned<i64>>,
     pub max_connections_per_ip: Option<Spanned<i64>>,

@@ -66,6 +66,9 @@ pub struct Limits {
     pub max_body: u64,
     /// Time a client has to send a whole request head once it started. Default 10 s.
     pub header_timeout: Duration,
+    /// Longest pause while a client sends a request body (between two reads, like nginx's
+    /// `client_body_timeout`). Default 30 s; 408 and the connection closed beyond.
+    pub body_timeout: Duration,
     /// Time a keep-alive connection may sit idle between requests. Default 60 s.
     pub idle_timeout: Duration,
     /// Most open downstream connections over all workers. Default 10 000.
@@ -83,6 +86,7 @@ impl Default for Limits {
             max_headers: 100,
             max_body: 1 << 30,
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             max_connections_per_ip: 0,

@@ -256,6 +256,7 @@ fn limits(c: &mut Checker, s: file::LimitsSection) -> Limits {
         ),
         max_body: c.size(&s.max_body, "limits.max_body", d.max_body),
         header_timeout: c.duration(&s.header_timeout, "limits.header_timeout", d.header_timeout),
+        body_timeout: c.duration(&s.body_timeout, "limits.body_timeout", d.body_timeout),
         idle_timeout: c.duration(&s.idle_timeout, "limits.idle_timeout", d.idle_timeout),
         max_connections: c.count(
             &s.max_connections,

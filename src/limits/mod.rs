@@ -34,6 +34,23 @@ pub fn check_request<B>(req: &Request<B>, limits: &Limits) -> Result<(), ProxyEr
             "both Content-Length and Transfer-Encoding",
         ));
     }
+    // The one transfer coding torii relays is a lone `chunked` (which it decodes and
+    // re-frames): anything else, or a Transfer-Encoding in HTTP/1.0 (RFC 9112 §6.1),
+    // can't be framed the same way by every recipient.
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(coding) = codings.next() {
+        if codings.next().is_some()
+            || req.version() != Version::HTTP_11
+            || !coding
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked")
+        {
+            return Err(ProxyError::BadRequest(
+                "Transfer-Encoding other than a single chunked",
+            ));
+        }
+    }
     let mut hosts = headers.get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {

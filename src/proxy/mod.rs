@@ -6,7 +6,7 @@ pub mod cached;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -221,6 +221,10 @@ async fn proxy(
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, wants_upgrade);
     headers.remove(header::EXPECT);
+    // Repeated equal lengths (which hyper accepted as one) go upstream as one.
+    if let Some(len) = headers.get(header::CONTENT_LENGTH).cloned() {
+        headers.insert(header::CONTENT_LENGTH, len);
+    }
     let downstream_host = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok());
     match (host_header, &downstream_host) {
         (Some(rewrite), _) => {
@@ -232,22 +236,21 @@ async fn proxy(
         // No Host downstream: `forward` sets the server's own authority on each try.
         (None, None) => {}
     }
+    strip_unkeyed_overrides(headers, route_cache.as_ref().map(|p| &p.key.headers[..]));
     append_forwarded_for(headers, peer);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.remove(X_FORWARDED_HOST);
     if let Some(h) = downstream_host {
         headers.insert(X_FORWARDED_HOST, h);
     }
     headers.append(header::VIA, VIA);
 
-    let exceeded = Arc::new(AtomicBool::new(false));
-    let upstream_body = if body.is_end_stream() {
-        ReqBody::Empty
+    let limits = &runtime.config.limits;
+    let (upstream_body, body_fault) = if body.is_end_stream() {
+        (ReqBody::Empty, None)
     } else {
-        ReqBody::Stream {
-            remaining: runtime.config.limits.max_body,
-            exceeded: body.size_hint().exact().is_none().then(|| exceeded.clone()),
-            body,
-        }
+        let (body, fault) = ReqBody::stream(body, limits.max_body, limits.body_timeout);
+        (body, Some(fault))
     };
     let upstream_req = Request::from_parts(parts, upstream_body);
 
@@ -294,8 +297,16 @@ async fn proxy(
     record.upstream_time = Some(sent.elapsed());
     let (backend, mut upstream_resp) = match result {
         Ok(f) => (f.backend, f.response),
-        Err(_) if exceeded.load(Ordering::Relaxed) => return Err(ProxyError::BodyTooLarge),
-        Err(e) => return Err(e),
+        Err(e) => {
+            return Err(match body_fault {
+                Some(fault) if fault.too_large() => ProxyError::BodyTooLarge,
+                Some(fault) if fault.stalled() => ProxyError::BodyTimeout,
+                Some(fault) if fault.broken() => {
+                    ProxyError::BadRequest("malformed or incomplete request body")
+                }
+                _ => e,
+            })
+        }
     };
     record.upstream = Some(backend.clone());
 
@@ -394,6 +405,33 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     } else {
         headers.remove(header::UPGRADE);
+    }
+}
+
+/// Request headers that some frameworks let override the URL, host, scheme or method the
+/// application sees. Were they passed while not in the cache key, one client could make the
+/// origin answer differently and have that stored for everyone (cache poisoning), so torii
+/// drops them unless the route's cache key includes them. `Forwarded` is dropped too: torii
+/// states the client, host and scheme itself in `X-Forwarded-*`.
+const UNKEYED_OVERRIDES: [HeaderName; 10] = [
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-scheme"),
+    HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("x-host"),
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+];
+
+fn strip_unkeyed_overrides(headers: &mut HeaderMap, keyed: Option<&[HeaderName]>) {
+    for name in &UNKEYED_OVERRIDES {
+        if keyed.is_some_and(|k| k.contains(name)) {
+            continue;
+        }
+        headers.remove(name);
     }
 }
 

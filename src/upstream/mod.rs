@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::client::legacy::connect::{capture_connection, HttpConnector};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -73,6 +74,27 @@ impl Error {
     pub fn nothing_sent(&self) -> bool {
         matches!(self, Error::Connect { .. } | Error::ConnectTimeout { .. })
     }
+}
+
+/// Why an upstream response head can't be framed one way only, if it can't: torii relays
+/// a lone `chunked` coding or a `Content-Length`, never both (RFC 9112 §6.3: a sender that
+/// does both may be attempting smuggling), and no other transfer coding (torii would have
+/// to pass on bytes it can't frame for the client).
+pub fn framing_fault(headers: &http::HeaderMap) -> Option<&'static str> {
+    let mut codings = headers.get_all(http::header::TRANSFER_ENCODING).iter();
+    let coding = codings.next()?;
+    if headers.contains_key(http::header::CONTENT_LENGTH) {
+        return Some("both Content-Length and Transfer-Encoding");
+    }
+    if codings.next().is_some()
+        || !coding
+            .as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"chunked")
+    {
+        return Some("a Transfer-Encoding other than a single chunked");
+    }
+    None
 }
 
 /// A response and the server that gave it, from `Group::forward`.
@@ -320,12 +342,27 @@ impl Group {
         if let Some(d) = deadline {
             timeout = timeout.min(d.saturating_duration_since(Instant::now()));
         }
+        let mut upstream_req = upstream_req;
+        let connection = capture_connection(&mut upstream_req);
         match tokio::time::timeout(timeout, self.client.request(upstream_req)).await {
             Err(_) => Err(Error::ResponseTimeout {
                 backend: backend.clone(),
                 timeout,
             }),
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(resp)) => match framing_fault(resp.headers()) {
+                // The connection never goes back to the pool: which bytes are the next
+                // response depends on the framing the server meant.
+                Some(what) => Err(Error::Protocol {
+                    backend: backend.clone(),
+                    what,
+                })
+                .inspect_err(|_| {
+                    if let Some(connected) = connection.connection_metadata().as_ref() {
+                        connected.poison();
+                    }
+                }),
+                None => Ok(resp),
+            },
             Ok(Err(e)) if e.is_connect() => {
                 if is_timeout(&e) {
                     Err(Error::ConnectTimeout {

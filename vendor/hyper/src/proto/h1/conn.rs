@@ -404,6 +404,12 @@ where
                     }
                     Err(e) => {
                         debug!("incoming body decode error: {}", e);
+                        // torii patch: nothing after the bad body will be read, so the
+                        // unread input must not hold the (error) response back.
+                        #[cfg(feature = "server")]
+                        if T::is_server() {
+                            self.io.stop_flush_pipeline();
+                        }
                         (Reading::Closed, Poll::Ready(Some(Err(e))))
                     }
                 }
@@ -857,6 +863,12 @@ where
     }
 
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // torii patch: a connection that reads no further request (closing, or its read
+        // side done) must not hold its last response back for input it will never read.
+        #[cfg(feature = "server")]
+        if T::is_server() && (!self.state.wants_keep_alive() || self.state.is_read_closed()) {
+            self.io.stop_flush_pipeline();
+        }
         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
         self.try_keep_alive(cx);
         trace!("flushed({}): {:?}", T::LOG, self.state);
@@ -907,6 +919,11 @@ where
     }
 
     pub(crate) fn close_read(&mut self) {
+        // torii patch: once reading stops, unread input must not hold a response back.
+        #[cfg(feature = "server")]
+        if T::is_server() {
+            self.io.stop_flush_pipeline();
+        }
         self.state.close_read();
     }
 

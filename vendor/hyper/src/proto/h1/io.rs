@@ -296,7 +296,12 @@ where
 
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // torii patch: hold writes back for pipelined input only while there is room left.
-        if self.flush_pipeline && !self.read_buf.is_empty() && self.write_buf.can_buffer() {
+        // torii patch: and only for a pipelined request, not for the stray CRLF a client
+        // may send after a body (RFC 9112 §2.2), which would hold the response back forever.
+        if self.flush_pipeline
+            && self.read_buf.iter().any(|&b| b != b'\r' && b != b'\n')
+            && self.write_buf.can_buffer()
+        {
             Poll::Ready(Ok(()))
         } else if self.write_buf.remaining() == 0 {
             Pin::new(&mut self.io).poll_flush(cx)
