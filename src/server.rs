@@ -121,7 +121,7 @@ impl Runtime {
         http.http2()
             .timer(TokioTimer::new())
             .max_header_list_size(config.limits.max_header_bytes as u32)
-            .max_concurrent_streams(256);
+            .max_concurrent_streams(config.limits.max_streams as u32);
         Ok(Runtime {
             router: Router::new(&config.routes),
             config: Arc::new(config),

@@ -601,3 +601,40 @@ async fn slow_body_client_is_cut_off() {
         "no complete request reached the origin"
     );
 }
+
+/// A client that sends a stray CRLF after its body (RFC 9112 §2.2 lets servers skip it)
+/// on a keep-alive connection gets its answer at once, and the connection stays usable.
+#[tokio::test]
+async fn stray_crlf_after_a_body_does_not_hold_the_response() {
+    let origin = RawOrigin::start().await;
+    let torii = torii_to(&origin, "").await;
+    let mut stream = TcpStream::connect(torii.addr).await.unwrap();
+    stream
+        .write_all(b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .expect("the response is not held back by the unread CRLF")
+        .unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    stream
+        .write_all(b"GET /b HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .expect("the second request is answered")
+        .unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    assert_eq!(origin.requests().len(), 2);
+}

@@ -40,6 +40,7 @@ pub struct LimitsSection {
     pub idle_timeout: Option<Spanned<String>>,
     pub max_connections: Option<Spanned<i64>>,
     pub max_connections_per_ip: Option<Spanned<i64>>,
+    pub max_streams: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -77,6 +77,10 @@ pub struct Limits {
     /// default, since many clients can share one NAT address). Beyond it, new connections
     /// from that IP are closed at once.
     pub max_connections_per_ip: usize,
+    /// Most concurrent HTTP/2 streams (requests in flight) on one connection. Default 128.
+    /// With HTTP/1.1 a connection has one request in flight at a time, so torii never has
+    /// more than `max_connections` × `max_streams` requests in flight.
+    pub max_streams: usize,
 }
 
 impl Default for Limits {
@@ -90,6 +94,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             max_connections_per_ip: 0,
+            max_streams: 128,
         }
     }
 }

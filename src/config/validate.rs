@@ -264,6 +264,12 @@ fn limits(c: &mut Checker, s: file::LimitsSection) -> Limits {
             1..10_000_001,
             d.max_connections,
         ),
+        max_streams: c.count(
+            &s.max_streams,
+            "limits.max_streams",
+            1..10_001,
+            d.max_streams,
+        ),
         max_connections_per_ip: c.count(
             &s.max_connections_per_ip,
             "limits.max_connections_per_ip",

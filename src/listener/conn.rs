@@ -193,6 +193,9 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<S
     tokio::pin!(sleep);
     loop {
         tokio::select! {
+            // The connection first: a request that arrived as the idle timer fired is read
+            // (and so counts as activity) before the timer is looked at.
+            biased;
             result = conn.as_mut() => {
                 if let Err(e) = result {
                     tracing::debug!(%peer, "connection ended: {e}");
