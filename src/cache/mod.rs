@@ -178,6 +178,21 @@ impl Cache {
         self.get(&variant_key(primary, &secondary)).await
     }
 
+    /// Like [`lookup`](Self::lookup), in the memory tier only: the synchronous first look
+    /// of a cache hit.
+    pub fn lookup_memory(
+        &self,
+        primary: &str,
+        req_headers: &HeaderMap,
+    ) -> Option<Arc<CachedObject>> {
+        let first = self.memory.get(primary)?;
+        if !first.headers.contains_key(VARIANTS_MARKER) {
+            return Some(first);
+        }
+        let secondary = policy::secondary_key(first.headers.get_all(header::VARY), req_headers)?;
+        self.memory.get(&variant_key(primary, &secondary))
+    }
+
     async fn get(&self, key: &str) -> Option<Arc<CachedObject>> {
         if let Some(obj) = self.memory.get(key) {
             return Some(obj);

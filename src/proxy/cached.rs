@@ -71,6 +71,38 @@ pub fn primary_key(
     key::primary_key(&policy.key, true, "http", host, path_and_query, req_headers)
 }
 
+/// The hit path: a fresh object in the memory tier answers `req` (a GET or HEAD on a
+/// caching route) before anything is prepared for the upstream. `None` when the cache can't
+/// answer this way (miss, stale, disk only, a refresh due, `no-cache`…): `serve` then takes
+/// the request through the whole cache step.
+pub fn serve_hit<B>(
+    cache: &Cache,
+    policy: &CachePolicy,
+    host: &str,
+    req: &Request<B>,
+) -> Option<Response<RespBody>> {
+    let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let primary = primary_key(policy, host, pq, req.headers());
+    let obj = cache.lookup_memory(&primary, req.headers())?;
+    let now = SystemTime::now();
+    let fresh = freshness(&obj, policy);
+    let req_cc = policy::request_cache_control(req.headers());
+    if policy::request_decision(&req_cc, &fresh, now) != Reuse::Fresh
+        || (policy.refresh_ahead && refresh_window(&fresh, now).is_some())
+    {
+        return None;
+    }
+    cache.stats.hits.fetch_add(1, Relaxed);
+    Some(respond_stored(
+        &obj,
+        req.headers(),
+        req.method() == Method::HEAD,
+        &fresh,
+        now,
+        CacheStatus::Hit,
+    ))
+}
+
 /// Serves a GET or HEAD through the cache. `upstream_req` is the request prepared for the
 /// upstream (headers already rewritten), sent only when the cache cannot answer.
 pub async fn serve(
@@ -590,16 +622,18 @@ fn strip_conditionals(headers: &mut HeaderMap) {
 /// so a hot entry is refreshed before it expires and a cold one is left to expire (a
 /// linear cousin of XFetch, Vattani et al., VLDB 2015; at most one refresh runs per key).
 fn refresh_ahead_due(fresh: &Freshness, now: SystemTime) -> bool {
+    refresh_window(fresh, now).is_some_and(|p| random_unit() < p)
+}
+
+/// In the last tenth of a lifetime of 2 s or more: the probability (0..1, growing to 1 at
+/// expiry) with which a hit refreshes the entry.
+fn refresh_window(fresh: &Freshness, now: SystemTime) -> Option<f64> {
     if fresh.lifetime < Duration::from_secs(2) {
-        return false;
+        return None;
     }
     let window = fresh.lifetime.as_secs_f64() * 0.1;
     let remaining = fresh.remaining(now).as_secs_f64();
-    if remaining >= window {
-        return false;
-    }
-    let p = 1.0 - remaining / window;
-    random_unit() < p
+    (remaining < window).then(|| 1.0 - remaining / window)
 }
 
 fn random_unit() -> f64 {

@@ -195,8 +195,13 @@ async fn proxy(
         };
     }
     let cacheable_method = matches!(*req.method(), Method::GET | Method::HEAD);
-
     let wants_upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
+    if let (Some((policy, cache)), true, false) = (caching, cacheable_method, wants_upgrade) {
+        if let Some(resp) = cached::serve_hit(cache, policy, &key_host, &req) {
+            return Ok(resp);
+        }
+    }
+
     let downstream_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let (mut parts, body) = req.into_parts();
