@@ -39,7 +39,8 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
             // Each worker gets its own SO_REUSEPORT socket per address: its own accept queue.
             let mut per_worker: Vec<Vec<std::net::TcpListener>> =
                 (0..workers).map(|_| Vec::new()).collect();
-            for &addr in &config.server.listen {
+            for listener in &config.server.listeners {
+                let addr = listener.addr;
                 let first = bind_reuseport(addr, 4096)
                     .with_context(|| format!("cannot listen on {addr}"))?;
                 let bound = first.local_addr()?;
@@ -51,7 +52,8 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
                     );
                 }
                 tracing::info!(
-                    "listening on http://{bound} ({workers} worker(s), thread-per-core)"
+                    "listening on {}://{bound} ({workers} worker(s), thread-per-core)",
+                    listener.scheme()
                 );
             }
             for (i, listeners) in per_worker.into_iter().enumerate() {
@@ -71,11 +73,13 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
         }
         RuntimeKind::WorkStealing => {
             let mut listeners = Vec::new();
-            for &addr in &config.server.listen {
+            for listener in &config.server.listeners {
+                let addr = listener.addr;
                 let l = bind_reuseport(addr, 4096)
                     .with_context(|| format!("cannot listen on {addr}"))?;
                 tracing::info!(
-                    "listening on http://{} ({workers} worker thread(s), work-stealing)",
+                    "listening on {}://{} ({workers} worker thread(s), work-stealing)",
+                    listener.scheme(),
                     l.local_addr()?
                 );
                 listeners.push(l);
@@ -125,12 +129,13 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 /// Serves every listener on the current runtime, then waits for this runtime's connections.
+/// `listeners[i]` is `server.listeners[i]` of the config.
 async fn serve_all(server: Server, listeners: Vec<std::net::TcpListener>) {
     let mut tasks = Vec::new();
-    for l in listeners {
+    for (index, l) in listeners.into_iter().enumerate() {
         let server = server.clone();
         match tokio::net::TcpListener::from_std(l) {
-            Ok(l) => tasks.push(tokio::spawn(async move { server.serve(l).await })),
+            Ok(l) => tasks.push(tokio::spawn(async move { server.serve(l, index).await })),
             Err(e) => tracing::error!("cannot register listener: {e}"),
         }
     }
