@@ -19,6 +19,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match config::load_file(&config) {
             Ok(c) => {
+                for warning in expiry_warnings(&c, std::time::SystemTime::now()) {
+                    eprintln!("{}: warning: {warning}", config.display());
+                }
                 println!("{}: ok: {}", config.display(), c.summary());
                 ExitCode::SUCCESS
             }
@@ -51,6 +54,26 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// Certificates that expire within 30 days: still valid (so `check` passes), but due.
+fn expiry_warnings(config: &Config, now: std::time::SystemTime) -> Vec<String> {
+    const SOON: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+    let mut warnings = Vec::new();
+    for (i, listener) in config.server.listeners.iter().enumerate() {
+        let Some(tls) = &listener.tls else { continue };
+        for cert in std::iter::once(&tls.default_cert).chain(&tls.certs) {
+            let left = cert.not_after.duration_since(now).unwrap_or_default();
+            if left < SOON {
+                warnings.push(format!(
+                    "listeners[{i}]: {} expires in {} day(s); renew it, then SIGHUP reloads it",
+                    cert.cert_path.display(),
+                    left.as_secs() / 86_400
+                ));
+            }
+        }
+    }
+    warnings
 }
 
 fn finish(result: anyhow::Result<()>) -> ExitCode {

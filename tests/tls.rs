@@ -343,6 +343,11 @@ async fn alpn_negotiates_h2_with_an_h2_client_and_http1_with_an_http1_client() {
     let origin = Origin::start().await;
     let (files, ca) = (Files::new(), Ca::new());
     let (toml, _) = sni_config(&files, &ca, &origin.url());
+    let log = files.0.path().join("access.log");
+    let toml = toml.replace(
+        "[log]\naccess = \"off\"",
+        &format!("[log]\naccess = {:?}\nformat = \"json\"", log.display()),
+    );
     let torii = Running::start(&toml, 1).await;
     let addr = torii.addrs[0];
 
@@ -371,6 +376,25 @@ async fn alpn_negotiates_h2_with_an_h2_client_and_http1_with_an_http1_client() {
     let mut h1 = open_h1(stream).await;
     assert_eq!(h1_get(&mut h1, "a.test", "/").await.0, StatusCode::OK);
     torii.stop().await;
+
+    // The access log shows the downstream scheme and TLS version of each exchange.
+    // (Written by a background thread: wait for it.)
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut text = String::new();
+    while text.lines().count() < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+    }
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[0]["protocol"], "HTTP/2.0");
+    for line in &lines {
+        assert_eq!(line["scheme"], "https", "{line}");
+        assert_eq!(line["tls"], "TLSv1.3", "{line}");
+    }
 }
 
 #[tokio::test]
@@ -501,6 +525,23 @@ fn torii_check_catches_missing_mismatched_and_expired_certificates() {
     let (ok, text) = check(&path);
     assert!(ok, "{text}");
     assert!(text.contains("1 listener(s) (1 TLS)"), "{text}");
+    assert!(!text.contains("warning"), "{text}");
+
+    // Still valid but due: check passes and warns.
+    let soon = ca.issue_valid(
+        &["soon.test"],
+        now - time::Duration::days(80),
+        now + time::Duration::days(10) - time::Duration::hours(1),
+    );
+    files.write("soon.pem", &soon.cert_pem);
+    files.write("soon.key", &soon.key_pem);
+    let path = files.write("soon.toml", &config("soon.pem", "soon.key"));
+    let (ok, text) = check(&path);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("warning: listeners[0]: ") && text.contains("soon.pem expires in 9 day(s)"),
+        "{text}"
+    );
 
     for (name, cert, key, want) in [
         (
