@@ -49,7 +49,7 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ProxyArgs {
     /// Address to listen on, e.g. `127.0.0.1:8080`, `[::]:8080` or `:8080`.
     #[arg(long, short, value_parser = parse_listen)]

@@ -37,8 +37,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Proxy(args) => match proxy_config(*args) {
-            Ok(c) => finish(torii::process::run(c, None)),
+        Command::Proxy(args) => match proxy_config(*args.clone()) {
+            Ok(c) => {
+                // SIGHUP builds the config again from the same flags: renewed --tls-cert
+                // and --tls-key files are read then.
+                let reload =
+                    torii::process::Reload::Flags(Box::new(move || proxy_config(*args.clone())));
+                finish(torii::process::run_with(c, reload))
+            }
             Err(e) => {
                 eprintln!("torii proxy: {e}");
                 ExitCode::from(2)

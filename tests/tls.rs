@@ -673,6 +673,73 @@ async fn sighup_serves_new_certificates_to_new_connections_and_keeps_old_ones() 
     assert_eq!(origin.hits("/"), 5);
 }
 
+#[tokio::test]
+async fn proxy_one_liner_serves_tls_with_h2_redirects_and_reloads_certificates() {
+    let origin = Origin::start().await;
+    let (files, ca) = (Files::new(), Ca::new());
+    let old = ca.issue(&["a.test"]);
+    let new = ca.issue(&["a.test"]);
+    let cert = files.write("a.pem", &old.cert_pem);
+    let key = files.write("a.key", &old.key_pem);
+    let (port, plain) = (free_port(), free_port());
+    let child = Command::new(TORII)
+        .args(["proxy", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--to", &origin.url(), "--workers", "1", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .args(["--redirect-from", &format!("127.0.0.1:{plain}")])
+        .env("TORII_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let torii = ChildGuard(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", plain)).await.is_err() {
+        assert!(Instant::now() < deadline, "torii did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let client = client_config(&ca, &[b"h2", b"http/1.1"]);
+    let stream = connect(addr, client.clone(), "a.test").await.unwrap();
+    assert!(peer_leaf(&stream) == old.der);
+    assert_eq!(alpn(&stream).as_deref(), Some(&b"h2"[..]));
+    let (status, version, body) = h2_get(stream, "a.test", "/echo").await;
+    assert_eq!((status, version), (StatusCode::OK, Version::HTTP_2));
+    assert!(body.contains("x-forwarded-proto: https\n"), "{body}");
+
+    let text = raw(
+        SocketAddr::from(([127, 0, 0, 1], plain)),
+        b"GET /x HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 308"), "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains(&format!("location: https://a.test:{port}/x\r\n")),
+        "{text}"
+    );
+
+    // SIGHUP reads --tls-cert and --tls-key again.
+    files.write("a.pem", &new.cert_pem);
+    files.write("a.key", &new.key_pem);
+    signal(&torii.0, "HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stream = connect(addr, client.clone(), "a.test").await.unwrap();
+        if peer_leaf(&stream) == new.der {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 // === upstream TLS and HTTP/2 ===
 
 /// A TLS origin with `leaf`'s certificate, ALPN `h2` and `http/1.1`; answers the request's
