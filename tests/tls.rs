@@ -196,6 +196,7 @@ async fn h2_get(
 /// config's listener `i`).
 struct Running {
     addrs: Vec<SocketAddr>,
+    admin: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -207,9 +208,11 @@ impl Running {
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
             .collect();
         let addrs = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        let admin_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let admin = admin_listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            torii::run(config, listeners, None, async {
+            torii::run(config, listeners, Some(admin_listener), async {
                 let _ = rx.await;
             })
             .await
@@ -217,6 +220,7 @@ impl Running {
         });
         Running {
             addrs,
+            admin,
             stop: Some(tx),
             task,
         }
@@ -335,6 +339,20 @@ async fn sni_picks_the_certificate_for_two_names_and_a_wildcard() {
         peer_leaf(&stream) == leaves[0].der,
         "a.b.wild.test: default"
     );
+    // The client that refused the default certificate ended its handshake: one error.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, _, metrics) = get(&format!("http://{}/metrics", torii.admin)).await;
+        if String::from_utf8_lossy(&metrics).contains("torii_tls_handshake_errors_total 1\n") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&metrics)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     torii.stop().await;
 }
 
@@ -375,6 +393,20 @@ async fn alpn_negotiates_h2_with_an_h2_client_and_http1_with_an_http1_client() {
     assert_eq!(alpn(&stream), None);
     let mut h1 = open_h1(stream).await;
     assert_eq!(h1_get(&mut h1, "a.test", "/").await.0, StatusCode::OK);
+    let (_, _, metrics) = get(&format!("http://{}/metrics", torii.admin)).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("torii_tls_handshakes_total{version=\"TLSv1.3\"} 3\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("torii_tls_handshakes_total{version=\"TLSv1.2\"} 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("torii_tls_handshake_errors_total 0\n"),
+        "{metrics}"
+    );
     torii.stop().await;
 
     // The access log shows the downstream scheme and TLS version of each exchange.
