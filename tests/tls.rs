@@ -190,6 +190,12 @@ async fn h2_get(
     (status, version, String::from_utf8_lossy(&body).into_owned())
 }
 
+async fn admin_json(admin: SocketAddr, path: &str) -> serde_json::Value {
+    let (status, _, body) = get(&format!("http://{admin}{path}")).await;
+    assert_eq!(status, StatusCode::OK);
+    serde_json::from_slice(&body).unwrap()
+}
+
 // === torii in this process ===
 
 /// torii started from `toml` on `n` listeners bound here (`listeners[i]` serves as the
@@ -407,6 +413,9 @@ async fn alpn_negotiates_h2_with_an_h2_client_and_http1_with_an_http1_client() {
         metrics.contains("torii_tls_handshake_errors_total 0\n"),
         "{metrics}"
     );
+    let stats = admin_json(torii.admin, "/stats.json").await;
+    assert_eq!(stats["tls"]["handshakes"]["TLSv1.3"], 3, "{stats}");
+    assert_eq!(stats["tls"]["handshake_errors"], 0, "{stats}");
     torii.stop().await;
 
     // The access log shows the downstream scheme and TLS version of each exchange.
@@ -891,6 +900,35 @@ async fn https_upstream_verified_by_the_configured_ca_and_refused_without_it() {
     )
     .await;
     assert_eq!(get(&torii.url("/")).await.0, StatusCode::OK);
+    torii.stop().await;
+}
+
+#[tokio::test]
+async fn h2c_upstream_multiplexes_concurrent_requests_on_one_connection() {
+    let origin = Origin::start().await;
+    // Each request is held until ten are in flight together at the origin.
+    origin.set("/gate", Reply::new("through").gate(10));
+    let torii = Torii::start(
+        "[server]\nadmin = \"off\"\n[log]\naccess = \"off\"\n[cache]\nmemory = \"0\"\n[upstreams.app]\nservers = [\"{origin}\"]\nprotocol = \"h2c\"\n[[routes]]\nupstream = \"app\"\n",
+        Some(&origin),
+    )
+    .await;
+    let (_, _, echo) = get(&torii.url("/echo")).await;
+    assert!(
+        String::from_utf8_lossy(&echo).starts_with("GET http://"),
+        "{echo:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&echo).contains(" HTTP/2.0\n"),
+        "the origin saw HTTP/2: {echo:?}"
+    );
+    let url = torii.url("/gate");
+    let all = (0..10).map(|_| get(&url));
+    for (status, _, body) in futures_util::future::join_all(all).await {
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"through"[..]));
+    }
+    assert_eq!(origin.max_in_flight("/gate"), 10);
+    assert_eq!(origin.connections(), 1, "one multiplexed connection");
     torii.stop().await;
 }
 

@@ -133,8 +133,15 @@ impl Group {
         // Fails only if ring lacked the default TLS versions: our invariant, not input.
         let connector = Connector::new(&config).expect("ring supports the default TLS versions");
         let mut builder = Client::builder(TokioExecutor::new());
+        // An HTTP/2 connection is shared through the pool: without a pool slot every
+        // request would open its own connection, so h2 groups keep at least one.
+        let max_idle = if config.protocol.is_h2() {
+            config.pool_max_idle.max(1)
+        } else {
+            config.pool_max_idle
+        };
         builder
-            .pool_max_idle_per_host(config.pool_max_idle)
+            .pool_max_idle_per_host(max_idle)
             .pool_idle_timeout(config.pool_idle_timeout)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
