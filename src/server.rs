@@ -237,16 +237,37 @@ impl Server {
 
     /// Swaps in a new, already validated config. Requests in flight finish on the old one.
     /// Listener addresses and `limits.max_connections` are fixed at start; a change to them
-    /// is logged and needs a restart.
+    /// is logged and needs a restart (meanwhile each listener takes the new settings of
+    /// the one with its address, else keeps its old ones).
     ///
     /// # Errors
     /// When the new access log cannot be opened; the old config then keeps serving.
-    pub fn reload(&self, config: Config) -> std::io::Result<()> {
+    pub fn reload(&self, mut config: Config) -> std::io::Result<()> {
         let old = self.shared.current();
         if config.server.listen_addrs() != old.config.server.listen_addrs()
             || config.server.admin != old.config.server.admin
         {
             tracing::warn!("reload: listener addresses changed; they take effect after a restart");
+        }
+        if config.server.listen_addrs() != old.config.server.listen_addrs() {
+            // The open sockets keep their place in the old list: give each the new
+            // settings (certificates, redirect) of the listener with its address, or keep
+            // its old ones, so a TLS socket never turns plain by a shifted index.
+            config.server.listeners = old
+                .config
+                .server
+                .listeners
+                .iter()
+                .map(|was| {
+                    config
+                        .server
+                        .listeners
+                        .iter()
+                        .find(|l| l.addr == was.addr)
+                        .unwrap_or(was)
+                        .clone()
+                })
+                .collect();
         }
         if config.limits.max_connections != old.config.limits.max_connections
             || config.limits.max_connections_per_ip != old.config.limits.max_connections_per_ip

@@ -527,6 +527,42 @@ async fn redirect_https_listener_answers_308_to_the_https_port() {
     torii.stop().await;
 }
 
+#[tokio::test]
+async fn reload_with_other_listener_addresses_keeps_each_socket_what_it_was() {
+    let (files, ca) = (Files::new(), Ca::new());
+    let leaf = ca.issue(&["a.test"]);
+    let tls = files.leaf("a", &leaf);
+    let config = |listeners: &str| {
+        let text = format!(
+            "[server]\nadmin = \"off\"\n{listeners}\n[upstreams.app]\nservers = [\"127.0.0.1:9\"]\n[[routes]]\nupstream = \"app\"\n"
+        );
+        torii::config::load_str("t.toml", &text).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let server = torii::Server::new(config(&format!(
+        "[[listeners]]\naddr = \"127.0.0.1:1443\"\n[listeners.tls]\n{tls}\n[[listeners]]\naddr = \"127.0.0.1:1080\"\nredirect_https = true\n"
+    )))
+    .unwrap();
+    // A new plain listener first would shift every index by one.
+    server
+        .reload(config(&format!(
+            "[[listeners]]\naddr = \"127.0.0.1:1081\"\n[[listeners]]\naddr = \"127.0.0.1:1443\"\n[listeners.tls]\n{tls}\nmin_version = \"1.3\"\n"
+        )))
+        .unwrap();
+    let listeners = server.config().server.listeners.clone();
+    assert_eq!(listeners.len(), 2, "the sockets open stay as they are");
+    let tls = listeners[0].tls.as_ref().expect("socket 0 stays TLS");
+    assert_eq!(
+        tls.min_version,
+        torii::config::TlsVersion::Tls13,
+        "with the new settings of its address"
+    );
+    assert_eq!(
+        listeners[1].redirect_https,
+        Some(443),
+        "socket 1 keeps its old ones"
+    );
+}
+
 // === torii check and SIGHUP: the real binary ===
 
 fn check(config: &Path) -> (bool, String) {
