@@ -966,6 +966,26 @@ async fn h2c_upstream_multiplexes_concurrent_requests_on_one_connection() {
     assert_eq!(origin.max_in_flight("/gate"), 10);
     assert_eq!(origin.connections(), 1, "one multiplexed connection");
     torii.stop().await;
+
+    // Caching routes fetch over the same HTTP/2 pool.
+    origin.set(
+        "/cached",
+        Reply::new("stored").header("cache-control", "max-age=60"),
+    );
+    let torii = Torii::start(
+        "[server]\nadmin = \"off\"\n[log]\naccess = \"off\"\n[upstreams.app]\nservers = [\"{origin}\"]\nprotocol = \"h2c\"\n[[routes]]\nupstream = \"app\"\n",
+        Some(&origin),
+    )
+    .await;
+    let (_, first, _) = get(&torii.url("/cached")).await;
+    let (status, second, body) = get(&torii.url("/cached")).await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"stored"[..]));
+    assert_eq!(
+        (&first["x-cache"], &second["x-cache"]),
+        (&"MISS".parse().unwrap(), &"HIT".parse().unwrap())
+    );
+    assert_eq!(origin.hits("/cached"), 1);
+    torii.stop().await;
 }
 
 /// An h2c origin speaking like a gRPC server: `/echo.Echo/Stream` sends back each request
