@@ -439,6 +439,34 @@ async fn alpn_negotiates_h2_with_an_h2_client_and_http1_with_an_http1_client() {
 }
 
 #[tokio::test]
+async fn websocket_over_tls_passes_through() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let origin = Origin::start().await;
+    let (files, ca) = (Files::new(), Ca::new());
+    let (toml, _) = sni_config(&files, &ca, &origin.url());
+    let torii = Running::start(&toml, 1).await;
+    let stream = connect(torii.addrs[0], client_config(&ca, &[b"http/1.1"]), "a.test")
+        .await
+        .unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async("wss://a.test/ws", stream)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    for i in 0..3 {
+        ws.send(Message::text(format!("ping {i}"))).await.unwrap();
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(msg.into_text().unwrap().as_str(), format!("ping {i}"));
+    }
+    ws.close(None).await.unwrap();
+    torii.stop().await;
+}
+
+#[tokio::test]
 async fn sessions_resume_and_versions_follow_min_version() {
     let origin = Origin::start().await;
     let (files, ca) = (Files::new(), Ca::new());
