@@ -48,7 +48,8 @@ pub async fn handle(
         tls: conn.tls().map(|t| t.version),
         ..Record::default()
     };
-    let listener = conn.listener;
+    // The listener's index in `server.listeners` (its TLS and redirect settings).
+    let li = conn.listener;
     if runtime.access_log.is_some() {
         record.time = Some(SystemTime::now());
         record.client = Some(peer);
@@ -64,30 +65,29 @@ pub async fn handle(
     // Boxed: hyper keeps one slot per connection sized for this future, idle or not, so
     // the big request-path state lives on the heap only while a request is in flight
     // (idle keep-alive connections: ~10 KiB less each, see the README).
-    let mut resp =
-        match Box::pin(forward(req, peer, listener, &runtime, &mut exchange.record)).await {
-            Ok(resp) => resp,
-            Err(e) => {
-                let cause = upstream::error_chain(&e);
-                match e.status() {
-                    StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => {
-                        tracing::warn!(%peer, "{cause}")
-                    }
-                    _ => tracing::debug!(%peer, "{cause}"),
+    let mut resp = match Box::pin(forward(req, peer, li, &runtime, &mut exchange.record)).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            let cause = upstream::error_chain(&e);
+            match e.status() {
+                StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => {
+                    tracing::warn!(%peer, "{cause}")
                 }
-                exchange.record.error = Some(cause);
-                let rejection = match e {
-                    ProxyError::RateLimited { .. } => Some(0),
-                    ProxyError::QueueFull { .. } => Some(1),
-                    ProxyError::QueueTimeout { .. } => Some(2),
-                    _ => None,
-                };
-                if let Some(i) = rejection {
-                    shared.metrics.rejections[i].inc();
-                }
-                e.to_response()
+                _ => tracing::debug!(%peer, "{cause}"),
             }
-        };
+            exchange.record.error = Some(cause);
+            let rejection = match e {
+                ProxyError::RateLimited { .. } => Some(0),
+                ProxyError::QueueFull { .. } => Some(1),
+                ProxyError::QueueTimeout { .. } => Some(2),
+                _ => None,
+            };
+            if let Some(i) = rejection {
+                shared.metrics.rejections[i].inc();
+            }
+            e.to_response()
+        }
+    };
     resp.headers_mut().append(header::VIA, VIA);
     exchange.record.status = resp.status();
     exchange.observe(&runtime, resp.headers());
