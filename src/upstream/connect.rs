@@ -133,7 +133,7 @@ impl tower_service::Service<Uri> for Connector {
         let tls = self.tls.clone();
         let name = self.server_name.clone();
         let timeout = self.timeout;
-        Box::pin(async move {
+        let connect = async move {
             let tcp = connecting.await?.into_inner();
             if !https {
                 return Ok(TokioIo::new(Stream::Plain(tcp)));
@@ -147,12 +147,16 @@ impl tower_service::Service<Uri> for Connector {
                     ServerName::try_from(host.to_string())?
                 }
             };
-            let stream = tokio::time::timeout(timeout, tls.connect(name, tcp))
+            let stream = tls.connect(name, tcp).await?;
+            Ok::<_, BoxError>(TokioIo::new(Stream::Tls(Box::new(stream))))
+        };
+        // One bound over the TCP connect and the TLS handshake together.
+        Box::pin(async move {
+            tokio::time::timeout(timeout, connect)
                 .await
-                .map_err(|_| {
-                    io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
-                })??;
-            Ok(TokioIo::new(Stream::Tls(Box::new(stream))))
+                .map_err(|_| -> BoxError {
+                    Box::new(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+                })?
         })
     }
 }

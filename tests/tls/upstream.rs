@@ -296,3 +296,31 @@ async fn next_data(body: &mut Incoming) -> Result<Bytes, HeaderMap> {
         .unwrap();
     frame.into_data().map_err(|f| f.into_trailers().unwrap())
 }
+
+#[tokio::test]
+async fn https_upstream_that_never_finishes_the_handshake_answers_504() {
+    // Accepts TCP, then never says a word: the TLS handshake cannot finish.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            open.push(tcp);
+        }
+    });
+    let torii = Torii::start(
+        &upstream_toml(
+            &format!("\"https://{addr}\""),
+            "connect_timeout = \"200ms\"\ntls_insecure_skip_verify = true",
+        ),
+        None,
+    )
+    .await;
+    // response_timeout is 60 s: an answer within 30 s is connect_timeout's doing.
+    let (status, _, _) = tokio::time::timeout(Duration::from_secs(30), get(&torii.url("/")))
+        .await
+        .expect("the handshake is bounded by connect_timeout");
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    torii.stop().await;
+    held.abort();
+}
