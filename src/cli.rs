@@ -16,7 +16,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// A one-line reverse proxy, no config file: torii proxy --listen :8080 --to http://127.0.0.1:3000
-    Proxy(ProxyArgs),
+    Proxy(Box<ProxyArgs>),
     /// Run everything from a config file (default ./torii.toml).
     Run {
         /// The TOML config file.
@@ -49,7 +49,7 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ProxyArgs {
     /// Address to listen on, e.g. `127.0.0.1:8080`, `[::]:8080` or `:8080`.
     #[arg(long, short, value_parser = parse_listen)]
@@ -84,6 +84,28 @@ pub struct ProxyArgs {
     /// Turn caching off: a plain reverse proxy.
     #[arg(long)]
     pub no_cache: bool,
+    /// Serve TLS on every --listen address with this PEM certificate chain (leaf first);
+    /// ALPN offers h2 and http/1.1.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Also listen on this address with plain HTTP and answer every request with a 308
+    /// redirect to https on the (first) --listen port, e.g. --redirect-from :80.
+    #[arg(long, value_parser = parse_listen, requires = "tls_cert")]
+    pub redirect_from: Option<SocketAddr>,
+    /// How to talk to the --to servers: h1 (default), h2 (HTTP/2 over TLS, https:// servers)
+    /// or h2c (cleartext HTTP/2, e.g. gRPC).
+    #[arg(long, value_parser = ["h1", "h2", "h2c"])]
+    pub upstream_protocol: Option<String>,
+    /// Verify https:// --to servers against the CA certificates in this PEM file instead of
+    /// the system's roots.
+    #[arg(long, conflicts_with = "upstream_insecure_skip_verify")]
+    pub upstream_ca: Option<PathBuf>,
+    /// Accept any certificate from https:// --to servers (self-signed test servers only).
+    #[arg(long)]
+    pub upstream_insecure_skip_verify: bool,
 }
 
 #[derive(Debug, clap::Args)]

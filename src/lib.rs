@@ -6,17 +6,20 @@
 //!
 //! ```text
 //! listener (accept, workers, timeouts, drain)  -> src/listener/
-//!   -> downstream HTTP/1.1 & h2c (hyper)       -> src/listener/conn.rs
+//!   -> TLS (rustls: SNI, ALPN, resumption)     -> src/listener/tls.rs
+//!   -> downstream HTTP/1.1 & HTTP/2 (hyper)    -> src/listener/conn.rs
 //!   -> proxy::handle: the whole path           -> src/proxy.rs
 //!        limits (framing, Host, sizes)         -> src/limits/
 //!        route (host + path -> route)          -> src/route/
 //!        (cache: the next step to land)
 //!        upstream (pick, pool, send)           -> src/upstream/
+//!          connect: TCP or TLS, h1 / h2 / h2c  -> src/upstream/connect.rs
 //!        response (hop-by-hop, Via)            -> src/proxy.rs, src/body.rs
 //!        observe (access log at body end)      -> src/observe/
 //! admin listener (/healthz, /readyz)           -> src/admin/
 //! torii top (terminal view of /stats.json)     -> src/top.rs
 //! config: TOML -> file -> validate -> model    -> src/config/
+//!   certificates read and checked at load      -> src/config/tls.rs
 //! errors -> responses                          -> src/error.rs
 //! live config generations, reload, drain       -> src/server.rs
 //! process: workers, signals                    -> src/process.rs

@@ -24,6 +24,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match config::load_file(&config) {
             Ok(c) => {
+                for warning in expiry_warnings(&c, std::time::SystemTime::now()) {
+                    eprintln!("{}: warning: {warning}", config.display());
+                }
                 println!("{}: ok: {}", config.display(), c.summary());
                 ExitCode::SUCCESS
             }
@@ -39,8 +42,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Proxy(args) => match proxy_config(args) {
-            Ok(c) => finish(torii::process::run(c, None)),
+        Command::Proxy(args) => match proxy_config(*args.clone()) {
+            Ok(c) => {
+                // SIGHUP builds the config again from the same flags: renewed --tls-cert
+                // and --tls-key files are read then.
+                let reload =
+                    torii::process::Reload::Flags(Box::new(move || proxy_config(*args.clone())));
+                finish(torii::process::run_with(c, reload))
+            }
             Err(e) => {
                 eprintln!("torii proxy: {e}");
                 ExitCode::from(2)
@@ -56,6 +65,26 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// Certificates that expire within 30 days: still valid (so `check` passes), but due.
+fn expiry_warnings(config: &Config, now: std::time::SystemTime) -> Vec<String> {
+    const SOON: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+    let mut warnings = Vec::new();
+    for (i, listener) in config.server.listeners.iter().enumerate() {
+        let Some(tls) = &listener.tls else { continue };
+        for cert in std::iter::once(&tls.default_cert).chain(&tls.certs) {
+            let left = cert.not_after.duration_since(now).unwrap_or_default();
+            if left < SOON {
+                warnings.push(format!(
+                    "listeners[{i}]: {} expires in {} day(s); renew it, then SIGHUP reloads it",
+                    cert.cert_path.display(),
+                    left.as_secs() / 86_400
+                ));
+            }
+        }
+    }
+    warnings
 }
 
 fn finish(result: anyhow::Result<()>) -> ExitCode {
@@ -81,6 +110,12 @@ fn proxy_config(args: ProxyArgs) -> Result<Config, String> {
         cache_disk,
         cache_disk_size,
         no_cache,
+        tls_cert,
+        tls_key,
+        redirect_from,
+        upstream_protocol,
+        upstream_ca,
+        upstream_insecure_skip_verify,
     } = args;
     let listen = if listen.is_empty() {
         vec![SocketAddr::from(([127, 0, 0, 1], 8080))]
@@ -114,6 +149,51 @@ fn proxy_config(args: ProxyArgs) -> Result<Config, String> {
             path,
             size: cache_disk_size.unwrap_or(1 << 30),
         });
+    }
+    if let (Some(cert), Some(key)) = (&tls_cert, &tls_key) {
+        let cert = config::tls::load_cert(cert, key, None, std::time::SystemTime::now())
+            .map_err(|p| format!("--tls-{}: {}; hint: {}", p.key, p.message, p.hint))?;
+        let tls = std::sync::Arc::new(config::Tls {
+            default_cert: cert,
+            certs: Vec::new(),
+            min_version: config::TlsVersion::Tls12,
+        });
+        for listener in &mut config.server.listeners {
+            listener.tls = Some(tls.clone());
+        }
+        if let Some(addr) = redirect_from {
+            let port = config.server.listeners[0].addr.port();
+            config.server.listeners.push(config::Listener {
+                addr,
+                tls: None,
+                redirect_https: Some(port),
+            });
+        }
+    }
+    for upstream in config.upstreams.values_mut() {
+        let https = |s: &config::ServerSpec| s.addr.scheme == http::uri::Scheme::HTTPS;
+        upstream.protocol = match upstream_protocol.as_deref() {
+            Some("h2") if upstream.servers.iter().all(https) => config::UpstreamProtocol::H2,
+            Some("h2") => return Err(
+                "--upstream-protocol h2 needs https:// --to servers; use h2c for cleartext HTTP/2"
+                    .into(),
+            ),
+            Some("h2c") if !upstream.servers.iter().any(https) => config::UpstreamProtocol::H2c,
+            Some("h2c") => {
+                return Err(
+                    "--upstream-protocol h2c needs http:// --to servers; use h2 over TLS".into(),
+                )
+            }
+            _ => config::UpstreamProtocol::H1,
+        };
+        if let Some(path) = &upstream_ca {
+            let certs = config::tls::load_ca(path).map_err(|e| format!("--upstream-ca: {e}"))?;
+            upstream.tls.ca = Some(config::CaBundle {
+                path: path.clone(),
+                certs,
+            });
+        }
+        upstream.tls.insecure_skip_verify = upstream_insecure_skip_verify;
     }
     if no_cache {
         config.cache.memory = 0;

@@ -10,12 +10,31 @@ use crate::config::{self, Config, RuntimeKind};
 use crate::listener::bind_reuseport;
 use crate::server::Server;
 
+/// Where SIGHUP takes the new config from.
+pub enum Reload {
+    /// Nothing to reload: SIGHUP only logs a line.
+    Nothing,
+    /// Re-read and validate this file (`torii run`).
+    File(PathBuf),
+    /// Rebuild the config from the command line (`torii proxy`), which reads the
+    /// `--tls-cert`/`--tls-key` files again: renewed certificates without a config file.
+    Flags(Box<dyn Fn() -> Result<Config, String> + Send + Sync>),
+}
+
 /// Runs torii until SIGTERM (drain, then `Ok`) or SIGINT (exit at once). `config_path` is
-/// re-read on SIGHUP; `None` (torii proxy) makes SIGHUP a no-op apart from a log line.
+/// re-read on SIGHUP; `None` makes SIGHUP a no-op apart from a log line (see `run_with`).
 ///
 /// # Errors
 /// When a listener cannot be bound or a runtime cannot start.
 pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    run_with(config, config_path.map_or(Reload::Nothing, Reload::File))
+}
+
+/// `run`, with SIGHUP reloading from `reload`.
+///
+/// # Errors
+/// When a listener cannot be bound or a runtime cannot start.
+pub fn run_with(config: Config, reload: Reload) -> anyhow::Result<()> {
     // The control runtime hosts signals, the admin listener and background work such as
     // the disk tier's index scan.
     let control = tokio::runtime::Builder::new_current_thread()
@@ -39,7 +58,8 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
             // Each worker gets its own SO_REUSEPORT socket per address: its own accept queue.
             let mut per_worker: Vec<Vec<std::net::TcpListener>> =
                 (0..workers).map(|_| Vec::new()).collect();
-            for &addr in &config.server.listen {
+            for listener in &config.server.listeners {
+                let addr = listener.addr;
                 let first = bind_reuseport(addr, 4096)
                     .with_context(|| format!("cannot listen on {addr}"))?;
                 let bound = first.local_addr()?;
@@ -51,7 +71,8 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
                     );
                 }
                 tracing::info!(
-                    "listening on http://{bound} ({workers} worker(s), thread-per-core)"
+                    "listening on {}://{bound} ({workers} worker(s), thread-per-core)",
+                    listener.scheme()
                 );
             }
             for (i, listeners) in per_worker.into_iter().enumerate() {
@@ -71,11 +92,13 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
         }
         RuntimeKind::WorkStealing => {
             let mut listeners = Vec::new();
-            for &addr in &config.server.listen {
+            for listener in &config.server.listeners {
+                let addr = listener.addr;
                 let l = bind_reuseport(addr, 4096)
                     .with_context(|| format!("cannot listen on {addr}"))?;
                 tracing::info!(
-                    "listening on http://{} ({workers} worker thread(s), work-stealing)",
+                    "listening on {}://{} ({workers} worker thread(s), work-stealing)",
+                    listener.scheme(),
                     l.local_addr()?
                 );
                 listeners.push(l);
@@ -109,7 +132,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
             tokio::spawn(crate::admin::serve(l, server.shared().clone()));
         }
         tokio::spawn(crate::server::tick_metrics(server.shared().clone()));
-        signals(&server, config_path).await
+        signals(&server, &reload).await
     })?;
     let drain_timeout = server.config().server.drain_timeout;
     let drained = control.block_on(server.wait_drained(drain_timeout));
@@ -125,12 +148,13 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 /// Serves every listener on the current runtime, then waits for this runtime's connections.
+/// `listeners[i]` is `server.listeners[i]` of the config.
 async fn serve_all(server: Server, listeners: Vec<std::net::TcpListener>) {
     let mut tasks = Vec::new();
-    for l in listeners {
+    for (index, l) in listeners.into_iter().enumerate() {
         let server = server.clone();
         match tokio::net::TcpListener::from_std(l) {
-            Ok(l) => tasks.push(tokio::spawn(async move { server.serve(l).await })),
+            Ok(l) => tasks.push(tokio::spawn(async move { server.serve(l, index).await })),
             Err(e) => tracing::error!("cannot register listener: {e}"),
         }
     }
@@ -141,14 +165,14 @@ async fn serve_all(server: Server, listeners: Vec<std::net::TcpListener>) {
     server.shared().drain.wait_idle().await;
 }
 
-async fn signals(server: &Server, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+async fn signals(server: &Server, source: &Reload) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(server, config_path.as_deref()),
+            _ = hup.recv() => reload(server, source),
             _ = usr1.recv() => {
                 tracing::info!("SIGUSR1: reopening logs");
                 server.reopen_logs();
@@ -166,22 +190,30 @@ async fn signals(server: &Server, config_path: Option<PathBuf>) -> anyhow::Resul
     }
 }
 
-fn reload(server: &Server, path: Option<&std::path::Path>) {
-    let Some(path) = path else {
-        tracing::info!("SIGHUP: no config file to reload (torii proxy)");
-        return;
-    };
-    match config::load_file(path) {
-        Ok(config) => {
-            let summary = config.summary();
-            match server.reload(config) {
-                Ok(()) => tracing::info!("SIGHUP: reloaded {}: {summary}", path.display()),
-                Err(e) => tracing::error!(
-                    "SIGHUP: reload of {} failed, old config kept: {e}",
-                    path.display()
-                ),
-            }
+fn reload(server: &Server, source: &Reload) {
+    let (config, origin) = match source {
+        Reload::Nothing => {
+            tracing::info!("SIGHUP: no config file to reload");
+            return;
         }
-        Err(e) => tracing::error!("SIGHUP: {} rejected, old config kept:\n{e}", path.display()),
+        Reload::File(path) => match config::load_file(path) {
+            Ok(config) => (config, path.display().to_string()),
+            Err(e) => {
+                tracing::error!("SIGHUP: {} rejected, old config kept:\n{e}", path.display());
+                return;
+            }
+        },
+        Reload::Flags(build) => match build() {
+            Ok(config) => (config, "the command line".to_string()),
+            Err(e) => {
+                tracing::error!("SIGHUP: the command line's config is rejected, old one kept: {e}");
+                return;
+            }
+        },
+    };
+    let summary = config.summary();
+    match server.reload(config) {
+        Ok(()) => tracing::info!("SIGHUP: reloaded {origin}: {summary}"),
+        Err(e) => tracing::error!("SIGHUP: reload of {origin} failed, old config kept: {e}"),
     }
 }

@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 use crate::cache::Cache;
 use crate::config::{Config, UpstreamName};
 use crate::limits::{PerIp, RateLimiter};
+use crate::listener::tls::{Acceptor, Resumption};
 use crate::listener::{self, Drain};
 use crate::observe::metrics::{route_label, GroupMetrics, Metrics, RouteMetrics};
 use crate::observe::AccessLog;
@@ -34,8 +35,11 @@ pub struct Runtime {
     pub group_metrics: HashMap<UpstreamName, Arc<GroupMetrics>>,
     /// Each route's rate limiter, by `RouteId`, when it has `rate_limit`.
     pub rate_limits: Vec<Option<Arc<RateLimiter>>>,
-    /// The downstream HTTP/1.1 + h2c connection builder, configured from `limits`.
+    /// The downstream HTTP/1.1 + HTTP/2 connection builder, configured from `limits`.
     pub http: auto::Builder<TokioExecutor>,
+    /// The TLS acceptor of each listener, by its index in `server.listeners`; `None` for
+    /// plain listeners. Rebuilt on every reload from the certificates read then.
+    pub tls: Vec<Option<Acceptor>>,
 }
 
 impl Runtime {
@@ -43,8 +47,11 @@ impl Runtime {
     /// group whose settings did not change (so their pooled connections survive a reload)
     /// and the access log when its settings did not change.
     ///
+    /// TLS listeners keep the session cache and ticket keys of the listener with the same
+    /// index in `previous`, so sessions resume across reloads.
+    ///
     /// # Errors
-    /// When the access log file cannot be opened.
+    /// When the access log file cannot be opened, or a TLS acceptor cannot be built.
     pub fn build(
         config: Config,
         previous: Option<&Runtime>,
@@ -110,6 +117,20 @@ impl Runtime {
             .keys()
             .map(|name| (name.clone(), metrics.group(&name.0)))
             .collect();
+        let mut tls = Vec::new();
+        for (i, listener) in config.server.listeners.iter().enumerate() {
+            let acceptor = match &listener.tls {
+                None => None,
+                Some(settings) => {
+                    let resumption = match previous.and_then(|p| p.tls.get(i).cloned().flatten()) {
+                        Some(old) => old.resumption,
+                        None => Resumption::new().map_err(std::io::Error::other)?,
+                    };
+                    Some(Acceptor::new(settings, resumption).map_err(std::io::Error::other)?)
+                }
+            };
+            tls.push(acceptor);
+        }
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1()
             .timer(TokioTimer::new())
@@ -132,6 +153,7 @@ impl Runtime {
             group_metrics,
             rate_limits,
             http,
+            tls,
         })
     }
 }
@@ -215,16 +237,37 @@ impl Server {
 
     /// Swaps in a new, already validated config. Requests in flight finish on the old one.
     /// Listener addresses and `limits.max_connections` are fixed at start; a change to them
-    /// is logged and needs a restart.
+    /// is logged and needs a restart (meanwhile each listener takes the new settings of
+    /// the one with its address, else keeps its old ones).
     ///
     /// # Errors
     /// When the new access log cannot be opened; the old config then keeps serving.
-    pub fn reload(&self, config: Config) -> std::io::Result<()> {
+    pub fn reload(&self, mut config: Config) -> std::io::Result<()> {
         let old = self.shared.current();
-        if config.server.listen != old.config.server.listen
+        if config.server.listen_addrs() != old.config.server.listen_addrs()
             || config.server.admin != old.config.server.admin
         {
             tracing::warn!("reload: listener addresses changed; they take effect after a restart");
+        }
+        if config.server.listen_addrs() != old.config.server.listen_addrs() {
+            // The open sockets keep their place in the old list: give each the new
+            // settings (certificates, redirect) of the listener with its address, or keep
+            // its old ones, so a TLS socket never turns plain by a shifted index.
+            config.server.listeners = old
+                .config
+                .server
+                .listeners
+                .iter()
+                .map(|was| {
+                    config
+                        .server
+                        .listeners
+                        .iter()
+                        .find(|l| l.addr == was.addr)
+                        .unwrap_or(was)
+                        .clone()
+                })
+                .collect();
         }
         if config.limits.max_connections != old.config.limits.max_connections
             || config.limits.max_connections_per_ip != old.config.limits.max_connections_per_ip
@@ -245,9 +288,11 @@ impl Server {
         }
     }
 
-    /// Accepts and serves connections on `listener` until the drain starts.
-    pub async fn serve(&self, listener: tokio::net::TcpListener) {
-        listener::serve(listener, self.shared.clone()).await;
+    /// Accepts and serves connections on `listener` until the drain starts. `index` is the
+    /// listener's place in `server.listeners` of the config: it says whether the listener
+    /// terminates TLS or redirects to https (an index beyond them is plain HTTP).
+    pub async fn serve(&self, listener: tokio::net::TcpListener, index: usize) {
+        listener::serve(listener, index, self.shared.clone()).await;
     }
 
     /// Stops accepting and asks every connection to close after its current request.
@@ -264,7 +309,8 @@ impl Server {
 }
 
 /// Runs torii on already-bound listeners (and an optional admin listener) in the current
-/// tokio runtime until `shutdown`
+/// tokio runtime until `shutdown`. `listeners[i]` serves as `config.server.listeners[i]`
+/// (TLS, redirect), whatever address it is bound to; extra ones serve plain HTTP.
 /// completes, then drains (bounded by `server.drain_timeout`). Tests use this; the binary
 /// adds workers and signals around the same parts.
 ///
@@ -279,11 +325,11 @@ pub async fn run(
     let drain_timeout = config.server.drain_timeout;
     let server = Server::new(config)?;
     let mut tasks = Vec::new();
-    for l in listeners {
+    for (index, l) in listeners.into_iter().enumerate() {
         l.set_nonblocking(true)?;
         let l = tokio::net::TcpListener::from_std(l)?;
         let server = server.clone();
-        tasks.push(tokio::spawn(async move { server.serve(l).await }));
+        tasks.push(tokio::spawn(async move { server.serve(l, index).await }));
     }
     tokio::spawn(tick_metrics(server.shared.clone()));
     if let Some(admin) = admin {

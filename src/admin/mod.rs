@@ -339,6 +339,10 @@ fn stats(shared: &Shared) -> Response<RespBody> {
         serde_json::json!({
             "connections": {"open": shared.drain.open_connections(), "accepted": m.connections_accepted.get()},
             "bytes": {"received": m.received_bytes.get(), "sent": m.sent_bytes.get()},
+            "tls": {
+                "handshakes": {"TLSv1.2": m.tls_handshakes[0].get(), "TLSv1.3": m.tls_handshakes[1].get()},
+                "handshake_errors": m.tls_handshake_errors.get(),
+            },
             "requests": m.routes().iter().map(|r| r.total()).sum::<u64>(),
             "draining": shared.drain.is_draining(),
             "recent_5s": m.recent(std::time::Duration::from_secs(5)),

@@ -17,6 +17,36 @@ pub struct FileConfig {
     pub upstreams: BTreeMap<Spanned<String>, UpstreamSection>,
     #[serde(default)]
     pub routes: Vec<Spanned<RouteSection>>,
+    /// `[[listeners]]`: listeners with their own settings (TLS, redirect to https), in
+    /// addition to the plain ones in `server.listen`.
+    #[serde(default)]
+    pub listeners: Vec<Spanned<ListenerSection>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSection {
+    pub addr: Option<Spanned<String>>,
+    pub tls: Option<Spanned<TlsSection>>,
+    pub redirect_https: Option<Spanned<bool>>,
+    pub https_port: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    pub min_version: Option<Spanned<String>>,
+    pub certs: Option<Vec<Spanned<TlsCertSection>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsCertSection {
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    pub names: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +99,10 @@ pub struct UpstreamSection {
     pub timeout: Option<Spanned<String>>,
     pub queue_size: Option<Spanned<i64>>,
     pub queue_timeout: Option<Spanned<String>>,
+    pub protocol: Option<Spanned<String>>,
+    pub tls_ca: Option<Spanned<String>>,
+    pub tls_server_name: Option<Spanned<String>>,
+    pub tls_insecure_skip_verify: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

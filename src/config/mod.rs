@@ -5,6 +5,7 @@
 
 pub mod file;
 pub mod model;
+pub mod tls;
 pub mod units;
 pub mod validate;
 
@@ -54,7 +55,13 @@ impl Error {
 }
 
 /// Loads and validates a config from text; `origin` names it in messages (usually the path).
+/// Relative certificate paths are read from the current directory.
 pub fn load_str(origin: &str, text: &str) -> Result<Config, Error> {
+    load_str_in(origin, text, None)
+}
+
+/// Like `load_str`, with relative certificate, key and CA paths taken from `base`.
+pub fn load_str_in(origin: &str, text: &str, base: Option<&Path>) -> Result<Config, Error> {
     let invalid = |problems| Error::Invalid {
         origin: origin.to_string(),
         text: text.to_string(),
@@ -68,16 +75,19 @@ pub fn load_str(origin: &str, text: &str) -> Result<Config, Error> {
             hint: parse_hint(e.message()),
         }])
     })?;
-    validate::validate(parsed).map_err(invalid)
+    validate::validate_in(parsed, base).map_err(invalid)
 }
 
-/// Reads and validates a config file.
+/// Reads and validates a config file; relative paths in it (certificates, keys, CA files)
+/// are taken from the file's directory. The certificate files are read here too, so a
+/// reload (SIGHUP) picks up renewed certificates.
 pub fn load_file(path: &Path) -> Result<Config, Error> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    load_str(&path.display().to_string(), &text)
+    let base = path.parent().filter(|p| !p.as_os_str().is_empty());
+    load_str_in(&path.display().to_string(), &text, base)
 }
 
 fn parse_hint(message: &str) -> Option<String> {
@@ -180,10 +190,12 @@ impl Config {
             timeout: None,
             queue_size: 1024,
             queue_timeout: std::time::Duration::from_secs(5),
+            protocol: UpstreamProtocol::H1,
+            tls: UpstreamTls::default(),
         };
         Ok(Config {
             server: Server {
-                listen,
+                listeners: listen.into_iter().map(Listener::plain).collect(),
                 admin: None,
                 workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
                 runtime: RuntimeKind::ThreadPerCore,
@@ -212,9 +224,20 @@ impl Config {
 
     /// One line for `torii check`: what this config defines.
     pub fn summary(&self) -> String {
+        let tls = self
+            .server
+            .listeners
+            .iter()
+            .filter(|l| l.tls.is_some())
+            .count();
+        let tls = if tls > 0 {
+            format!(" ({tls} TLS)")
+        } else {
+            String::new()
+        };
         format!(
-            "{} listener(s), {} upstream group(s) with {} server(s), {} route(s), {} worker(s) ({})",
-            self.server.listen.len(),
+            "{} listener(s){tls}, {} upstream group(s) with {} server(s), {} route(s), {} worker(s) ({})",
+            self.server.listeners.len(),
             self.upstreams.len(),
             self.upstreams.values().map(|u| u.servers.len()).sum::<usize>(),
             self.routes.len(),

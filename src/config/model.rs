@@ -25,8 +25,9 @@ pub struct Config {
 /// How torii listens and runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Server {
-    /// Proxy listeners. Default: `127.0.0.1:8080`.
-    pub listen: Vec<SocketAddr>,
+    /// Proxy listeners: the plain ones of `server.listen` first, then `[[listeners]]` in
+    /// file order. Default: plain HTTP on `127.0.0.1:8080`.
+    pub listeners: Vec<Listener>,
     /// Admin listener; `None` when `admin = "off"`. Default: `127.0.0.1:9901`.
     pub admin: Option<SocketAddr>,
     /// Worker count. Default: one per core.
@@ -35,6 +36,101 @@ pub struct Server {
     pub runtime: RuntimeKind,
     /// How long SIGTERM waits for in-flight requests. Default: 30 s.
     pub drain_timeout: Duration,
+}
+
+impl Server {
+    /// Every listener address, in order.
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|l| l.addr).collect()
+    }
+}
+
+/// One proxy listener: its address and what it speaks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    /// TLS termination; `None` speaks plain HTTP/1.1 and h2c (by preface).
+    pub tls: Option<Arc<Tls>>,
+    /// `Some(port)`: answer every request with `308` to `https://HOST[:port]/path?query`
+    /// (the port left out when 443), like nginx's `return 308 https://$host$request_uri`.
+    pub redirect_https: Option<u16>,
+}
+
+impl Listener {
+    /// A plain HTTP listener.
+    pub fn plain(addr: SocketAddr) -> Listener {
+        Listener {
+            addr,
+            tls: None,
+            redirect_https: None,
+        }
+    }
+
+    /// `"http"` or `"https"`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+/// TLS settings of a listener (`[listeners.tls]`), certificates already read and checked.
+/// The handshake offers ALPN `h2` and `http/1.1`, and resumes sessions (tickets and a
+/// session cache).
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// Served when the client sends no SNI name, or a name no entry of `certs` has.
+    pub default_cert: TlsCert,
+    /// Chosen by SNI: an exact name first, then the wildcard `*.rest` of the name.
+    pub certs: Vec<TlsCert>,
+    /// Oldest protocol version accepted. Default TLS 1.2.
+    pub min_version: TlsVersion,
+}
+
+impl PartialEq for Tls {
+    fn eq(&self, other: &Tls) -> bool {
+        self.default_cert == other.default_cert
+            && self.certs == other.certs
+            && self.min_version == other.min_version
+    }
+}
+
+/// One certificate chain with its private key, as read from PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsCert {
+    pub cert_path: PathBuf,
+    /// Lowercased DNS names it is chosen for (`*.example.com` for a wildcard): the
+    /// configured `names`, else the certificate's subject alternative names.
+    pub names: Vec<String>,
+    /// The chain (leaf first) and signing key, ready for rustls.
+    pub key: Arc<rustls::sign::CertifiedKey>,
+    /// The leaf's expiry.
+    pub not_after: std::time::SystemTime,
+}
+
+impl PartialEq for TlsCert {
+    fn eq(&self, other: &TlsCert) -> bool {
+        self.names == other.names && self.key.cert == other.key.cert
+    }
+}
+
+/// A TLS protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+impl TlsVersion {
+    /// As OpenSSL and nginx's `$ssl_protocol` name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::Tls12 => "TLSv1.2",
+            TlsVersion::Tls13 => "TLSv1.3",
+        }
+    }
 }
 
 /// Worker layout: see the README's measurement of the two.
@@ -161,6 +257,54 @@ pub struct Upstream {
     pub queue_size: usize,
     /// Longest wait in that queue. Default 5 s; 503 beyond.
     pub queue_timeout: Duration,
+    /// How requests are sent to the servers. Default HTTP/1.1.
+    pub protocol: UpstreamProtocol,
+    /// How `https://` servers are verified.
+    pub tls: UpstreamTls,
+}
+
+/// The protocol of an upstream group (`protocol = …`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 over keep-alive connections (ALPN `http/1.1` to `https://` servers).
+    H1,
+    /// HTTP/2 over TLS (ALPN `h2`), requests multiplexed on one connection per server.
+    H2,
+    /// HTTP/2 over cleartext TCP with prior knowledge (gRPC servers without TLS).
+    H2c,
+}
+
+impl UpstreamProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::H1 => "h1",
+            UpstreamProtocol::H2 => "h2",
+            UpstreamProtocol::H2c => "h2c",
+        }
+    }
+
+    pub fn is_h2(self) -> bool {
+        self != UpstreamProtocol::H1
+    }
+}
+
+/// Verification of `https://` upstream servers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpstreamTls {
+    /// Trusted roots from `tls_ca` (a PEM file); `None`: the system's roots.
+    pub ca: Option<CaBundle>,
+    /// SNI name and the name the certificate must carry; `None`: the server's host.
+    pub server_name: Option<String>,
+    /// `tls_insecure_skip_verify = true`: accept any certificate. For self-signed test
+    /// servers only; the connection is encrypted but not authenticated.
+    pub insecure_skip_verify: bool,
+}
+
+/// CA certificates read from a PEM file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaBundle {
+    pub path: PathBuf,
+    pub certs: Vec<rustls_pki_types::CertificateDer<'static>>,
 }
 
 /// One server of a group, with its weight and connection cap.
@@ -271,7 +415,7 @@ pub enum RateKey {
     Header(http::HeaderName),
 }
 
-/// One upstream server: `http://host:port` (the scheme and authority; no path).
+/// One upstream server: `http://host:port` or `https://host:port` (no path).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServerAddr {
     pub scheme: http::uri::Scheme,

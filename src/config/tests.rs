@@ -209,3 +209,125 @@ rate_limit = { burst = 5 }
     assert!(find("1.5 is not a fraction").contains("upstreams.app.retry_budget"));
     assert!(find("missing rps").starts_with("t.toml:11:14: routes[0].rate_limit"));
 }
+
+// === TLS listeners and upstream TLS (issue 6) ===
+
+fn examples() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
+}
+
+fn tls_problems(text: &str) -> Vec<String> {
+    match load_str_in("t.toml", text, Some(&examples())) {
+        Ok(_) => vec![],
+        Err(e) => e.to_string().lines().map(String::from).collect(),
+    }
+}
+
+const UPSTREAM_AND_ROUTE: &str =
+    "[upstreams.app]\nservers = [\"127.0.0.1:3000\"]\n[[routes]]\nupstream = \"app\"\n";
+
+#[test]
+fn issue_6_tls_listener_reads_certificates_relative_to_the_config() {
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:8080\"]\n[[listeners]]\naddr = \"127.0.0.1:8443\"\n[listeners.tls]\ncert = \"tls/example.pem\"\nkey = \"tls/example.key\"\n[[listeners.tls.certs]]\ncert = \"tls/api.pem\"\nkey = \"tls/api.key\"\n[[listeners.tls.certs]]\ncert = \"tls/example.pem\"\nkey = \"tls/example.key\"\nnames = [\"Other.Example.Test\"]\n[[listeners]]\naddr = \"127.0.0.1:8081\"\nredirect_https = true\n{UPSTREAM_AND_ROUTE}"
+    );
+    let config = load_str_in("t.toml", &text, Some(&examples())).unwrap();
+    let l = &config.server.listeners;
+    assert_eq!(l.len(), 3, "server.listen first, then [[listeners]]");
+    assert!(l[0].tls.is_none() && l[0].redirect_https.is_none());
+    let tls = l[1].tls.as_ref().unwrap();
+    assert_eq!(tls.min_version, TlsVersion::Tls12);
+    assert_eq!(
+        tls.default_cert.names,
+        ["localhost", "example.test", "*.example.test"]
+    );
+    assert_eq!(tls.certs[0].names, ["api.example.test"], "from the SANs");
+    assert_eq!(tls.certs[1].names, ["other.example.test"], "configured");
+    assert_eq!(l[2].redirect_https, Some(443));
+    assert!(config.summary().starts_with("3 listener(s) (1 TLS)"));
+}
+
+#[test]
+fn issue_6_listeners_alone_replace_the_default_listener() {
+    let text = format!("[[listeners]]\naddr = \"127.0.0.1:8081\"\n{UPSTREAM_AND_ROUTE}");
+    let config = load_str("t.toml", &text).unwrap();
+    assert_eq!(
+        config.server.listen_addrs(),
+        ["127.0.0.1:8081".parse::<std::net::SocketAddr>().unwrap()]
+    );
+}
+
+#[test]
+fn issue_6_listener_mistakes_are_reported_with_hints() {
+    let text = format!(
+        "[[listeners]]\naddr = \"127.0.0.1:8443\"\nredirect_https = true\n[listeners.tls]\ncert = \"tls/example.pem\"\nkey = \"tls/api.key\"\nmin_version = \"1.0\"\n[[listeners]]\naddr = \"127.0.0.1:80\"\nhttps_port = 8443\n[[listeners]]\n[[listeners]]\naddr = \"127.0.0.1:81\"\n[listeners.tls]\ncert = \"tls/example.pem\"\n{UPSTREAM_AND_ROUTE}"
+    );
+    let p = tls_problems(&text);
+    let all = p.join("\n");
+    assert!(
+        all.contains("t.toml:7:15: listeners[0].tls.min_version: unsupported TLS version \"1.0\""),
+        "{all}"
+    );
+    assert!(
+        all.contains("t.toml:6:7: listeners[0].tls.key: ")
+            && all.contains("does not match the certificate"),
+        "{all}"
+    );
+    assert!(
+        all.contains("t.toml:3:18: listeners[0].redirect_https: a TLS listener cannot redirect"),
+        "{all}"
+    );
+    assert!(
+        all.contains("t.toml:10:14: listeners[1].https_port: https_port only applies with redirect_https = true"),
+        "{all}"
+    );
+    assert!(all.contains("listeners[2]: missing addr"), "{all}");
+    assert!(
+        all.contains("listeners[3].tls: needs both cert and key"),
+        "{all}"
+    );
+    assert_eq!(p.len(), 6, "{all}");
+    assert!(p.iter().all(|l| l.contains("; hint: ")), "{all}");
+}
+
+#[test]
+fn issue_6_upstream_protocol_and_tls_keys_match_the_servers() {
+    let group = |servers: &str, extra: &str| {
+        format!("[upstreams.app]\nservers = [{servers}]\n{extra}\n[[routes]]\nupstream = \"app\"\n")
+    };
+    let ok = load_str_in(
+        "t.toml",
+        &group(
+            "\"https://localhost\"",
+            "protocol = \"h2\"\ntls_ca = \"tls/ca.pem\"\ntls_server_name = \"API.example.test\"",
+        ),
+        Some(&examples()),
+    )
+    .unwrap();
+    let app = &ok.upstreams[&UpstreamName("app".into())];
+    assert_eq!(app.servers[0].addr.to_string(), "https://localhost:443");
+    assert_eq!(app.protocol, UpstreamProtocol::H2);
+    assert_eq!(app.tls.server_name.as_deref(), Some("api.example.test"));
+    assert_eq!(app.tls.ca.as_ref().unwrap().certs.len(), 1);
+
+    let p = tls_problems(&group("\"127.0.0.1:3000\"", "protocol = \"h2\""));
+    assert!(p[0].contains("\"h2\" is HTTP/2 over TLS, but the group has http:// servers; hint: use https:// servers, or protocol = \"h2c\""), "{p:?}");
+    let p = tls_problems(&group("\"https://localhost\"", "protocol = \"h2c\""));
+    assert!(p[0].contains("\"h2c\" is cleartext HTTP/2"), "{p:?}");
+    let p = tls_problems(&group("\"127.0.0.1:3000\"", "protocol = \"spdy\""));
+    assert!(p[0].contains("unknown protocol \"spdy\""), "{p:?}");
+    let p = tls_problems(&group("\"127.0.0.1:3000\"", "tls_ca = \"tls/ca.pem\""));
+    assert!(
+        p[0].contains("upstreams.app.tls_ca: tls_ca only applies to https:// servers"),
+        "{p:?}"
+    );
+    let p = tls_problems(&group("\"https://localhost\"", "tls_ca = \"tls/nope.pem\""));
+    assert!(p[0].contains("upstreams.app.tls_ca: cannot read "), "{p:?}");
+    let p = tls_problems(&group(
+        "\"https://localhost\"",
+        "tls_ca = \"tls/ca.pem\"\ntls_insecure_skip_verify = true",
+    ));
+    assert!(p[0].contains("ignores tls_ca"), "{p:?}");
+    let p = tls_problems(&group("\"ftp://localhost:21\"", ""));
+    assert!(p[0].contains("use http:// or https://"), "{p:?}");
+}

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,9 @@ use super::file::{self, FileConfig};
 use super::model::*;
 use super::units::{parse_duration, parse_size};
 use super::Problem;
+
+mod tls;
+use tls::{listener, upstream_protocol};
 
 /// Collects problems while the config is converted; each problem keeps its span.
 struct Checker {
@@ -114,12 +117,32 @@ impl Checker {
     }
 }
 
-/// Validates a parsed file. Returns every problem found, not only the first.
+/// Validates a parsed file. Returns every problem found, not only the first. Relative
+/// certificate paths are read from the current directory.
 pub fn validate(file: FileConfig) -> Result<Config, Vec<Problem>> {
+    validate_in(file, None)
+}
+
+/// Like `validate`, with relative paths of certificates, keys and CA files taken from
+/// `base` (the config file's directory), as nginx does with its prefix.
+pub fn validate_in(file: FileConfig, base: Option<&Path>) -> Result<Config, Vec<Problem>> {
     let mut c = Checker {
         problems: Vec::new(),
     };
-    let server = server(&mut c, file.server.unwrap_or_default());
+    let server_section = file.server.unwrap_or_default();
+    let listen_given = server_section.listen.is_some();
+    let mut server = server(&mut c, server_section, !file.listeners.is_empty());
+    if !file.listeners.is_empty() {
+        // `[[listeners]]` alone: no default plain listener on 127.0.0.1:8080.
+        if !listen_given {
+            server.listeners.clear();
+        }
+        for (i, section) in file.listeners.iter().enumerate() {
+            if let Some(l) = listener(&mut c, section, &format!("listeners[{i}]"), base) {
+                server.listeners.push(l);
+            }
+        }
+    }
     let limits = limits(&mut c, file.limits.unwrap_or_default());
     let log = log(&mut c, file.log.unwrap_or_default());
     let cache = cache_settings(&mut c, file.cache.unwrap_or_default());
@@ -128,7 +151,7 @@ pub fn validate(file: FileConfig) -> Result<Config, Vec<Problem>> {
     for (name, section) in &file.upstreams {
         let path = format!("upstreams.{}", name.get_ref());
         // Kept even when invalid, so routes naming it don't add a second, misleading error.
-        let upstream = upstream(&mut c, section, &path, name.span());
+        let upstream = upstream(&mut c, section, &path, name.span(), base);
         upstreams.insert(UpstreamName(name.get_ref().clone()), upstream);
     }
 
@@ -169,9 +192,10 @@ pub fn validate(file: FileConfig) -> Result<Config, Vec<Problem>> {
     }
 }
 
-fn server(c: &mut Checker, s: file::ServerSection) -> Server {
-    let mut listen = Vec::new();
+fn server(c: &mut Checker, s: file::ServerSection, more_listeners: bool) -> Server {
+    let mut listeners = Vec::new();
     match &s.listen {
+        Some(list) if list.get_ref().is_empty() && more_listeners => {}
         Some(list) if list.get_ref().is_empty() => {
             c.report(list.span(), "server.listen", "no listen addresses");
             c.hint("e.g. listen = [\"0.0.0.0:8080\"]");
@@ -179,11 +203,11 @@ fn server(c: &mut Checker, s: file::ServerSection) -> Server {
         Some(list) => {
             for (i, addr) in list.get_ref().iter().enumerate() {
                 if let Some(addr) = c.socket_addr(addr, &format!("server.listen[{i}]")) {
-                    listen.push(addr);
+                    listeners.push(Listener::plain(addr));
                 }
             }
         }
-        None => listen.push(SocketAddr::from(([127, 0, 0, 1], 8080))),
+        None => listeners.push(Listener::plain(SocketAddr::from(([127, 0, 0, 1], 8080)))),
     }
     let admin = match &s.admin {
         Some(v) if v.get_ref() == "off" => None,
@@ -217,7 +241,7 @@ fn server(c: &mut Checker, s: file::ServerSection) -> Server {
         Duration::from_secs(30),
     );
     Server {
-        listen,
+        listeners,
         admin,
         workers,
         runtime,
@@ -308,7 +332,8 @@ fn log(c: &mut Checker, s: file::LogSection) -> Log {
     Log { access, format }
 }
 
-/// Parses an upstream server as `host:port`, `http://host:port` or `http://host`.
+/// Parses an upstream server as `host:port`, `http://host:port`, `https://host[:port]` or
+/// `http://host` (port 80, or 443 for https).
 pub fn parse_server_addr(text: &str) -> Result<ServerAddr, String> {
     let text = text.trim();
     let with_scheme = if text.contains("://") {
@@ -320,9 +345,9 @@ pub fn parse_server_addr(text: &str) -> Result<ServerAddr, String> {
         .parse()
         .map_err(|_| format!("{text:?} is not host:port or http://host:port"))?;
     let scheme = uri.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP);
-    if scheme != http::uri::Scheme::HTTP {
+    if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
         return Err(format!(
-            "scheme {scheme:?} is not supported yet (only http)"
+            "scheme {scheme:?} is not supported (use http:// or https://)"
         ));
     }
     if uri
@@ -346,7 +371,12 @@ pub fn parse_server_addr(text: &str) -> Result<ServerAddr, String> {
         ));
     }
     let authority = if authority.port().is_none() {
-        format!("{}:80", authority.host())
+        let port = if scheme == http::uri::Scheme::HTTPS {
+            443
+        } else {
+            80
+        };
+        format!("{}:{port}", authority.host())
             .parse()
             .map_err(|_| format!("{text:?} is not a valid address"))?
     } else {
@@ -360,6 +390,7 @@ fn upstream(
     s: &file::UpstreamSection,
     path: &str,
     name_span: Range<usize>,
+    base: Option<&Path>,
 ) -> Upstream {
     let mut servers = Vec::new();
     match &s.servers {
@@ -390,6 +421,7 @@ fn upstream(
         }
     }
     let balance = balance(c, s, path);
+    let (protocol, tls) = upstream_protocol(c, s, &servers, path, base);
     let health = s.health.as_ref().map(|h| health(c, h.get_ref(), path));
     let d = BreakerSettings::default();
     let breaker = match &s.breaker {
@@ -472,6 +504,8 @@ fn upstream(
             &format!("{path}.queue_timeout"),
             Duration::from_secs(5),
         ),
+        protocol,
+        tls,
     }
 }
 

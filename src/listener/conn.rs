@@ -1,5 +1,6 @@
-//! One downstream connection: hyper (HTTP/1.1 or h2c by preface) over a watched socket, with
-//! the header-read and idle keep-alive timeouts enforced from outside hyper.
+//! One downstream connection: the TLS handshake on TLS listeners, then hyper (HTTP/1.1, or
+//! HTTP/2 by ALPN or by preface) over a watched socket, with the header-read and idle
+//! keep-alive timeouts enforced from outside hyper.
 //!
 //! Why not hyper's own `header_read_timeout`: it starts as soon as hyper waits for the next
 //! request, so it would also cut idle keep-alive connections; torii keeps the two apart
@@ -9,7 +10,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::tls::TlsInfo;
 use crate::observe::metrics::Metrics;
 use crate::server::Shared;
 
@@ -34,17 +36,37 @@ pub struct ConnState {
     reading_head: AtomicBool,
     /// When the first byte of the head being read arrived.
     head_since: AtomicU64,
+    /// The listener's index in `server.listeners`.
+    pub listener: usize,
+    /// Set once the TLS handshake is done; never set on plain connections.
+    tls: OnceLock<TlsInfo>,
 }
 
 impl ConnState {
-    fn new() -> ConnState {
+    fn new(listener: usize) -> ConnState {
         ConnState {
+            listener,
+            tls: OnceLock::new(),
             opened: Instant::now(),
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             // A new connection owes us a request head right away.
             reading_head: AtomicBool::new(true),
             head_since: AtomicU64::new(0),
+        }
+    }
+
+    /// The TLS handshake's outcome, on a TLS connection.
+    pub fn tls(&self) -> Option<&TlsInfo> {
+        self.tls.get()
+    }
+
+    /// `"https"` on a TLS connection, else `"http"`: the downstream scheme.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.get().is_some() {
+            "https"
+        } else {
+            "http"
         }
     }
 
@@ -87,16 +109,17 @@ impl ConnState {
 }
 
 pin_project_lite::pin_project! {
-    /// A socket that tells its `ConnState` when request bytes arrive.
-    struct Watched {
+    /// A socket that tells its `ConnState` when request bytes arrive (under TLS: records),
+    /// and counts the bytes that cross it.
+    struct Watched<S> {
         #[pin]
-        io: TcpStream,
+        io: S,
         state: Arc<ConnState>,
         metrics: Arc<Metrics>,
     }
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead> AsyncRead for Watched<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -114,7 +137,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite> AsyncWrite for Watched<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -154,8 +177,15 @@ impl AsyncWrite for Watched {
     }
 }
 
-/// Serves one connection until the client closes it, a timeout cuts it, or the drain ends it.
-pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// Serves one connection accepted on listener `listener` (its index in
+/// `server.listeners`) until the client closes it, a timeout cuts it, or the drain ends it.
+/// On a TLS listener the handshake must finish within `limits.header_timeout`.
+pub async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: usize,
+    shared: Arc<Shared>,
+) {
     // Over `limits.max_connections_per_ip`: close at once (dropping the stream).
     let Some(_per_ip) = shared.per_ip.open(peer.ip()) else {
         return;
@@ -164,14 +194,45 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<S
     let _closed = scopeguard(|| shared.drain.connection_closed());
 
     let runtime = shared.current();
-    let limits = runtime.config.limits.clone();
-    let state = Arc::new(ConnState::new());
-    let io = TokioIo::new(Watched {
+    let state = Arc::new(ConnState::new(listener));
+    let watched = Watched {
         io: stream,
         state: state.clone(),
         metrics: shared.metrics.clone(),
-    });
+    };
+    match runtime.tls.get(listener).cloned().flatten() {
+        None => drive(TokioIo::new(watched), peer, state, &shared).await,
+        Some(tls) => {
+            let timeout = runtime.config.limits.header_timeout;
+            drop(runtime);
+            let stream = match tokio::time::timeout(timeout, tls.acceptor.accept(watched)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    shared.metrics.tls_handshake_errors.inc();
+                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    shared.metrics.tls_handshake_errors.inc();
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let info = TlsInfo::of(stream.get_ref().1);
+            shared.metrics.tls_handshakes[info.version as usize].inc();
+            let _ = state.tls.set(info);
+            drive(TokioIo::new(stream), peer, state, &shared).await;
+        }
+    }
+}
 
+/// Runs hyper on `io` with torii's request service, timeouts and drain.
+async fn drive<I>(io: TokioIo<I>, peer: SocketAddr, state: Arc<ConnState>, shared: &Arc<Shared>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let runtime = shared.current();
+    let limits = runtime.config.limits.clone();
     let service = {
         let shared = shared.clone();
         let state = state.clone();

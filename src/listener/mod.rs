@@ -1,6 +1,8 @@
-//! Listener: accept loops, per-connection timeouts, graceful drain, and worker threads.
+//! Listener: accept loops, TLS termination, per-connection timeouts, graceful drain, and
+//! worker threads.
 
 mod conn;
+pub mod tls;
 mod workers;
 
 pub use conn::{serve_connection, ConnState};
@@ -13,10 +15,11 @@ use tokio::net::TcpListener;
 
 use crate::server::Shared;
 
-/// Accepts connections on `listener` until the drain starts, each served on its own task.
+/// Accepts connections on `listener` (number `index` of `server.listeners`) until the
+/// drain starts, each served on its own task.
 /// At most `limits.max_connections` connections are open over all listeners: beyond that,
 /// torii stops accepting and new connections wait in the kernel's backlog.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub async fn serve(listener: TcpListener, index: usize, shared: Arc<Shared>) {
     let mut draining = shared.drain.subscribe();
     loop {
         if *draining.borrow() {
@@ -40,7 +43,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
-                    serve_connection(stream, peer, shared).await;
+                    serve_connection(stream, peer, index, shared).await;
                 });
             }
             Err(e) => {

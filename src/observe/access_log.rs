@@ -138,6 +138,12 @@ fn combined(r: &Record) -> String {
         }
         None => line.push_str(" urt=-"),
     }
+    let _ = write!(
+        line,
+        " scheme={} tls={}",
+        r.scheme(),
+        r.tls.map_or("-", |v| v.as_str())
+    );
     if !r.complete {
         line.push_str(" incomplete");
     }
@@ -155,6 +161,8 @@ fn json(r: &Record) -> String {
         "method": r.method.as_str(),
         "target": r.target,
         "protocol": format!("{:?}", r.version),
+        "scheme": r.scheme(),
+        "tls": r.tls.map(|v| v.as_str()),
         "status": r.status.as_u16(),
         "bytes": r.bytes,
         "duration": r.start.map_or(0.0, |s| s.elapsed().as_secs_f64()),
@@ -205,6 +213,21 @@ mod tests {
             "{line}"
         );
         assert_eq!(line.matches('\n').count(), 1);
+        assert!(line.contains(" scheme=http tls=-"), "{line}");
+    }
+
+    #[test]
+    fn tls_version_and_scheme_logged() {
+        let r = Record {
+            status: http::StatusCode::OK,
+            complete: true,
+            tls: Some(crate::config::TlsVersion::Tls13),
+            ..Default::default()
+        };
+        assert!(combined(&r).contains(" scheme=https tls=TLSv1.3"));
+        let v: serde_json::Value = serde_json::from_str(&json(&r)).unwrap();
+        assert_eq!(v["scheme"], "https");
+        assert_eq!(v["tls"], "TLSv1.3");
     }
 
     #[test]

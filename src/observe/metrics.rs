@@ -21,6 +21,8 @@ pub const UPSTREAM_EJECTIONS_TOTAL: &str = "torii_upstream_ejections_total";
 pub const REJECTIONS_TOTAL: &str = "torii_rejections_total";
 pub const CONNECTIONS_OPEN: &str = "torii_connections_open";
 pub const CONNECTIONS_ACCEPTED_TOTAL: &str = "torii_connections_accepted_total";
+pub const TLS_HANDSHAKES_TOTAL: &str = "torii_tls_handshakes_total";
+pub const TLS_HANDSHAKE_ERRORS_TOTAL: &str = "torii_tls_handshake_errors_total";
 pub const RECEIVED_BYTES_TOTAL: &str = "torii_received_bytes_total";
 pub const SENT_BYTES_TOTAL: &str = "torii_sent_bytes_total";
 pub const CACHE_HITS_TOTAL: &str = "torii_cache_hits_total";
@@ -41,6 +43,8 @@ pub const CACHE_OUTCOMES: [&str; 6] = ["HIT", "MISS", "STALE", "REVALIDATED", "B
 pub const STATUS_CLASSES: [&str; 6] = ["other", "1xx", "2xx", "3xx", "4xx", "5xx"];
 /// Why torii refused work itself.
 pub const REJECTION_REASONS: [&str; 3] = ["rate-limit", "queue-full", "queue-timeout"];
+/// TLS versions handshakes are counted under, indexed by `config::TlsVersion as usize`.
+pub const TLS_VERSIONS: [&str; 2] = ["TLSv1.2", "TLSv1.3"];
 
 /// Index into `CACHE_OUTCOMES` of an `X-Cache` value.
 pub fn cache_outcome(x_cache: Option<&[u8]>) -> usize {
@@ -111,6 +115,10 @@ pub struct GroupMetrics {
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub connections_accepted: Counter,
+    /// Finished downstream TLS handshakes, by `TLS_VERSIONS`.
+    pub tls_handshakes: [Counter; 2],
+    /// Failed or timed-out downstream TLS handshakes.
+    pub tls_handshake_errors: Counter,
     pub received_bytes: Counter,
     pub sent_bytes: Counter,
     pub rejections: [Counter; 3],
@@ -424,6 +432,25 @@ impl Metrics {
             CONNECTIONS_ACCEPTED_TOTAL,
             "Downstream connections accepted.",
             self.connections_accepted.get(),
+        );
+        header(
+            out,
+            TLS_HANDSHAKES_TOTAL,
+            "counter",
+            "Downstream TLS handshakes completed, by protocol version.",
+        );
+        for (i, version) in TLS_VERSIONS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{TLS_HANDSHAKES_TOTAL}{{version=\"{version}\"}} {}",
+                self.tls_handshakes[i].get()
+            );
+        }
+        counter(
+            out,
+            TLS_HANDSHAKE_ERRORS_TOTAL,
+            "Downstream TLS handshakes that failed or timed out.",
+            self.tls_handshake_errors.get(),
         );
         counter(
             out,

@@ -52,6 +52,19 @@ pub struct Record {
     pub complete: bool,
     /// The route that served the request, if any matched.
     pub route: Option<RouteId>,
+    /// The downstream TLS version; `None` on plain HTTP.
+    pub tls: Option<crate::config::TlsVersion>,
+}
+
+impl Record {
+    /// The downstream scheme: `https` on TLS connections.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
 }
 
 impl Exchange {

@@ -45,8 +45,11 @@ pub async fn handle(
         start: Some(Instant::now()),
         method: req.method().clone(),
         version: req.version(),
+        tls: conn.tls().map(|t| t.version),
         ..Record::default()
     };
+    // The listener's index in `server.listeners` (its TLS and redirect settings).
+    let li = conn.listener;
     if runtime.access_log.is_some() {
         record.time = Some(SystemTime::now());
         record.client = Some(peer);
@@ -62,7 +65,7 @@ pub async fn handle(
     // Boxed: hyper keeps one slot per connection sized for this future, idle or not, so
     // the big request-path state lives on the heap only while a request is in flight
     // (idle keep-alive connections: ~10 KiB less each, see the README).
-    let mut resp = match Box::pin(forward(req, peer, &runtime, &mut exchange.record)).await {
+    let mut resp = match Box::pin(forward(req, peer, li, &runtime, &mut exchange.record)).await {
         Ok(resp) => resp,
         Err(e) => {
             let cause = upstream::error_chain(&e);
@@ -95,11 +98,21 @@ pub async fn handle(
 async fn forward(
     req: Request<Incoming>,
     peer: SocketAddr,
+    listener: usize,
     runtime: &Runtime,
     record: &mut Record,
 ) -> Result<Response<RespBody>, ProxyError> {
     limits::check_request(&req, &runtime.config.limits)?;
     let host = request_host(&req);
+    if let Some(port) = runtime
+        .config
+        .server
+        .listeners
+        .get(listener)
+        .and_then(|l| l.redirect_https)
+    {
+        return redirect_https(&req, host.as_deref(), port);
+    }
     let route = runtime
         .router
         .lookup(host.as_deref(), req.uri().path())
@@ -224,7 +237,19 @@ async fn proxy(
     let _ = upstream_version;
 
     let headers = &mut parts.headers;
+    // `TE: trailers` says the client takes trailers. TE is hop-by-hop, but over HTTP/2 it
+    // is the one value allowed and gRPC servers want it, so an h2 upstream gets it (as
+    // nginx's grpc_pass sends it); torii relays trailers either way.
+    let te_trailers = headers.get_all(header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
     strip_hop_by_hop(headers, wants_upgrade);
+    if te_trailers && group.config.protocol.is_h2() {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     headers.remove(header::EXPECT);
     // Repeated equal lengths (which hyper accepted as one) go upstream as one.
     if let Some(len) = headers.get(header::CONTENT_LENGTH).cloned() {
@@ -243,7 +268,7 @@ async fn proxy(
     }
     strip_unkeyed_overrides(headers, route_cache.as_ref().map(|p| &p.key.headers[..]));
     append_forwarded_for(headers, peer);
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(record.scheme()));
     headers.remove(X_FORWARDED_HOST);
     if let Some(h) = downstream_host {
         headers.insert(X_FORWARDED_HOST, h);
@@ -356,6 +381,35 @@ async fn proxy(
         .headers
         .insert(cached::X_CACHE, cached::CacheStatus::Bypass.header());
     Ok(Response::from_parts(parts, RespBody::upstream(body)))
+}
+
+/// `redirect_https` listeners: `308` to the same host and target over https (`port`, left
+/// out when 443). The method and body are kept by the client on a 308.
+fn redirect_https<B>(
+    req: &Request<B>,
+    host: Option<&str>,
+    port: u16,
+) -> Result<Response<RespBody>, ProxyError> {
+    let host = host.ok_or(ProxyError::BadRequest("no Host to redirect to https"))?;
+    // Drop any port of the Host (it is the plain listener's), keeping IPv6 brackets.
+    let name = match host.rsplit_once(':') {
+        Some((name, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => name,
+        _ => host,
+    };
+    let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = if port == 443 {
+        format!("https://{name}{pq}")
+    } else {
+        format!("https://{name}:{port}{pq}")
+    };
+    let location = HeaderValue::try_from(location)
+        .map_err(|_| ProxyError::BadRequest("invalid redirect target"))?;
+    let mut resp = Response::new(RespBody::empty());
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    resp.headers_mut().insert(header::LOCATION, location);
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    Ok(resp)
 }
 
 /// The host a request is for: the URI authority (HTTP/2, absolute-form) or the Host header.

@@ -9,6 +9,7 @@ mod backend;
 pub mod balance;
 mod body;
 pub mod breaker;
+mod connect;
 mod health;
 mod queue;
 
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::{capture_connection, HttpConnector};
+use hyper_util::client::legacy::connect::capture_connection;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Notify;
@@ -34,6 +35,7 @@ use crate::error::ProxyError;
 use crate::observe::metrics::GroupMetrics;
 use backend::Backend;
 use balance::Balancer;
+use connect::Connector;
 /// Why an upstream exchange failed. `error::to_response` maps each to a status.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -115,7 +117,7 @@ pub struct Group {
     pub config: Upstream,
     backends: Vec<Backend>,
     balancer: Balancer,
-    client: Client<HttpConnector, ReqBody>,
+    client: Client<Connector, ReqBody>,
     /// Requests waiting for a connection slot.
     queued: AtomicUsize,
     /// Woken when a slot frees up or a server comes back.
@@ -150,17 +152,31 @@ impl Group {
     }
 
     fn with_metrics(name: UpstreamName, config: Upstream, metrics: Arc<GroupMetrics>) -> Group {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(config.pool_max_idle)
+        // Fails only if ring lacked the default TLS versions: our invariant, not input.
+        let connector = Connector::new(&config).expect("ring supports the default TLS versions");
+        let mut builder = Client::builder(TokioExecutor::new());
+        // An HTTP/2 connection is shared through the pool: without a pool slot every
+        // request would open its own connection, so h2 groups keep at least one.
+        let max_idle = if config.protocol.is_h2() {
+            config.pool_max_idle.max(1)
+        } else {
+            config.pool_max_idle
+        };
+        builder
+            .pool_max_idle_per_host(max_idle)
             .pool_idle_timeout(config.pool_idle_timeout)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .set_host(false)
-            .build(connector);
+            .set_host(false);
+        if config.protocol.is_h2() {
+            // One multiplexed connection per server; pings find a dead one between requests.
+            builder
+                .http2_only(true)
+                .http2_keep_alive_interval(Some(Duration::from_secs(30)))
+                .http2_keep_alive_timeout(Duration::from_secs(10))
+                .http2_max_concurrent_reset_streams(1024);
+        }
+        let client = builder.build(connector);
         Group {
             backends: config.servers.iter().cloned().map(Backend::new).collect(),
             balancer: Balancer::new(config.balance.clone(), config.servers.len()),

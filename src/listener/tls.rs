@@ -1,0 +1,155 @@
+//! TLS termination: a listener's rustls config (TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`,
+//! session resumption), its SNI certificate resolver, and the handshake's outcome.
+//!
+//! A config generation (`server::Runtime`) holds one `Acceptor` per TLS listener, built
+//! from certificates read at load time; a reload (SIGHUP) re-reads them and swaps the whole
+//! generation, so new connections get the new certificates while open ones keep theirs.
+//! The session cache and ticket keys (`Resumption`) outlive reloads, so clients resume
+//! their sessions across them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rustls::server::{ClientHello, ProducesTickets, ResolvesServerCert, StoresServerSessions};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+
+use crate::config::{Tls, TlsVersion};
+
+/// Sessions remembered for resumption by session ID (TLS 1.2) and stateful tickets.
+const SESSION_CACHE_SIZE: usize = 16 * 1024;
+
+/// Chooses a listener's certificate by the SNI name of the ClientHello: an exact name
+/// first, then a wildcard `*.rest` covering the name's first label, then the default.
+#[derive(Debug)]
+pub struct SniResolver {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// Keyed by what follows `*.`: `*.example.com` is stored as `example.com`.
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+}
+
+impl SniResolver {
+    /// The resolver of `tls`. When two certificates claim one name, the first listed wins.
+    pub fn new(tls: &Tls) -> SniResolver {
+        let mut exact = HashMap::new();
+        let mut wildcard = HashMap::new();
+        for cert in &tls.certs {
+            for name in &cert.names {
+                let map = match name.strip_prefix("*.") {
+                    Some(rest) => wildcard.entry(rest.to_string()),
+                    None => exact.entry(name.clone()),
+                };
+                map.or_insert_with(|| cert.key.clone());
+            }
+        }
+        SniResolver {
+            exact,
+            wildcard,
+            default: tls.default_cert.key.clone(),
+        }
+    }
+
+    /// The certificate served for `server_name` (`None`: the client sent no SNI).
+    pub fn lookup(&self, server_name: Option<&str>) -> &Arc<CertifiedKey> {
+        let Some(name) = server_name else {
+            return &self.default;
+        };
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(key) = self.exact.get(&name) {
+            return key;
+        }
+        // A wildcard covers exactly one label (RFC 6125 §6.4.3): *.example.com matches
+        // a.example.com, not example.com nor a.b.example.com.
+        if let Some((_, rest)) = name.split_once('.') {
+            if let Some(key) = self.wildcard.get(rest) {
+                return key;
+            }
+        }
+        &self.default
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.lookup(hello.server_name()).clone())
+    }
+}
+
+/// Session resumption state of one listener, kept across reloads: the server-side session
+/// cache and the (rotating) keys of stateless session tickets.
+#[derive(Debug, Clone)]
+pub struct Resumption {
+    cache: Arc<dyn StoresServerSessions>,
+    tickets: Arc<dyn ProducesTickets>,
+}
+
+impl Resumption {
+    /// # Errors
+    /// When the ticket keys cannot be generated (no system randomness).
+    pub fn new() -> Result<Resumption, rustls::Error> {
+        Ok(Resumption {
+            cache: rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_SIZE),
+            tickets: rustls::crypto::ring::Ticketer::new()?,
+        })
+    }
+}
+
+/// The TLS side of one listener in one config generation.
+#[derive(Clone)]
+pub struct Acceptor {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub resumption: Resumption,
+}
+
+impl std::fmt::Debug for Acceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acceptor").finish_non_exhaustive()
+    }
+}
+
+impl Acceptor {
+    /// Builds the rustls config of `tls`: ring's default cipher suites (AEAD only, forward
+    /// secret), TLS 1.3 and, unless `min_version = "1.3"`, 1.2; ALPN `h2` then `http/1.1`;
+    /// certificates by SNI; resumption from `resumption`.
+    ///
+    /// # Errors
+    /// When rustls refuses the version set (it never should with these).
+    pub fn new(tls: &Tls, resumption: Resumption) -> Result<Acceptor, rustls::Error> {
+        let versions: &[&'static rustls::SupportedProtocolVersion] = match tls.min_version {
+            TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+            TlsVersion::Tls13 => &[&rustls::version::TLS13],
+        };
+        let mut config = ServerConfig::builder_with_provider(crate::config::tls::provider())
+            .with_protocol_versions(versions)?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(SniResolver::new(tls)));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.session_storage = resumption.cache.clone();
+        config.ticketer = resumption.tickets.clone();
+        Ok(Acceptor {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            resumption,
+        })
+    }
+}
+
+/// What a finished handshake agreed on, for `X-Forwarded-Proto`, the access log and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsInfo {
+    pub version: TlsVersion,
+    /// ALPN chose `h2`.
+    pub h2: bool,
+}
+
+impl TlsInfo {
+    pub fn of(conn: &rustls::ServerConnection) -> TlsInfo {
+        TlsInfo {
+            version: match conn.protocol_version() {
+                Some(rustls::ProtocolVersion::TLSv1_2) => TlsVersion::Tls12,
+                _ => TlsVersion::Tls13,
+            },
+            h2: conn.alpn_protocol() == Some(b"h2"),
+        }
+    }
+}
