@@ -203,6 +203,7 @@ fn make_obj(id: u64, varied: bool) -> Arc<CachedObject> {
         status: StatusCode::OK,
         headers: HeaderMap::new(),
         body: Bytes::from_static(&ZEROS[..body_len(id, varied)]),
+        memo: Default::default(),
     })
 }
 

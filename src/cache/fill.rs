@@ -97,6 +97,7 @@ fn empty() -> CachedObject {
         status: http::StatusCode::OK,
         headers: http::HeaderMap::new(),
         body: Bytes::new(),
+        memo: Default::default(),
     }
 }
 

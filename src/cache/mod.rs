@@ -260,6 +260,7 @@ impl Cache {
             status: http::StatusCode::OK,
             headers,
             body: bytes::Bytes::new(),
+            memo: Default::default(),
         }
     }
 

@@ -111,6 +111,48 @@ pub struct CachedObject {
     pub headers: HeaderMap,
     /// Whole body; a hit clones this `Bytes` (no copy).
     pub body: Bytes,
+    /// The freshness computed for this object under one route policy (see
+    /// [`FreshMemo`]); not part of the object's value.
+    pub memo: FreshMemo,
+}
+
+/// A computed value kept beside an immutable object, tagged with what it was computed
+/// for: the first `(id, value)` set stays. Copies of the object start empty (a copy may
+/// differ, e.g. a soft purge's stale copy), and it never counts in comparisons.
+#[derive(Default)]
+pub struct FreshMemo(std::sync::OnceLock<(u64, crate::cache::policy::Freshness)>);
+
+impl FreshMemo {
+    /// The value computed for `id`, computing (and keeping) it if none is kept yet.
+    pub fn get_or(
+        &self,
+        id: u64,
+        compute: impl FnOnce() -> crate::cache::policy::Freshness,
+    ) -> crate::cache::policy::Freshness {
+        match self.0.get() {
+            Some((kept, f)) if *kept == id => *f,
+            Some(_) => compute(),
+            None => self.0.get_or_init(|| (id, compute())).1,
+        }
+    }
+}
+
+impl Clone for FreshMemo {
+    fn clone(&self) -> Self {
+        FreshMemo::default()
+    }
+}
+
+impl PartialEq for FreshMemo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for FreshMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FreshMemo")
+    }
 }
 
 impl CachedObject {
@@ -336,6 +378,7 @@ impl Parts {
             status: self.status,
             headers: self.headers,
             body,
+            memo: FreshMemo::default(),
         }
     }
 }
@@ -536,6 +579,7 @@ pub(crate) mod tests {
             status: StatusCode::OK,
             headers,
             body: Bytes::from(body),
+            memo: FreshMemo::default(),
         }
     }
 

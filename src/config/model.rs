@@ -575,11 +575,28 @@ pub struct CachePolicy {
     pub hit_for_miss: Duration,
     /// Refresh hot entries in the background shortly before they expire. Default on.
     pub refresh_ahead: bool,
+    /// A digest of the settings a stored object's freshness depends on (`store`, `grace`,
+    /// `stale_if_error`): equal settings, equal id. A hit reuses the freshness computed for
+    /// an object under the same id instead of parsing its headers again.
+    pub freshness_id: u64,
+}
+
+impl CachePolicy {
+    /// Sets `freshness_id` from the settings; call after changing any of them.
+    pub fn with_freshness_id(mut self) -> Self {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        format!("{:?}", self.store).hash(&mut h);
+        self.grace.hash(&mut h);
+        self.stale_if_error.hash(&mut h);
+        self.freshness_id = h.finish();
+        self
+    }
 }
 
 impl Default for CachePolicy {
     fn default() -> Self {
-        CachePolicy {
+        let policy = CachePolicy {
             store: Default::default(),
             key: Default::default(),
             max_object_size: 64 << 20,
@@ -588,6 +605,8 @@ impl Default for CachePolicy {
             keep: Duration::from_secs(3600),
             hit_for_miss: Duration::from_secs(30),
             refresh_ahead: true,
-        }
+            freshness_id: 0,
+        };
+        policy.with_freshness_id()
     }
 }

@@ -1088,6 +1088,8 @@ fn route_cache(
         keep: c.duration(&s.keep, &p("keep"), d.keep),
         hit_for_miss: c.duration(&s.hit_for_miss, &p("hit_for_miss"), d.hit_for_miss),
         refresh_ahead: s.refresh_ahead.unwrap_or(d.refresh_ahead),
-    };
+        freshness_id: 0,
+    }
+    .with_freshness_id();
     (caching && s.enabled.unwrap_or(true)).then(|| Arc::new(policy))
 }

@@ -416,6 +416,11 @@ pub fn invalidate(
 /// Freshness of a stored object, with the route's grace and stale-if-error minimums, and
 /// clamped by a soft purge (`meta.fresh_until` moved to the past).
 fn freshness(obj: &CachedObject, p: &CachePolicy) -> Freshness {
+    obj.memo
+        .get_or(p.freshness_id, || compute_freshness(obj, p))
+}
+
+fn compute_freshness(obj: &CachedObject, p: &CachePolicy) -> Freshness {
     let mut f = Freshness::from_response(
         obj.status,
         &obj.headers,
@@ -504,6 +509,7 @@ fn to_store(
         status: *status,
         headers: headers.clone(),
         body: Bytes::new(),
+        memo: Default::default(),
     };
     let index = (!secondary.is_empty()).then(|| Cache::variants_index(primary, &obj));
     Some((obj, index))

@@ -62,10 +62,26 @@ pub async fn handle(
     }
     let mut exchange = Exchange::start(conn, runtime.access_log.clone(), record);
 
-    // Boxed: hyper keeps one slot per connection sized for this future, idle or not, so
-    // the big request-path state lives on the heap only while a request is in flight
-    // (idle keep-alive connections: ~10 KiB less each, see the README).
-    let mut resp = match Box::pin(forward(req, peer, li, &runtime, &mut exchange.record)).await {
+    let result = match admit(&req, peer, li, &runtime, &mut exchange.record) {
+        Ok(Next::Done(resp)) => Ok(resp),
+        // Boxed: hyper keeps one slot per connection sized for this future, idle or not,
+        // so the big request-path state lives on the heap only while a request waits for
+        // its upstream (idle keep-alive connections: ~10 KiB less each, see the README);
+        // a hit never builds it.
+        Ok(Next::Proxy { route, host }) => {
+            Box::pin(proxy(
+                req,
+                peer,
+                route,
+                host,
+                &runtime,
+                &mut exchange.record,
+            ))
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => {
             let cause = upstream::error_chain(&e);
@@ -95,15 +111,31 @@ pub async fn handle(
     Ok(Response::from_parts(parts, body.with_exchange(exchange)))
 }
 
-async fn forward(
-    req: Request<Incoming>,
+/// What `admit` decided for a request.
+// The response is moved once, straight into hyper; boxing it would cost a hit an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Next<'r> {
+    /// Answered at once, without waiting on anything: a fixed response, a redirect, a
+    /// fresh hit from the memory tier.
+    Done(Response<RespBody>),
+    /// The rest of the path (`proxy`): the cache step's slow paths and the upstream.
+    Proxy {
+        route: &'r Route,
+        host: Option<String>,
+    },
+}
+
+/// The synchronous front of the request path: limits, route, rate limit, and whatever can
+/// be answered without an await.
+fn admit<'r>(
+    req: &Request<Incoming>,
     peer: SocketAddr,
     listener: usize,
-    runtime: &Runtime,
+    runtime: &'r Runtime,
     record: &mut Record,
-) -> Result<Response<RespBody>, ProxyError> {
-    limits::check_request(&req, &runtime.config.limits)?;
-    let host = request_host(&req);
+) -> Result<Next<'r>, ProxyError> {
+    limits::check_request(req, &runtime.config.limits)?;
+    let host = request_host(req);
     if let Some(port) = runtime
         .config
         .server
@@ -111,7 +143,7 @@ async fn forward(
         .get(listener)
         .and_then(|l| l.redirect_https)
     {
-        return redirect_https(&req, host.as_deref(), port);
+        return redirect_https(req, host.as_deref(), port).map(Next::Done);
     }
     let route = runtime
         .router
@@ -119,9 +151,9 @@ async fn forward(
         .ok_or(ProxyError::NoRoute)?;
     record.route = Some(route.id);
     if let Some(Some(limiter)) = runtime.rate_limits.get(route.id.0) {
-        limiter.check(&req, peer.ip())?;
+        limiter.check(req, peer.ip())?;
     }
-    match &route.action {
+    let resp = match &route.action {
         Action::Respond {
             status,
             headers,
@@ -130,7 +162,7 @@ async fn forward(
             let mut resp = Response::new(RespBody::full(body.clone()));
             *resp.status_mut() = *status;
             *resp.headers_mut() = headers.clone();
-            Ok(resp)
+            resp
         }
         Action::Redirect {
             status,
@@ -151,10 +183,29 @@ async fn forward(
             resp.headers_mut().insert(header::LOCATION, location);
             resp.headers_mut()
                 .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-            Ok(resp)
+            resp
         }
-        Action::Proxy { .. } => proxy(req, peer, route, host, runtime, record).await,
-    }
+        Action::Proxy {
+            upstream,
+            cache: Some(policy),
+            ..
+        } if matches!(*req.method(), Method::GET | Method::HEAD) && !is_upgrade(req.headers()) => {
+            let (Some(cache), Some(group)) = (&runtime.cache, runtime.upstreams.get(upstream))
+            else {
+                return Ok(Next::Proxy { route, host });
+            };
+            // The same key host as `proxy` uses (without a Host: the group's first server).
+            let key_host = host
+                .as_deref()
+                .unwrap_or_else(|| group.config.servers[0].addr.authority.as_str());
+            match cached::serve_hit(cache, policy, key_host, req) {
+                Some(resp) => resp,
+                None => return Ok(Next::Proxy { route, host }),
+            }
+        }
+        Action::Proxy { .. } => return Ok(Next::Proxy { route, host }),
+    };
+    Ok(Next::Done(resp))
 }
 
 /// Relays a request to the route's upstream group and its response back.
@@ -209,11 +260,6 @@ async fn proxy(
     }
     let cacheable_method = matches!(*req.method(), Method::GET | Method::HEAD);
     let wants_upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
-    if let (Some((policy, cache)), true, false) = (caching, cacheable_method, wants_upgrade) {
-        if let Some(resp) = cached::serve_hit(cache, policy, &key_host, &req) {
-            return Ok(resp);
-        }
-    }
 
     let downstream_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
 
