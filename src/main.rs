@@ -7,11 +7,6 @@ use clap::Parser;
 use torii::cli::{Cli, Command, ProxyArgs, PurgeArgs};
 use torii::config::{self, AccessTarget, Action, Config, DiskSettings, LogFormat, RuntimeKind};
 
-/// mimalloc instead of glibc's malloc: the request path allocates small, short-lived
-/// buffers on every worker thread (see the README's performance notes).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
