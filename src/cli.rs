@@ -84,6 +84,10 @@ pub struct ProxyArgs {
     /// Turn caching off: a plain reverse proxy.
     #[arg(long)]
     pub no_cache: bool,
+    /// Shared cache tier and cluster-wide purge on Redis/Valkey: `redis://host:6379`,
+    /// `redis+cluster://h1:6379,h2:6379` or comma-separated URLs (a Redis Cluster).
+    #[arg(long, conflicts_with = "no_cache")]
+    pub redis: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -76,6 +76,7 @@ fn proxy_config(args: ProxyArgs) -> Result<Config, String> {
         cache_disk,
         cache_disk_size,
         no_cache,
+        redis,
     } = args;
     let listen = if listen.is_empty() {
         vec![SocketAddr::from(([127, 0, 0, 1], 8080))]
@@ -109,6 +110,10 @@ fn proxy_config(args: ProxyArgs) -> Result<Config, String> {
             path,
             size: cache_disk_size.unwrap_or(1 << 30),
         });
+    }
+    if let Some(url) = redis {
+        let target = config::RedisTarget::parse(&url).map_err(|why| format!("--redis: {why}"))?;
+        config.cache.shared = Some(config::SharedSettings::new(target));
     }
     if no_cache {
         config.cache.memory = 0;

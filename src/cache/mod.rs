@@ -1,5 +1,6 @@
-//! The HTTP cache: keys, the RFC 9111 policy, stored objects in memory and disk tiers,
-//! request coalescing, background refresh and purge.
+//! The HTTP cache: keys, the RFC 9111 policy, stored objects in memory, disk and shared
+//! (Redis) tiers, request coalescing (in this process, and across nodes with a lease in the
+//! shared tier), background refresh and purge (broadcast to every node).
 //!
 //! `Cache` is the runtime half; `policy` decides (pure), `key` names, `tier` stores.
 //! `proxy::cached` drives a request through it.
@@ -25,6 +26,7 @@ use tokio::time::Instant;
 use object::CachedObject;
 use tier::disk::DiskTier;
 use tier::memory::MemoryTier;
+use tier::shared::{SharedTier, Target};
 
 /// Marks the small object stored under a primary key whose response had `Vary`: it holds
 /// the `Vary` field, and each variant is stored under `variant_key(primary, secondary)`.
@@ -83,6 +85,33 @@ pub struct Stats {
 pub struct Purged {
     pub memory: usize,
     pub disk: usize,
+    /// Objects deleted from the shared tier.
+    pub shared: usize,
+}
+
+/// What a purge through [`Cache::purge`] did and how far it reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeReport {
+    pub purged: Purged,
+    /// `cluster` when the shared tier removed it and every node was told; `local` otherwise.
+    pub scope: &'static str,
+    /// Why a purge with a shared tier configured reached only this node.
+    pub warning: Option<String>,
+}
+
+/// What the cluster-wide fetch lease says to this node's leader for a key.
+#[derive(Debug)]
+pub enum LeaseOutcome {
+    /// Go to the origin: this node holds the lease, or the shared tier cannot say (off,
+    /// down, or the holder took longer than the lease).
+    Fetch,
+    /// Another node fetched it meanwhile: serve this (already filled into the local tiers).
+    Found(Arc<CachedObject>),
+}
+
+/// The primary key of a cache key (the key itself unless it is a `Vary` variant).
+pub fn primary_of(key: &str) -> &str {
+    key.split_once("\n\u{1}vary\n").map_or(key, |(p, _)| p)
 }
 
 /// The state of one coalesced fetch, as its followers see it.
@@ -121,6 +150,11 @@ pub struct Cache {
     /// Makes "bump the epoch, purge memory, unindex disk" one step for the disk writes
     /// that check the epoch when they finish.
     purge_lock: Mutex<()>,
+    /// The shared tier, when `[cache.shared]` is configured.
+    shared: Option<Arc<SharedTier>>,
+    /// Primary keys whose cluster-wide fetch lease this node holds; given back after the
+    /// object is written to the shared tier, or when the fetch ends without storing.
+    leases: Mutex<HashSet<String>>,
     pub stats: Stats,
 }
 
@@ -151,8 +185,40 @@ impl Cache {
             refreshing: Mutex::default(),
             purge_epoch: AtomicU64::new(0),
             purge_lock: Mutex::default(),
+            shared: None,
+            leases: Mutex::default(),
             stats: Stats::default(),
         })
+    }
+
+    /// Adds the shared tier below memory and disk.
+    pub fn with_shared(mut self, shared: Arc<SharedTier>) -> Cache {
+        self.shared = Some(shared);
+        self
+    }
+
+    pub fn shared(&self) -> Option<&Arc<SharedTier>> {
+        self.shared.as_ref()
+    }
+
+    /// Starts applying the purges other nodes broadcast, for as long as this cache lives.
+    pub fn start_purge_listener(self: &Arc<Self>) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let cache = Arc::downgrade(self);
+        tokio::spawn(shared.subscribe(move |target, soft| {
+            let cache = cache.clone();
+            async move {
+                match cache.upgrade() {
+                    Some(cache) => {
+                        cache.purge_local(&target, soft).await;
+                        true
+                    }
+                    None => false,
+                }
+            }
+        }));
     }
 
     pub fn memory(&self) -> &MemoryTier {
@@ -164,9 +230,10 @@ impl Cache {
     }
 
     /// The stored response for `primary` that matches the request's `Vary`-selected
-    /// headers, from memory, else disk (which then fills memory). No side effects on miss.
+    /// headers, from memory, else disk (which then fills memory), else the shared tier
+    /// (which then fills memory and disk). No side effects on miss.
     pub async fn lookup(
-        &self,
+        self: &Arc<Self>,
         primary: &str,
         req_headers: &HeaderMap,
     ) -> Option<Arc<CachedObject>> {
@@ -178,23 +245,254 @@ impl Cache {
         self.get(&variant_key(primary, &secondary)).await
     }
 
-    async fn get(&self, key: &str) -> Option<Arc<CachedObject>> {
+    async fn get(self: &Arc<Self>, key: &str) -> Option<Arc<CachedObject>> {
         if let Some(obj) = self.memory.get(key) {
             return Some(obj);
         }
-        let obj = Arc::new(self.disk.as_ref()?.get(key).await?);
-        self.memory.insert(obj.clone());
+        if let Some(disk) = &self.disk {
+            if let Some(obj) = disk.get(key).await {
+                let obj = Arc::new(obj);
+                self.memory.insert(obj.clone());
+                return Some(obj);
+            }
+        }
+        self.get_shared(key).await
+    }
+
+    /// Like `lookup`, from the shared tier only (the local tiers are known to miss).
+    async fn lookup_shared(
+        self: &Arc<Self>,
+        primary: &str,
+        req_headers: &HeaderMap,
+    ) -> Option<Arc<CachedObject>> {
+        let first = self.get_shared(primary).await?;
+        if !first.headers.contains_key(VARIANTS_MARKER) {
+            return Some(first);
+        }
+        let secondary = policy::secondary_key(first.headers.get_all(header::VARY), req_headers)?;
+        self.get_shared(&variant_key(primary, &secondary)).await
+    }
+
+    /// An object from the shared tier, filled into memory and disk. A failing or slow
+    /// Redis is a miss (bounded by `cache.shared.timeout`, skipped while the breaker is
+    /// open). An object that a purge may have removed while it was read is not used.
+    async fn get_shared(self: &Arc<Self>, key: &str) -> Option<Arc<CachedObject>> {
+        let shared = self.shared.as_ref()?;
+        let epoch = self.purge_epoch.load(SeqCst);
+        let obj = match shared.get(key).await {
+            Ok(found) => found?,
+            Err(e) => {
+                tracing::debug!("shared tier lookup failed: {e}");
+                return None;
+            }
+        };
+        if obj.meta.is_expired(SystemTime::now()) {
+            return None;
+        }
+        let obj = Arc::new(obj);
+        {
+            let _purges = self.purge_lock.lock().expect("poisoned");
+            if self.purge_epoch.load(SeqCst) != epoch {
+                return None;
+            }
+            self.memory.insert(obj.clone());
+        }
+        if let Some(disk) = &self.disk {
+            let write = disk.insert(obj.clone());
+            let (cache, filled) = (self.clone(), obj.clone());
+            tokio::spawn(async move {
+                if let Ok(true) = write.await {
+                    cache.after_disk_write(&filled, epoch);
+                }
+            });
+        }
         Some(obj)
     }
 
-    /// Stores `obj` in every tier (the disk write runs in the background). When the object
-    /// is a `Vary` variant, `index` is the marker stored under its primary key.
+    /// Stores `obj` in every tier (the disk and shared writes run in the background and
+    /// never delay the caller). When the object is a `Vary` variant, `index` is the marker
+    /// stored under its primary key. The cluster-wide lease of the key, when this node
+    /// holds it, is given back once the shared write is done, so that nodes waiting on it
+    /// find the object.
     pub fn store(self: &Arc<Self>, obj: Arc<CachedObject>, index: Option<CachedObject>) {
         self.stats.stores.fetch_add(1, Relaxed);
+        let epoch = self.purge_epoch.load(SeqCst);
+        let mut batch = Vec::with_capacity(2);
         if let Some(index) = index {
-            self.put(Arc::new(index));
+            let index = Arc::new(index);
+            self.put(index.clone());
+            batch.push(index);
         }
-        self.put(obj);
+        self.put(obj.clone());
+        batch.push(obj.clone());
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let primary = primary_of(&obj.meta.key).to_string();
+        let release = self.leases.lock().expect("poisoned").remove(&primary);
+        let cache = self.clone();
+        tokio::spawn(async move {
+            for o in &batch {
+                if cache.purged_since(o, epoch) {
+                    break;
+                }
+                if let Err(e) = shared.write(o).await {
+                    tracing::debug!("shared tier write failed: {e}");
+                    break;
+                }
+            }
+            if release {
+                let _ = shared.release_lease(&primary).await;
+            }
+        });
+    }
+
+    /// Whether a purge since `epoch` may have removed `obj` (memory no longer holds it).
+    fn purged_since(&self, obj: &Arc<CachedObject>, epoch: u64) -> bool {
+        let _purges = self.purge_lock.lock().expect("poisoned");
+        self.purge_epoch.load(SeqCst) != epoch
+            && !self
+                .memory
+                .get(&obj.meta.key)
+                .is_some_and(|m| Arc::ptr_eq(&m, obj))
+    }
+
+    /// Cluster-wide coalescing for this node's leader of `primary`: takes the fetch lease
+    /// in the shared tier, or, when another node holds it, waits (at most the lease time and
+    /// `max_wait`) for that node's object to appear in the shared tier. `usable` says
+    /// whether a found object may answer the request.
+    pub async fn lease(
+        self: &Arc<Self>,
+        primary: &str,
+        req_headers: &HeaderMap,
+        max_wait: Duration,
+        usable: impl Fn(&CachedObject) -> bool,
+    ) -> LeaseOutcome {
+        let Some(shared) = self.shared.clone() else {
+            return LeaseOutcome::Fetch;
+        };
+        if shared.settings().lease.is_zero() {
+            return LeaseOutcome::Fetch;
+        }
+        match shared.acquire_lease(primary).await {
+            Ok(true) => {
+                self.leases
+                    .lock()
+                    .expect("poisoned")
+                    .insert(primary.to_string());
+                // Another node may have stored it between our lookup and the lease.
+                if let Some(obj) = self.lookup_shared(primary, req_headers).await {
+                    if usable(&obj) {
+                        self.release_lease(primary);
+                        return LeaseOutcome::Found(obj);
+                    }
+                }
+                LeaseOutcome::Fetch
+            }
+            Ok(false) => {
+                shared.stats.lease_waits.fetch_add(1, Relaxed);
+                let deadline = Instant::now() + shared.settings().lease.min(max_wait);
+                let mut pause = Duration::from_millis(5);
+                loop {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                    if let Some(obj) = self.lookup_shared(primary, req_headers).await {
+                        if usable(&obj) {
+                            return LeaseOutcome::Found(obj);
+                        }
+                    }
+                    if Instant::now() >= deadline {
+                        return LeaseOutcome::Fetch;
+                    }
+                    match shared.lease_held(primary).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            // Given back: the object was written just before, if at all.
+                            return match self.lookup_shared(primary, req_headers).await {
+                                Some(obj) if usable(&obj) => LeaseOutcome::Found(obj),
+                                _ => LeaseOutcome::Fetch,
+                            };
+                        }
+                        Err(_) => return LeaseOutcome::Fetch,
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!("shared tier lease failed: {e}");
+                LeaseOutcome::Fetch
+            }
+        }
+    }
+
+    /// Gives back the lease of `primary` if this node holds it (in the background).
+    fn release_lease(&self, primary: &str) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        if self.leases.lock().expect("poisoned").remove(primary) {
+            let (shared, primary) = (shared.clone(), primary.to_string());
+            tokio::spawn(async move {
+                let _ = shared.release_lease(&primary).await;
+            });
+        }
+    }
+
+    /// Purges `target` everywhere: first from the shared tier (so no node refills from
+    /// it), then from this node's tiers, then tells every other node. Without a shared tier
+    /// the purge is local. When the shared tier is configured but unreachable, the report
+    /// says `local` with a warning, and a warning is logged: the purge reached only this node.
+    pub async fn purge(&self, target: &Target, soft: bool) -> PurgeReport {
+        let mut failure = None;
+        let mut in_shared = 0;
+        if let Some(shared) = &self.shared {
+            match shared.purge(target).await {
+                Ok(n) => in_shared = n,
+                Err(e) => failure = Some(e),
+            }
+        }
+        let mut purged = self.purge_local(target, soft).await;
+        purged.shared = in_shared;
+        let Some(shared) = &self.shared else {
+            return PurgeReport {
+                purged,
+                scope: "local",
+                warning: None,
+            };
+        };
+        if failure.is_none() {
+            failure = shared.publish(target, soft).await.err();
+        }
+        match failure {
+            None => {
+                shared.stats.purges_cluster.fetch_add(1, Relaxed);
+                PurgeReport {
+                    purged,
+                    scope: "cluster",
+                    warning: None,
+                }
+            }
+            Some(e) => {
+                shared.stats.purges_local_only.fetch_add(1, Relaxed);
+                let warning = format!(
+                    "the shared tier is unreachable ({e}): this purge reached only this node; \
+                     other nodes and Redis may still hold the entries until they expire"
+                );
+                tracing::warn!("purge {target:?}: {warning}");
+                PurgeReport {
+                    purged,
+                    scope: "local",
+                    warning: Some(warning),
+                }
+            }
+        }
+    }
+
+    /// Purges `target` from this node's memory and disk tiers only.
+    pub async fn purge_local(&self, target: &Target, soft: bool) -> Purged {
+        match target {
+            Target::Urls(m) => self.purge_urls(m, soft).await,
+            Target::Tag(tag) => self.purge_tag(tag, soft).await,
+        }
     }
 
     fn put(self: &Arc<Self>, obj: Arc<CachedObject>) {
@@ -267,13 +565,26 @@ impl Cache {
             None => 0,
         };
         self.stats.purged.fetch_add((memory + disk) as u64, Relaxed);
-        Purged { memory, disk }
+        Purged {
+            memory,
+            disk,
+            shared: 0,
+        }
     }
 
     /// Invalidation after an unsafe request: removes what `m` matches from memory and from
     /// the disk index before returning (disk files are deleted in the background), so the
-    /// next request cannot be answered from the old copy.
+    /// next request cannot be answered from the old copy. With a shared tier, the entry is
+    /// also deleted there and every node is told, in the background.
     pub fn invalidate(&self, m: &UrlMatch) -> Purged {
+        if let Some(shared) = self.shared.clone() {
+            let target = Target::Urls(m.clone());
+            tokio::spawn(async move {
+                if shared.purge(&target).await.is_ok() {
+                    let _ = shared.publish(&target, false).await;
+                }
+            });
+        }
         let (memory, deletion) = {
             let _purges = self.purge_lock.lock().expect("poisoned");
             self.purge_epoch.fetch_add(1, SeqCst);
@@ -284,7 +595,11 @@ impl Cache {
         };
         let disk = deletion.map_or(0, |d| d.detach());
         self.stats.purged.fetch_add((memory + disk) as u64, Relaxed);
-        Purged { memory, disk }
+        Purged {
+            memory,
+            disk,
+            shared: 0,
+        }
     }
 
     /// Purges every object tagged `tag` (from `Surrogate-Key` / `Cache-Tag`).
@@ -304,7 +619,11 @@ impl Cache {
             None => 0,
         };
         self.stats.purged.fetch_add((memory + disk) as u64, Relaxed);
-        Purged { memory, disk }
+        Purged {
+            memory,
+            disk,
+            shared: 0,
+        }
     }
 
     /// Joins the fetch for `key`: the first caller leads, later ones follow.
@@ -387,6 +706,9 @@ impl FlightGuard {
                 .expect("poisoned")
                 .remove(&self.key);
             tx.send_replace(state);
+            // Stored: `store` took the lease and gives it back after its shared write.
+            // Otherwise other nodes should stop waiting and fetch themselves.
+            self.cache.release_lease(&self.key);
         }
     }
 }

@@ -1,0 +1,588 @@
+//! The shared tier with a real `redis-server` (started here on a free port, stopped by its
+//! PID): two torii nodes sharing one Redis behave like one cache. Proven by counting origin
+//! requests and reading `X-Cache`, `/stats.json` and `/metrics`.
+
+mod support;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use http::StatusCode;
+use support::*;
+use tokio::time::Instant;
+
+/// A `redis-server` child on 127.0.0.1; killed (by its PID) when dropped.
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+    extra: Vec<String>,
+}
+
+impl Redis {
+    async fn start() -> Redis {
+        Redis::start_with(&[]).await
+    }
+
+    async fn start_with(extra: &[&str]) -> Redis {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut redis = Redis {
+            port,
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        redis.spawn().await;
+        redis
+    }
+
+    async fn spawn(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd
+            .spawn()
+            .expect("redis-server not found: install it (.ci/run installs the Debian package)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut c) = self.client().get_multiplexed_async_connection().await {
+                if redis::cmd("PING")
+                    .query_async::<String>(&mut c)
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).unwrap()
+    }
+
+    async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        self.client()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// Kills the server (SIGKILL, by PID) and waits for it to exit.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same port, empty.
+    async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A torii node with a caching route to `origin` and the shared tier on `redis_url`.
+async fn node(origin: &Origin, redis_url: &str, shared: &str) -> Torii {
+    let toml = format!(
+        "[server]\nadmin = \"off\"\n[log]\naccess = \"off\"\n\
+         [cache.shared]\nredis = \"{redis_url}\"\nbreaker_retry = \"200ms\"\n{shared}\n\
+         [upstreams.app]\nservers = [\"{{origin}}\"]\n[[routes]]\nupstream = \"app\"\n"
+    );
+    Torii::start(&toml, Some(origin)).await
+}
+
+async fn stats(torii: &Torii) -> serde_json::Value {
+    admin_get(torii, "/stats.json").await
+}
+
+async fn shared_stat(torii: &Torii, name: &str) -> u64 {
+    stats(torii).await["cache"]["shared"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no cache.shared.{name} in /stats.json"))
+}
+
+async fn metrics(torii: &Torii) -> String {
+    let (_, _, body) = get(&format!("http://{}/metrics", torii.admin)).await;
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+/// The Host every request is sent with: nodes behind one balancer see the same Host, so
+/// they compute the same cache keys.
+const HOST: &str = "shop.test";
+
+/// GET `url` with `Host: shop.test`: status, X-Cache and body.
+async fn fetch(url: &str) -> (StatusCode, String, String) {
+    use http_body_util::BodyExt;
+    let req = http::Request::get(url)
+        .header("host", HOST)
+        .body(http_body_util::Empty::new().map_err(|e| match e {}).boxed())
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let (status, h, body) = (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    );
+    let x = h
+        .get("x-cache")
+        .map_or("<none>", |v| v.to_str().unwrap())
+        .to_string();
+    (status, x, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Polls `check` every 20 ms until it is true; panics after `within` with `what`.
+async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn cacheable(body: &str) -> Reply {
+    Reply::new(body.to_string()).header("cache-control", "max-age=60")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_b_serves_from_the_shared_tier_what_node_a_fetched() {
+    let redis = Redis::start().await;
+    let origin = Origin::start().await;
+    origin.set(
+        "/a",
+        cacheable("from the origin").header("surrogate-key", "t1"),
+    );
+    let a = node(&origin, &redis.url(), "").await;
+    let b = node(&origin, &redis.url(), "").await;
+
+    let (status, x, body) = fetch(&a.url("/a")).await;
+    assert_eq!(
+        (status, x.as_str(), body.as_str()),
+        (StatusCode::OK, "MISS", "from the origin")
+    );
+    // The shared write runs in the background, after the response.
+    eventually(
+        "node A wrote /a to Redis",
+        Duration::from_secs(5),
+        || async { shared_stat(&a, "writes").await >= 1 },
+    )
+    .await;
+
+    let (status, x, body) = fetch(&b.url("/a")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(x, "HIT", "node B answers from the shared tier");
+    assert_eq!(body, "from the origin");
+    assert_eq!(
+        origin.hits("/a"),
+        1,
+        "the origin saw one request for two nodes"
+    );
+    assert_eq!(shared_stat(&b, "hits").await, 1);
+    // Node B's local tiers were filled: its next hit does not ask Redis.
+    let (_, x, _) = fetch(&b.url("/a")).await;
+    assert_eq!(x, "HIT");
+    assert_eq!(shared_stat(&b, "hits").await, 1);
+    assert_eq!(origin.hits("/a"), 1);
+
+    // The stored value has an expiry (remaining freshness plus grace), a URL set and a
+    // tag set.
+    let mut c = redis.conn().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("torii:*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let object = keys
+        .iter()
+        .find(|k| k.contains(":o:"))
+        .expect("an object key");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(object)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(
+        ttl > 60_000 && ttl <= 380_000,
+        "PTTL {ttl} ms: 60 s fresh + grace"
+    );
+    assert!(keys.iter().any(|k| k == "torii:t:t1"), "{keys:?}");
+    assert!(keys.iter().any(|k| k.contains(":u:http://")), "{keys:?}");
+
+    let m = metrics(&b).await;
+    for name in [
+        "torii_shared_hits_total 1",
+        "torii_shared_breaker_state 0",
+        "torii_shared_writes_total",
+        "torii_shared_misses_total",
+        "torii_shared_errors_total",
+        "torii_shared_lease_waits_total",
+    ] {
+        assert!(m.contains(name), "{name} missing from /metrics");
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_above_the_shared_size_limit_stay_local() {
+    let redis = Redis::start().await;
+    let origin = Origin::start().await;
+    origin.set("/big", cacheable(&"x".repeat(4096)));
+    origin.set("/small", cacheable("small"));
+    let a = node(&origin, &redis.url(), "max_object_size = \"1KiB\"").await;
+    let b = node(&origin, &redis.url(), "max_object_size = \"1KiB\"").await;
+
+    assert_eq!(fetch(&a.url("/big")).await.1, "MISS");
+    assert_eq!(fetch(&a.url("/small")).await.1, "MISS");
+    eventually(
+        "small written, big skipped",
+        Duration::from_secs(5),
+        || async {
+            shared_stat(&a, "writes").await >= 1 && shared_stat(&a, "too_large").await >= 1
+        },
+    )
+    .await;
+    assert_eq!(fetch(&a.url("/big")).await.1, "HIT", "still cached locally");
+    assert_eq!(fetch(&b.url("/small")).await.1, "HIT");
+    assert_eq!(
+        fetch(&b.url("/big")).await.1,
+        "MISS",
+        "not in the shared tier"
+    );
+    assert_eq!(origin.hits("/big"), 2);
+    assert_eq!(origin.hits("/small"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_concurrent_cold_requests_over_two_nodes_make_one_origin_request() {
+    let redis = Redis::start().await;
+    let origin = Origin::start().await;
+    origin.set(
+        "/hot",
+        cacheable("hot object").delay(Duration::from_millis(300)),
+    );
+    let a = node(&origin, &redis.url(), "").await;
+    let b = node(&origin, &redis.url(), "").await;
+
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let url = if i % 2 == 0 {
+            a.url("/hot")
+        } else {
+            b.url("/hot")
+        };
+        tasks.push(tokio::spawn(async move { fetch(&url).await }));
+    }
+    for t in tasks {
+        let (status, _, body) = t.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "hot object");
+    }
+    assert_eq!(
+        origin.hits("/hot"),
+        1,
+        "one origin request for 100 requests on two nodes"
+    );
+    let waits = shared_stat(&a, "lease_waits").await + shared_stat(&b, "lease_waits").await;
+    let leases = shared_stat(&a, "leases").await + shared_stat(&b, "leases").await;
+    assert_eq!(leases, 1, "one node took the lease");
+    assert!(waits >= 1, "the other node waited on it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_lease_holder_blocks_nobody_beyond_the_lease() {
+    let redis = Redis::start().await;
+    let origin = Origin::start().await;
+    origin.set("/orphan", cacheable("fetched anyway"));
+    let a = node(&origin, &redis.url(), "lease = \"500ms\"").await;
+    // A node that took the lease and died: the lease stays until it expires.
+    let mut c = redis.conn().await;
+    let primary = format!("http://{HOST}/orphan");
+    let slot = format!("torii:{{{:08x}}}", crc32fast::hash(primary.as_bytes()));
+    let _: () = redis::cmd("SET")
+        .arg(format!("{slot}:l:{primary}"))
+        .arg("dead-node")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (status, x, body) = fetch(&a.url("/orphan")).await;
+    assert_eq!(
+        (status, x.as_str(), body.as_str()),
+        (StatusCode::OK, "MISS", "fetched anyway")
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waited {:?} on a dead lease",
+        started.elapsed()
+    );
+    assert_eq!(shared_stat(&a, "lease_waits").await, 1);
+    assert_eq!(origin.hits("/orphan"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_at_one_node_reaches_every_node_within_a_second() {
+    let redis = Redis::start().await;
+    let origin = Origin::start().await;
+    let version = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(1));
+    for path in ["/p", "/static/app.js", "/tagged"] {
+        let v = version.clone();
+        origin.set_fn(path, move |_| {
+            let n = v.load(std::sync::atomic::Ordering::SeqCst);
+            cacheable(&format!("v{n}")).header("cache-tag", "product-7")
+        });
+    }
+    let a = node(&origin, &redis.url(), "").await;
+    let b = node(&origin, &redis.url(), "").await;
+    // Let both subscriptions come up before purging.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    for path in ["/p", "/static/app.js", "/tagged"] {
+        assert_eq!(fetch(&a.url(path)).await.2, "v1");
+    }
+    eventually("three objects in Redis", Duration::from_secs(5), || async {
+        shared_stat(&a, "writes").await >= 3
+    })
+    .await;
+    for path in ["/p", "/static/app.js", "/tagged"] {
+        assert_eq!(
+            fetch(&b.url(path)).await.1,
+            "HIT",
+            "{path} from the shared tier"
+        );
+    }
+    version.store(2, std::sync::atomic::Ordering::SeqCst);
+
+    // By URL at node A.
+    let (status, v) = admin_post(&a, "/purge", &format!("{{\"url\": \"http://{HOST}/p\"}}")).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["scope"], "cluster", "{v}");
+    assert_eq!(v["shared"], 1, "{v}");
+    let purged_at = Instant::now();
+    eventually(
+        "node B stops serving /p",
+        Duration::from_secs(1),
+        || async { fetch(&b.url("/p")).await.2 == "v2" },
+    )
+    .await;
+    assert!(purged_at.elapsed() < Duration::from_secs(1));
+
+    // By path prefix at node B.
+    let (_, v) = admin_post(&b, "/purge", "{\"prefix\": \"/static/\"}").await;
+    assert_eq!(v["scope"], "cluster", "{v}");
+    eventually(
+        "node A stops serving /static/app.js",
+        Duration::from_secs(1),
+        || async { fetch(&a.url("/static/app.js")).await.2 == "v2" },
+    )
+    .await;
+
+    // By tag at node A: the tag set in Redis finds the key node B filled from.
+    let (_, v) = admin_post(&a, "/purge", "{\"tag\": \"product-7\"}").await;
+    assert_eq!(v["scope"], "cluster", "{v}");
+    eventually(
+        "node B stops serving /tagged",
+        Duration::from_secs(1),
+        || async { fetch(&b.url("/tagged")).await.2 == "v2" },
+    )
+    .await;
+    assert!(shared_stat(&b, "purges_received").await >= 2);
+    assert!(metrics(&a)
+        .await
+        .contains("torii_shared_purges_total{scope=\"cluster\"} 2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_shared_value_is_dropped_never_served() {
+    let redis = Redis::start().await;
+    let origin = Origin::start().await;
+    origin.set("/c", cacheable("good body"));
+    let a = node(&origin, &redis.url(), "").await;
+    let b = node(&origin, &redis.url(), "").await;
+    fetch(&a.url("/c")).await;
+    eventually("written", Duration::from_secs(5), || async {
+        shared_stat(&a, "writes").await >= 1
+    })
+    .await;
+    let mut c = redis.conn().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("torii:*:o:*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let mut value: Vec<u8> = redis::cmd("GET")
+        .arg(&keys[0])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let last = value.len() - 6;
+    value[last] ^= 0x20; // one flipped bit in the body
+    let _: () = redis::cmd("SET")
+        .arg(&keys[0])
+        .arg(value)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+
+    let (status, x, body) = fetch(&b.url("/c")).await;
+    assert_eq!(
+        (status, x.as_str(), body.as_str()),
+        (StatusCode::OK, "MISS", "good body")
+    );
+    assert_eq!(shared_stat(&b, "corrupt").await, 1);
+    assert_eq!(origin.hits("/c"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_means_local_only_without_errors_and_the_tier_comes_back() {
+    let mut redis = Redis::start().await;
+    let origin = Origin::start().await;
+    for path in ["/warm", "/cold", "/later", "/after"] {
+        let p = path.to_string();
+        origin.set_fn(path, move |req| {
+            let q = req.uri.query().unwrap_or("");
+            cacheable(&format!("{p}?{q}"))
+        });
+    }
+    let a = node(&origin, &redis.url(), "").await;
+    let b = node(&origin, &redis.url(), "").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    fetch(&a.url("/warm")).await;
+    eventually("written", Duration::from_secs(5), || async {
+        shared_stat(&a, "writes").await >= 1
+    })
+    .await;
+
+    redis.kill();
+    // Hits, shared-tier misses and origin fetches all keep working, each well within a
+    // bound of a few Redis timeouts (100 ms each) even before the breaker opens.
+    let mut slowest = Duration::ZERO;
+    for i in 0..40 {
+        for (node, path) in [(&a, "/warm"), (&b, "/warm"), (&a, "/cold"), (&b, "/cold")] {
+            let started = Instant::now();
+            let (status, _, body) = fetch(&node.url(&format!("{path}?i={}", i % 10))).await;
+            slowest = slowest.max(started.elapsed());
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(body, format!("{path}?i={}", i % 10));
+        }
+    }
+    assert!(
+        slowest < Duration::from_secs(2),
+        "slowest request took {slowest:?}"
+    );
+    assert_eq!(stats(&a).await["cache"]["shared"]["breaker"], "open");
+    assert!(metrics(&a).await.contains("torii_shared_breaker_state 1"));
+
+    // A purge while Redis is down reaches this node only, and says so.
+    let (status, v) = admin_post(
+        &a,
+        "/purge",
+        &format!("{{\"url\": \"http://{HOST}/warm\"}}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["scope"], "local", "{v}");
+    assert!(
+        v["warning"].as_str().unwrap().contains("only this node"),
+        "{v}"
+    );
+    assert!(metrics(&a)
+        .await
+        .contains("torii_shared_purges_total{scope=\"local\"} 1"));
+
+    // Redis comes back (empty): the breaker probes, closes, and the tier is used again.
+    redis.restart().await;
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    eventually(
+        "node A writes to Redis again",
+        Duration::from_secs(10),
+        || async {
+            let before = shared_stat(&a, "writes").await;
+            let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            fetch(&a.url(&format!("/later?t={i}"))).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            shared_stat(&a, "writes").await > before
+        },
+    )
+    .await;
+    fetch(&a.url("/after")).await;
+    eventually(
+        "node B reads /after from Redis",
+        Duration::from_secs(10),
+        || async { fetch(&b.url("/after")).await.1 == "HIT" },
+    )
+    .await;
+    assert_eq!(
+        origin.hits("/after"),
+        1,
+        "node B got /after from the shared tier"
+    );
+    assert_eq!(stats(&b).await["cache"]["shared"]["breaker"], "closed");
+    // And the purge subscription is back too.
+    eventually(
+        "purge reaches node B again",
+        Duration::from_secs(10),
+        || async {
+            let (_, v) = admin_post(&a, "/purge", "{\"tag\": \"none\"}").await;
+            v["scope"] == "cluster"
+        },
+    )
+    .await;
+    let received = shared_stat(&b, "purges_received").await;
+    eventually(
+        "node B receives purges again",
+        Duration::from_secs(10),
+        || async {
+            admin_post(&a, "/purge", "{\"tag\": \"none\"}").await;
+            shared_stat(&b, "purges_received").await > received
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_starts_and_serves_while_redis_is_down() {
+    let addr: SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let origin = Origin::start().await;
+    origin.set("/x", cacheable("x"));
+    let a = node(&origin, &format!("redis://{addr}"), "").await;
+    for _ in 0..5 {
+        let (status, _, body) = fetch(&a.url("/x")).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "x"));
+    }
+    assert_eq!(origin.hits("/x"), 1, "the local tiers still cache");
+}
