@@ -230,12 +230,6 @@ impl SharedTier {
         }
     }
 
-    /// Whether the breaker lets calls through now (closed, or a probe is due).
-    pub fn available(&self) -> bool {
-        let mut b = self.breaker.lock().expect("poisoned");
-        b.admit(Instant::now()) != Admit::No
-    }
-
     // === calls through the breaker ===
 
     fn admit(&self) -> Result<Conn, Error> {
