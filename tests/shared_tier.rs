@@ -586,3 +586,82 @@ async fn a_node_starts_and_serves_while_redis_is_down() {
     }
     assert_eq!(origin.hits("/x"), 1, "the local tiers still cache");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_mode_shares_leases_and_purges() {
+    // A one-node Redis Cluster owning every slot: the cluster client, per-slot pipelines,
+    // the lease script and cluster-wide pub/sub all take their cluster code paths.
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("nodes.conf");
+    let redis = Redis::start_with(&[
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        conf.to_str().unwrap(),
+    ])
+    .await;
+    let mut c = redis.conn().await;
+    let _: () = redis::cmd("CLUSTER")
+        .arg("ADDSLOTSRANGE")
+        .arg(0)
+        .arg(16383)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    eventually("cluster_state:ok", Duration::from_secs(10), || async {
+        let mut c = redis.conn().await;
+        let info: String = redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        info.contains("cluster_state:ok")
+    })
+    .await;
+
+    let origin = Origin::start().await;
+    let version = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(1));
+    let v = version.clone();
+    origin.set_fn("/k", move |_| {
+        let n = v.load(std::sync::atomic::Ordering::SeqCst);
+        cacheable(&format!("v{n}"))
+            .header("surrogate-key", "k-tag")
+            .delay(Duration::from_millis(200))
+    });
+    let url = format!("redis+cluster://127.0.0.1:{}", redis.port);
+    let a = node(&origin, &url, "").await;
+    let b = node(&origin, &url, "").await;
+    eventually(
+        "both nodes connected to the cluster",
+        Duration::from_secs(10),
+        || async {
+            // A tag purge of nothing succeeds once the cluster connection is up.
+            admin_post(&a, "/purge", "{\"tag\": \"none\"}").await.1["scope"] == "cluster"
+                && admin_post(&b, "/purge", "{\"tag\": \"none\"}").await.1["scope"] == "cluster"
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let url = if i % 2 == 0 { a.url("/k") } else { b.url("/k") };
+        tasks.push(tokio::spawn(async move { fetch(&url).await }));
+    }
+    for t in tasks {
+        let (status, _, body) = t.await.unwrap();
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "v1"));
+    }
+    assert_eq!(origin.hits("/k"), 1, "one origin request over the cluster");
+
+    version.store(2, std::sync::atomic::Ordering::SeqCst);
+    let (_, v) = admin_post(&b, "/purge", "{\"tag\": \"k-tag\"}").await;
+    assert_eq!(v["scope"], "cluster", "{v}");
+    assert_eq!(v["shared"], 1, "{v}");
+    eventually(
+        "node A stops serving /k",
+        Duration::from_secs(1),
+        || async { fetch(&a.url("/k")).await.2 == "v2" },
+    )
+    .await;
+}
