@@ -665,3 +665,50 @@ async fn redis_cluster_mode_shares_leases_and_purges() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_refreshes_a_stale_object_for_the_cluster() {
+    let redis = Redis::start().await;
+    let origin = Origin::start().await;
+    let version = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(1));
+    let v = version.clone();
+    origin.set_fn("/r", move |_| {
+        let n = v.load(std::sync::atomic::Ordering::SeqCst);
+        Reply::new(format!("v{n}")).header("cache-control", "max-age=1, stale-while-revalidate=30")
+    });
+    let a = node(&origin, &redis.url(), "").await;
+    let b = node(&origin, &redis.url(), "").await;
+    assert_eq!(fetch(&a.url("/r")).await.2, "v1");
+    eventually("written", Duration::from_secs(5), || async {
+        shared_stat(&a, "writes").await >= 1
+    })
+    .await;
+    assert_eq!(fetch(&b.url("/r")).await.1, "HIT");
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    version.store(2, std::sync::atomic::Ordering::SeqCst);
+    let (_, x, body) = fetch(&a.url("/r")).await;
+    assert_eq!(
+        (x.as_str(), body.as_str()),
+        ("STALE", "v1"),
+        "served stale, refreshed behind"
+    );
+    eventually(
+        "node A's refresh reached Redis",
+        Duration::from_secs(5),
+        || async { shared_stat(&a, "writes").await >= 2 },
+    )
+    .await;
+    // Node B's copy is stale too: its refresh takes node A's from Redis instead of the origin.
+    let (_, x, _) = fetch(&b.url("/r")).await;
+    assert_eq!(x, "STALE");
+    eventually("node B serves v2", Duration::from_secs(5), || async {
+        fetch(&b.url("/r")).await.2 == "v2"
+    })
+    .await;
+    assert_eq!(
+        origin.hits("/r"),
+        2,
+        "one fetch, one refresh, for two nodes"
+    );
+}

@@ -424,8 +424,39 @@ impl Cache {
         }
     }
 
+    /// Before a background refresh of `obj`: whether this node should fetch it. Not when
+    /// the shared tier already has a fresher copy (another node refreshed it; it is taken
+    /// into the local tiers), nor while another node holds the key's lease. When this
+    /// returns true with a shared tier, this node may hold the lease: `store` gives it back,
+    /// and so does [`release_lease`](Self::release_lease) when the refresh stores nothing.
+    pub async fn claim_refresh(self: &Arc<Self>, obj: &CachedObject) -> bool {
+        let Some(shared) = self.shared.clone() else {
+            return true;
+        };
+        if let Some(newer) = self.get_shared(&obj.meta.key).await {
+            if newer.meta.fresh_until > obj.meta.fresh_until {
+                return false;
+            }
+        }
+        if shared.settings().lease.is_zero() {
+            return true;
+        }
+        let primary = primary_of(&obj.meta.key);
+        match shared.acquire_lease(primary).await {
+            Ok(true) => {
+                self.leases
+                    .lock()
+                    .expect("poisoned")
+                    .insert(primary.to_string());
+                true
+            }
+            Ok(false) => false,
+            Err(_) => true,
+        }
+    }
+
     /// Gives back the lease of `primary` if this node holds it (in the background).
-    fn release_lease(&self, primary: &str) {
+    pub fn release_lease(&self, primary: &str) {
         let Some(shared) = &self.shared else {
             return;
         };

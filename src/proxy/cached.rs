@@ -696,6 +696,14 @@ fn spawn_refresh(
     let (req_headers, primary) = (ctx.req_headers.clone(), primary.to_string());
     tokio::spawn(async move {
         let _guard = guard;
+        // With a shared tier, one node refreshes for the cluster; the others take its copy.
+        if !cache.claim_refresh(&obj).await {
+            return;
+        }
+        let _lease = LeaseRelease {
+            cache: cache.clone(),
+            primary: primary.clone(),
+        };
         let request_time = SystemTime::now();
         let Ok(resp) = group.send(&backend, req).await else {
             return;
@@ -756,4 +764,17 @@ fn spawn_refresh(
         }
         cache.store(Arc::new(fresh), index);
     });
+}
+
+/// Gives back a cluster-wide lease a background refresh may hold when it ends (a no-op once
+/// `Cache::store` has taken it over).
+struct LeaseRelease {
+    cache: Arc<Cache>,
+    primary: String,
+}
+
+impl Drop for LeaseRelease {
+    fn drop(&mut self) {
+        self.cache.release_lease(&self.primary);
+    }
 }
