@@ -89,6 +89,17 @@ impl Redis {
         }
     }
 
+    /// Stops (SIGSTOP) or continues (SIGCONT) the server by PID: a Redis that hangs, with
+    /// its connections open.
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// Starts again on the same port, empty.
     async fn restart(&mut self) {
         self.kill();
@@ -710,5 +721,65 @@ async fn one_node_refreshes_a_stale_object_for_the_cluster() {
         origin.hits("/r"),
         2,
         "one fetch, one refresh, for two nodes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_redis_costs_at_most_its_timeout_then_nothing() {
+    let redis = Redis::start().await;
+    let origin = Origin::start().await;
+    origin.set_fn("/h", |req| cacheable(req.uri.query().unwrap_or("")));
+    let a = node(&origin, &redis.url(), "timeout = \"100ms\"").await;
+    let b = node(&origin, &redis.url(), "timeout = \"100ms\"").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    redis.signal("-STOP");
+    let mut slowest = Duration::ZERO;
+    for i in 0..30 {
+        for n in [&a, &b] {
+            let started = Instant::now();
+            let (status, _, body) = fetch(&n.url(&format!("/h?{i}"))).await;
+            slowest = slowest.max(started.elapsed());
+            assert_eq!((status, body), (StatusCode::OK, i.to_string()));
+        }
+    }
+    // Before the breaker opens a request waits at most a few 100 ms timeouts (lookup,
+    // lease); after, none at all.
+    assert!(
+        slowest < Duration::from_secs(2),
+        "slowest request took {slowest:?}"
+    );
+    assert_eq!(stats(&a).await["cache"]["shared"]["breaker"], "open");
+    assert!(
+        shared_stat(&a, "skipped").await > 0,
+        "calls skipped while open"
+    );
+
+    redis.signal("-CONT");
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    eventually(
+        "node A writes to Redis again",
+        Duration::from_secs(10),
+        || async {
+            let before = shared_stat(&a, "writes").await;
+            let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            fetch(&a.url(&format!("/h?again{i}"))).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            shared_stat(&a, "writes").await > before
+        },
+    )
+    .await;
+    origin.set("/back", cacheable("back"));
+    fetch(&a.url("/back")).await;
+    eventually(
+        "node B reads /back from Redis",
+        Duration::from_secs(5),
+        || async { fetch(&b.url("/back")).await.1 == "HIT" },
+    )
+    .await;
+    assert_eq!(
+        origin.hits("/back"),
+        1,
+        "node B got /back from the shared tier"
     );
 }

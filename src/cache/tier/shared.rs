@@ -287,7 +287,9 @@ impl SharedTier {
 
     async fn query<T: FromRedisValue>(&self, cmd: &Cmd, timeout: Duration) -> Result<T, Error> {
         let conn = self.admit()?;
+        let call = Call { tier: self };
         let result = tokio::time::timeout(timeout, conn.query(cmd)).await;
+        call.finish();
         self.record(result, timeout)
     }
 
@@ -297,7 +299,9 @@ impl SharedTier {
         timeout: Duration,
     ) -> Result<T, Error> {
         let conn = self.admit()?;
+        let call = Call { tier: self };
         let result = tokio::time::timeout(timeout, conn.query_pipe(pipe)).await;
+        call.finish();
         self.record(result, timeout)
     }
 
@@ -632,7 +636,18 @@ impl SharedTier {
                     tracing::debug!("shared tier: subscribed to {channel} on {url}");
                     backoff = Duration::from_millis(100);
                     let mut messages = pubsub.on_message();
-                    while let Some(msg) = messages.next().await {
+                    let mut check = tokio::time::interval(Duration::from_secs(5));
+                    loop {
+                        let msg = tokio::select! {
+                            msg = messages.next() => msg,
+                            _ = check.tick() => {
+                                if Arc::strong_count(&self) == 1 {
+                                    return; // the cache that owned this tier is gone
+                                }
+                                continue;
+                            }
+                        };
+                        let Some(msg) = msg else { break };
                         let Ok(msg) = serde_json::from_slice::<Broadcast>(msg.get_payload_bytes())
                         else {
                             continue;
@@ -657,6 +672,29 @@ impl SharedTier {
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+}
+
+/// A call in flight. Dropped before its outcome is recorded (the request that made it was
+/// cancelled, e.g. its client went away), it frees the half-open probe it may hold, so the
+/// breaker does not wait forever for an outcome that never comes.
+struct Call<'a> {
+    tier: &'a SharedTier,
+}
+
+impl Call<'_> {
+    /// The call answered (or timed out): its outcome is recorded by the caller.
+    fn finish(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        let mut b = self.tier.breaker.lock().expect("poisoned");
+        if b.state == (State::HalfOpen { probing: true }) {
+            b.state = State::HalfOpen { probing: false };
         }
     }
 }
@@ -719,6 +757,33 @@ mod tests {
             soft: false,
         };
         assert_eq!(unknown.target(), None);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_probe_frees_the_breaker() {
+        // A "Redis" that accepts connections and never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut settings = SharedSettings::new(
+            RedisTarget::parse(&format!("redis://{}", silent.local_addr().unwrap())).unwrap(),
+        );
+        settings.timeout = Duration::from_millis(50);
+        settings.breaker_failures = 1;
+        settings.breaker_retry = Duration::from_millis(50);
+        let tier = SharedTier::new(settings).unwrap();
+        assert!(matches!(tier.get("k").await, Err(Error::Timeout(_))));
+        assert_eq!(tier.breaker_state(), 1, "open after one failure");
+        assert!(matches!(tier.get("k").await, Err(Error::Unavailable)));
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        // The probe's request is cancelled after its first poll.
+        let cancelled = tokio::time::timeout(Duration::ZERO, tier.get("k")).await;
+        assert!(cancelled.is_err());
+        assert_eq!(tier.breaker_state(), 2, "half-open, probe free again");
+        assert!(
+            matches!(tier.get("k").await, Err(Error::Timeout(_))),
+            "the next call probes"
+        );
+        assert_eq!(tier.breaker_state(), 1);
+        assert!(tier.stats.skipped.load(Relaxed) >= 1);
     }
 
     #[test]
