@@ -10,7 +10,8 @@
 //!   -> proxy::handle: the whole path           -> src/proxy.rs
 //!        limits (framing, Host, sizes)         -> src/limits/
 //!        route (host + path -> route)          -> src/route/
-//!        (cache: the next step to land)
+//!        cache (lookup, coalesce, store, purge)  -> src/cache/, src/proxy/cached.rs
+//!          memory -> disk -> shared (Redis)    -> src/cache/tier/
 //!        upstream (pick, pool, send)           -> src/upstream/
 //!        response (hop-by-hop, Via)            -> src/proxy.rs, src/body.rs
 //!        observe (access log at body end)      -> src/observe/

@@ -179,6 +179,32 @@ where
     }
 }
 
+/// Once Redis is back: node A fetches fresh URLs under `path` until node B answers one
+/// from the shared tier (node B's breaker closes at its next probe, up to a few hundred ms
+/// after node A's). The origin sees each URL once.
+async fn b_reads_what_a_fetches(a: &Torii, b: &Torii, origin: &Origin, path: &str) {
+    origin.set_fn(path, |req| cacheable(req.uri.query().unwrap_or("")));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for i in 0.. {
+        let url = format!("{path}?{i}");
+        let writes = shared_stat(a, "writes").await;
+        fetch(&a.url(&url)).await;
+        eventually("node A wrote it", Duration::from_secs(5), || async {
+            shared_stat(a, "writes").await > writes
+        })
+        .await;
+        if fetch(&b.url(&url)).await.1 == "HIT" {
+            assert_eq!(origin.hits(path), 2 * i + 1, "only node B's misses before");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node B never read {path} from Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn cacheable(body: &str) -> Reply {
     Reply::new(body.to_string()).header("cache-control", "max-age=60")
 }
@@ -512,8 +538,13 @@ async fn redis_down_means_local_only_without_errors_and_the_tier_comes_back() {
         slowest < Duration::from_secs(2),
         "slowest request took {slowest:?}"
     );
-    assert_eq!(stats(&a).await["cache"]["shared"]["breaker"], "open");
-    assert!(metrics(&a).await.contains("torii_shared_breaker_state 1"));
+    // Open, or half-open when a probe is due (breaker_retry is 200 ms here).
+    assert_ne!(stats(&a).await["cache"]["shared"]["breaker"], "closed");
+    let m = metrics(&a).await;
+    assert!(
+        m.contains("torii_shared_breaker_state 1") || m.contains("torii_shared_breaker_state 2"),
+        "breaker not open in /metrics"
+    );
 
     // A purge while Redis is down reaches this node only, and says so.
     let (status, v) = admin_post(
@@ -547,18 +578,7 @@ async fn redis_down_means_local_only_without_errors_and_the_tier_comes_back() {
         },
     )
     .await;
-    fetch(&a.url("/after")).await;
-    eventually(
-        "node B reads /after from Redis",
-        Duration::from_secs(10),
-        || async { fetch(&b.url("/after")).await.1 == "HIT" },
-    )
-    .await;
-    assert_eq!(
-        origin.hits("/after"),
-        1,
-        "node B got /after from the shared tier"
-    );
+    b_reads_what_a_fetches(&a, &b, &origin, "/after").await;
     assert_eq!(stats(&b).await["cache"]["shared"]["breaker"], "closed");
     // And the purge subscription is back too.
     eventually(
@@ -685,7 +705,7 @@ async fn one_node_refreshes_a_stale_object_for_the_cluster() {
     let v = version.clone();
     origin.set_fn("/r", move |_| {
         let n = v.load(std::sync::atomic::Ordering::SeqCst);
-        Reply::new(format!("v{n}")).header("cache-control", "max-age=1, stale-while-revalidate=30")
+        Reply::new(format!("v{n}")).header("cache-control", "max-age=2, stale-while-revalidate=30")
     });
     let a = node(&origin, &redis.url(), "").await;
     let b = node(&origin, &redis.url(), "").await;
@@ -696,7 +716,7 @@ async fn one_node_refreshes_a_stale_object_for_the_cluster() {
     .await;
     assert_eq!(fetch(&b.url("/r")).await.1, "HIT");
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     version.store(2, std::sync::atomic::Ordering::SeqCst);
     let (_, x, body) = fetch(&a.url("/r")).await;
     assert_eq!(
@@ -749,7 +769,7 @@ async fn a_hanging_redis_costs_at_most_its_timeout_then_nothing() {
         slowest < Duration::from_secs(2),
         "slowest request took {slowest:?}"
     );
-    assert_eq!(stats(&a).await["cache"]["shared"]["breaker"], "open");
+    assert_ne!(stats(&a).await["cache"]["shared"]["breaker"], "closed");
     assert!(
         shared_stat(&a, "skipped").await > 0,
         "calls skipped while open"
@@ -769,17 +789,5 @@ async fn a_hanging_redis_costs_at_most_its_timeout_then_nothing() {
         },
     )
     .await;
-    origin.set("/back", cacheable("back"));
-    fetch(&a.url("/back")).await;
-    eventually(
-        "node B reads /back from Redis",
-        Duration::from_secs(5),
-        || async { fetch(&b.url("/back")).await.1 == "HIT" },
-    )
-    .await;
-    assert_eq!(
-        origin.hits("/back"),
-        1,
-        "node B got /back from the shared tier"
-    );
+    b_reads_what_a_fetches(&a, &b, &origin, "/back").await;
 }
