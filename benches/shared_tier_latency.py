@@ -7,15 +7,15 @@
 #   cargo build && N=500 python3 benches/shared_tier_latency.py target/debug/torii
 #
 # Last run (debug build, 2-vCPU VM shared with other builds, Redis on loopback):
-#   A: cold miss, Redis up -> origin                     p50 0.68 ms  p99 0.97 ms  max   5.6 ms
-#   B: first request per URL, from the shared tier       p50 0.18 ms  p99 0.42 ms  max   3.9 ms
-#   B: memory hits                                       p50 0.10 ms  p99 0.23 ms  max   0.3 ms
-#   B: cold miss, Redis killed (breaker opens after 3)   p50 0.45 ms  p99 0.70 ms  max 102.6 ms
-#   B: memory hits, Redis killed                         p50 0.10 ms  p99 0.25 ms  max   1.1 ms
-#   A: cold miss, Redis restarted                        p50 0.69 ms  p99 0.94 ms  max   2.3 ms
-#   A: cold miss, Redis hung (SIGSTOP)                   p50 0.45 ms  p99 0.73 ms  max 203.7 ms
-# (all 500 of each answered 200; the max is the request that met the first timeouts
-# before the breaker opened: one or two 100 ms Redis timeouts, then none.)
+#   A: cold miss, Redis up -> origin                     p50 0.82 ms  p99 1.84 ms  max   3.7 ms
+#   B: first request per URL, from the shared tier       p50 0.32 ms  p99 1.27 ms  max   3.3 ms
+#   B: memory hits                                       p50 0.17 ms  p99 0.24 ms  max   0.6 ms
+#   B: cold miss, Redis killed (breaker opens after 3)   p50 0.47 ms  p99 1.03 ms  max 101.8 ms
+#   B: memory hits, Redis killed                         p50 0.16 ms  p99 0.21 ms  max   0.3 ms
+#   A: cold miss, Redis restarted                        p50 0.82 ms  p99 2.99 ms  max   3.2 ms
+#   A: cold miss, Redis hung (SIGSTOP)                   p50 0.47 ms  p99 1.34 ms  max 103.2 ms
+# (all 500 of each answered 200; the max is the one request that met a 100 ms Redis
+# timeout; after a failed call the lease is skipped, and after 3 the breaker opens.)
 """Latency of the shared tier paths with two torii nodes and one redis-server.
 Usage: python3 measure.py TORII_BIN"""
 import http.client, json, os, signal, socket, subprocess, sys, time

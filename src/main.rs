@@ -204,6 +204,13 @@ fn purge(args: PurgeArgs) -> ExitCode {
     match result {
         Ok((status, text)) if status.is_success() => {
             print!("{text}");
+            // A shared tier that was unreachable: the purge reached only that node.
+            if let Some(warning) = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["warning"].as_str().map(str::to_string))
+            {
+                eprintln!("torii purge: warning: {warning}");
+            }
             ExitCode::SUCCESS
         }
         Ok((status, text)) => {

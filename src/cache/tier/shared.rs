@@ -19,7 +19,7 @@
 //! `{h}` is a Redis Cluster hash tag: all keys of one URL live in one slot, so each
 //! object is written with one pipeline even on a cluster.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -133,6 +133,9 @@ pub struct SharedTier {
     node: String,
     breaker: Mutex<Breaker>,
     breaker_settings: BreakerSettings,
+    /// The last call failed: optional calls (leases) are skipped until one succeeds, so a
+    /// request that met one timeout does not wait for a second before the breaker opens.
+    failing: AtomicBool,
     pub stats: Stats,
 }
 
@@ -166,6 +169,7 @@ impl SharedTier {
             node,
             breaker: Mutex::new(Breaker::default()),
             breaker_settings,
+            failing: AtomicBool::new(false),
             stats: Stats::default(),
             settings,
         });
@@ -272,6 +276,7 @@ impl SharedTier {
         if outcome.is_err() {
             self.stats.errors.fetch_add(1, Relaxed);
         }
+        self.failing.store(!healthy, Relaxed);
         let mut b = self.breaker.lock().expect("poisoned");
         if let Some(period) = b.record(healthy, Instant::now(), &self.breaker_settings) {
             tracing::warn!(
@@ -458,8 +463,13 @@ impl SharedTier {
     /// Tries to take the cluster-wide fetch lease of `primary` (`SET NX PX`).
     ///
     /// # Errors
-    /// When Redis is unavailable, slow or failing.
+    /// When Redis is unavailable, slow or failing, or the last call failed (the lease is
+    /// an optimisation: it is not worth a second timeout).
     pub async fn acquire_lease(&self, primary: &str) -> Result<bool, Error> {
+        if self.failing.load(Relaxed) {
+            self.stats.skipped.fetch_add(1, Relaxed);
+            return Err(Error::Unavailable);
+        }
         let ms = self.settings.lease.as_millis().max(1) as u64;
         let set: Option<String> = self
             .query(
