@@ -791,3 +791,87 @@ async fn a_hanging_redis_costs_at_most_its_timeout_then_nothing() {
     .await;
     b_reads_what_a_fetches(&a, &b, &origin, "/back").await;
 }
+
+/// A `torii` child process; killed (by its PID) when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// The real binary: `torii proxy --redis URL` on two workers (thread-per-core: the Redis
+/// connection is shared by several runtimes), and `torii purge` reaching the other node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torii_proxy_redis_flag_and_torii_purge_across_processes() {
+    const TORII: &str = env!("CARGO_BIN_EXE_torii");
+    let redis = Redis::start().await;
+    let origin = Origin::start().await;
+    let version = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(1));
+    let v = version.clone();
+    origin.set_fn("/page", move |_| {
+        cacheable(&format!("v{}", v.load(std::sync::atomic::Ordering::SeqCst)))
+    });
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let (listen, admin) = (free_addr(), free_addr());
+        let child = Command::new(TORII)
+            .args(["proxy", "--workers", "2", "--listen", &listen.to_string()])
+            .args(["--admin", &admin.to_string(), "--to", &origin.url()])
+            .args(["--redis", &redis.url()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        nodes.push((Process(child), listen, admin));
+    }
+    for (_, listen, admin) in &nodes {
+        for addr in [listen, admin] {
+            eventually("torii listens", Duration::from_secs(10), || async {
+                tokio::net::TcpStream::connect(addr).await.is_ok()
+            })
+            .await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (a, b) = (nodes[0].1, nodes[1].1);
+    let stats_of = |admin: SocketAddr| async move {
+        let (_, _, body) = get(&format!("http://{admin}/stats.json")).await;
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+    };
+
+    assert_eq!(fetch(&format!("http://{a}/page")).await.1, "MISS");
+    eventually("node A wrote /page", Duration::from_secs(5), || async {
+        stats_of(nodes[0].2).await["cache"]["shared"]["writes"] == 1
+    })
+    .await;
+    let (_, x, body) = fetch(&format!("http://{b}/page")).await;
+    assert_eq!((x.as_str(), body.as_str()), ("HIT", "v1"));
+    assert_eq!(origin.hits("/page"), 1);
+
+    version.store(2, std::sync::atomic::Ordering::SeqCst);
+    let out = tokio::process::Command::new(TORII)
+        .args(["purge", "--admin", &nodes[0].2.to_string()])
+        .arg(format!("http://{HOST}/page"))
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["scope"], "cluster", "{answer}");
+    eventually(
+        "node B stops serving v1",
+        Duration::from_secs(1),
+        || async { fetch(&format!("http://{b}/page")).await.2 == "v2" },
+    )
+    .await;
+}
