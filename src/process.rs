@@ -97,8 +97,8 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
         }
     }
 
-    // The same runtime that was entered for `Server::new`: what the server spawned then (the
-    // shared tier's purge subscription, the disk tier's index load) runs from here on.
+    // The same runtime that was entered for `Server::new`: tasks the server spawned then
+    // (the shared tier's purge subscription and cluster connection) run from here on.
     control.block_on(async {
         if let Some(addr) = config.server.admin {
             let l = tokio::net::TcpListener::bind(addr)
