@@ -1006,7 +1006,7 @@ fn shared_settings(
         Ok(t) => t,
         Err(why) => {
             c.report(url.span(), "cache.shared.redis", why);
-            c.hint("redis://host:port[/db], rediss://…, redis+cluster://h1:p1,h2:p2, or comma-separated redis:// URLs");
+            c.hint("redis://host:port[/db], unix:///path.sock, redis+cluster://h1:p1,h2:p2, or comma-separated redis:// URLs");
             return None;
         }
     };
