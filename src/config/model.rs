@@ -358,6 +358,7 @@ impl RedisTarget {
         let text = text.trim();
         if text.starts_with("rediss://") {
             // Left out on purpose: a TLS stack for Redis alone would double the build.
+            let text = crate::cache::tier::shared::redact(text);
             return Err(format!(
                 "{text:?}: TLS to Redis (rediss://) is not built in; keep Redis on a private \
                  network, or run a TLS tunnel (stunnel, spiped) and point redis:// at it"
@@ -366,7 +367,10 @@ impl RedisTarget {
         let check = |url: &str| -> Result<String, String> {
             url.into_connection_info()
                 .map(|_| url.to_string())
-                .map_err(|e| format!("{url:?} is not a Redis URL: {e}"))
+                .map_err(|e| {
+                    let url = crate::cache::tier::shared::redact(url);
+                    format!("{url:?} is not a Redis URL: {e}")
+                })
         };
         if let Some(rest) = text.strip_prefix("redis+cluster://") {
             let nodes = rest

@@ -141,8 +141,15 @@ pub struct SharedTier {
 
 impl std::fmt::Debug for SharedTier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self
+            .settings
+            .redis
+            .urls()
+            .iter()
+            .map(|u| redact(u))
+            .collect();
         f.debug_struct("SharedTier")
-            .field("redis", &self.settings.redis)
+            .field("redis", &urls)
             .field("node", &self.node)
             .finish()
     }
@@ -643,7 +650,7 @@ impl SharedTier {
             };
             match tokio::time::timeout(Duration::from_secs(2), pubsub).await {
                 Ok(Ok(mut pubsub)) => {
-                    tracing::debug!("shared tier: subscribed to {channel} on {url}");
+                    tracing::debug!("shared tier: subscribed to {channel} on {}", redact(url));
                     backoff = Duration::from_millis(100);
                     let mut messages = pubsub.on_message();
                     let mut check = tokio::time::interval(Duration::from_secs(5));
@@ -672,10 +679,15 @@ impl SharedTier {
                             return;
                         }
                     }
-                    tracing::warn!("shared tier: purge subscription to {url} lost; reconnecting");
+                    tracing::warn!(
+                        "shared tier: purge subscription to {} lost; reconnecting",
+                        redact(url)
+                    );
                 }
-                Ok(Err(e)) => tracing::debug!("shared tier: cannot subscribe on {url}: {e}"),
-                Err(_) => tracing::debug!("shared tier: subscribing on {url} timed out"),
+                Ok(Err(e)) => {
+                    tracing::debug!("shared tier: cannot subscribe on {}: {e}", redact(url))
+                }
+                Err(_) => tracing::debug!("shared tier: subscribing on {} timed out", redact(url)),
             }
             if Arc::strong_count(&self) == 1 {
                 return; // the cache that owned this tier is gone
@@ -706,6 +718,20 @@ impl Drop for Call<'_> {
         if b.state == (State::HalfOpen { probing: true }) {
             b.state = State::HalfOpen { probing: false };
         }
+    }
+}
+
+/// A Redis URL without its password, for logs: `redis://user:***@host:6379`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_string(),
     }
 }
 
@@ -794,6 +820,24 @@ mod tests {
         );
         assert_eq!(tier.breaker_state(), 1);
         assert!(tier.stats.skipped.load(Relaxed) >= 1);
+    }
+
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(
+            redact("redis://u:secret@h:6379/1"),
+            "redis://u:***@h:6379/1"
+        );
+        assert_eq!(redact("redis://:secret@h:6379"), "redis://:***@h:6379");
+        assert_eq!(redact("redis://h:6379"), "redis://h:6379");
+        assert_eq!(redact("unix:///run/redis.sock"), "unix:///run/redis.sock");
+    }
+
+    #[test]
+    fn primary_of_a_variant() {
+        let v = crate::cache::variant_key("http://a/x\nh:accept=x", "accept-encoding=gzip");
+        assert_eq!(crate::cache::primary_of(&v), "http://a/x\nh:accept=x");
+        assert_eq!(crate::cache::primary_of("http://a/x"), "http://a/x");
     }
 
     #[test]
