@@ -144,9 +144,17 @@ const HOST: &str = "shop.test";
 
 /// GET `url` with `Host: shop.test`: status, X-Cache and body.
 async fn fetch(url: &str) -> (StatusCode, String, String) {
+    fetch_with(url, &[]).await
+}
+
+/// `fetch` with extra request headers.
+async fn fetch_with(url: &str, headers: &[(&str, &str)]) -> (StatusCode, String, String) {
     use http_body_util::BodyExt;
-    let req = http::Request::get(url)
-        .header("host", HOST)
+    let mut req = http::Request::get(url).header("host", HOST);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
         .body(http_body_util::Empty::new().map_err(|e| match e {}).boxed())
         .unwrap();
     let resp = client().request(req).await.unwrap();
@@ -872,6 +880,94 @@ async fn torii_proxy_redis_flag_and_torii_purge_across_processes() {
         "node B stops serving v1",
         Duration::from_secs(1),
         || async { fetch(&format!("http://{b}/page")).await.2 == "v2" },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vary_variants_are_shared_side_by_side() {
+    let redis = Redis::start().await;
+    let origin = Origin::start().await;
+    origin.set_fn("/v", |req| {
+        let lang = req
+            .headers
+            .get("accept-language")
+            .map_or("none", |v| v.to_str().unwrap());
+        cacheable(&format!("in {lang}")).header("vary", "accept-language")
+    });
+    let a = node(&origin, &redis.url(), "").await;
+    let b = node(&origin, &redis.url(), "").await;
+    for lang in ["de", "fr"] {
+        let (_, x, body) = fetch_with(&a.url("/v"), &[("accept-language", lang)]).await;
+        assert_eq!((x.as_str(), body), ("MISS", format!("in {lang}")));
+    }
+    eventually(
+        "both variants and the index written",
+        Duration::from_secs(5),
+        || async { shared_stat(&a, "writes").await >= 4 },
+    )
+    .await;
+    for lang in ["fr", "de"] {
+        let (_, x, body) = fetch_with(&b.url("/v"), &[("accept-language", lang)]).await;
+        assert_eq!(
+            (x.as_str(), body),
+            ("HIT", format!("in {lang}")),
+            "{lang} from Redis"
+        );
+    }
+    assert_eq!(origin.hits("/v"), 2);
+    // A variant node A never fetched is a miss at node B, not another language's body.
+    let (_, x, body) = fetch_with(&b.url("/v"), &[("accept-language", "ja")]).await;
+    assert_eq!((x.as_str(), body.as_str()), ("MISS", "in ja"));
+    // A URL purge removes every variant from Redis.
+    let (_, v) = admin_post(&b, "/purge", &format!("{{\"url\": \"http://{HOST}/v\"}}")).await;
+    assert_eq!(v["scope"], "cluster", "{v}");
+    let mut c = redis.conn().await;
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg("torii:*:o:*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsafe_request_at_one_node_invalidates_every_node() {
+    let redis = Redis::start().await;
+    let origin = Origin::start().await;
+    let version = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(1));
+    let v = version.clone();
+    origin.set_fn("/cart", move |req| {
+        if req.method == http::Method::POST {
+            v.store(2, std::sync::atomic::Ordering::SeqCst);
+            return Reply::new("updated");
+        }
+        cacheable(&format!("v{}", v.load(std::sync::atomic::Ordering::SeqCst)))
+    });
+    let a = node(&origin, &redis.url(), "").await;
+    let b = node(&origin, &redis.url(), "").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    fetch(&a.url("/cart")).await;
+    eventually("written", Duration::from_secs(5), || async {
+        shared_stat(&a, "writes").await >= 1
+    })
+    .await;
+    assert_eq!(fetch(&b.url("/cart")).await.1, "HIT");
+
+    let req = http::Request::post(a.url("/cart"))
+        .header("host", HOST)
+        .body(http_body_util::BodyExt::boxed(http_body_util::Full::new(
+            bytes::Bytes::from_static(b"item=1"),
+        )))
+        .unwrap();
+    assert_eq!(
+        client().request(req).await.unwrap().status(),
+        StatusCode::OK
+    );
+    eventually(
+        "node B stops serving v1",
+        Duration::from_secs(1),
+        || async { fetch(&b.url("/cart")).await.2 == "v2" },
     )
     .await;
 }

@@ -340,6 +340,12 @@ impl Cache {
                     tracing::debug!("shared tier write failed: {e}");
                     break;
                 }
+                // A purge that ran while the write was on its way may have found nothing
+                // to delete in Redis yet: take back what was written.
+                if cache.purged_since(o, epoch) {
+                    let _ = shared.delete(&o.meta.key).await;
+                    break;
+                }
             }
             if release {
                 let _ = shared.release_lease(&primary).await;
@@ -468,21 +474,18 @@ impl Cache {
         }
     }
 
-    /// Purges `target` everywhere: first from the shared tier (so no node refills from
-    /// it), then from this node's tiers, then tells every other node. Without a shared tier
+    /// Purges `target` everywhere: from this node's tiers, from the shared tier (so no node
+    /// refills from it), from this node's tiers again, then tells every other node. Without a shared tier
     /// the purge is local. When the shared tier is configured but unreachable, the report
     /// says `local` with a warning, and a warning is logged: the purge reached only this node.
     pub async fn purge(&self, target: &Target, soft: bool) -> PurgeReport {
-        let mut failure = None;
-        let mut in_shared = 0;
-        if let Some(shared) = &self.shared {
-            match shared.purge(target).await {
-                Ok(n) => in_shared = n,
-                Err(e) => failure = Some(e),
-            }
-        }
+        self.purge_everywhere(target, soft, true).await
+    }
+
+    /// `purge`; `loud` logs a purge that reached only this node as a warning (admin purges),
+    /// otherwise at debug level (invalidations after unsafe requests, which can be many).
+    async fn purge_everywhere(&self, target: &Target, soft: bool, loud: bool) -> PurgeReport {
         let mut purged = self.purge_local(target, soft).await;
-        purged.shared = in_shared;
         let Some(shared) = &self.shared else {
             return PurgeReport {
                 purged,
@@ -490,6 +493,16 @@ impl Cache {
                 warning: None,
             };
         };
+        // Local first: shared writes still on their way see the purge and take themselves
+        // back. Local again after Redis: a lookup may have refilled from the old copy.
+        let mut failure = None;
+        match shared.purge(target).await {
+            Ok(n) => purged.shared = n,
+            Err(e) => failure = Some(e),
+        }
+        let again = self.purge_local(target, soft).await;
+        purged.memory += again.memory;
+        purged.disk += again.disk;
         if failure.is_none() {
             failure = shared.publish(target, soft).await.err();
         }
@@ -508,7 +521,11 @@ impl Cache {
                     "the shared tier is unreachable ({e}): this purge reached only this node; \
                      other nodes and Redis may still hold the entries until they expire"
                 );
-                tracing::warn!("purge {target:?}: {warning}");
+                if loud {
+                    tracing::warn!("purge {target:?}: {warning}");
+                } else {
+                    tracing::debug!("invalidation {target:?}: {warning}");
+                }
                 PurgeReport {
                     purged,
                     scope: "local",
@@ -607,14 +624,11 @@ impl Cache {
     /// the disk index before returning (disk files are deleted in the background), so the
     /// next request cannot be answered from the old copy. With a shared tier, the entry is
     /// also deleted there and every node is told, in the background.
-    pub fn invalidate(&self, m: &UrlMatch) -> Purged {
-        if let Some(shared) = self.shared.clone() {
-            let target = Target::Urls(m.clone());
-            tokio::spawn(async move {
-                if shared.purge(&target).await.is_ok() {
-                    let _ = shared.publish(&target, false).await;
-                }
-            });
+    pub fn invalidate(self: &Arc<Self>, m: &UrlMatch) -> Purged {
+        if self.shared.is_some() {
+            let (cache, target) = (self.clone(), Target::Urls(m.clone()));
+            // The local tiers are purged now, below, and once more in here after Redis.
+            tokio::spawn(async move { cache.purge_everywhere(&target, false, false).await });
         }
         let (memory, deletion) = {
             let _purges = self.purge_lock.lock().expect("poisoned");

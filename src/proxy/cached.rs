@@ -336,10 +336,10 @@ pub async fn serve(
         // (in the shared tier too, so no node refills the old copy from there).
         let url = UrlMatch::Exact(key::url_of(&primary).to_string());
         if ctx.cache.shared().is_some() {
-            let (cache, target) = (ctx.cache.clone(), Target::Urls(url.clone()));
-            tokio::spawn(async move { cache.purge(&target, false).await });
+            ctx.cache.invalidate(&url);
+        } else {
+            ctx.cache.purge_urls(&url, false).await;
         }
-        ctx.cache.purge_urls(&url, false).await;
     }
     let client_not_modified = template.is_some()
         && parts.status == StatusCode::OK

@@ -387,6 +387,20 @@ impl SharedTier {
         }
     }
 
+    /// Deletes the object stored under cache key `key` (its URL and tag sets may still
+    /// name it; they are only used to find keys to delete).
+    ///
+    /// # Errors
+    /// When Redis is unavailable, slow or failing.
+    pub async fn delete(&self, key: &str) -> Result<(), Error> {
+        self.query::<i64>(
+            redis::cmd("DEL").arg(self.object_key(key)),
+            self.settings.timeout.max(Duration::from_millis(500)),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Whether `obj` goes to the shared tier: encodable, within `max_object_size`, not
     /// already expired.
     pub fn wants(&self, obj: &CachedObject) -> bool {
