@@ -112,6 +112,9 @@ fn proxy_config(args: ProxyArgs) -> Result<Config, String> {
         });
     }
     if let Some(url) = redis {
+        if config.cache.memory == 0 {
+            return Err("--redis needs the memory tier; --cache-memory 0 turns caching off".into());
+        }
         let target = config::RedisTarget::parse(&url).map_err(|why| format!("--redis: {why}"))?;
         config.cache.shared = Some(config::SharedSettings::new(target));
     }

@@ -295,6 +295,13 @@ fn bad_shared_tier_settings_point_at_the_key() {
     );
     assert!(p.iter().any(|l| l.starts_with("t.toml:5:20: cache.shared.breaker_failures: 0 is out of range")), "{p:?}");
 
+    let p = problems(&format!(
+        "[cache]\nmemory = \"0\"\n[cache.shared]\nredis = \"redis://x\"\n{base}"
+    ));
+    assert!(
+        p[0].contains("cache.shared: a shared tier needs the memory tier"),
+        "{p:?}"
+    );
     let p = problems(&format!("[cache.shared]\ntimeout = \"1s\"\n{base}"));
     assert!(p[0].contains("cache.shared: missing `redis`"), "{p:?}");
     let p = problems(&format!(

@@ -984,6 +984,14 @@ fn cache_settings(c: &mut Checker, s: file::CacheSection) -> CacheSettings {
         .shared
         .as_ref()
         .and_then(|section| shared_settings(c, section));
+    if let (Some(section), 0) = (&s.shared, memory) {
+        c.report(
+            section.span(),
+            "cache.shared",
+            "a shared tier needs the memory tier, and cache.memory = \"0\" turns caching off",
+        );
+        c.hint("give cache.memory a size (e.g. \"256MiB\"), or remove [cache.shared]");
+    }
     CacheSettings {
         memory,
         disk,
