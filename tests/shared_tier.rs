@@ -971,3 +971,47 @@ async fn an_unsafe_request_at_one_node_invalidates_every_node() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_purge_subscription_survives_its_keepalive_pings() {
+    let redis = Redis::start().await;
+    let origin = Origin::start().await;
+    origin.set("/ka", cacheable("ka"));
+    let a = node(&origin, &redis.url(), "").await;
+    let b = node(&origin, &redis.url(), "").await;
+    // Subscriptions PING every 5 s; past the second one both are still the same connections.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    let mut c = redis.conn().await;
+    let (_, subscribers): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg("torii:purge")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(subscribers, 2);
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let subscribed: Vec<&str> = clients.lines().filter(|l| l.contains("sub=1")).collect();
+    assert_eq!(subscribed.len(), 2, "{clients}");
+    assert!(
+        subscribed
+            .iter()
+            .all(|l| !l.contains(" age=0 ") && !l.contains(" age=1 ")),
+        "a subscription was re-made: {clients}"
+    );
+    fetch(&a.url("/ka")).await;
+    eventually("written", Duration::from_secs(5), || async {
+        shared_stat(&a, "writes").await >= 1
+    })
+    .await;
+    assert_eq!(fetch(&b.url("/ka")).await.1, "HIT");
+    let (_, v) = admin_post(&a, "/purge", &format!("{{\"url\": \"http://{HOST}/ka\"}}")).await;
+    assert_eq!(v["scope"], "cluster");
+    eventually("purge reached node B", Duration::from_secs(1), || async {
+        shared_stat(&b, "purges_received").await == 1
+    })
+    .await;
+}

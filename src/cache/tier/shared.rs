@@ -663,10 +663,10 @@ impl SharedTier {
                 Ok::<_, redis::RedisError>(pubsub)
             };
             match tokio::time::timeout(Duration::from_secs(2), pubsub).await {
-                Ok(Ok(mut pubsub)) => {
+                Ok(Ok(pubsub)) => {
                     tracing::debug!("shared tier: subscribed to {channel} on {}", redact(url));
                     backoff = Duration::from_millis(100);
-                    let mut messages = pubsub.on_message();
+                    let (mut sink, mut messages) = pubsub.split();
                     let mut check = tokio::time::interval(Duration::from_secs(5));
                     loop {
                         let msg = tokio::select! {
@@ -675,7 +675,13 @@ impl SharedTier {
                                 if Arc::strong_count(&self) == 1 {
                                     return; // the cache that owned this tier is gone
                                 }
-                                continue;
+                                // A connection that died without a reset (a partition, a
+                                // failover that moved the address) is found by a PING.
+                                let ping = sink.ping::<redis::Value>();
+                                match tokio::time::timeout(Duration::from_secs(2), ping).await {
+                                    Ok(Ok(_)) => continue,
+                                    _ => break,
+                                }
                             }
                         };
                         let Some(msg) = msg else { break };
