@@ -106,6 +106,10 @@ pub struct ProxyArgs {
     /// Accept any certificate from https:// --to servers (self-signed test servers only).
     #[arg(long)]
     pub upstream_insecure_skip_verify: bool,
+    /// Shared cache tier and cluster-wide purge on Redis/Valkey: `redis://host:6379`,
+    /// `redis+cluster://h1:6379,h2:6379` or comma-separated URLs (a Redis Cluster).
+    #[arg(long, conflicts_with = "no_cache")]
+    pub redis: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

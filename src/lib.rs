@@ -11,7 +11,8 @@
 //!   -> proxy::handle: the whole path           -> src/proxy.rs
 //!        limits (framing, Host, sizes)         -> src/limits/
 //!        route (host + path -> route)          -> src/route/
-//!        (cache: the next step to land)
+//!        cache (lookup, coalesce, store, purge)  -> src/cache/, src/proxy/cached.rs
+//!          memory -> disk -> shared (Redis)    -> src/cache/tier/
 //!        upstream (pick, pool, send)           -> src/upstream/
 //!          connect: TCP or TLS, h1 / h2 / h2c  -> src/upstream/connect.rs
 //!        response (hop-by-hop, Via)            -> src/proxy.rs, src/body.rs

@@ -111,6 +111,7 @@ fn proxy_config(args: ProxyArgs) -> Result<Config, String> {
         upstream_protocol,
         upstream_ca,
         upstream_insecure_skip_verify,
+        redis,
     } = args;
     let listen = if listen.is_empty() {
         vec![SocketAddr::from(([127, 0, 0, 1], 8080))]
@@ -189,6 +190,13 @@ fn proxy_config(args: ProxyArgs) -> Result<Config, String> {
             });
         }
         upstream.tls.insecure_skip_verify = upstream_insecure_skip_verify;
+    }
+    if let Some(url) = redis {
+        if config.cache.memory == 0 {
+            return Err("--redis needs the memory tier; --cache-memory 0 turns caching off".into());
+        }
+        let target = config::RedisTarget::parse(&url).map_err(|why| format!("--redis: {why}"))?;
+        config.cache.shared = Some(config::SharedSettings::new(target));
     }
     if no_cache {
         config.cache.memory = 0;
@@ -279,6 +287,13 @@ fn purge(args: PurgeArgs) -> ExitCode {
     match result {
         Ok((status, text)) if status.is_success() => {
             print!("{text}");
+            // A shared tier that was unreachable: the purge reached only that node.
+            if let Some(warning) = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["warning"].as_str().map(str::to_string))
+            {
+                eprintln!("torii purge: warning: {warning}");
+            }
             ExitCode::SUCCESS
         }
         Ok((status, text)) => {

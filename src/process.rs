@@ -120,9 +120,8 @@ pub fn run_with(config: Config, reload: Reload) -> anyhow::Result<()> {
         }
     }
 
-    let control = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    // The same runtime that was entered for `Server::new`: tasks the server spawned then
+    // (the shared tier's purge subscription and cluster connection) run from here on.
     control.block_on(async {
         if let Some(addr) = config.server.admin {
             let l = tokio::net::TcpListener::bind(addr)

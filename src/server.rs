@@ -11,6 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::sync::Semaphore;
 
+use crate::cache::tier::shared::SharedTier;
 use crate::cache::Cache;
 use crate::config::{Config, UpstreamName};
 use crate::limits::{PerIp, RateLimiter};
@@ -78,7 +79,8 @@ impl Runtime {
         let cache = match previous {
             Some(p)
                 if p.config.cache.memory == config.cache.memory
-                    && p.config.cache.disk == config.cache.disk =>
+                    && p.config.cache.disk == config.cache.disk
+                    && p.config.cache.shared == config.cache.shared =>
             {
                 p.cache.clone()
             }
@@ -89,7 +91,15 @@ impl Runtime {
                     .disk
                     .as_ref()
                     .map(|d| (d.path.as_path(), d.size));
-                Some(Arc::new(Cache::new(config.cache.memory, disk)?))
+                let mut cache = Cache::new(config.cache.memory, disk)?;
+                if let Some(settings) = &config.cache.shared {
+                    let shared = SharedTier::new(settings.clone())
+                        .map_err(|e| std::io::Error::other(format!("cache.shared: {e}")))?;
+                    cache = cache.with_shared(shared);
+                }
+                let cache = Arc::new(cache);
+                cache.start_purge_listener();
+                Some(cache)
             }
         };
         let mut route_metrics = vec![];

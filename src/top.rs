@@ -356,6 +356,30 @@ pub fn render(stats: &Value, admin: &str, now: &str, error: Option<&str>) -> Vec
             }
         }
         push(Look::Plain, text);
+        let shared = &cache["shared"];
+        if shared.is_object() {
+            let breaker = shared["breaker"].as_str().unwrap_or("-");
+            let mut text = format!("shared tier  {breaker}");
+            if breaker != "closed" {
+                text.push_str(" (local only)");
+            }
+            for (k, label) in [
+                ("hits", "hits"),
+                ("misses", "misses"),
+                ("writes", "writes"),
+                ("errors", "errors"),
+                ("lease_waits", "lease waits"),
+                ("purges_received", "purges received"),
+            ] {
+                let _ = write!(text, "  {label} {}", num(&shared[k]));
+            }
+            let look = if breaker == "closed" {
+                Look::Plain
+            } else {
+                Look::Alert
+            };
+            push(look, text);
+        }
     } else {
         push(Look::Plain, "cache off".into());
     }
@@ -672,6 +696,35 @@ mod tests {
             "{text}"
         );
         assert!(!lines.iter().any(|l| l.look == Look::Alert));
+    }
+
+    #[test]
+    fn shows_the_shared_tier_and_alerts_while_its_breaker_is_open() {
+        let mut stats = sample();
+        stats["cache"]["shared"] = serde_json::json!({"breaker": "closed", "hits": 7, "misses": 3,
+            "writes": 2, "errors": 0, "lease_waits": 1, "purges_received": 4});
+        let lines = render(&stats, "x:1", "now", None);
+        let line = lines
+            .iter()
+            .find(|l| l.text.starts_with("shared tier"))
+            .expect("a shared tier line");
+        assert_eq!(
+            line.text,
+            "shared tier  closed  hits 7  misses 3  writes 2  errors 0  lease waits 1  purges received 4"
+        );
+        assert_eq!(line.look, Look::Plain);
+        stats["cache"]["shared"]["breaker"] = "open".into();
+        let lines = render(&stats, "x:1", "now", None);
+        let line = lines
+            .iter()
+            .find(|l| l.text.starts_with("shared tier"))
+            .unwrap();
+        assert!(
+            line.text.starts_with("shared tier  open (local only)"),
+            "{}",
+            line.text
+        );
+        assert_eq!(line.look, Look::Alert);
     }
 
     #[test]

@@ -241,3 +241,26 @@ async fn status_page_is_served_for_head_and_names_other_paths_on_404() {
     assert!(String::from_utf8_lossy(&body).contains("/ (status page)"));
     torii.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_shows_the_shared_tier() {
+    let origin = Origin::start().await;
+    // No Redis listens there: the tier is configured, failing, and local-only.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let torii = Torii::to(
+        &origin,
+        &format!("[cache.shared]\nredis = \"redis://{dead}\"\n"),
+    )
+    .await;
+    for i in 0..5 {
+        get(&torii.url(&format!("/x{i}"))).await;
+    }
+    let dom = chromium(&format!("http://{}/", torii.admin), &["--dump-dom"]).await;
+    let cache = element(&dom, "cache", "table");
+    assert!(cache.contains("<td>shared tier</td>"), "{cache}");
+    assert!(cache.contains("(local only)</td>"), "{cache}");
+    assert!(cache.contains("<td>shared lease waits</td>"), "{cache}");
+}

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use crate::body::RespBody;
+use crate::cache::tier::shared::Target;
 use crate::cache::{key, UrlMatch};
 use crate::config::{Action, UpstreamName};
 use crate::server::Shared;
@@ -201,7 +202,7 @@ async fn purge(req: Request<Incoming>, shared: &Shared) -> Response<RespBody> {
             serde_json::json!({"error": "caching is off (cache.memory = 0)"}),
         );
     };
-    let (what, purged) = match (&purge.url, &purge.prefix, &purge.tag) {
+    let (what, target) = match (&purge.url, &purge.prefix, &purge.tag) {
         (Some(url), None, None) => {
             let Ok(uri) = url.parse::<http::Uri>() else {
                 return json(
@@ -225,24 +226,15 @@ async fn purge(req: Request<Incoming>, shared: &Shared) -> Response<RespBody> {
                 _ => key::KeySpec::default(),
             };
             let canonical = key::canonical_url(&spec, "http", authority.as_str(), pq.as_str());
-            (
-                canonical.clone(),
-                cache
-                    .purge_urls(&UrlMatch::Exact(canonical), purge.soft)
-                    .await,
-            )
+            (canonical.clone(), Target::Urls(UrlMatch::Exact(canonical)))
         }
         (None, Some(prefix), None) if prefix.starts_with('/') => (
             prefix.clone(),
-            cache
-                .purge_urls(&UrlMatch::PathPrefix(prefix.clone()), purge.soft)
-                .await,
+            Target::Urls(UrlMatch::PathPrefix(prefix.clone())),
         ),
         (None, Some(prefix), None) if prefix.starts_with("http://") => (
             prefix.clone(),
-            cache
-                .purge_urls(&UrlMatch::Prefix(prefix.to_ascii_lowercase()), purge.soft)
-                .await,
+            Target::Urls(UrlMatch::Prefix(prefix.to_ascii_lowercase())),
         ),
         (None, Some(prefix), None) => {
             return json(
@@ -251,7 +243,7 @@ async fn purge(req: Request<Incoming>, shared: &Shared) -> Response<RespBody> {
             )
         }
         (None, None, Some(tag)) if !tag.trim().is_empty() => {
-            (tag.clone(), cache.purge_tag(tag.trim(), purge.soft).await)
+            (tag.clone(), Target::Tag(tag.trim().to_string()))
         }
         _ => {
             return json(
@@ -260,16 +252,21 @@ async fn purge(req: Request<Incoming>, shared: &Shared) -> Response<RespBody> {
             );
         }
     };
+    let report = cache.purge(&target, purge.soft).await;
+    let purged = report.purged;
     tracing::info!(
-        "purge {what}: {} in memory, {} on disk{}",
+        "purge {what}: {} in memory, {} on disk, {} in the shared tier{}; scope {}",
         purged.memory,
         purged.disk,
-        if purge.soft { " (soft)" } else { "" }
+        purged.shared,
+        if purge.soft { " (soft)" } else { "" },
+        report.scope
     );
-    json(
-        StatusCode::OK,
-        serde_json::json!({"purged": purged.memory.max(purged.disk), "memory": purged.memory, "disk": purged.disk, "soft": purge.soft, "scope": "local"}),
-    )
+    let mut answer = serde_json::json!({"purged": purged.memory.max(purged.disk).max(purged.shared), "memory": purged.memory, "disk": purged.disk, "shared": purged.shared, "soft": purge.soft, "scope": report.scope});
+    if let Some(warning) = report.warning {
+        answer["warning"] = warning.into();
+    }
+    json(StatusCode::OK, answer)
 }
 
 fn stats(shared: &Shared) -> Response<RespBody> {
@@ -289,6 +286,26 @@ fn stats(shared: &Shared) -> Response<RespBody> {
             "purged": s.purged.load(Relaxed),
             "memory": {"objects": c.memory().len(), "bytes": c.memory().weighted_bytes(), "max_bytes": c.memory().max_bytes(), "evictions": m.evictions},
             "disk": c.disk().map(|d| serde_json::json!({"objects": d.len(), "bytes": d.bytes(), "max_bytes": d.max_bytes()})),
+            "shared": c.shared().map(|t| {
+                let s = &t.stats;
+                let breaker = ["closed", "open", "half-open"][t.breaker_state() as usize];
+                serde_json::json!({
+                    "node": t.node(),
+                    "breaker": breaker,
+                    "hits": s.hits.load(Relaxed),
+                    "misses": s.misses.load(Relaxed),
+                    "writes": s.writes.load(Relaxed),
+                    "too_large": s.too_large.load(Relaxed),
+                    "errors": s.errors.load(Relaxed),
+                    "corrupt": s.corrupt.load(Relaxed),
+                    "skipped": s.skipped.load(Relaxed),
+                    "leases": s.leases.load(Relaxed),
+                    "lease_waits": s.lease_waits.load(Relaxed),
+                    "purges_cluster": s.purges_cluster.load(Relaxed),
+                    "purges_local_only": s.purges_local_only.load(Relaxed),
+                    "purges_received": s.purges_received.load(Relaxed),
+                })
+            }),
         })
     });
     let m = &shared.metrics;
@@ -446,6 +463,9 @@ fn metrics(shared: &Shared) -> Response<RespBody> {
         if let Some(d) = c.disk() {
             let _ = writeln!(out, "{}{{tier=\"disk\"}} {}", names::CACHE_BYTES, d.bytes());
         }
+        if let Some(t) = c.shared() {
+            shared_metrics(&mut out, t);
+        }
     }
     let mut resp = Response::new(RespBody::full(out));
     resp.headers_mut().insert(
@@ -453,6 +473,91 @@ fn metrics(shared: &Shared) -> Response<RespBody> {
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     resp
+}
+
+/// The `torii_shared_*` metrics of the shared tier.
+fn shared_metrics(out: &mut String, t: &crate::cache::tier::shared::SharedTier) {
+    use crate::observe::metrics::{self as names, counter, gauge, header as help};
+    use std::fmt::Write as _;
+    let s = &t.stats;
+    for (name, what, v) in [
+        (
+            names::SHARED_HITS_TOTAL,
+            "Lookups answered by the shared tier.",
+            &s.hits,
+        ),
+        (
+            names::SHARED_MISSES_TOTAL,
+            "Lookups the shared tier did not have (corrupt values included).",
+            &s.misses,
+        ),
+        (
+            names::SHARED_WRITES_TOTAL,
+            "Objects written to the shared tier.",
+            &s.writes,
+        ),
+        (
+            names::SHARED_TOO_LARGE_TOTAL,
+            "Objects kept local because they exceed cache.shared.max_object_size.",
+            &s.too_large,
+        ),
+        (
+            names::SHARED_ERRORS_TOTAL,
+            "Shared tier calls that failed or timed out.",
+            &s.errors,
+        ),
+        (
+            names::SHARED_CORRUPT_TOTAL,
+            "Shared tier values dropped because they failed to decode.",
+            &s.corrupt,
+        ),
+        (
+            names::SHARED_SKIPPED_TOTAL,
+            "Shared tier calls skipped because the breaker was open.",
+            &s.skipped,
+        ),
+        (
+            names::SHARED_LEASES_TOTAL,
+            "Cluster-wide fetch leases taken by this node.",
+            &s.leases,
+        ),
+        (
+            names::SHARED_LEASE_WAITS_TOTAL,
+            "Misses that waited on another node's fetch lease.",
+            &s.lease_waits,
+        ),
+        (
+            names::SHARED_PURGES_RECEIVED_TOTAL,
+            "Purges received from other nodes.",
+            &s.purges_received,
+        ),
+    ] {
+        counter(out, name, what, v.load(Relaxed));
+    }
+    help(
+        out,
+        names::SHARED_PURGES_TOTAL,
+        "counter",
+        "Purges at this node, by how far they reached (cluster, or local only while the shared tier was unreachable).",
+    );
+    let _ = writeln!(
+        out,
+        "{}{{scope=\"cluster\"}} {}",
+        names::SHARED_PURGES_TOTAL,
+        s.purges_cluster.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "{}{{scope=\"local\"}} {}",
+        names::SHARED_PURGES_TOTAL,
+        s.purges_local_only.load(Relaxed)
+    );
+    gauge(
+        out,
+        names::SHARED_BREAKER_STATE,
+        "Shared tier circuit breaker: 0 closed (in use), 1 open (local-only), 2 half-open (probing).",
+        t.breaker_state(),
+    );
 }
 
 fn json(status: StatusCode, value: serde_json::Value) -> Response<RespBody> {

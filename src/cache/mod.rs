@@ -1,9 +1,12 @@
-//! The HTTP cache: keys, the RFC 9111 policy, stored objects in memory and disk tiers,
-//! request coalescing, background refresh and purge.
+//! The HTTP cache: keys, the RFC 9111 policy, stored objects in memory, disk and shared
+//! (Redis) tiers, request coalescing (in this process, and across nodes with a lease in the
+//! shared tier), background refresh and purge (broadcast to every node).
 //!
-//! `Cache` is the runtime half; `policy` decides (pure), `key` names, `tier` stores.
+//! `Cache` is the runtime half; `policy` decides (pure), `key` names, `tier` stores,
+//! `cluster` (more `impl Cache`) shares lookups, fetches and purges with the other nodes.
 //! `proxy::cached` drives a request through it.
 
+mod cluster;
 pub mod fill;
 pub mod key;
 pub mod object;
@@ -25,6 +28,7 @@ use tokio::time::Instant;
 use object::CachedObject;
 use tier::disk::DiskTier;
 use tier::memory::MemoryTier;
+use tier::shared::{SharedTier, Target};
 
 /// Marks the small object stored under a primary key whose response had `Vary`: it holds
 /// the `Vary` field, and each variant is stored under `variant_key(primary, secondary)`.
@@ -83,6 +87,33 @@ pub struct Stats {
 pub struct Purged {
     pub memory: usize,
     pub disk: usize,
+    /// Objects deleted from the shared tier.
+    pub shared: usize,
+}
+
+/// What a purge through [`Cache::purge`] did and how far it reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeReport {
+    pub purged: Purged,
+    /// `cluster` when the shared tier removed it and every node was told; `local` otherwise.
+    pub scope: &'static str,
+    /// Why a purge with a shared tier configured reached only this node.
+    pub warning: Option<String>,
+}
+
+/// What the cluster-wide fetch lease says to this node's leader for a key.
+#[derive(Debug)]
+pub enum LeaseOutcome {
+    /// Go to the origin: this node holds the lease, or the shared tier cannot say (off,
+    /// down, or the holder took longer than the lease).
+    Fetch,
+    /// Another node fetched it meanwhile: serve this (already filled into the local tiers).
+    Found(Arc<CachedObject>),
+}
+
+/// The primary key of a cache key (the key itself unless it is a `Vary` variant).
+pub fn primary_of(key: &str) -> &str {
+    key.split_once("\n\u{1}vary\n").map_or(key, |(p, _)| p)
 }
 
 /// The state of one coalesced fetch, as its followers see it.
@@ -121,6 +152,11 @@ pub struct Cache {
     /// Makes "bump the epoch, purge memory, unindex disk" one step for the disk writes
     /// that check the epoch when they finish.
     purge_lock: Mutex<()>,
+    /// The shared tier, when `[cache.shared]` is configured.
+    shared: Option<Arc<SharedTier>>,
+    /// Primary keys whose cluster-wide fetch lease this node holds; given back after the
+    /// object is written to the shared tier, or when the fetch ends without storing.
+    leases: Mutex<HashSet<String>>,
     pub stats: Stats,
 }
 
@@ -151,8 +187,20 @@ impl Cache {
             refreshing: Mutex::default(),
             purge_epoch: AtomicU64::new(0),
             purge_lock: Mutex::default(),
+            shared: None,
+            leases: Mutex::default(),
             stats: Stats::default(),
         })
+    }
+
+    /// Adds the shared tier below memory and disk.
+    pub fn with_shared(mut self, shared: Arc<SharedTier>) -> Cache {
+        self.shared = Some(shared);
+        self
+    }
+
+    pub fn shared(&self) -> Option<&Arc<SharedTier>> {
+        self.shared.as_ref()
     }
 
     pub fn memory(&self) -> &MemoryTier {
@@ -164,9 +212,10 @@ impl Cache {
     }
 
     /// The stored response for `primary` that matches the request's `Vary`-selected
-    /// headers, from memory, else disk (which then fills memory). No side effects on miss.
+    /// headers, from memory, else disk (which then fills memory), else the shared tier
+    /// (which then fills memory and disk). No side effects on miss.
     pub async fn lookup(
-        &self,
+        self: &Arc<Self>,
         primary: &str,
         req_headers: &HeaderMap,
     ) -> Option<Arc<CachedObject>> {
@@ -193,23 +242,72 @@ impl Cache {
         self.memory.get(&variant_key(primary, &secondary))
     }
 
-    async fn get(&self, key: &str) -> Option<Arc<CachedObject>> {
+    async fn get(self: &Arc<Self>, key: &str) -> Option<Arc<CachedObject>> {
         if let Some(obj) = self.memory.get(key) {
             return Some(obj);
         }
-        let obj = Arc::new(self.disk.as_ref()?.get(key).await?);
-        self.memory.insert(obj.clone());
-        Some(obj)
+        if let Some(disk) = &self.disk {
+            if let Some(obj) = disk.get(key).await {
+                let obj = Arc::new(obj);
+                self.memory.insert(obj.clone());
+                return Some(obj);
+            }
+        }
+        self.get_shared(key).await
     }
 
-    /// Stores `obj` in every tier (the disk write runs in the background). When the object
-    /// is a `Vary` variant, `index` is the marker stored under its primary key.
+    /// Stores `obj` in every tier (the disk and shared writes run in the background and
+    /// never delay the caller). When the object is a `Vary` variant, `index` is the marker
+    /// stored under its primary key. The cluster-wide lease of the key, when this node
+    /// holds it, is given back once the shared write is done, so that nodes waiting on it
+    /// find the object.
     pub fn store(self: &Arc<Self>, obj: Arc<CachedObject>, index: Option<CachedObject>) {
         self.stats.stores.fetch_add(1, Relaxed);
+        let epoch = self.purge_epoch.load(SeqCst);
+        let mut batch = Vec::with_capacity(2);
         if let Some(index) = index {
-            self.put(Arc::new(index));
+            let index = Arc::new(index);
+            self.put(index.clone());
+            batch.push(index);
         }
-        self.put(obj);
+        self.put(obj.clone());
+        batch.push(obj.clone());
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let primary = primary_of(&obj.meta.key).to_string();
+        let release = self.leases.lock().expect("poisoned").remove(&primary);
+        let cache = self.clone();
+        tokio::spawn(async move {
+            for o in &batch {
+                if cache.purged_since(o, epoch) {
+                    break;
+                }
+                if let Err(e) = shared.write(o).await {
+                    tracing::debug!("shared tier write failed: {e}");
+                    break;
+                }
+                // A purge that ran while the write was on its way may have found nothing
+                // to delete in Redis yet: take back what was written.
+                if cache.purged_since(o, epoch) {
+                    let _ = shared.delete(&o.meta.key).await;
+                    break;
+                }
+            }
+            if release {
+                let _ = shared.release_lease(&primary).await;
+            }
+        });
+    }
+
+    /// Whether a purge since `epoch` may have removed `obj` (memory no longer holds it).
+    fn purged_since(&self, obj: &Arc<CachedObject>, epoch: u64) -> bool {
+        let _purges = self.purge_lock.lock().expect("poisoned");
+        self.purge_epoch.load(SeqCst) != epoch
+            && !self
+                .memory
+                .get(&obj.meta.key)
+                .is_some_and(|m| Arc::ptr_eq(&m, obj))
     }
 
     fn put(self: &Arc<Self>, obj: Arc<CachedObject>) {
@@ -283,13 +381,23 @@ impl Cache {
             None => 0,
         };
         self.stats.purged.fetch_add((memory + disk) as u64, Relaxed);
-        Purged { memory, disk }
+        Purged {
+            memory,
+            disk,
+            shared: 0,
+        }
     }
 
     /// Invalidation after an unsafe request: removes what `m` matches from memory and from
     /// the disk index before returning (disk files are deleted in the background), so the
-    /// next request cannot be answered from the old copy.
-    pub fn invalidate(&self, m: &UrlMatch) -> Purged {
+    /// next request cannot be answered from the old copy. With a shared tier, the entry is
+    /// also deleted there and every node is told, in the background.
+    pub fn invalidate(self: &Arc<Self>, m: &UrlMatch) -> Purged {
+        if self.shared.is_some() {
+            let (cache, target) = (self.clone(), Target::Urls(m.clone()));
+            // The local tiers are purged now, below, and once more in here after Redis.
+            tokio::spawn(async move { cache.purge_everywhere(&target, false, false).await });
+        }
         let (memory, deletion) = {
             let _purges = self.purge_lock.lock().expect("poisoned");
             self.purge_epoch.fetch_add(1, SeqCst);
@@ -300,7 +408,11 @@ impl Cache {
         };
         let disk = deletion.map_or(0, |d| d.detach());
         self.stats.purged.fetch_add((memory + disk) as u64, Relaxed);
-        Purged { memory, disk }
+        Purged {
+            memory,
+            disk,
+            shared: 0,
+        }
     }
 
     /// Purges every object tagged `tag` (from `Surrogate-Key` / `Cache-Tag`).
@@ -320,7 +432,11 @@ impl Cache {
             None => 0,
         };
         self.stats.purged.fetch_add((memory + disk) as u64, Relaxed);
-        Purged { memory, disk }
+        Purged {
+            memory,
+            disk,
+            shared: 0,
+        }
     }
 
     /// Joins the fetch for `key`: the first caller leads, later ones follow.
@@ -403,6 +519,9 @@ impl FlightGuard {
                 .expect("poisoned")
                 .remove(&self.key);
             tx.send_replace(state);
+            // Stored: `store` took the lease and gives it back after its shared write.
+            // Otherwise other nodes should stop waiting and fetch themselves.
+            self.cache.release_lease(&self.key);
         }
     }
 }

@@ -168,6 +168,20 @@ pub struct CacheSection {
     pub memory: Option<Spanned<String>>,
     pub disk: Option<Spanned<DiskSection>>,
     pub purge_allow: Option<Vec<Spanned<String>>>,
+    pub shared: Option<Spanned<SharedSection>>,
+}
+
+/// `[cache.shared]`: the Redis/Valkey tier shared by a cluster of torii nodes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedSection {
+    pub redis: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub max_object_size: Option<Spanned<String>>,
+    pub lease: Option<Spanned<String>>,
+    pub prefix: Option<Spanned<String>>,
+    pub breaker_failures: Option<Spanned<i64>>,
+    pub breaker_retry: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

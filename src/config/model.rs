@@ -486,6 +486,115 @@ pub struct CacheSettings {
     pub disk: Option<DiskSettings>,
     /// Who may send `PURGE` to the proxy port. Default: loopback only.
     pub purge_allow: Vec<IpNet>,
+    /// Optional shared tier on Redis/Valkey (`[cache.shared]`); `None` by default.
+    pub shared: Option<SharedSettings>,
+}
+
+/// Where the shared tier lives: one Redis/Valkey server, or the seed nodes of a Redis Cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// `redis://[user:password@]host:port[/db]` or `unix:///path/redis.sock`.
+    Single(String),
+    /// `redis+cluster://host:port[,host:port…]` or several comma-separated `redis://` URLs:
+    /// each a seed node; the rest of the cluster is discovered from them.
+    Cluster(Vec<String>),
+}
+
+impl RedisTarget {
+    /// Parses a `redis = "…"` value: a single URL, `redis+cluster://h1:p1,h2:p2`, or
+    /// comma-separated URLs (a cluster). Checks syntax only; nothing is connected.
+    ///
+    /// # Errors
+    /// A message naming the part that is not a Redis URL.
+    pub fn parse(text: &str) -> Result<RedisTarget, String> {
+        use redis::IntoConnectionInfo as _;
+        let text = text.trim();
+        if text.starts_with("rediss://") {
+            // Left out on purpose: a TLS stack for Redis alone would double the build.
+            let text = crate::cache::tier::shared::redact(text);
+            return Err(format!(
+                "{text:?}: TLS to Redis (rediss://) is not built in; keep Redis on a private \
+                 network, or run a TLS tunnel (stunnel, spiped) and point redis:// at it"
+            ));
+        }
+        let check = |url: &str| -> Result<String, String> {
+            url.into_connection_info()
+                .map(|_| url.to_string())
+                .map_err(|e| {
+                    let url = crate::cache::tier::shared::redact(url);
+                    format!("{url:?} is not a Redis URL: {e}")
+                })
+        };
+        if let Some(rest) = text.strip_prefix("redis+cluster://") {
+            let nodes = rest
+                .split(',')
+                .map(|n| check(&format!("redis://{}", n.trim())))
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(RedisTarget::Cluster(nodes));
+        }
+        if text.contains(',') {
+            let nodes = text
+                .split(',')
+                .map(|n| {
+                    let n = n.trim();
+                    if n.contains("://") {
+                        check(n)
+                    } else {
+                        check(&format!("redis://{n}"))
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(RedisTarget::Cluster(nodes));
+        }
+        check(text).map(RedisTarget::Single)
+    }
+
+    /// The node URLs: one for a single server, the seeds of a cluster.
+    pub fn urls(&self) -> &[String] {
+        match self {
+            RedisTarget::Single(u) => std::slice::from_ref(u),
+            RedisTarget::Cluster(nodes) => nodes,
+        }
+    }
+}
+
+/// The shared tier's settings (`[cache.shared]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedSettings {
+    pub redis: RedisTarget,
+    /// Bound on every Redis call on the request path (lookups, leases). Default 100 ms; a
+    /// slower answer counts as a miss and as a failure for the breaker.
+    pub timeout: Duration,
+    /// Larger objects stay in the local tiers only. Default 1 MiB.
+    pub max_object_size: u64,
+    /// How long a node holds the cluster-wide fetch lease for a key (`SET NX PX`), and the
+    /// longest other nodes wait on it before going to the origin themselves. Default 5 s;
+    /// 0 turns cluster-wide coalescing off.
+    pub lease: Duration,
+    /// Prefix of every Redis key and of the purge channel, so several clusters can share one
+    /// Redis. Default `torii:`.
+    pub prefix: String,
+    /// Consecutive failed calls that open the breaker (local-only until it recovers).
+    /// Default 3.
+    pub breaker_failures: u32,
+    /// First time the breaker stays open before one probe call; doubles while probes fail,
+    /// up to 30 s. Default 1 s.
+    pub breaker_retry: Duration,
+}
+
+impl SharedSettings {
+    /// Settings with every default, for `redis`.
+    pub fn new(redis: RedisTarget) -> SharedSettings {
+        SharedSettings {
+            redis,
+            timeout: Duration::from_millis(100),
+            max_object_size: 1 << 20,
+            lease: Duration::from_secs(5),
+            prefix: "torii:".into(),
+            breaker_failures: 3,
+            breaker_retry: Duration::from_secs(1),
+        }
+    }
 }
 
 impl Default for CacheSettings {
@@ -497,6 +606,7 @@ impl Default for CacheSettings {
                 IpNet::new([127, 0, 0, 0].into(), 8),
                 IpNet::new(std::net::Ipv6Addr::LOCALHOST.into(), 128),
             ],
+            shared: None,
         }
     }
 }

@@ -331,3 +331,103 @@ fn issue_6_upstream_protocol_and_tls_keys_match_the_servers() {
     let p = tls_problems(&group("\"ftp://localhost:21\"", ""));
     assert!(p[0].contains("use http:// or https://"), "{p:?}");
 }
+
+#[test]
+fn shared_tier_settings() {
+    let base = "[upstreams.app]\nservers = [\"127.0.0.1:3000\"]\n[[routes]]\nupstream = \"app\"\n";
+    let c = load_str("t.toml", base).unwrap();
+    assert_eq!(c.cache.shared, None, "off by default");
+
+    let c = load_str(
+        "t.toml",
+        &format!("[cache.shared]\nredis = \"redis://10.0.0.5:6379/2\"\ntimeout = \"50ms\"\nmax_object_size = \"256KiB\"\nlease = \"2s\"\nprefix = \"shop:\"\nbreaker_failures = 5\nbreaker_retry = \"3s\"\n{base}"),
+    )
+    .unwrap();
+    let s = c.cache.shared.unwrap();
+    assert_eq!(
+        s.redis,
+        RedisTarget::Single("redis://10.0.0.5:6379/2".into())
+    );
+    assert_eq!(s.timeout, std::time::Duration::from_millis(50));
+    assert_eq!(s.max_object_size, 256 << 10);
+    assert_eq!(s.lease, std::time::Duration::from_secs(2));
+    assert_eq!(s.prefix, "shop:");
+    assert_eq!(s.breaker_failures, 5);
+    assert_eq!(s.breaker_retry, std::time::Duration::from_secs(3));
+
+    let c = load_str(
+        "t.toml",
+        &format!("[cache.shared]\nredis = \"redis://127.0.0.1:6379\"\n{base}"),
+    )
+    .unwrap();
+    assert_eq!(
+        c.cache.shared.unwrap(),
+        SharedSettings::new(RedisTarget::Single("redis://127.0.0.1:6379".into()))
+    );
+}
+
+#[test]
+fn redis_cluster_urls() {
+    assert_eq!(
+        RedisTarget::parse("redis+cluster://10.0.0.1:6379, 10.0.0.2:6380").unwrap(),
+        RedisTarget::Cluster(vec![
+            "redis://10.0.0.1:6379".into(),
+            "redis://10.0.0.2:6380".into()
+        ])
+    );
+    assert_eq!(
+        RedisTarget::parse("redis://a:1,b:2").unwrap(),
+        RedisTarget::Cluster(vec!["redis://a:1".into(), "redis://b:2".into()])
+    );
+    assert!(RedisTarget::parse("http://10.0.0.1:6379").is_err());
+    let tls = RedisTarget::parse("rediss://10.0.0.1:6379").unwrap_err();
+    assert!(tls.contains("not built in"), "{tls}");
+    assert_eq!(
+        RedisTarget::parse("unix:///run/redis.sock").unwrap(),
+        RedisTarget::Single("unix:///run/redis.sock".into())
+    );
+    assert!(RedisTarget::parse("redis+cluster://").is_err());
+}
+
+#[test]
+fn bad_shared_tier_settings_point_at_the_key() {
+    let base = "[upstreams.app]\nservers = [\"127.0.0.1:3000\"]\n[[routes]]\nupstream = \"app\"\n";
+    let p = problems(&format!(
+        "[cache.shared]\nredis = \"http://x:6379\"\ntimeout = \"soon\"\n{base}"
+    ));
+    assert_eq!(p.len(), 1, "a bad URL stops the section: {p:?}");
+    assert!(
+        p[0].starts_with("t.toml:2:9: cache.shared.redis: \"http://x:6379\" is not a Redis URL"),
+        "{}",
+        p[0]
+    );
+    assert!(p[0].contains("hint: redis://host:port"), "{}", p[0]);
+
+    let p = problems(&format!("[cache.shared]\nredis = \"redis://x:6379\"\ntimeout = \"soon\"\nprefix = \"{{a}}\"\nbreaker_failures = 0\n{base}"));
+    assert_eq!(p.len(), 3, "{p:?}");
+    assert!(
+        p[0].starts_with("t.toml:3:11: cache.shared.timeout:"),
+        "{}",
+        p[0]
+    );
+    assert!(
+        p.iter()
+            .any(|l| l.starts_with("t.toml:4:10: cache.shared.prefix:")),
+        "{p:?}"
+    );
+    assert!(p.iter().any(|l| l.starts_with("t.toml:5:20: cache.shared.breaker_failures: 0 is out of range")), "{p:?}");
+
+    let p = problems(&format!(
+        "[cache]\nmemory = \"0\"\n[cache.shared]\nredis = \"redis://x\"\n{base}"
+    ));
+    assert!(
+        p[0].contains("cache.shared: a shared tier needs the memory tier"),
+        "{p:?}"
+    );
+    let p = problems(&format!("[cache.shared]\ntimeout = \"1s\"\n{base}"));
+    assert!(p[0].contains("cache.shared: missing `redis`"), "{p:?}");
+    let p = problems(&format!(
+        "[cache.shared]\nredis = \"redis://x\"\nredis_url = \"x\"\n{base}"
+    ));
+    assert!(p[0].contains("unknown field `redis_url`"), "{p:?}");
+}

@@ -36,6 +36,19 @@ pub const CACHE_PURGED_TOTAL: &str = "torii_cache_purged_total";
 pub const CACHE_EVICTIONS_TOTAL: &str = "torii_cache_evictions_total";
 pub const CACHE_OBJECTS: &str = "torii_cache_objects";
 pub const CACHE_BYTES: &str = "torii_cache_bytes";
+// The shared tier (Redis/Valkey), `[cache.shared]`.
+pub const SHARED_HITS_TOTAL: &str = "torii_shared_hits_total";
+pub const SHARED_MISSES_TOTAL: &str = "torii_shared_misses_total";
+pub const SHARED_WRITES_TOTAL: &str = "torii_shared_writes_total";
+pub const SHARED_TOO_LARGE_TOTAL: &str = "torii_shared_too_large_total";
+pub const SHARED_ERRORS_TOTAL: &str = "torii_shared_errors_total";
+pub const SHARED_CORRUPT_TOTAL: &str = "torii_shared_corrupt_total";
+pub const SHARED_SKIPPED_TOTAL: &str = "torii_shared_skipped_total";
+pub const SHARED_LEASES_TOTAL: &str = "torii_shared_leases_total";
+pub const SHARED_LEASE_WAITS_TOTAL: &str = "torii_shared_lease_waits_total";
+pub const SHARED_PURGES_TOTAL: &str = "torii_shared_purges_total";
+pub const SHARED_PURGES_RECEIVED_TOTAL: &str = "torii_shared_purges_received_total";
+pub const SHARED_BREAKER_STATE: &str = "torii_shared_breaker_state";
 
 /// The `X-Cache` outcomes a request is counted under, plus `none` (not a proxied request).
 pub const CACHE_OUTCOMES: [&str; 6] = ["HIT", "MISS", "STALE", "REVALIDATED", "BYPASS", "none"];

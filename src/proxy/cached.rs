@@ -14,7 +14,8 @@ use crate::body::RespBody;
 use crate::cache::fill::Fill;
 use crate::cache::object::{CachedObject, ObjectMeta};
 use crate::cache::policy::{self, Freshness, Reuse};
-use crate::cache::{self, key, Cache, FlightState, Join, UrlMatch};
+use crate::cache::tier::shared::Target;
+use crate::cache::{self, key, Cache, FlightState, Join, LeaseOutcome, UrlMatch};
 use crate::config::{CachePolicy, ServerAddr};
 use crate::error::ProxyError;
 use crate::upstream::{Group, ReqBody};
@@ -179,9 +180,45 @@ pub async fn serve(
         return Ok(Response::from_parts(parts, RespBody::upstream(body)));
     }
 
-    // One request per key goes to the origin; the others wait for its result.
+    // One request per key goes to the origin; the others wait for its result: in this
+    // process by coalescing, across nodes by the lease in the shared tier.
     let flight = match ctx.cache.join(&primary) {
-        Join::Leader(guard) => Some(guard),
+        Join::Leader(guard) => {
+            let usable = |o: &CachedObject| {
+                policy::request_decision(&req_cc, &freshness(o, ctx.policy), SystemTime::now())
+                    .serves_stored()
+            };
+            let wait = ctx.group.config.response_timeout;
+            match ctx
+                .cache
+                .lease(&primary, &ctx.req_headers, wait, usable)
+                .await
+            {
+                LeaseOutcome::Fetch => Some(guard),
+                LeaseOutcome::Found(obj) => {
+                    // Another node fetched it: serve its copy, and hand it to our followers.
+                    guard.finish(FlightState::Stored(obj.clone()));
+                    let now = SystemTime::now();
+                    let fresh = freshness(&obj, ctx.policy);
+                    let status = if policy::request_decision(&req_cc, &fresh, now) == Reuse::Fresh {
+                        ctx.cache.stats.hits.fetch_add(1, Relaxed);
+                        CacheStatus::Hit
+                    } else {
+                        ctx.cache.stats.stale.fetch_add(1, Relaxed);
+                        CacheStatus::Stale
+                    };
+                    ctx.cache.stats.coalesced.fetch_add(1, Relaxed);
+                    return Ok(respond_stored(
+                        &obj,
+                        &ctx.req_headers,
+                        is_head,
+                        &fresh,
+                        now,
+                        status,
+                    ));
+                }
+            }
+        }
         Join::Pass => None,
         Join::Follower(rx) => {
             if cache::follow(rx, ctx.group.config.response_timeout)
@@ -327,10 +364,14 @@ pub async fn serve(
             .mark_uncacheable(&primary, ctx.policy.hit_for_miss);
     }
     if stored.is_some() && template.is_none() {
-        // The new response replaces the stored one, even when it can't be stored itself.
-        ctx.cache
-            .purge_urls(&UrlMatch::Exact(key::url_of(&primary).to_string()), false)
-            .await;
+        // The new response replaces the stored one, even when it can't be stored itself
+        // (in the shared tier too, so no node refills the old copy from there).
+        let url = UrlMatch::Exact(key::url_of(&primary).to_string());
+        if ctx.cache.shared().is_some() {
+            ctx.cache.invalidate(&url);
+        } else {
+            ctx.cache.purge_urls(&url, false).await;
+        }
     }
     let client_not_modified = template.is_some()
         && parts.status == StatusCode::OK
@@ -372,9 +413,15 @@ pub async fn purge_request(
 ) -> Response<RespBody> {
     let primary = primary_key(policy, host, path_and_query, req_headers);
     let url = key::url_of(&primary).to_string();
-    let purged = cache.purge_urls(&UrlMatch::Exact(url.clone()), false).await;
-    let body = serde_json::json!({ "purged": purged.memory.max(purged.disk), "url": url, "memory": purged.memory, "disk": purged.disk });
-    let status = if purged.memory + purged.disk > 0 {
+    let report = cache
+        .purge(&Target::Urls(UrlMatch::Exact(url.clone())), false)
+        .await;
+    let purged = report.purged;
+    let mut body = serde_json::json!({ "purged": purged.memory.max(purged.disk).max(purged.shared), "url": url, "memory": purged.memory, "disk": purged.disk, "shared": purged.shared, "scope": report.scope });
+    if let Some(w) = report.warning {
+        body["warning"] = w.into();
+    }
+    let status = if purged.memory + purged.disk + purged.shared > 0 {
         StatusCode::OK
     } else {
         StatusCode::NOT_FOUND
@@ -689,6 +736,14 @@ fn spawn_refresh(
     let (req_headers, primary) = (ctx.req_headers.clone(), primary.to_string());
     tokio::spawn(async move {
         let _guard = guard;
+        // With a shared tier, one node refreshes for the cluster; the others take its copy.
+        if !cache.claim_refresh(&obj).await {
+            return;
+        }
+        let _lease = LeaseRelease {
+            cache: cache.clone(),
+            primary: primary.clone(),
+        };
         let request_time = SystemTime::now();
         let Ok(resp) = group.send(&backend, req).await else {
             return;
@@ -749,4 +804,17 @@ fn spawn_refresh(
         }
         cache.store(Arc::new(fresh), index);
     });
+}
+
+/// Gives back a cluster-wide lease a background refresh may hold when it ends (a no-op once
+/// `Cache::store` has taken it over).
+struct LeaseRelease {
+    cache: Arc<Cache>,
+    primary: String,
+}
+
+impl Drop for LeaseRelease {
+    fn drop(&mut self) {
+        self.cache.release_lease(&self.primary);
+    }
 }

@@ -1,3 +1,5 @@
-//! Storage tiers holding [`CachedObject`](super::object::CachedObject)s: memory and disk.
+//! Storage tiers holding [`CachedObject`](super::object::CachedObject)s: memory, disk, and
+//! the shared tier on Redis/Valkey.
 pub mod disk;
 pub mod memory;
+pub mod shared;
