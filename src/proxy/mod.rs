@@ -5,9 +5,12 @@
 pub mod cached;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -34,12 +37,16 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 
 /// Serves one downstream request. Never fails: every error becomes a response
 /// (`ProxyError::to_response`), logged with its cause.
-pub async fn handle(
+///
+/// Not an `async fn`: hyper keeps a slot per connection sized for the returned future,
+/// idle or not, so a request that is answered at once (a hit, a fixed answer, an error)
+/// is returned ready, and only one that goes on to the upstream gets a (boxed) future.
+pub fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
     shared: Arc<Shared>,
     conn: Arc<ConnState>,
-) -> Result<Response<RespBody>, Infallible> {
+) -> Handled {
     let runtime = shared.current();
     let mut record = Record {
         start: Some(Instant::now()),
@@ -64,26 +71,35 @@ pub async fn handle(
     // a slot for per connection, idle or not) and into the response body.
     let mut exchange = Box::new(Exchange::start(conn, runtime.access_log.clone(), record));
 
-    // Answered synchronously (fixed responses, redirects, hits) before anything async is
-    // built: the arms return, so nothing of `admit`'s result is kept in this future.
     let (route, host) = match admit(&req, peer, li, &runtime, &mut exchange.record) {
-        Ok(Next::Done(resp)) => return Ok(finish(Ok(resp), exchange, &runtime, &shared, peer)),
-        Err(e) => return Ok(finish(Err(e), exchange, &runtime, &shared, peer)),
-        Ok(Next::Proxy { route, host }) => (route, host),
+        Ok(Next::Done(resp)) => {
+            return Handled::Ready(Some(finish(Ok(resp), exchange, &runtime, &shared, peer)))
+        }
+        Err(e) => return Handled::Ready(Some(finish(Err(e), exchange, &runtime, &shared, peer))),
+        Ok(Next::Proxy { route, host }) => (route.id, host),
     };
-    // Boxed: hyper keeps one slot per connection sized for this future, idle or not, so the
-    // big request-path state lives on the heap only while a request waits for its upstream
-    // (idle keep-alive connections: several KiB less each, see the README).
-    let result = Box::pin(proxy(
-        req,
-        peer,
-        route,
-        host,
-        &runtime,
-        &mut exchange.record,
-    ))
-    .await;
-    Ok(finish(result, exchange, &runtime, &shared, peer))
+    Handled::Waiting(Box::pin(async move {
+        let route = &runtime.config.routes[route.0];
+        let result = proxy(req, peer, route, host, &runtime, &mut exchange.record).await;
+        finish(result, exchange, &runtime, &shared, peer)
+    }))
+}
+
+/// The future `handle` returns: ready at once, or waiting on the upstream.
+pub enum Handled {
+    Ready(Option<Response<RespBody>>),
+    Waiting(Pin<Box<dyn Future<Output = Response<RespBody>> + Send>>),
+}
+
+impl Future for Handled {
+    type Output = Result<Response<RespBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Handled::Ready(resp) => Poll::Ready(Ok(resp.take().expect("polled after it ended"))),
+            Handled::Waiting(fut) => fut.as_mut().poll(cx).map(Ok),
+        }
+    }
 }
 
 /// The response step: an error becomes its response (logged, counted), `Via` is added,
