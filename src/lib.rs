@@ -8,16 +8,17 @@
 //! listener (accept, workers, timeouts, drain)  -> src/listener/
 //!   -> TLS (rustls: SNI, ALPN, resumption)     -> src/listener/tls.rs
 //!   -> downstream HTTP/1.1 & HTTP/2 (hyper)    -> src/listener/conn.rs
-//!   -> proxy::handle: the whole path           -> src/proxy.rs
+//!   -> proxy::handle: the whole path           -> src/proxy/mod.rs
+//!      admit (sync: answers hits at once)
 //!        limits (framing, Host, sizes)         -> src/limits/
 //!        route (host + path -> route)          -> src/route/
 //!        cache (lookup, coalesce, store, purge)  -> src/cache/, src/proxy/cached.rs
 //!          memory -> disk -> shared (Redis)    -> src/cache/tier/
 //!        upstream (pick, pool, send)           -> src/upstream/
 //!          connect: TCP or TLS, h1 / h2 / h2c  -> src/upstream/connect.rs
-//!        response (hop-by-hop, Via)            -> src/proxy.rs, src/body.rs
+//!        response (hop-by-hop, Via)            -> src/proxy/mod.rs, src/body.rs
 //!        observe (access log at body end)      -> src/observe/
-//! admin listener (/healthz, /readyz)           -> src/admin/
+//! admin listener (metrics, status page, purge)  -> src/admin/
 //! torii top (terminal view of /stats.json)     -> src/top.rs
 //! config: TOML -> file -> validate -> model    -> src/config/
 //!   certificates read and checked at load      -> src/config/tls.rs

@@ -463,6 +463,15 @@ impl Cache {
         })
     }
 
+    /// Whether `key` answered something uncacheable within its `hit_for_miss` window: such
+    /// a request goes straight to the origin (Varnish's hit-for-pass).
+    pub fn passes(&self, key: &str) -> bool {
+        let uncacheable = self.uncacheable.lock().expect("poisoned");
+        uncacheable
+            .get(key)
+            .is_some_and(|until| *until > Instant::now())
+    }
+
     /// Remembers that `key` answered something uncacheable, for `ttl`.
     pub fn mark_uncacheable(&self, key: &str, ttl: Duration) {
         if ttl.is_zero() {

@@ -72,29 +72,45 @@ pub fn primary_key(
     key::primary_key(&policy.key, true, "http", host, path_and_query, req_headers)
 }
 
+/// What the first, synchronous look at the cache found for a request.
+pub enum FirstLook {
+    /// A fresh object from the memory tier answers it.
+    Hit(Response<RespBody>),
+    /// The key answered something uncacheable lately (`hit_for_miss`): straight to the
+    /// origin, past the cache step.
+    Pass,
+    /// Anything else (miss, stale, disk or shared tier, a refresh due, `no-cache`…): the
+    /// whole cache step (`serve`).
+    Slow,
+}
+
 /// The hit path: a fresh object in the memory tier answers `req` (a GET or HEAD on a
-/// caching route) before anything is prepared for the upstream. `None` when the cache can't
-/// answer this way (miss, stale, disk only, a refresh due, `no-cache`…): `serve` then takes
-/// the request through the whole cache step.
+/// caching route) before anything is prepared for the upstream.
 pub fn serve_hit<B>(
     cache: &Cache,
     policy: &CachePolicy,
     host: &str,
     req: &Request<B>,
-) -> Option<Response<RespBody>> {
+) -> FirstLook {
     let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let primary = primary_key(policy, host, pq, req.headers());
-    let obj = cache.lookup_memory(&primary, req.headers())?;
+    let Some(obj) = cache.lookup_memory(&primary, req.headers()) else {
+        return if cache.passes(&primary) {
+            FirstLook::Pass
+        } else {
+            FirstLook::Slow
+        };
+    };
     let now = SystemTime::now();
     let fresh = freshness(&obj, policy);
     let req_cc = policy::request_cache_control(req.headers());
     if policy::request_decision(&req_cc, &fresh, now) != Reuse::Fresh
         || (policy.refresh_ahead && refresh_window(&fresh, now).is_some())
     {
-        return None;
+        return FirstLook::Slow;
     }
     cache.stats.hits.fetch_add(1, Relaxed);
-    Some(respond_stored(
+    FirstLook::Hit(respond_stored(
         &obj,
         req.headers(),
         req.method() == Method::HEAD,

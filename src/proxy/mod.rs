@@ -71,16 +71,16 @@ pub fn handle(
     // a slot for per connection, idle or not) and into the response body.
     let mut exchange = Box::new(Exchange::start(conn, runtime.access_log.clone(), record));
 
-    let (route, host) = match admit(&req, peer, li, &runtime, &mut exchange.record) {
+    let (route, host, pass) = match admit(&req, peer, li, &runtime, &mut exchange.record) {
         Ok(Next::Done(resp)) => {
             return Handled::Ready(Some(finish(Ok(resp), exchange, &runtime, &shared, peer)))
         }
         Err(e) => return Handled::Ready(Some(finish(Err(e), exchange, &runtime, &shared, peer))),
-        Ok(Next::Proxy { route, host }) => (route.id, host),
+        Ok(Next::Proxy { route, host, pass }) => (route.id, host, pass),
     };
     Handled::Waiting(Box::pin(async move {
         let route = &runtime.config.routes[route.0];
-        let result = proxy(req, peer, route, host, &runtime, &mut exchange.record).await;
+        let result = proxy(req, peer, route, host, pass, &runtime, &mut exchange.record).await;
         finish(result, exchange, &runtime, &shared, peer)
     }))
 }
@@ -152,6 +152,8 @@ enum Next<'r> {
     Proxy {
         route: &'r Route,
         host: Option<String>,
+        /// Past the cache step (hit-for-pass): the key answered uncacheable lately.
+        pass: bool,
     },
 }
 
@@ -222,18 +224,31 @@ fn admit<'r>(
         } if matches!(*req.method(), Method::GET | Method::HEAD) && !is_upgrade(req.headers()) => {
             let (Some(cache), Some(group)) = (&runtime.cache, runtime.upstreams.get(upstream))
             else {
-                return Ok(Next::Proxy { route, host });
+                return Ok(Next::Proxy {
+                    route,
+                    host,
+                    pass: false,
+                });
             };
             // The same key host as `proxy` uses (without a Host: the group's first server).
             let key_host = host
                 .as_deref()
                 .unwrap_or_else(|| group.config.servers[0].addr.authority.as_str());
             match cached::serve_hit(cache, policy, key_host, req) {
-                Some(resp) => resp,
-                None => return Ok(Next::Proxy { route, host }),
+                cached::FirstLook::Hit(resp) => resp,
+                first => {
+                    let pass = matches!(first, cached::FirstLook::Pass);
+                    return Ok(Next::Proxy { route, host, pass });
+                }
             }
         }
-        Action::Proxy { .. } => return Ok(Next::Proxy { route, host }),
+        Action::Proxy { .. } => {
+            return Ok(Next::Proxy {
+                route,
+                host,
+                pass: false,
+            })
+        }
     };
     Ok(Next::Done(resp))
 }
@@ -244,6 +259,7 @@ async fn proxy(
     peer: SocketAddr,
     route: &Route,
     host: Option<String>,
+    pass: bool,
     runtime: &Runtime,
     record: &mut Record,
 ) -> Result<Response<RespBody>, ProxyError> {
@@ -294,8 +310,8 @@ async fn proxy(
     let downstream_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let (mut parts, body) = req.into_parts();
-    let downstream_headers =
-        (caching.is_some() && cacheable_method && !wants_upgrade).then(|| parts.headers.clone());
+    let downstream_headers = (caching.is_some() && cacheable_method && !wants_upgrade && !pass)
+        .then(|| parts.headers.clone());
     let method = parts.method.clone();
     let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let downstream_pq = pq.to_string();
@@ -441,6 +457,14 @@ async fn proxy(
 
     let (mut parts, body) = upstream_resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
+    if let (Some((_, cache)), true) = (caching, pass) {
+        // Hit-for-pass: a miss the cache step was not asked about.
+        cache.stats.misses.fetch_add(1, Ordering::Relaxed);
+        parts
+            .headers
+            .insert(cached::X_CACHE, cached::CacheStatus::Miss.header());
+        return Ok(Response::from_parts(parts, RespBody::upstream(body)));
+    }
     if let Some((policy, cache)) = caching {
         cache.stats.bypass.fetch_add(1, Ordering::Relaxed);
         cached::invalidate(
@@ -524,22 +548,36 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             headers.remove(name);
         }
     }
-    for name in [
-        header::CONNECTION,
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-    ] {
-        headers.remove(name);
-    }
+    remove_present(
+        headers,
+        &[
+            header::CONNECTION,
+            KEEP_ALIVE,
+            PROXY_CONNECTION,
+            header::TE,
+            header::TRAILER,
+            header::TRANSFER_ENCODING,
+            header::PROXY_AUTHENTICATE,
+            header::PROXY_AUTHORIZATION,
+        ],
+    );
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     } else {
-        headers.remove(header::UPGRADE);
+        remove_present(headers, &[header::UPGRADE]);
+    }
+}
+
+/// Removes the fields of `names` that `headers` has. One pass over the few fields a message
+/// carries, instead of a hash lookup per name (most of the names are usually absent).
+fn remove_present(headers: &mut HeaderMap, names: &[HeaderName]) {
+    let present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| names.contains(k))
+        .cloned()
+        .collect();
+    for name in present {
+        headers.remove(name);
     }
 }
 
@@ -562,10 +600,12 @@ const UNKEYED_OVERRIDES: [HeaderName; 10] = [
 ];
 
 fn strip_unkeyed_overrides(headers: &mut HeaderMap, keyed: Option<&[HeaderName]>) {
-    for name in &UNKEYED_OVERRIDES {
-        if keyed.is_some_and(|k| k.contains(name)) {
-            continue;
-        }
+    let present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| UNKEYED_OVERRIDES.contains(k) && !keyed.is_some_and(|keyed| keyed.contains(k)))
+        .cloned()
+        .collect();
+    for name in present {
         headers.remove(name);
     }
 }
