@@ -146,11 +146,15 @@ class Stats:
 def client_loop(port, stop, stats, seed):
     rng = random.Random(seed)
     conn = None
+    retry = None
     while not stop.is_set():
+        reused = conn is not None and retry is None
         if conn is None:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         r = rng.random()
-        if r < 0.6:
+        if retry is not None:
+            path, retry = retry, None
+        elif r < 0.6:
             path = f"/hit/{int(rng.paretovariate(1.2)) % 200}"
         elif r < 0.85:
             path = f"/miss/{rng.randrange(1000)}"
@@ -188,6 +192,18 @@ def client_loop(port, stop, stats, seed):
             if resp.getheader("Connection", "").lower() == "close":
                 conn.close()
                 conn = None
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
+            # A keep-alive connection closed by the server as the request went out (its
+            # idle timeout, a reload): clients retry such a request once on a new
+            # connection (RFC 9112 §9.3.1). A request on a fresh connection, or a second
+            # failure, is a real failure.
+            conn.close()
+            conn = None
+            if reused and path != "/upload":
+                stats.count("keep-alive close race (retried)")
+                retry = path
+                continue
+            stats.fail(f"{path}: {type(e).__name__}: {e}")
         except (http.client.HTTPException, OSError) as e:
             stats.fail(f"{path}: {type(e).__name__}: {e}")
             conn.close()
