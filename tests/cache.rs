@@ -554,6 +554,34 @@ async fn hit_for_miss_lets_uncacheable_requests_run_concurrently() {
 }
 
 #[tokio::test]
+async fn hit_for_pass_goes_to_the_origin_but_only_if_cached_still_gets_504() {
+    let origin = Origin::start().await;
+    origin.set("/private", reply("mine", &[("cache-control", "private")]));
+    let torii = proxy(&origin, "", "").await;
+    // The first answer marks the key uncacheable; the next ones pass straight through.
+    for _ in 0..3 {
+        assert_eq!(
+            fetch(&torii.url("/private"), &[]).await,
+            ("MISS".into(), "mine".into())
+        );
+    }
+    assert_eq!(origin.hits("/private"), 3);
+    let (status, h, _) = send(
+        "GET",
+        &torii.url("/private"),
+        &[("cache-control", "only-if-cached")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(x_cache(&h), "MISS");
+    assert_eq!(
+        origin.hits("/private"),
+        3,
+        "only-if-cached never reaches the origin"
+    );
+}
+
+#[tokio::test]
 async fn set_cookie_and_authorization_not_stored_by_default() {
     let origin = Origin::start().await;
     origin.set(

@@ -95,7 +95,10 @@ pub fn serve_hit<B>(
     let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let primary = primary_key(policy, host, pq, req.headers());
     let Some(obj) = cache.lookup_memory(&primary, req.headers()) else {
-        return if cache.passes(&primary) {
+        // `only-if-cached` must get its 504 from the cache step, never the origin.
+        return if cache.passes(&primary)
+            && !policy::request_cache_control(req.headers()).only_if_cached
+        {
             FirstLook::Pass
         } else {
             FirstLook::Slow
