@@ -571,11 +571,12 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// Removes the fields of `names` that `headers` has. One pass over the few fields a message
 /// carries, instead of a hash lookup per name (most of the names are usually absent).
 fn remove_present(headers: &mut HeaderMap, names: &[HeaderName]) {
-    let present: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| names.contains(k))
-        .cloned()
-        .collect();
+    remove_where(headers, |name| names.contains(name));
+}
+
+/// Removes every field whose name `unwanted` picks, looking at the fields present only.
+fn remove_where(headers: &mut HeaderMap, unwanted: impl Fn(&HeaderName) -> bool) {
+    let present: Vec<HeaderName> = headers.keys().filter(|k| unwanted(k)).cloned().collect();
     for name in present {
         headers.remove(name);
     }
@@ -600,14 +601,9 @@ const UNKEYED_OVERRIDES: [HeaderName; 10] = [
 ];
 
 fn strip_unkeyed_overrides(headers: &mut HeaderMap, keyed: Option<&[HeaderName]>) {
-    let present: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| UNKEYED_OVERRIDES.contains(k) && !keyed.is_some_and(|keyed| keyed.contains(k)))
-        .cloned()
-        .collect();
-    for name in present {
-        headers.remove(name);
-    }
+    remove_where(headers, |name| {
+        UNKEYED_OVERRIDES.contains(name) && !keyed.is_some_and(|keyed| keyed.contains(name))
+    });
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
