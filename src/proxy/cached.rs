@@ -60,6 +60,8 @@ pub struct Ctx<'a> {
     pub req_headers: HeaderMap,
     /// The host the request was for (key and purge).
     pub host: String,
+    /// The primary key, when the first look (`serve_hit`) already built it.
+    pub primary: Option<String>,
 }
 
 /// The primary key and URL of a request on a caching route.
@@ -80,8 +82,8 @@ pub enum FirstLook {
     /// origin, past the cache step.
     Pass,
     /// Anything else (miss, stale, disk or shared tier, a refresh due, `no-cache`…): the
-    /// whole cache step (`serve`).
-    Slow,
+    /// whole cache step (`serve`), given the primary key built here.
+    Slow(String),
 }
 
 /// The hit path: a fresh object in the memory tier answers `req` (a GET or HEAD on a
@@ -101,7 +103,7 @@ pub fn serve_hit<B>(
         {
             FirstLook::Pass
         } else {
-            FirstLook::Slow
+            FirstLook::Slow(primary)
         };
     };
     let now = SystemTime::now();
@@ -110,7 +112,7 @@ pub fn serve_hit<B>(
     if policy::request_decision(&req_cc, &fresh, now) != Reuse::Fresh
         || (policy.refresh_ahead && refresh_window(&fresh, now).is_some())
     {
-        return FirstLook::Slow;
+        return FirstLook::Slow(primary);
     }
     cache.stats.hits.fetch_add(1, Relaxed);
     FirstLook::Hit(respond_stored(
@@ -126,16 +128,20 @@ pub fn serve_hit<B>(
 /// Serves a GET or HEAD through the cache. `upstream_req` is the request prepared for the
 /// upstream (headers already rewritten), sent only when the cache cannot answer.
 pub async fn serve(
-    ctx: Ctx<'_>,
+    mut ctx: Ctx<'_>,
     mut upstream_req: Request<ReqBody>,
 ) -> Result<Response<RespBody>, ProxyError> {
     let now = SystemTime::now();
-    let pq = upstream_req
-        .uri()
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_string();
-    let primary = primary_key(ctx.policy, &ctx.host, &pq, &ctx.req_headers);
+    let primary = match ctx.primary.take() {
+        Some(primary) => primary,
+        None => {
+            let pq = upstream_req
+                .uri()
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str());
+            primary_key(ctx.policy, &ctx.host, pq, &ctx.req_headers)
+        }
+    };
     let req_cc = policy::request_cache_control(&ctx.req_headers);
     let is_head = upstream_req.method() == Method::HEAD;
     // The client's conditionals are answered here, from the stored (or new) response.

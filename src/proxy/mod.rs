@@ -71,16 +71,29 @@ pub fn handle(
     // a slot for per connection, idle or not) and into the response body.
     let mut exchange = Box::new(Exchange::start(conn, runtime.access_log.clone(), record));
 
-    let (route, host, pass) = match admit(&req, peer, li, &runtime, &mut exchange.record) {
+    let (route, host, looked) = match admit(&req, peer, li, &runtime, &mut exchange.record) {
         Ok(Next::Done(resp)) => {
             return Handled::Ready(Some(finish(Ok(resp), exchange, &runtime, &shared, peer)))
         }
         Err(e) => return Handled::Ready(Some(finish(Err(e), exchange, &runtime, &shared, peer))),
-        Ok(Next::Proxy { route, host, pass }) => (route.id, host, pass),
+        Ok(Next::Proxy {
+            route,
+            host,
+            looked,
+        }) => (route.id, host, looked),
     };
     Handled::Waiting(Box::pin(async move {
         let route = &runtime.config.routes[route.0];
-        let result = proxy(req, peer, route, host, pass, &runtime, &mut exchange.record).await;
+        let result = proxy(
+            req,
+            peer,
+            route,
+            host,
+            looked,
+            &runtime,
+            &mut exchange.record,
+        )
+        .await;
         finish(result, exchange, &runtime, &shared, peer)
     }))
 }
@@ -152,9 +165,19 @@ enum Next<'r> {
     Proxy {
         route: &'r Route,
         host: Option<String>,
-        /// Past the cache step (hit-for-pass): the key answered uncacheable lately.
-        pass: bool,
+        /// What the first look at the cache found (hit-for-pass, or the key to go on with).
+        looked: Looked,
     },
+}
+
+/// What `admit`'s first look at the cache left for `proxy`.
+enum Looked {
+    /// No look: not a cacheable request on a caching route.
+    Not,
+    /// Past the cache step (hit-for-pass): the key answered uncacheable lately.
+    Pass,
+    /// The whole cache step, with the primary key already built.
+    Slow(String),
 }
 
 /// The synchronous front of the request path: limits, route, rate limit, and whatever can
@@ -227,7 +250,7 @@ fn admit<'r>(
                 return Ok(Next::Proxy {
                     route,
                     host,
-                    pass: false,
+                    looked: Looked::Not,
                 });
             };
             // The same key host as `proxy` uses (without a Host: the group's first server).
@@ -236,9 +259,19 @@ fn admit<'r>(
                 .unwrap_or_else(|| group.config.servers[0].addr.authority.as_str());
             match cached::serve_hit(cache, policy, key_host, req) {
                 cached::FirstLook::Hit(resp) => resp,
-                first => {
-                    let pass = matches!(first, cached::FirstLook::Pass);
-                    return Ok(Next::Proxy { route, host, pass });
+                cached::FirstLook::Pass => {
+                    return Ok(Next::Proxy {
+                        route,
+                        host,
+                        looked: Looked::Pass,
+                    })
+                }
+                cached::FirstLook::Slow(primary) => {
+                    return Ok(Next::Proxy {
+                        route,
+                        host,
+                        looked: Looked::Slow(primary),
+                    })
                 }
             }
         }
@@ -246,7 +279,7 @@ fn admit<'r>(
             return Ok(Next::Proxy {
                 route,
                 host,
-                pass: false,
+                looked: Looked::Not,
             })
         }
     };
@@ -259,10 +292,11 @@ async fn proxy(
     peer: SocketAddr,
     route: &Route,
     host: Option<String>,
-    pass: bool,
+    looked: Looked,
     runtime: &Runtime,
     record: &mut Record,
 ) -> Result<Response<RespBody>, ProxyError> {
+    let pass = matches!(looked, Looked::Pass);
     let Action::Proxy {
         upstream: name,
         host_header,
@@ -401,6 +435,10 @@ async fn proxy(
             backend: backend.clone(),
             req_headers,
             host: key_host,
+            primary: match looked {
+                Looked::Slow(primary) => Some(primary),
+                Looked::Not | Looked::Pass => None,
+            },
         };
         let result = cached::serve(ctx, upstream_req).await;
         let from_cache = result.as_ref().is_ok_and(|r| {
