@@ -100,6 +100,28 @@ impl ObjectMeta {
     }
 }
 
+/// The [`hyper::RawFields`] lines for `headers`: every field but the framing ones and
+/// the two a hit sets itself (`Age`, `X-Cache`). `None` without a `Date`.
+fn encode_fields(headers: &HeaderMap) -> Option<Bytes> {
+    use http::header::{AGE, CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
+    if !headers.contains_key(DATE) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(headers.len() * 32);
+    for (name, value) in headers {
+        if [CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION, AGE].contains(name)
+            || name.as_str() == "x-cache"
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    Some(Bytes::from(out))
+}
+
 /// A cached response; immutable once built and shared as `Arc<CachedObject>`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CachedObject {
@@ -116,11 +138,15 @@ pub struct CachedObject {
     pub memo: FreshMemo,
 }
 
-/// A computed value kept beside an immutable object, tagged with what it was computed
-/// for: the first `(id, value)` set stays. Copies of the object start empty (a copy may
-/// differ, e.g. a soft purge's stale copy), and it never counts in comparisons.
+/// Values computed from an immutable object and kept beside it: its freshness, tagged
+/// with what it was computed for (the first `(id, value)` set stays), and its fields
+/// encoded once for HTTP/1 hits. Copies of the object start empty (a copy may differ,
+/// e.g. a soft purge's stale copy), and it never counts in comparisons.
 #[derive(Default)]
-pub struct FreshMemo(std::sync::OnceLock<(u64, crate::cache::policy::Freshness)>);
+pub struct FreshMemo(
+    std::sync::OnceLock<(u64, crate::cache::policy::Freshness)>,
+    std::sync::OnceLock<Option<Bytes>>,
+);
 
 impl FreshMemo {
     /// The value computed for `id`, computing (and keeping) it if none is kept yet.
@@ -156,6 +182,17 @@ impl std::fmt::Debug for FreshMemo {
 }
 
 impl CachedObject {
+    /// The stored fields encoded once as [`hyper::RawFields`] lines, built on first use:
+    /// every field but the framing ones (hyper writes `Content-Length` from the body).
+    /// `None` when the object has no `Date` (hyper would add the current one, so such a
+    /// hit goes the ordinary way).
+    pub fn raw_fields(&self) -> Option<&Bytes> {
+        self.memo
+            .1
+            .get_or_init(|| encode_fields(&self.headers))
+            .as_ref()
+    }
+
     /// Weight used by the byte-bounded tiers: body + key + url + tags + headers
     /// (name + value + 32 bytes each) + a fixed 128-byte overhead. Never 0.
     pub fn size(&self) -> usize {

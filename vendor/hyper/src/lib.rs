@@ -122,6 +122,15 @@ pub use http::{header, HeaderMap, Method, Request, Response, StatusCode, Uri, Ve
 
 pub use crate::error::{Error, Result};
 
+/// torii patch: a response extension holding whole field lines (`name: value\r\n`
+/// each) that an HTTP/1 server writes verbatim right after the status line. torii uses
+/// it to send a stored response's fields, encoded once, on every cache hit. The lines
+/// must hold a `Date` (hyper then adds none) and leave out the framing fields
+/// (`Content-Length`, `Transfer-Encoding`, `Connection`), which hyper writes itself;
+/// HTTP/2 ignores it.
+#[derive(Clone, Debug)]
+pub struct RawFields(pub bytes::Bytes);
+
 #[macro_use]
 mod cfg;
 

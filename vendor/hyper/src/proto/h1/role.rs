@@ -468,6 +468,12 @@ impl Http1Transaction for Server {
             extend(dst, b"\r\n");
         }
 
+        // torii patch: pre-encoded fields (see `crate::RawFields`), which hold the Date.
+        if let Some(raw) = msg.head.extensions.get::<crate::RawFields>() {
+            extend(dst, &raw.0);
+            msg.date_header = false;
+        }
+
         let orig_headers;
         let extensions = std::mem::take(&mut msg.head.extensions);
         let orig_headers = match extensions.get::<HeaderCaseMap>() {
