@@ -11,6 +11,7 @@ mod body;
 pub mod breaker;
 mod connect;
 mod health;
+mod pool;
 mod queue;
 
 use std::error::Error as StdError;
@@ -18,11 +19,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::capture_connection;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -35,7 +33,8 @@ use crate::error::ProxyError;
 use crate::observe::metrics::GroupMetrics;
 use backend::Backend;
 use balance::Balancer;
-use connect::Connector;
+use connect::{BoxError, Connector};
+
 /// Why an upstream exchange failed. `error::to_response` maps each to a status.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -44,7 +43,7 @@ pub enum Error {
     Connect {
         backend: ServerAddr,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: BoxError,
     },
     /// 504: connecting took longer than `connect_timeout`.
     #[error("connect to {backend} timed out")]
@@ -60,7 +59,7 @@ pub enum Error {
     Exchange {
         backend: ServerAddr,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: hyper::Error,
     },
     /// 502: the upstream answered something torii cannot relay.
     #[error("{backend} sent {what}")]
@@ -108,8 +107,9 @@ pub struct Forwarded {
     pub tries: u32,
 }
 
-/// A live upstream group: its servers' state, its balancer, queue and connection pool. The
-/// pool is shared by every worker, so a connection opened by one worker is reused by all.
+/// A live upstream group: its servers' state, its balancer, queue and connection pools (one
+/// per server, in `Backend`). The pools are shared by every worker, so a connection opened
+/// by one worker is reused by all.
 /// A reload that leaves a group's config unchanged keeps the same `Group`, with its health
 /// state and pooled connections.
 pub struct Group {
@@ -117,7 +117,7 @@ pub struct Group {
     pub config: Upstream,
     backends: Vec<Backend>,
     balancer: Balancer,
-    client: Client<Connector, ReqBody>,
+    connector: Connector,
     /// Requests waiting for a connection slot.
     queued: AtomicUsize,
     /// Woken when a slot frees up or a server comes back.
@@ -154,35 +154,16 @@ impl Group {
     fn with_metrics(name: UpstreamName, config: Upstream, metrics: Arc<GroupMetrics>) -> Group {
         // Fails only if ring lacked the default TLS versions: our invariant, not input.
         let connector = Connector::new(&config).expect("ring supports the default TLS versions");
-        let mut builder = Client::builder(TokioExecutor::new());
-        // An HTTP/2 connection is shared through the pool: without a pool slot every
-        // request would open its own connection, so h2 groups keep at least one.
-        let max_idle = if config.protocol.is_h2() {
-            config.pool_max_idle.max(1)
-        } else {
-            config.pool_max_idle
-        };
-        builder
-            .pool_max_idle_per_host(max_idle)
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .set_host(false);
-        if config.protocol.is_h2() {
-            // One multiplexed connection per server; pings find a dead one between requests.
-            builder
-                .http2_only(true)
-                .http2_keep_alive_interval(Some(Duration::from_secs(30)))
-                .http2_keep_alive_timeout(Duration::from_secs(10))
-                .http2_max_concurrent_reset_streams(1024);
-        }
-        let client = builder.build(connector);
         Group {
-            backends: config.servers.iter().cloned().map(Backend::new).collect(),
+            backends: config
+                .servers
+                .iter()
+                .map(|s| Backend::new(s.clone(), &config))
+                .collect(),
             balancer: Balancer::new(config.balance.clone(), config.servers.len()),
             name,
             config,
-            client,
+            connector,
             queued: AtomicUsize::new(0),
             freed: Notify::new(),
             budget: AtomicI64::new(BUDGET_RESERVE),
@@ -223,10 +204,10 @@ impl Group {
         &self.backends[index].spec.addr
     }
 
-    /// Sends `upstream_req` (whose URI must be absolute, pointing at `backend`) and waits for
-    /// the response head, at most `response_timeout`. Records the outcome in `backend`'s
-    /// passive health (an error or a 5xx counts as a failure). No queue, no retry: prefer
-    /// `forward`.
+    /// Sends `upstream_req` to `backend` (a server of this group; the URI's path and query
+    /// are sent, in the form the protocol wants) and waits for the response head, at most
+    /// `response_timeout`. Records the outcome in `backend`'s passive health (an error or a
+    /// 5xx counts as a failure). No queue, no retry: prefer `forward`.
     ///
     /// # Errors
     /// `Connect`/`ConnectTimeout` when no connection could be made, `ResponseTimeout` when the
@@ -236,10 +217,14 @@ impl Group {
         backend: &ServerAddr,
         upstream_req: Request<ReqBody>,
     ) -> Result<Response<Incoming>, Error> {
-        let result = self.send_once(backend, upstream_req, None).await;
-        if let Some(index) = self.backends.iter().position(|b| b.spec.addr == *backend) {
-            self.record(index, result.as_ref().map(|r| r.status()));
-        }
+        let Some(index) = self.backends.iter().position(|b| b.spec.addr == *backend) else {
+            return Err(Error::Connect {
+                backend: backend.clone(),
+                source: "not a server of this group".into(),
+            });
+        };
+        let result = self.send_once(index, upstream_req, None).await;
+        self.record(index, result.as_ref().map(|r| r.status()));
         result
     }
 
@@ -270,7 +255,7 @@ impl Group {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
                 Some((b + deposit).min(BUDGET_RESERVE.max(deposit)))
             });
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let replayable = matches!(body, ReqBody::Empty);
         let idempotent = matches!(
             parts.method,
@@ -295,20 +280,20 @@ impl Group {
             });
             *upstream_req.method_mut() = parts.method.clone();
             *upstream_req.version_mut() = parts.version;
-            *upstream_req.headers_mut() = parts.headers.clone();
-            let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-            *upstream_req.uri_mut() = Uri::builder()
-                .scheme(addr.scheme.clone())
-                .authority(addr.authority.clone())
-                .path_and_query(pq)
-                .build()
-                .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
-            if !parts.headers.contains_key(header::HOST) {
+            // The headers are needed again only if this try may be followed by another.
+            let may_retry = replayable && tried.len() < self.config.retries as usize;
+            *upstream_req.headers_mut() = if may_retry {
+                parts.headers.clone()
+            } else {
+                std::mem::take(&mut parts.headers)
+            };
+            *upstream_req.uri_mut() = backend.pool.target(parts.uri.path_and_query());
+            if !upstream_req.headers().contains_key(header::HOST) {
                 if let Ok(host) = HeaderValue::from_str(addr.authority.as_str()) {
                     upstream_req.headers_mut().insert(header::HOST, host);
                 }
             }
-            let result = self.send_once(addr, upstream_req, deadline).await;
+            let result = self.send_once(index, upstream_req, deadline).await;
             self.record(index, result.as_ref().map(|r| r.status()));
             drop(slot);
             tried.push(index);
@@ -346,11 +331,11 @@ impl Group {
             .is_ok()
     }
 
-    /// One exchange with `backend`: the response head within `response_timeout` (and
+    /// One exchange with server `index`: the response head within `response_timeout` (and
     /// before `deadline`).
     async fn send_once(
         &self,
-        backend: &ServerAddr,
+        index: usize,
         upstream_req: Request<ReqBody>,
         deadline: Option<Instant>,
     ) -> Result<Response<Incoming>, Error> {
@@ -358,44 +343,25 @@ impl Group {
         if let Some(d) = deadline {
             timeout = timeout.min(d.saturating_duration_since(Instant::now()));
         }
-        let mut upstream_req = upstream_req;
-        let connection = capture_connection(&mut upstream_req);
-        match tokio::time::timeout(timeout, self.client.request(upstream_req)).await {
+        let backend = &self.backends[index];
+        match tokio::time::timeout(timeout, backend.pool.send(&self.connector, upstream_req)).await
+        {
+            Ok(result) => result,
             Err(_) => Err(Error::ResponseTimeout {
-                backend: backend.clone(),
+                backend: backend.spec.addr.clone(),
                 timeout,
             }),
-            Ok(Ok(resp)) => match framing_fault(resp.headers()) {
-                // The connection never goes back to the pool: which bytes are the next
-                // response depends on the framing the server meant.
-                Some(what) => Err(Error::Protocol {
-                    backend: backend.clone(),
-                    what,
-                })
-                .inspect_err(|_| {
-                    if let Some(connected) = connection.connection_metadata().as_ref() {
-                        connected.poison();
-                    }
-                }),
-                None => Ok(resp),
-            },
-            Ok(Err(e)) if e.is_connect() => {
-                if is_timeout(&e) {
-                    Err(Error::ConnectTimeout {
-                        backend: backend.clone(),
-                    })
-                } else {
-                    Err(Error::Connect {
-                        backend: backend.clone(),
-                        source: e,
-                    })
-                }
-            }
-            Ok(Err(e)) => Err(Error::Exchange {
-                backend: backend.clone(),
-                source: e,
-            }),
         }
+    }
+
+    /// One exchange with server `index`, unbounded and unrecorded: for health checks,
+    /// which bound and count their own.
+    async fn exchange(
+        &self,
+        index: usize,
+        req: Request<ReqBody>,
+    ) -> Result<Response<Incoming>, Error> {
+        self.backends[index].pool.send(&self.connector, req).await
     }
 
     /// Feeds one outcome to a server's breaker: errors and 5xx answers are failures.
@@ -476,22 +442,6 @@ impl Group {
             "servers": servers,
         })
     }
-}
-
-fn is_timeout(e: &(dyn StdError + 'static)) -> bool {
-    let mut cause: Option<&(dyn StdError + 'static)> = Some(e);
-    while let Some(err) = cause {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return true;
-            }
-        }
-        if err.to_string().contains("timed out") {
-            return true;
-        }
-        cause = err.source();
-    }
-    false
 }
 
 /// Walks an error's causes and joins them, for logs: `a: b: c`.
