@@ -60,6 +60,10 @@ pub enum Error {
         backend: ServerAddr,
         #[source]
         source: hyper::Error,
+        /// The request went out on a reused keep-alive connection that the server closed
+        /// (or reset) without answering: most likely it had closed it as idle just before
+        /// (RFC 9112 §9.3.1), and the request may be sent again if it is idempotent.
+        stale: bool,
     },
     /// 502: the upstream answered something torii cannot relay.
     #[error("{backend} sent {what}")]
@@ -74,6 +78,12 @@ impl Error {
     /// that any request, whatever its method, may be sent again elsewhere.
     pub fn nothing_sent(&self) -> bool {
         matches!(self, Error::Connect { .. } | Error::ConnectTimeout { .. })
+    }
+
+    /// Whether a reused keep-alive connection closed under the request without answering
+    /// (the idle-close race); see `Exchange::stale`.
+    pub fn stale_connection(&self) -> bool {
+        matches!(self, Error::Exchange { stale: true, .. })
     }
 }
 
@@ -207,7 +217,9 @@ impl Group {
     /// Sends `upstream_req` to `backend` (a server of this group; the URI's path and query
     /// are sent, in the form the protocol wants) and waits for the response head, at most
     /// `response_timeout`. Records the outcome in `backend`'s passive health (an error or a
-    /// 5xx counts as a failure). No queue, no retry: prefer `forward`.
+    /// 5xx counts as a failure). No queue, no retry on another server (an idempotent
+    /// bodiless request that a reused keep-alive connection closed under is sent once
+    /// more on a new one): prefer `forward`.
     ///
     /// # Errors
     /// `Connect`/`ConnectTimeout` when no connection could be made, `ResponseTimeout` when the
@@ -223,7 +235,24 @@ impl Group {
                 source: "not a server of this group".into(),
             });
         };
-        let result = self.send_once(index, upstream_req, None).await;
+        // A copy to send again should a reused keep-alive connection turn out closed.
+        let again = (is_idempotent(upstream_req.method())
+            && matches!(upstream_req.body(), ReqBody::Empty))
+        .then(|| {
+            let mut req = Request::new(ReqBody::Empty);
+            *req.method_mut() = upstream_req.method().clone();
+            *req.uri_mut() = upstream_req.uri().clone();
+            *req.version_mut() = upstream_req.version();
+            *req.headers_mut() = upstream_req.headers().clone();
+            req
+        });
+        let mut result = self.send_once(index, upstream_req, None, false).await;
+        if let (Err(e), Some(req)) = (&result, again) {
+            if e.stale_connection() {
+                tracing::debug!(group = %self.name, server = %backend, "keep-alive connection closed under the request; sending again on a new one");
+                result = self.send_once(index, req, None, true).await;
+            }
+        }
         self.record(index, result.as_ref().map(|r| r.status()));
         result
     }
@@ -237,7 +266,10 @@ impl Group {
     /// could not be made) or the method is idempotent and the body is empty, within the
     /// retry budget and the overall `timeout`. The URI is rewritten to each server tried,
     /// and `Host` set to the server when the request has none. Every answer feeds the
-    /// server's passive health; a 5xx is a failure but is returned, not retried.
+    /// server's passive health; a 5xx is a failure but is returned, not retried. An
+    /// idempotent bodiless request that a reused keep-alive connection closed under (the
+    /// server's idle close raced it) is sent once more on a new connection, as neither a
+    /// failure of the server nor one of the `retries`.
     ///
     /// # Errors
     /// `NoHealthyUpstream` (503) when no server is in rotation, `QueueFull` and
@@ -257,17 +289,11 @@ impl Group {
             });
         let (mut parts, body) = req.into_parts();
         let replayable = matches!(body, ReqBody::Empty);
-        let idempotent = matches!(
-            parts.method,
-            Method::GET
-                | Method::HEAD
-                | Method::OPTIONS
-                | Method::PUT
-                | Method::DELETE
-                | Method::TRACE
-        );
+        let idempotent = is_idempotent(&parts.method);
         let mut body = Some(body);
         let mut tried: Vec<usize> = Vec::new();
+        // Whether a try already met a keep-alive connection the server had closed.
+        let mut met_stale = false;
         loop {
             let slot = self.acquire(ctx, &tried, deadline).await?;
             let index = slot.index;
@@ -281,7 +307,8 @@ impl Group {
             *upstream_req.method_mut() = parts.method.clone();
             *upstream_req.version_mut() = parts.version;
             // The headers are needed again only if this try may be followed by another.
-            let may_retry = replayable && tried.len() < self.config.retries as usize;
+            let may_retry = replayable
+                && (tried.len() < self.config.retries as usize || (idempotent && !met_stale));
             *upstream_req.headers_mut() = if may_retry {
                 parts.headers.clone()
             } else {
@@ -293,9 +320,21 @@ impl Group {
                     upstream_req.headers_mut().insert(header::HOST, host);
                 }
             }
-            let result = self.send_once(index, upstream_req, deadline).await;
-            self.record(index, result.as_ref().map(|r| r.status()));
+            let result = self
+                .send_once(index, upstream_req, deadline, met_stale)
+                .await;
             drop(slot);
+            if let Err(e) = &result {
+                if e.stale_connection() && replayable && idempotent && !met_stale {
+                    // The server closed an idle connection as torii reused it: not its
+                    // failure, and not a retry of the group's (as nginx gives a cached
+                    // connection's failure an extra try). Once, on a new connection.
+                    met_stale = true;
+                    tracing::debug!(group = %self.name, server = %addr, "keep-alive connection closed under the request; sending again on a new one");
+                    continue;
+                }
+            }
+            self.record(index, result.as_ref().map(|r| r.status()));
             tried.push(index);
             match result {
                 Ok(response) => {
@@ -331,21 +370,22 @@ impl Group {
             .is_ok()
     }
 
-    /// One exchange with server `index`: the response head within `response_timeout` (and
-    /// before `deadline`).
+    /// One exchange with server `index` (over a new connection if `fresh`): the response
+    /// head within `response_timeout` (and before `deadline`).
     async fn send_once(
         &self,
         index: usize,
         upstream_req: Request<ReqBody>,
         deadline: Option<Instant>,
+        fresh: bool,
     ) -> Result<Response<Incoming>, Error> {
         let mut timeout = self.config.response_timeout;
         if let Some(d) = deadline {
             timeout = timeout.min(d.saturating_duration_since(Instant::now()));
         }
         let backend = &self.backends[index];
-        match tokio::time::timeout(timeout, backend.pool.send(&self.connector, upstream_req)).await
-        {
+        let exchange = backend.pool.send(&self.connector, upstream_req, fresh);
+        match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(Error::ResponseTimeout {
                 backend: backend.spec.addr.clone(),
@@ -361,7 +401,10 @@ impl Group {
         index: usize,
         req: Request<ReqBody>,
     ) -> Result<Response<Incoming>, Error> {
-        self.backends[index].pool.send(&self.connector, req).await
+        self.backends[index]
+            .pool
+            .send(&self.connector, req, false)
+            .await
     }
 
     /// Feeds one outcome to a server's breaker: errors and 5xx answers are failures.
@@ -442,6 +485,14 @@ impl Group {
             "servers": servers,
         })
     }
+}
+
+/// Whether a request with this method may be sent twice (RFC 9110 §9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
 }
 
 /// Walks an error's causes and joins them, for logs: `a: b: c`.

@@ -136,7 +136,10 @@ impl Pool {
     /// become `:scheme` and `:authority`. Allocates nothing: the parts are shared.
     pub fn target(&self, pq: Option<&PathAndQuery>) -> Uri {
         let mut parts = Parts::default();
-        parts.path_and_query = Some(pq.cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+        parts.path_and_query = Some(
+            pq.cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
         if self.h2 {
             parts.scheme = Some(self.addr.scheme.clone());
             parts.authority = Some(self.addr.authority.clone());
@@ -144,9 +147,9 @@ impl Pool {
         Uri::from_parts(parts).expect("a path with or without scheme and authority is a URI")
     }
 
-    /// Sends `req` over a pooled connection, or a new one, and returns the response head.
-    /// A request refused unsent by a reused connection (the server closed it while idle)
-    /// is sent again once on a new connection.
+    /// Sends `req` over a pooled connection (unless `fresh`), or a new one, and returns the
+    /// response head. A request refused unsent by a reused connection (the server closed
+    /// it while idle) is sent again once on a new connection.
     ///
     /// # Errors
     /// `Connect`/`ConnectTimeout` when no connection could be made, `Protocol` for a
@@ -155,6 +158,7 @@ impl Pool {
         self: &Arc<Pool>,
         connector: &Connector,
         mut req: Request<ReqBody>,
+        fresh: bool,
     ) -> Result<Response<Incoming>, Error> {
         let origin_form = !self.h2;
         if origin_form == req.uri().scheme().is_some() {
@@ -163,7 +167,7 @@ impl Pool {
         if self.h2 {
             self.send_h2(connector, req).await
         } else {
-            self.send_h1(connector, req).await
+            self.send_h1(connector, req, fresh).await
         }
     }
 
@@ -171,8 +175,10 @@ impl Pool {
         self: &Arc<Pool>,
         connector: &Connector,
         req: Request<ReqBody>,
+        fresh: bool,
     ) -> Result<Response<Incoming>, Error> {
-        let (mut conn, reused) = match self.take_idle() {
+        let idle = if fresh { None } else { self.take_idle() };
+        let (mut conn, reused) = match idle {
             Some(conn) => (conn, true),
             None => (self.open_h1(connector).await?, false),
         };
@@ -186,9 +192,13 @@ impl Pool {
                     conn.send
                         .try_send_request(req)
                         .await
-                        .map_err(|e| self.exchange(e.into_error()))?
+                        .map_err(|e| self.exchange(e.into_error(), false))?
                 }
-                _ => return Err(self.exchange(e.into_error())),
+                _ => {
+                    let e = e.into_error();
+                    let stale = reused && closed_unanswered(&e);
+                    return Err(self.exchange(e, stale));
+                }
             },
         };
         if let Some(what) = framing_fault(resp.headers()) {
@@ -230,9 +240,9 @@ impl Pool {
                         .await?
                         .try_send_request(req)
                         .await
-                        .map_err(|e| self.exchange(e.into_error()))?
+                        .map_err(|e| self.exchange(e.into_error(), false))?
                 }
-                _ => return Err(self.exchange(e.into_error())),
+                _ => return Err(self.exchange(e.into_error(), false)),
             },
         };
         // A bad stream does not taint the connection's other streams: it stays.
@@ -245,10 +255,11 @@ impl Pool {
         }
     }
 
-    fn exchange(&self, source: hyper::Error) -> Error {
+    fn exchange(&self, source: hyper::Error, stale: bool) -> Error {
         Error::Exchange {
             backend: self.addr.clone(),
             source,
+            stale,
         }
     }
 
@@ -413,4 +424,25 @@ impl Pool {
     pub fn idle(&self) -> usize {
         self.idle.lock().expect("poisoned").len()
     }
+}
+
+/// Whether an HTTP/1 exchange failed because the server closed or reset the connection
+/// before its answer was complete.
+fn closed_unanswered(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let mut cause = std::error::Error::source(e);
+    while let Some(err) = cause {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            );
+        }
+        cause = err.source();
+    }
+    false
 }
