@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -46,6 +46,10 @@ pub struct Pool {
     /// Held while an HTTP/2 connection is being opened, so that a burst of requests
     /// arriving to no connection opens one, not one each.
     opening: tokio::sync::Mutex<()>,
+    /// Failed attempts to open the HTTP/2 connection: a request that waited for `opening`
+    /// while one failed fails too, instead of trying again after it (with a server that
+    /// doesn't answer, waiting requests would each add a `connect_timeout`).
+    failed_opens: AtomicU64,
     /// Whether the task closing HTTP/1 connections idle past `idle_timeout` runs.
     sweeping: AtomicBool,
 }
@@ -127,6 +131,7 @@ impl Pool {
             idle: Mutex::new(VecDeque::new()),
             shared: Mutex::new(None),
             opening: tokio::sync::Mutex::new(()),
+            failed_opens: AtomicU64::new(0),
             sweeping: AtomicBool::new(false),
         })
     }
@@ -269,8 +274,10 @@ impl Pool {
         let mut idle = self.idle.lock().expect("poisoned");
         while let Some(entry) = idle.pop_back() {
             if now.saturating_duration_since(entry.since) >= self.idle_timeout {
-                // Older ones are older still.
-                idle.clear();
+                // Older ones are older still; closed outside the lock.
+                let expired = std::mem::take(&mut *idle);
+                drop(idle);
+                drop(expired);
                 return None;
             }
             if entry.conn.send.is_ready() {
@@ -335,12 +342,26 @@ impl Pool {
 
     /// Opens the shared HTTP/2 connection, unless another request just did.
     async fn open_h2(&self, connector: &Connector) -> Result<H2, Error> {
+        let failed = self.failed_opens.load(Ordering::Relaxed);
         let _opening = self.opening.lock().await;
         if let Some(send) = self.shared.lock().expect("poisoned").as_ref() {
             if !send.is_closed() {
                 return Ok(send.clone());
             }
         }
+        if self.failed_opens.load(Ordering::Relaxed) != failed {
+            return Err(self.connect_failed(
+                "opening the shared HTTP/2 connection failed while this request waited".into(),
+            ));
+        }
+        let opened = self.handshake_h2(connector).await;
+        if opened.is_err() {
+            self.failed_opens.fetch_add(1, Ordering::Relaxed);
+        }
+        opened
+    }
+
+    async fn handshake_h2(&self, connector: &Connector) -> Result<H2, Error> {
         let io = TokioIo::new(self.connect(connector).await?);
         let (send, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
