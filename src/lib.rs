@@ -14,7 +14,8 @@
 //!        route (host + path -> route)          -> src/route/
 //!        cache (lookup, coalesce, store, purge)  -> src/cache/, src/proxy/cached.rs
 //!          memory -> disk -> shared (Redis)    -> src/cache/tier/
-//!        upstream (pick, pool, send)           -> src/upstream/
+//!        upstream (pick, queue, retry)         -> src/upstream/
+//!          keep-alive pool per server, h1/h2   -> src/upstream/pool.rs
 //!          connect: TCP or TLS, h1 / h2 / h2c  -> src/upstream/connect.rs
 //!        response (hop-by-hop, Via)            -> src/proxy/mod.rs, src/body.rs
 //!        observe (access log at body end)      -> src/observe/

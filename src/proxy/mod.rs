@@ -349,15 +349,9 @@ async fn proxy(
     let method = parts.method.clone();
     let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let downstream_pq = pq.to_string();
-    // `Group::forward` points the URI at each server it tries; `cached` still uses `send`
-    // and needs it absolute now.
-    let first = group.config.servers[0].addr.clone();
-    parts.uri = Uri::builder()
-        .scheme(first.scheme.clone())
-        .authority(first.authority.clone())
-        .path_and_query(pq)
-        .build()
-        .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    // The URI stays as it came: `Group::forward` sends its path and query to each server
+    // it tries, in the form the server's protocol wants; the cache path below points it
+    // at the server it picks.
     let upstream_version = parts.version;
     parts.version = Version::HTTP_11;
     let _ = upstream_version;

@@ -2,14 +2,15 @@
 //! health, and its recent error rate.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::balance::hash64;
 use super::breaker::{Admit, Breaker, State};
-use crate::config::{BreakerSettings, ServerSpec};
+use super::pool::Pool;
+use crate::config::{BreakerSettings, ServerSpec, Upstream};
 
 /// A server's place in rotation, as `GET /upstreams` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,11 +55,14 @@ pub struct Backend {
     pub ejections: AtomicU64,
     /// The last 64 outcomes as bits (1 = failure), and how many of them are real.
     recent: Mutex<(u64, u32)>,
+    /// Keep-alive connections to this server.
+    pub pool: Arc<Pool>,
 }
 
 impl Backend {
-    pub fn new(spec: ServerSpec) -> Backend {
+    pub fn new(spec: ServerSpec, config: &Upstream) -> Backend {
         Backend {
+            pool: Pool::new(spec.addr.clone(), config),
             id: hash64(spec.addr.authority.as_str()),
             spec,
             in_flight: AtomicUsize::new(0),

@@ -1,32 +1,40 @@
 //! Connections to upstream servers: TCP for `http://`, TCP + rustls for `https://` (verified
-//! against the system roots or the group's `tls_ca`, SNI from the host or `tls_server_name`),
-//! with ALPN telling the pool whether the connection speaks HTTP/2.
+//! against the system roots or the group's `tls_ca`, SNI from the host or `tls_server_name`,
+//! ALPN `h2` or `http/1.1` as the group's protocol says). The pool (`pool.rs`) runs HTTP over
+//! what `Connector::connect` returns.
 
 use std::error::Error as StdError;
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Uri;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::config::{Upstream, UpstreamProtocol};
+use crate::config::{ServerAddr, Upstream, UpstreamProtocol};
 
-type BoxError = Box<dyn StdError + Send + Sync>;
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// TCP keep-alive probes on upstream connections: a pooled connection to a server that
+/// vanished (no FIN, no RST) is found out instead of waiting forever.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// Why `Connector::connect` failed.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// `connect_timeout` passed before the TCP connect and TLS handshake were done.
+    Timeout,
+    /// Name resolution, the TCP connect or the TLS handshake failed.
+    Failed(BoxError),
+}
 
 /// The connector of one upstream group.
-#[derive(Clone)]
 pub struct Connector {
-    http: HttpConnector,
     /// `None` when the group has no `https://` server.
     tls: Option<tokio_rustls::TlsConnector>,
     server_name: Option<ServerName<'static>>,
@@ -41,11 +49,6 @@ impl Connector {
     /// When the TLS client config cannot be built (no usable root, which `validate` rules
     /// out for `tls_ca`; the system store may be empty).
     pub fn new(config: &Upstream) -> Result<Connector, rustls::Error> {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(config.connect_timeout));
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        http.enforce_http(false);
         let https = config
             .servers
             .iter()
@@ -63,11 +66,46 @@ impl Connector {
             .as_deref()
             .and_then(|n| ServerName::try_from(n.to_string()).ok());
         Ok(Connector {
-            http,
             tls,
             server_name,
             timeout: config.connect_timeout,
         })
+    }
+
+    /// A new connection to `addr`, within `connect_timeout` (resolution, TCP connect and TLS
+    /// handshake together).
+    pub async fn connect(&self, addr: &ServerAddr) -> Result<Stream, ConnectError> {
+        match tokio::time::timeout(self.timeout, self.open(addr)).await {
+            Ok(result) => result.map_err(ConnectError::Failed),
+            Err(_) => Err(ConnectError::Timeout),
+        }
+    }
+
+    async fn open(&self, addr: &ServerAddr) -> Result<Stream, BoxError> {
+        let https = addr.scheme == http::uri::Scheme::HTTPS;
+        let host = addr.authority.host();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = addr
+            .authority
+            .port_u16()
+            .unwrap_or(if https { 443 } else { 80 });
+        let tcp = TcpStream::connect((host, port)).await?;
+        tcp.set_nodelay(true)?;
+        socket2::SockRef::from(&tcp)
+            .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE))?;
+        if !https {
+            return Ok(Stream::Plain(tcp));
+        }
+        let tls = self
+            .tls
+            .as_ref()
+            .ok_or("https:// server without a TLS client")?;
+        let name = match &self.server_name {
+            Some(name) => name.clone(),
+            None => ServerName::try_from(host.to_string())?,
+        };
+        let stream = tls.connect(name, tcp).await?;
+        Ok(Stream::Tls(Box::new(stream)))
     }
 }
 
@@ -118,70 +156,10 @@ fn system_roots() -> Arc<RootCertStore> {
         .clone()
 }
 
-impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<Stream>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.http.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-        let connecting = self.http.call(uri.clone());
-        let tls = self.tls.clone();
-        let name = self.server_name.clone();
-        let timeout = self.timeout;
-        let connect = async move {
-            let tcp = connecting.await?.into_inner();
-            if !https {
-                return Ok(TokioIo::new(Stream::Plain(tcp)));
-            }
-            let tls = tls.ok_or("https:// server without a TLS client")?;
-            let name = match name {
-                Some(name) => name,
-                None => {
-                    let host = uri.host().unwrap_or_default();
-                    let host = host.trim_start_matches('[').trim_end_matches(']');
-                    ServerName::try_from(host.to_string())?
-                }
-            };
-            let stream = tls.connect(name, tcp).await?;
-            Ok::<_, BoxError>(TokioIo::new(Stream::Tls(Box::new(stream))))
-        };
-        // One bound over the TCP connect and the TLS handshake together.
-        Box::pin(async move {
-            tokio::time::timeout(timeout, connect)
-                .await
-                .map_err(|_| -> BoxError {
-                    Box::new(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
-                })?
-        })
-    }
-}
-
 /// A connection to an upstream server.
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl Connection for Stream {
-    fn connected(&self) -> Connected {
-        match self {
-            Stream::Plain(tcp) => tcp.connected(),
-            Stream::Tls(tls) => {
-                let (tcp, session) = tls.get_ref();
-                let connected = tcp.connected();
-                if session.alpn_protocol() == Some(b"h2") {
-                    connected.negotiated_h2()
-                } else {
-                    connected
-                }
-            }
-        }
-    }
 }
 
 impl AsyncRead for Stream {

@@ -54,7 +54,7 @@ async fn probe(group: &Group, index: usize, check: &HealthCheck) -> bool {
         HeaderValue::from_static("torii-health-check"),
     );
     let exchange = async {
-        let resp = group.client.request(req).await.ok()?;
+        let resp = group.exchange(index, req).await.ok()?;
         let status = resp.status().as_u16();
         // Read the (small) body so the connection can be reused.
         let _ = Limited::new(resp.into_body(), 64 * 1024).collect().await;

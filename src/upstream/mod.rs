@@ -11,6 +11,7 @@ mod body;
 pub mod breaker;
 mod connect;
 mod health;
+mod pool;
 mod queue;
 
 use std::error::Error as StdError;
@@ -18,11 +19,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::capture_connection;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -35,7 +33,8 @@ use crate::error::ProxyError;
 use crate::observe::metrics::GroupMetrics;
 use backend::Backend;
 use balance::Balancer;
-use connect::Connector;
+use connect::{BoxError, Connector};
+
 /// Why an upstream exchange failed. `error::to_response` maps each to a status.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -44,7 +43,7 @@ pub enum Error {
     Connect {
         backend: ServerAddr,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: BoxError,
     },
     /// 504: connecting took longer than `connect_timeout`.
     #[error("connect to {backend} timed out")]
@@ -60,7 +59,11 @@ pub enum Error {
     Exchange {
         backend: ServerAddr,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: hyper::Error,
+        /// The request went out on a reused keep-alive connection that the server closed
+        /// (or reset) without answering: most likely it had closed it as idle just before
+        /// (RFC 9112 §9.3.1), and the request may be sent again if it is idempotent.
+        stale: bool,
     },
     /// 502: the upstream answered something torii cannot relay.
     #[error("{backend} sent {what}")]
@@ -75,6 +78,12 @@ impl Error {
     /// that any request, whatever its method, may be sent again elsewhere.
     pub fn nothing_sent(&self) -> bool {
         matches!(self, Error::Connect { .. } | Error::ConnectTimeout { .. })
+    }
+
+    /// Whether a reused keep-alive connection closed under the request without answering
+    /// (the idle-close race); see `Exchange::stale`.
+    pub fn stale_connection(&self) -> bool {
+        matches!(self, Error::Exchange { stale: true, .. })
     }
 }
 
@@ -108,8 +117,9 @@ pub struct Forwarded {
     pub tries: u32,
 }
 
-/// A live upstream group: its servers' state, its balancer, queue and connection pool. The
-/// pool is shared by every worker, so a connection opened by one worker is reused by all.
+/// A live upstream group: its servers' state, its balancer, queue and connection pools (one
+/// per server, in `Backend`). The pools are shared by every worker, so a connection opened
+/// by one worker is reused by all.
 /// A reload that leaves a group's config unchanged keeps the same `Group`, with its health
 /// state and pooled connections.
 pub struct Group {
@@ -117,7 +127,7 @@ pub struct Group {
     pub config: Upstream,
     backends: Vec<Backend>,
     balancer: Balancer,
-    client: Client<Connector, ReqBody>,
+    connector: Connector,
     /// Requests waiting for a connection slot.
     queued: AtomicUsize,
     /// Woken when a slot frees up or a server comes back.
@@ -154,35 +164,16 @@ impl Group {
     fn with_metrics(name: UpstreamName, config: Upstream, metrics: Arc<GroupMetrics>) -> Group {
         // Fails only if ring lacked the default TLS versions: our invariant, not input.
         let connector = Connector::new(&config).expect("ring supports the default TLS versions");
-        let mut builder = Client::builder(TokioExecutor::new());
-        // An HTTP/2 connection is shared through the pool: without a pool slot every
-        // request would open its own connection, so h2 groups keep at least one.
-        let max_idle = if config.protocol.is_h2() {
-            config.pool_max_idle.max(1)
-        } else {
-            config.pool_max_idle
-        };
-        builder
-            .pool_max_idle_per_host(max_idle)
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .set_host(false);
-        if config.protocol.is_h2() {
-            // One multiplexed connection per server; pings find a dead one between requests.
-            builder
-                .http2_only(true)
-                .http2_keep_alive_interval(Some(Duration::from_secs(30)))
-                .http2_keep_alive_timeout(Duration::from_secs(10))
-                .http2_max_concurrent_reset_streams(1024);
-        }
-        let client = builder.build(connector);
         Group {
-            backends: config.servers.iter().cloned().map(Backend::new).collect(),
+            backends: config
+                .servers
+                .iter()
+                .map(|s| Backend::new(s.clone(), &config))
+                .collect(),
             balancer: Balancer::new(config.balance.clone(), config.servers.len()),
             name,
             config,
-            client,
+            connector,
             queued: AtomicUsize::new(0),
             freed: Notify::new(),
             budget: AtomicI64::new(BUDGET_RESERVE),
@@ -223,10 +214,12 @@ impl Group {
         &self.backends[index].spec.addr
     }
 
-    /// Sends `upstream_req` (whose URI must be absolute, pointing at `backend`) and waits for
-    /// the response head, at most `response_timeout`. Records the outcome in `backend`'s
-    /// passive health (an error or a 5xx counts as a failure). No queue, no retry: prefer
-    /// `forward`.
+    /// Sends `upstream_req` to `backend` (a server of this group; the URI's path and query
+    /// are sent, in the form the protocol wants) and waits for the response head, at most
+    /// `response_timeout`. Records the outcome in `backend`'s passive health (an error or a
+    /// 5xx counts as a failure). No queue, no retry on another server (an idempotent
+    /// bodiless request that a reused keep-alive connection closed under is sent once
+    /// more on a new one): prefer `forward`.
     ///
     /// # Errors
     /// `Connect`/`ConnectTimeout` when no connection could be made, `ResponseTimeout` when the
@@ -236,10 +229,31 @@ impl Group {
         backend: &ServerAddr,
         upstream_req: Request<ReqBody>,
     ) -> Result<Response<Incoming>, Error> {
-        let result = self.send_once(backend, upstream_req, None).await;
-        if let Some(index) = self.backends.iter().position(|b| b.spec.addr == *backend) {
-            self.record(index, result.as_ref().map(|r| r.status()));
+        let Some(index) = self.backends.iter().position(|b| b.spec.addr == *backend) else {
+            return Err(Error::Connect {
+                backend: backend.clone(),
+                source: "not a server of this group".into(),
+            });
+        };
+        // A copy to send again should a reused keep-alive connection turn out closed.
+        let again = (is_idempotent(upstream_req.method())
+            && matches!(upstream_req.body(), ReqBody::Empty))
+        .then(|| {
+            let mut req = Request::new(ReqBody::Empty);
+            *req.method_mut() = upstream_req.method().clone();
+            *req.uri_mut() = upstream_req.uri().clone();
+            *req.version_mut() = upstream_req.version();
+            *req.headers_mut() = upstream_req.headers().clone();
+            req
+        });
+        let mut result = self.send_once(index, upstream_req, None, false).await;
+        if let (Err(e), Some(req)) = (&result, again) {
+            if e.stale_connection() {
+                tracing::debug!(group = %self.name, server = %backend, "keep-alive connection closed under the request; sending again on a new one");
+                result = self.send_once(index, req, None, true).await;
+            }
         }
+        self.record(index, result.as_ref().map(|r| r.status()));
         result
     }
 
@@ -252,7 +266,10 @@ impl Group {
     /// could not be made) or the method is idempotent and the body is empty, within the
     /// retry budget and the overall `timeout`. The URI is rewritten to each server tried,
     /// and `Host` set to the server when the request has none. Every answer feeds the
-    /// server's passive health; a 5xx is a failure but is returned, not retried.
+    /// server's passive health; a 5xx is a failure but is returned, not retried. An
+    /// idempotent bodiless request that a reused keep-alive connection closed under (the
+    /// server's idle close raced it) is sent once more on a new connection, as neither a
+    /// failure of the server nor one of the `retries`.
     ///
     /// # Errors
     /// `NoHealthyUpstream` (503) when no server is in rotation, `QueueFull` and
@@ -270,19 +287,13 @@ impl Group {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
                 Some((b + deposit).min(BUDGET_RESERVE.max(deposit)))
             });
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let replayable = matches!(body, ReqBody::Empty);
-        let idempotent = matches!(
-            parts.method,
-            Method::GET
-                | Method::HEAD
-                | Method::OPTIONS
-                | Method::PUT
-                | Method::DELETE
-                | Method::TRACE
-        );
+        let idempotent = is_idempotent(&parts.method);
         let mut body = Some(body);
         let mut tried: Vec<usize> = Vec::new();
+        // Whether a try already met a keep-alive connection the server had closed.
+        let mut met_stale = false;
         loop {
             let slot = self.acquire(ctx, &tried, deadline).await?;
             let index = slot.index;
@@ -295,22 +306,35 @@ impl Group {
             });
             *upstream_req.method_mut() = parts.method.clone();
             *upstream_req.version_mut() = parts.version;
-            *upstream_req.headers_mut() = parts.headers.clone();
-            let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-            *upstream_req.uri_mut() = Uri::builder()
-                .scheme(addr.scheme.clone())
-                .authority(addr.authority.clone())
-                .path_and_query(pq)
-                .build()
-                .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
-            if !parts.headers.contains_key(header::HOST) {
+            // The headers are needed again only if this try may be followed by another.
+            let may_retry = replayable
+                && (tried.len() < self.config.retries as usize || (idempotent && !met_stale));
+            *upstream_req.headers_mut() = if may_retry {
+                parts.headers.clone()
+            } else {
+                std::mem::take(&mut parts.headers)
+            };
+            *upstream_req.uri_mut() = backend.pool.target(parts.uri.path_and_query());
+            if !upstream_req.headers().contains_key(header::HOST) {
                 if let Ok(host) = HeaderValue::from_str(addr.authority.as_str()) {
                     upstream_req.headers_mut().insert(header::HOST, host);
                 }
             }
-            let result = self.send_once(addr, upstream_req, deadline).await;
-            self.record(index, result.as_ref().map(|r| r.status()));
+            let result = self
+                .send_once(index, upstream_req, deadline, met_stale)
+                .await;
             drop(slot);
+            if let Err(e) = &result {
+                if e.stale_connection() && replayable && idempotent && !met_stale {
+                    // The server closed an idle connection as torii reused it: not its
+                    // failure, and not a retry of the group's (as nginx gives a cached
+                    // connection's failure an extra try). Once, on a new connection.
+                    met_stale = true;
+                    tracing::debug!(group = %self.name, server = %addr, "keep-alive connection closed under the request; sending again on a new one");
+                    continue;
+                }
+            }
+            self.record(index, result.as_ref().map(|r| r.status()));
             tried.push(index);
             match result {
                 Ok(response) => {
@@ -346,56 +370,41 @@ impl Group {
             .is_ok()
     }
 
-    /// One exchange with `backend`: the response head within `response_timeout` (and
-    /// before `deadline`).
+    /// One exchange with server `index` (over a new connection if `fresh`): the response
+    /// head within `response_timeout` (and before `deadline`).
     async fn send_once(
         &self,
-        backend: &ServerAddr,
+        index: usize,
         upstream_req: Request<ReqBody>,
         deadline: Option<Instant>,
+        fresh: bool,
     ) -> Result<Response<Incoming>, Error> {
         let mut timeout = self.config.response_timeout;
         if let Some(d) = deadline {
             timeout = timeout.min(d.saturating_duration_since(Instant::now()));
         }
-        let mut upstream_req = upstream_req;
-        let connection = capture_connection(&mut upstream_req);
-        match tokio::time::timeout(timeout, self.client.request(upstream_req)).await {
+        let backend = &self.backends[index];
+        let exchange = backend.pool.send(&self.connector, upstream_req, fresh);
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
             Err(_) => Err(Error::ResponseTimeout {
-                backend: backend.clone(),
+                backend: backend.spec.addr.clone(),
                 timeout,
             }),
-            Ok(Ok(resp)) => match framing_fault(resp.headers()) {
-                // The connection never goes back to the pool: which bytes are the next
-                // response depends on the framing the server meant.
-                Some(what) => Err(Error::Protocol {
-                    backend: backend.clone(),
-                    what,
-                })
-                .inspect_err(|_| {
-                    if let Some(connected) = connection.connection_metadata().as_ref() {
-                        connected.poison();
-                    }
-                }),
-                None => Ok(resp),
-            },
-            Ok(Err(e)) if e.is_connect() => {
-                if is_timeout(&e) {
-                    Err(Error::ConnectTimeout {
-                        backend: backend.clone(),
-                    })
-                } else {
-                    Err(Error::Connect {
-                        backend: backend.clone(),
-                        source: e,
-                    })
-                }
-            }
-            Ok(Err(e)) => Err(Error::Exchange {
-                backend: backend.clone(),
-                source: e,
-            }),
         }
+    }
+
+    /// One exchange with server `index`, unbounded and unrecorded: for health checks,
+    /// which bound and count their own.
+    async fn exchange(
+        &self,
+        index: usize,
+        req: Request<ReqBody>,
+    ) -> Result<Response<Incoming>, Error> {
+        self.backends[index]
+            .pool
+            .send(&self.connector, req, false)
+            .await
     }
 
     /// Feeds one outcome to a server's breaker: errors and 5xx answers are failures.
@@ -478,20 +487,12 @@ impl Group {
     }
 }
 
-fn is_timeout(e: &(dyn StdError + 'static)) -> bool {
-    let mut cause: Option<&(dyn StdError + 'static)> = Some(e);
-    while let Some(err) = cause {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return true;
-            }
-        }
-        if err.to_string().contains("timed out") {
-            return true;
-        }
-        cause = err.source();
-    }
-    false
+/// Whether a request with this method may be sent twice (RFC 9110 §9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
 }
 
 /// Walks an error's causes and joins them, for logs: `a: b: c`.

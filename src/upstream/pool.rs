@@ -1,0 +1,469 @@
+//! One server's keep-alive connections, on hyper's `client::conn` handles directly.
+//!
+//! HTTP/1: idle connections wait in a stack (the most recently idle is reused first, so a
+//! surplus left over from a burst ages out). A request takes one, or opens a new one, and
+//! once its response head is in gives the handle to the connection's driver task, which
+//! puts it back on the stack the moment hyper says the exchange is over (response body
+//! read to the end). No task is spawned per request and no key is hashed: the pool is
+//! found through the server it belongs to. hyper-util's legacy client did both, and
+//! allocated for `capture_connection` on every request (~10% of the pass path's
+//! instructions).
+//!
+//! HTTP/2 (`h2`, `h2c`): one multiplexed connection, its handle cloned for each request
+//! and replaced when it closes.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use http::uri::{Parts, PathAndQuery};
+use http::{Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::time::Instant;
+
+use super::connect::{ConnectError, Connector};
+use super::{framing_fault, Error, ReqBody};
+use crate::config::{ServerAddr, Upstream};
+
+type H1 = http1::SendRequest<ReqBody>;
+type H2 = http2::SendRequest<ReqBody>;
+
+/// The keep-alive connections of one server, shared by every worker.
+pub struct Pool {
+    addr: ServerAddr,
+    h2: bool,
+    max_idle: usize,
+    idle_timeout: Duration,
+    /// Idle HTTP/1 connections, oldest first. A std Mutex: held for a push or a pop,
+    /// never across an await.
+    idle: Mutex<VecDeque<Idle>>,
+    /// The shared HTTP/2 connection, if one is open.
+    shared: Mutex<Option<H2>>,
+    /// Held while an HTTP/2 connection is being opened, so that a burst of requests
+    /// arriving to no connection opens one, not one each.
+    opening: tokio::sync::Mutex<()>,
+    /// Failed attempts to open the HTTP/2 connection: a request that waited for `opening`
+    /// while one failed fails too, instead of trying again after it (with a server that
+    /// doesn't answer, waiting requests would each add a `connect_timeout`).
+    failed_opens: AtomicU64,
+    /// Whether the task closing HTTP/1 connections idle past `idle_timeout` runs.
+    sweeping: AtomicBool,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("addr", &self.addr)
+            .field("idle", &self.idle())
+            .finish()
+    }
+}
+
+/// An idle HTTP/1 connection in the pool.
+struct Idle {
+    conn: H1Conn,
+    since: Instant,
+}
+
+/// An HTTP/1 connection's request handle and its link to the connection's driver task.
+struct H1Conn {
+    send: H1,
+    link: Arc<Link>,
+}
+
+/// Where a busy HTTP/1 handle waits for its exchange to end: the request side parks it
+/// here after the response head, the driver task moves it back into the pool when hyper
+/// reports the connection ready for another request (polled after every step of the
+/// connection, so no wake-up is needed).
+struct Link {
+    parked: Mutex<Option<H1>>,
+    /// Whether `parked` holds a handle: the driver checks this on every poll without
+    /// taking the lock.
+    busy: AtomicBool,
+    pool: Weak<Pool>,
+}
+
+impl Link {
+    /// Parks `send` until its exchange is over (which may already be the case).
+    fn park(self: &Arc<Link>, send: H1) {
+        *self.parked.lock().expect("poisoned") = Some(send);
+        // SeqCst pairs with the SeqCst `want` signal hyper's driver sets before it checks
+        // `busy`: one side or both see the handle ready, so none stays parked forever.
+        self.busy.store(true, Ordering::SeqCst);
+        self.release();
+    }
+
+    /// Moves the parked handle back into the pool if its exchange is over.
+    fn release(self: &Arc<Link>) {
+        if !self.busy.load(Ordering::SeqCst) {
+            return;
+        }
+        let send = {
+            let mut parked = self.parked.lock().expect("poisoned");
+            match parked.as_ref() {
+                Some(send) if send.is_ready() => {
+                    self.busy.store(false, Ordering::Relaxed);
+                    parked.take()
+                }
+                _ => None,
+            }
+        };
+        if let (Some(send), Some(pool)) = (send, self.pool.upgrade()) {
+            pool.put_back(H1Conn {
+                send,
+                link: self.clone(),
+            });
+        }
+    }
+}
+
+impl Pool {
+    pub fn new(addr: ServerAddr, config: &Upstream) -> Arc<Pool> {
+        Arc::new(Pool {
+            addr,
+            h2: config.protocol.is_h2(),
+            max_idle: config.pool_max_idle,
+            idle_timeout: config.pool_idle_timeout,
+            idle: Mutex::new(VecDeque::new()),
+            shared: Mutex::new(None),
+            opening: tokio::sync::Mutex::new(()),
+            failed_opens: AtomicU64::new(0),
+            sweeping: AtomicBool::new(false),
+        })
+    }
+
+    /// The request target to send `pq` to this server with: origin-form (`/path?query`)
+    /// over HTTP/1, absolute (scheme and authority of the server) over HTTP/2, where they
+    /// become `:scheme` and `:authority`. Allocates nothing: the parts are shared.
+    pub fn target(&self, pq: Option<&PathAndQuery>) -> Uri {
+        let mut parts = Parts::default();
+        parts.path_and_query = Some(
+            pq.cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        if self.h2 {
+            parts.scheme = Some(self.addr.scheme.clone());
+            parts.authority = Some(self.addr.authority.clone());
+        }
+        Uri::from_parts(parts).expect("a path with or without scheme and authority is a URI")
+    }
+
+    /// Sends `req` over a pooled connection (unless `fresh`), or a new one, and returns the
+    /// response head. A request refused unsent by a reused connection (the server closed
+    /// it while idle) is sent again once on a new connection.
+    ///
+    /// # Errors
+    /// `Connect`/`ConnectTimeout` when no connection could be made, `Protocol` for a
+    /// response whose framing torii won't relay, `Exchange` for everything else.
+    pub async fn send(
+        self: &Arc<Pool>,
+        connector: &Connector,
+        mut req: Request<ReqBody>,
+        fresh: bool,
+    ) -> Result<Response<Incoming>, Error> {
+        let origin_form = !self.h2;
+        if origin_form == req.uri().scheme().is_some() {
+            *req.uri_mut() = self.target(req.uri().path_and_query());
+        }
+        if self.h2 {
+            self.send_h2(connector, req).await
+        } else {
+            self.send_h1(connector, req, fresh).await
+        }
+    }
+
+    async fn send_h1(
+        self: &Arc<Pool>,
+        connector: &Connector,
+        req: Request<ReqBody>,
+        fresh: bool,
+    ) -> Result<Response<Incoming>, Error> {
+        let idle = if fresh { None } else { self.take_idle() };
+        let (mut conn, reused) = match idle {
+            Some(conn) => (conn, true),
+            None => (self.open_h1(connector).await?, false),
+        };
+        let resp = match conn.send.try_send_request(req).await {
+            Ok(resp) => resp,
+            Err(mut e) => match e.take_message() {
+                // Never written: the connection was found closed first.
+                Some(req) if reused => {
+                    tracing::debug!(server = %self.addr, "pooled connection closed; sending on a new one");
+                    conn = self.open_h1(connector).await?;
+                    conn.send
+                        .try_send_request(req)
+                        .await
+                        .map_err(|e| self.exchange(e.into_error(), false))?
+                }
+                _ => {
+                    let e = e.into_error();
+                    let stale = reused && closed_unanswered(&e);
+                    return Err(self.exchange(e, stale));
+                }
+            },
+        };
+        if let Some(what) = framing_fault(resp.headers()) {
+            // `conn` is dropped, never reused: which bytes are the next response depends on
+            // the framing the server meant.
+            return Err(Error::Protocol {
+                backend: self.addr.clone(),
+                what,
+            });
+        }
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            conn.link.park(conn.send);
+        }
+        Ok(resp)
+    }
+
+    async fn send_h2(
+        self: &Arc<Pool>,
+        connector: &Connector,
+        req: Request<ReqBody>,
+    ) -> Result<Response<Incoming>, Error> {
+        let shared = self
+            .shared
+            .lock()
+            .expect("poisoned")
+            .as_ref()
+            .filter(|s| !s.is_closed())
+            .cloned();
+        let (mut send, reused) = match shared {
+            Some(send) => (send, true),
+            None => (self.open_h2(connector).await?, false),
+        };
+        let resp = match send.try_send_request(req).await {
+            Ok(resp) => resp,
+            Err(mut e) => match e.take_message() {
+                Some(req) if reused => {
+                    tracing::debug!(server = %self.addr, "shared h2 connection closed; sending on a new one");
+                    self.open_h2(connector)
+                        .await?
+                        .try_send_request(req)
+                        .await
+                        .map_err(|e| self.exchange(e.into_error(), false))?
+                }
+                _ => return Err(self.exchange(e.into_error(), false)),
+            },
+        };
+        // A bad stream does not taint the connection's other streams: it stays.
+        match framing_fault(resp.headers()) {
+            Some(what) => Err(Error::Protocol {
+                backend: self.addr.clone(),
+                what,
+            }),
+            None => Ok(resp),
+        }
+    }
+
+    fn exchange(&self, source: hyper::Error, stale: bool) -> Error {
+        Error::Exchange {
+            backend: self.addr.clone(),
+            source,
+            stale,
+        }
+    }
+
+    /// The most recently idle connection that is still open and in time, if any.
+    fn take_idle(&self) -> Option<H1Conn> {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().expect("poisoned");
+        while let Some(entry) = idle.pop_back() {
+            if now.saturating_duration_since(entry.since) >= self.idle_timeout {
+                // Older ones are older still; closed outside the lock.
+                let expired = std::mem::take(&mut *idle);
+                drop(idle);
+                drop(expired);
+                return None;
+            }
+            if entry.conn.send.is_ready() {
+                return Some(entry.conn);
+            }
+        }
+        None
+    }
+
+    /// Back on the stack after its exchange: called from the connection's driver task.
+    fn put_back(&self, conn: H1Conn) {
+        if self.max_idle == 0 || conn.send.is_closed() {
+            return;
+        }
+        let entry = Idle {
+            conn,
+            since: Instant::now(),
+        };
+        let evicted = {
+            let mut idle = self.idle.lock().expect("poisoned");
+            let evicted = if idle.len() >= self.max_idle {
+                idle.pop_front()
+            } else {
+                None
+            };
+            idle.push_back(entry);
+            evicted
+        };
+        // Closed outside the lock.
+        drop(evicted);
+    }
+
+    async fn open_h1(self: &Arc<Pool>, connector: &Connector) -> Result<H1Conn, Error> {
+        let io = TokioIo::new(self.connect(connector).await?);
+        let (send, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| self.connect_failed(e.into()))?;
+        let link = Arc::new(Link {
+            parked: Mutex::new(None),
+            busy: AtomicBool::new(false),
+            pool: Arc::downgrade(self),
+        });
+        let driver_link = link.clone();
+        let addr = self.addr.clone();
+        tokio::spawn(async move {
+            // Upgrades: a 101 hands the connection to `hyper::upgrade::on` (WebSocket).
+            let mut conn = std::pin::pin!(conn.with_upgrades());
+            let done = std::future::poll_fn(|cx| {
+                let poll = conn.as_mut().poll(cx);
+                driver_link.release();
+                poll
+            })
+            .await;
+            if let Err(e) = done {
+                tracing::debug!(server = %addr, "upstream connection: {e}");
+            }
+        });
+        self.start_sweeping();
+        Ok(H1Conn { send, link })
+    }
+
+    /// Opens the shared HTTP/2 connection, unless another request just did.
+    async fn open_h2(&self, connector: &Connector) -> Result<H2, Error> {
+        let failed = self.failed_opens.load(Ordering::Relaxed);
+        let _opening = self.opening.lock().await;
+        if let Some(send) = self.shared.lock().expect("poisoned").as_ref() {
+            if !send.is_closed() {
+                return Ok(send.clone());
+            }
+        }
+        if self.failed_opens.load(Ordering::Relaxed) != failed {
+            return Err(self.connect_failed(
+                "opening the shared HTTP/2 connection failed while this request waited".into(),
+            ));
+        }
+        let opened = self.handshake_h2(connector).await;
+        if opened.is_err() {
+            self.failed_opens.fetch_add(1, Ordering::Relaxed);
+        }
+        opened
+    }
+
+    async fn handshake_h2(&self, connector: &Connector) -> Result<H2, Error> {
+        let io = TokioIo::new(self.connect(connector).await?);
+        let (send, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            // Pings find a dead connection between requests.
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .max_concurrent_reset_streams(1024)
+            .handshake(io)
+            .await
+            .map_err(|e| self.connect_failed(e.into()))?;
+        let addr = self.addr.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(server = %addr, "upstream h2 connection: {e}");
+            }
+        });
+        *self.shared.lock().expect("poisoned") = Some(send.clone());
+        Ok(send)
+    }
+
+    async fn connect(&self, connector: &Connector) -> Result<super::connect::Stream, Error> {
+        connector.connect(&self.addr).await.map_err(|e| match e {
+            ConnectError::Timeout => Error::ConnectTimeout {
+                backend: self.addr.clone(),
+            },
+            ConnectError::Failed(source) => self.connect_failed(source),
+        })
+    }
+
+    fn connect_failed(&self, source: super::connect::BoxError) -> Error {
+        Error::Connect {
+            backend: self.addr.clone(),
+            source,
+        }
+    }
+
+    /// Starts, once, the task that closes idle HTTP/1 connections past `idle_timeout`
+    /// when no request comes to find them (checkout drops them too). It ends with the pool.
+    fn start_sweeping(self: &Arc<Pool>) {
+        if self.max_idle == 0 || self.sweeping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let pool = Arc::downgrade(self);
+        let every = (self.idle_timeout / 2).max(Duration::from_millis(10));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(pool) = pool.upgrade() else { return };
+                pool.sweep();
+            }
+        });
+    }
+
+    /// Drops the connections idle past `idle_timeout` and those the server closed.
+    fn sweep(&self) {
+        let now = Instant::now();
+        let stale: Vec<Idle> = {
+            let mut idle = self.idle.lock().expect("poisoned");
+            let expired = idle
+                .iter()
+                .take_while(|e| now.saturating_duration_since(e.since) >= self.idle_timeout)
+                .count();
+            let mut stale: Vec<Idle> = idle.drain(..expired).collect();
+            let mut i = 0;
+            while i < idle.len() {
+                if idle[i].conn.send.is_closed() {
+                    stale.extend(idle.remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+            stale
+        };
+        drop(stale);
+    }
+
+    /// Idle HTTP/1 connections.
+    pub fn idle(&self) -> usize {
+        self.idle.lock().expect("poisoned").len()
+    }
+}
+
+/// Whether an HTTP/1 exchange failed because the server closed or reset the connection
+/// before its answer was complete.
+fn closed_unanswered(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let mut cause = std::error::Error::source(e);
+    while let Some(err) = cause {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            );
+        }
+        cause = err.source();
+    }
+    false
+}
