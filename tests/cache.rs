@@ -140,6 +140,78 @@ async fn hit_after_miss_with_age_and_head_from_stored_get() {
     assert_eq!(s["cache"]["stores"], 2, "{s}");
 }
 
+/// A fresh HTTP/1 hit writes the stored fields pre-encoded (hyper's `RawFields`): the
+/// head must still be exactly what the map-built one was, on the wire.
+#[tokio::test]
+async fn a_pre_encoded_hit_head_keeps_every_stored_field_once() {
+    let origin = Origin::start().await;
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(30));
+    origin.set(
+        "/raw",
+        reply(
+            "0123456789",
+            &[
+                ("cache-control", "max-age=3600"),
+                ("date", &date),
+                ("age", "7"),
+                ("x-cache", "from-origin"),
+                ("set-thing", "one"),
+                ("x-multi", "a"),
+            ],
+        )
+        .header("x-multi", "b"),
+    );
+    let torii = proxy(&origin, "", "").await;
+    assert_eq!(fetch(&torii.url("/raw"), &[]).await.0, "MISS");
+
+    // Two hits pipelined on one connection: the framing of the first must end exactly
+    // where the second begins.
+    let mut conn = tokio::net::TcpStream::connect(torii.addr).await.unwrap();
+    let req = format!("GET /raw HTTP/1.1\r\nHost: {}\r\n\r\n", torii.addr);
+    conn.write_all(format!("{req}{req}").as_bytes())
+        .await
+        .unwrap();
+    let mut wire = Vec::new();
+    let mut buf = [0u8; 4096];
+    while wire.windows(10).filter(|w| w == b"0123456789").count() < 2 {
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+            .await
+            .expect("two responses in time")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&wire));
+        wire.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8(wire).unwrap();
+    let responses: Vec<&str> = text.split("0123456789").filter(|r| !r.is_empty()).collect();
+    assert_eq!(responses.len(), 2, "{text}");
+    for head in responses {
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.ends_with("\r\n\r\n"), "{head}");
+        let lines: Vec<String> = head.lines().map(|l| l.to_ascii_lowercase()).collect();
+        let field = |name: &str| -> Vec<String> {
+            lines
+                .iter()
+                .filter_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+                .collect()
+        };
+        assert_eq!(
+            field("date"),
+            [date.to_ascii_lowercase()],
+            "the origin's Date: {head}"
+        );
+        assert_eq!(field("content-length"), ["10"], "{head}");
+        assert_eq!(field("x-cache"), ["hit"], "{head}");
+        assert_eq!(field("set-thing"), ["one"], "{head}");
+        assert_eq!(field("x-multi"), ["a", "b"], "{head}");
+        assert_eq!(field("via"), ["1.1 torii"], "{head}");
+        let age = field("age");
+        assert_eq!(age.len(), 1, "one Age: {head}");
+        assert!(age[0].parse::<u64>().unwrap() >= 7, "{head}");
+        assert!(field("transfer-encoding").is_empty(), "{head}");
+    }
+    assert_eq!(origin.hits("/raw"), 1);
+}
+
 #[tokio::test]
 async fn concurrent_cold_requests_coalesce_into_one_origin_request() {
     let origin = Origin::start().await;

@@ -112,12 +112,12 @@ pub fn canonical_url(spec: &KeySpec, scheme: &str, host: &str, path_and_query: &
         None => (pq, None),
     };
 
-    let mut url = String::with_capacity(host.len() + pq.len() + 16);
-    let scheme = scheme.to_ascii_lowercase();
+    // Room for the `\nh:` lines `primary_key` may add: one allocation for the whole key.
+    let mut url = String::with_capacity(host.len() + pq.len() + 48);
     if spec.include_host {
-        url.push_str(&escape_host(&scheme));
+        push_escaped_host(&mut url, scheme);
         url.push_str("://");
-        url.push_str(&normalize_host(&scheme, host));
+        push_normalized_host(&mut url, scheme, host);
     }
     if path.is_empty() {
         url.push('/');
@@ -125,7 +125,7 @@ pub fn canonical_url(spec: &KeySpec, scheme: &str, host: &str, path_and_query: &
         if !path.starts_with('/') {
             url.push('/');
         }
-        url.push_str(&normalize_percent(path));
+        push_normalized_percent(&mut url, path);
     }
 
     if let (true, Some(query)) = (spec.include_query, query) {
@@ -160,42 +160,58 @@ fn is_dropped(patterns: &[String], name: &str) -> bool {
     })
 }
 
-fn normalize_host(scheme: &str, host: &str) -> String {
-    let host = host.trim().to_ascii_lowercase();
+/// Appends `host` lowercased, without trailing dots or a default port (for `scheme`), its
+/// bytes escaped as by [`push_escaped_host`].
+fn push_normalized_host(out: &mut String, scheme: &str, host: &str) {
+    let host = host.trim();
     // Split off a port, taking care of IPv6 literals like `[::1]:8080`.
     let (name, port) = match host.rfind(':') {
         Some(i) if !host[i..].contains(']') => (&host[..i], &host[i + 1..]),
-        _ => (host.as_str(), ""),
+        _ => (host, ""),
     };
     let name = name.trim_end_matches('.');
-    let default_port = matches!((scheme, port), ("http", "80") | ("https", "443"));
-    let mut out = escape_host(name);
+    let default_port = (scheme.eq_ignore_ascii_case("http") && port == "80")
+        || (scheme.eq_ignore_ascii_case("https") && port == "443");
+    push_escaped_host(out, name);
     if !port.is_empty() && !default_port {
         out.push(':');
-        out.push_str(&escape_host(port));
+        push_escaped_host(out, port);
     }
-    out
 }
 
 /// Percent-encodes bytes not allowed in a URI authority (RFC 3986 §3.2),
 /// keeping `%` so the result is stable under re-normalisation.
-fn escape_host(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+/// Appends `s` lowercased, with the bytes not allowed in an authority percent-encoded.
+fn push_escaped_host(out: &mut String, s: &str) {
     for b in s.bytes() {
+        let b = b.to_ascii_lowercase();
         if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b) {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            push_hex(out, b);
         }
     }
-    out
+}
+
+/// Appends `%XX` for `b` (uppercase hex).
+fn push_hex(out: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(char::from(HEX[usize::from(b >> 4)]));
+    out.push(char::from(HEX[usize::from(b & 15)]));
 }
 
 /// Decodes `%xx` of unreserved characters, uppercases other escapes and
 /// percent-encodes bytes that cannot appear in a URI. Malformed `%` is kept.
 fn normalize_percent(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    push_normalized_percent(&mut out, s);
+    out
+}
+
+/// [`normalize_percent`], appended to `out`.
+fn push_normalized_percent(out: &mut String, s: &str) {
     let bytes = s.as_bytes();
-    let mut out = String::with_capacity(bytes.len());
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         if b == b'%' {
@@ -210,7 +226,7 @@ fn normalize_percent(s: &str) -> String {
                 if decoded.is_ascii_alphanumeric() || matches!(decoded, b'-' | b'.' | b'_' | b'~') {
                     out.push(char::from(decoded));
                 } else {
-                    out.push_str(&format!("%{decoded:02X}"));
+                    push_hex(out, decoded);
                 }
                 i += 3;
                 continue;
@@ -219,11 +235,10 @@ fn normalize_percent(s: &str) -> String {
         if b.is_ascii_graphic() {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            push_hex(out, b);
         }
         i += 1;
     }
-    out
 }
 
 fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
@@ -256,7 +271,7 @@ fn escape(bytes: &[u8]) -> String {
         if b.is_ascii_graphic() && b != b'%' {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            push_hex(&mut out, b);
         }
     }
     out
