@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::sync::Semaphore;
 
 use crate::cache::tier::shared::SharedTier;
@@ -36,8 +36,10 @@ pub struct Runtime {
     pub group_metrics: HashMap<UpstreamName, Arc<GroupMetrics>>,
     /// Each route's rate limiter, by `RouteId`, when it has `rate_limit`.
     pub rate_limits: Vec<Option<Arc<RateLimiter>>>,
-    /// The downstream HTTP/1.1 + HTTP/2 connection builder, configured from `limits`.
-    pub http: auto::Builder<TokioExecutor>,
+    /// The downstream HTTP/1.1 and HTTP/2 connection builders, configured from `limits`
+    /// (a connection's first bytes pick one: see `listener::conn`).
+    pub http1: http1::Builder,
+    pub http2: http2::Builder<TokioExecutor>,
     /// The TLS acceptor of each listener, by its index in `server.listeners`; `None` for
     /// plain listeners. Rebuilt on every reload from the certificates read then.
     pub tls: Vec<Option<Acceptor>>,
@@ -141,15 +143,16 @@ impl Runtime {
             };
             tls.push(acceptor);
         }
-        let mut http = auto::Builder::new(TokioExecutor::new());
-        http.http1()
+        let mut http1 = http1::Builder::new();
+        http1
             .timer(TokioTimer::new())
             .header_read_timeout(None)
             .max_buf_size(config.limits.max_header_bytes.max(8192))
             .max_headers(config.limits.max_headers)
             .pipeline_flush(true)
             .keep_alive(true);
-        http.http2()
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
             .timer(TokioTimer::new())
             .max_header_list_size(config.limits.max_header_bytes as u32)
             .max_concurrent_streams(config.limits.max_streams as u32);
@@ -162,7 +165,8 @@ impl Runtime {
             route_metrics,
             group_metrics,
             rate_limits,
-            http,
+            http1,
+            http2,
             tls,
         })
     }

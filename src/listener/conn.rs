@@ -6,6 +6,7 @@
 //! request, so it would also cut idle keep-alive connections; torii keeps the two apart
 //! (nginx's `client_header_timeout` and `keepalive_timeout`).
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -201,7 +202,7 @@ pub async fn serve_connection(
         metrics: shared.metrics.clone(),
     };
     match runtime.tls.get(listener).cloned().flatten() {
-        None => drive(TokioIo::new(watched), peer, state, &shared).await,
+        None => drive(watched, peer, state, &shared).await,
         // Boxed: the TLS stream (rustls' state and buffers) would otherwise size every
         // connection's task, plain ones included (idle plain connections: ~4 KiB less each).
         Some(tls) => {
@@ -237,66 +238,252 @@ async fn serve_tls(
     let info = TlsInfo::of(stream.get_ref().1);
     shared.metrics.tls_handshakes[info.version as usize].inc();
     let _ = state.tls.set(info);
-    drive(TokioIo::new(stream), peer, state, shared).await;
+    drive(stream, peer, state, shared).await;
 }
 
-/// Runs hyper on `io` with torii's request service, timeouts and drain.
-async fn drive<I>(io: TokioIo<I>, peer: SocketAddr, state: Arc<ConnState>, shared: &Arc<Shared>)
+/// The client preface an HTTP/2 connection with prior knowledge starts with (RFC 9113
+/// §3.4); a connection that starts otherwise speaks HTTP/1.x.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Runs hyper on `io` with torii's request service, timeouts and drain: HTTP/2 when the
+/// first bytes are its preface, else HTTP/1.x.
+///
+/// torii picks the protocol itself rather than through hyper-util's `auto` connection,
+/// whose state is sized for its largest variant: every HTTP/1 connection, idle or not,
+/// held room for an HTTP/2 one.
+async fn drive<I>(io: I, peer: SocketAddr, state: Arc<ConnState>, shared: &Arc<Shared>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let runtime = shared.current();
-    let limits = runtime.config.limits.clone();
+    let timeouts = Timeouts::of(&runtime.config.limits);
+    let mut draining = shared.drain.subscribe();
+    let sleep = tokio::time::sleep(timeouts.tick);
+    tokio::pin!(sleep);
+
+    // Which protocol: the first bytes, read under the header timeout. A drain that starts
+    // before them closes the connection (nothing was asked).
+    let mut io = io;
+    let sniffed = {
+        let sniff = sniff(&mut io);
+        tokio::pin!(sniff);
+        loop {
+            tokio::select! {
+                biased;
+                sniffed = &mut sniff => break sniffed,
+                _ = draining.changed() => return,
+                _ = sleep.as_mut() => {
+                    if timeouts.passed(&state, sleep.as_mut()) {
+                        tracing::debug!(%peer, "connection timed out");
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let (head, len) = match sniffed {
+        Ok(sniffed) => sniffed,
+        Err(e) => {
+            tracing::debug!(%peer, "connection ended: {e}");
+            return;
+        }
+    };
+    let h2 = head[..len] == H2_PREFACE[..];
+    let io = TokioIo::new(Prefixed {
+        head,
+        at: 0,
+        len: len as u8,
+        io,
+    });
     let service = {
         let shared = shared.clone();
         let state = state.clone();
         service_fn(move |req| crate::proxy::handle(req, peer, shared.clone(), state.clone()))
     };
+    let watch = Watch {
+        peer,
+        state: &state,
+        timeouts,
+        draining,
+    };
     // Boxed, so that this future (the connection's task) holds a pointer instead of
     // hyper's connection state inline: measured ~1.3 KiB less per idle connection.
-    let mut conn = Box::pin(runtime.http.serve_connection_with_upgrades(io, service));
-
-    let mut draining = shared.drain.subscribe();
-    let mut drain_started = *draining.borrow();
-    if drain_started {
-        conn.as_mut().graceful_shutdown();
+    if h2 {
+        let conn = Box::pin(runtime.http2.serve_connection(io, service));
+        drop(runtime);
+        watch.run(conn, sleep, |c| c.graceful_shutdown()).await;
+    } else {
+        let conn = Box::pin(runtime.http1.serve_connection(io, service).with_upgrades());
+        drop(runtime);
+        watch.run(conn, sleep, |c| c.graceful_shutdown()).await;
     }
-    let tick = limits
-        .idle_timeout
-        .min(limits.header_timeout)
-        .max(Duration::from_millis(10));
-    let sleep = tokio::time::sleep(tick);
-    tokio::pin!(sleep);
-    loop {
-        tokio::select! {
-            // The connection first: a request that arrived as the idle timer fired is read
-            // (and so counts as activity) before the timer is looked at.
-            biased;
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(%peer, "connection ended: {e}");
+}
+
+/// Reads until the bytes read can't start [`H2_PREFACE`] or hold all of it (or the
+/// stream ends): the bytes read and how many.
+async fn sniff<S: AsyncRead + Unpin>(io: &mut S) -> io::Result<([u8; 24], usize)> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 24];
+    let mut len = 0;
+    while len < head.len() {
+        let n = io.read(&mut head[len..]).await?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+        if head[..len] != H2_PREFACE[..len] {
+            break;
+        }
+    }
+    Ok((head, len))
+}
+
+/// A connection's timeouts, copied out of `limits`.
+#[derive(Clone, Copy)]
+struct Timeouts {
+    header: Duration,
+    idle: Duration,
+    /// How often the deadlines are looked at.
+    tick: Duration,
+}
+
+impl Timeouts {
+    fn of(limits: &crate::config::Limits) -> Timeouts {
+        Timeouts {
+            header: limits.header_timeout,
+            idle: limits.idle_timeout,
+            tick: limits
+                .idle_timeout
+                .min(limits.header_timeout)
+                .max(Duration::from_millis(10)),
+        }
+    }
+
+    /// Called when `sleep` fires: whether the connection's deadline has passed; if not,
+    /// `sleep` is set to fire again at the deadline or one tick from now.
+    fn passed(&self, state: &ConnState, sleep: Pin<&mut tokio::time::Sleep>) -> bool {
+        let now = Instant::now();
+        match state.deadline(self.header, self.idle) {
+            Some(deadline) if deadline <= now => true,
+            // The state may change while we sleep (a request ends, bytes arrive), so look
+            // again at least every `tick`: a timeout fires at most one tick late. Busy
+            // connections are left to the request and upstream timeouts.
+            Some(deadline) => {
+                sleep.reset(deadline.min(now + self.tick));
+                false
+            }
+            None => {
+                sleep.reset(now + self.tick);
+                false
+            }
+        }
+    }
+}
+
+/// What watches a served connection: its timeouts and the drain.
+struct Watch<'a> {
+    peer: SocketAddr,
+    state: &'a ConnState,
+    timeouts: Timeouts,
+    draining: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Watch<'_> {
+    /// Runs `conn` to its end, cut by a timeout, or shut down gracefully (`shut_down`)
+    /// when the drain starts.
+    async fn run<C, E>(
+        mut self,
+        mut conn: Pin<Box<C>>,
+        mut sleep: Pin<&mut tokio::time::Sleep>,
+        shut_down: impl Fn(Pin<&mut C>),
+    ) where
+        C: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let peer = self.peer;
+        let mut drain_started = *self.draining.borrow();
+        if drain_started {
+            shut_down(conn.as_mut());
+        }
+        loop {
+            tokio::select! {
+                // The connection first: a request that arrived as the idle timer fired is
+                // read (and so counts as activity) before the timer is looked at.
+                biased;
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, "connection ended: {e}");
+                    }
+                    return;
                 }
-                return;
-            }
-            _ = draining.changed(), if !drain_started => {
-                drain_started = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = sleep.as_mut() => {
-                let now = Instant::now();
-                match state.deadline(limits.header_timeout, limits.idle_timeout) {
-                    Some(deadline) if deadline <= now => {
+                _ = self.draining.changed(), if !drain_started => {
+                    drain_started = true;
+                    shut_down(conn.as_mut());
+                }
+                _ = sleep.as_mut() => {
+                    if self.timeouts.passed(self.state, sleep.as_mut()) {
                         tracing::debug!(%peer, "connection timed out");
                         return;
                     }
-                    // The state may change while we sleep (a request ends, bytes arrive),
-                    // so look again at least every `tick`: a timeout fires at most one tick
-                    // late. Busy connections are left to the request and upstream timeouts.
-                    Some(deadline) => sleep.as_mut().reset(deadline.min(now + tick)),
-                    None => sleep.as_mut().reset(now + tick),
                 }
             }
         }
+    }
+}
+
+/// A stream with the bytes [`sniff`] read put back in front of it.
+struct Prefixed<S> {
+    head: [u8; 24],
+    at: u8,
+    len: u8,
+    io: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.at < this.len {
+            let rest = &this.head[usize::from(this.at)..usize::from(this.len)];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.at += n as u8;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 
