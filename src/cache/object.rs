@@ -101,8 +101,8 @@ impl ObjectMeta {
 }
 
 /// The [`hyper::RawFields`] lines for `headers`: every field but the framing ones and
-/// the two a hit sets itself (`Age`, `X-Cache`). `None` without a `Date`.
-fn encode_fields(headers: &HeaderMap) -> Option<Bytes> {
+/// the two a hit sets itself (`Age`, `X-Cache`), then `extra`. `None` without a `Date`.
+fn encode_fields(headers: &HeaderMap, extra: &[u8]) -> Option<Bytes> {
     use http::header::{AGE, CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
     if !headers.contains_key(DATE) {
         return None;
@@ -119,6 +119,7 @@ fn encode_fields(headers: &HeaderMap) -> Option<Bytes> {
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    out.extend_from_slice(extra);
     Some(Bytes::from(out))
 }
 
@@ -182,14 +183,15 @@ impl std::fmt::Debug for FreshMemo {
 }
 
 impl CachedObject {
-    /// The stored fields encoded once as [`hyper::RawFields`] lines, built on first use:
-    /// every field but the framing ones (hyper writes `Content-Length` from the body).
-    /// `None` when the object has no `Date` (hyper would add the current one, so such a
-    /// hit goes the ordinary way).
-    pub fn raw_fields(&self) -> Option<&Bytes> {
+    /// The stored fields encoded once as [`hyper::RawFields`] lines, then `extra` (whole
+    /// lines a hit adds), built on first use: every field but the framing ones (hyper
+    /// writes `Content-Length` from the body). The first call's `extra` is kept, so every
+    /// call must pass the same. `None` when the object has no `Date` (hyper would add the
+    /// current one, so such a hit goes the ordinary way).
+    pub fn raw_fields(&self, extra: &[u8]) -> Option<&Bytes> {
         self.memo
             .1
-            .get_or_init(|| encode_fields(&self.headers))
+            .get_or_init(|| encode_fields(&self.headers, extra))
             .as_ref()
     }
 

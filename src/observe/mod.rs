@@ -82,7 +82,7 @@ impl Exchange {
     }
 
     /// Notes the route, upstream group and cache outcome to count this exchange under.
-    pub fn observe(&mut self, runtime: &Runtime, resp_headers: &http::HeaderMap) {
+    pub fn observe(&mut self, runtime: &Runtime, x_cache: Option<&[u8]>) {
         let Some(id) = self.record.route else { return };
         self.route = runtime.route_metrics.get(id.0).cloned();
         if let Some(Route {
@@ -92,7 +92,7 @@ impl Exchange {
         {
             self.group = runtime.group_metrics.get(upstream).cloned();
         }
-        self.outcome = cache_outcome(resp_headers.get("x-cache").map(|v| v.as_bytes()));
+        self.outcome = cache_outcome(x_cache);
     }
 }
 

@@ -132,6 +132,10 @@ pub fn serve_hit<B>(
     )
 }
 
+/// The lines a pre-encoded hit adds after the stored fields: its `X-Cache`, and the
+/// `Via` the response step adds to every other response.
+const RAW_HIT_FIELDS: &[u8] = b"x-cache: HIT\r\nvia: 1.1 torii\r\n";
+
 /// `respond_stored` for a fresh HTTP/1 GET hit: the stored fields go out as the
 /// object's pre-encoded lines instead of a copy of its header map (which costs a hit
 /// allocations and hyper an encoding of every field). `None` when the client's
@@ -145,15 +149,15 @@ fn respond_raw(
     if obj.status == StatusCode::OK && policy::not_modified(req_headers, &obj.headers) {
         return None;
     }
-    let raw = obj.raw_fields()?.clone();
+    let lines = obj.raw_fields(RAW_HIT_FIELDS)?.clone();
     let mut resp = Response::new(RespBody::full(obj.body.clone()));
     *resp.status_mut() = obj.status;
-    resp.extensions_mut().insert(hyper::RawFields(raw));
-    // Room for `Via` too (added by the response step).
-    let mut headers = HeaderMap::with_capacity(3);
-    headers.insert(header::AGE, HeaderValue::from(fresh.age(now).as_secs()));
-    headers.insert(X_CACHE, CacheStatus::Hit.header());
-    *resp.headers_mut() = headers;
+    // The header map stays empty (and unallocated): hyper keeps a response's map for
+    // the connection's next request, idle or not.
+    resp.extensions_mut().insert(hyper::RawFields {
+        lines,
+        age: Some(fresh.age(now).as_secs()),
+    });
     Some(resp)
 }
 

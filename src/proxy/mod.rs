@@ -147,9 +147,17 @@ fn finish(
             e.to_response()
         }
     };
-    resp.headers_mut().append(header::VIA, VIA);
+    // A pre-encoded hit carries its `Via` and `X-Cache` in its raw lines.
+    let raw_hit = resp.extensions().get::<hyper::RawFields>().is_some();
+    if !raw_hit {
+        resp.headers_mut().append(header::VIA, VIA);
+    }
     exchange.record.status = resp.status();
-    exchange.observe(runtime, resp.headers());
+    let x_cache = match raw_hit {
+        true => Some(cached::CacheStatus::Hit.as_str().as_bytes()),
+        false => resp.headers().get(cached::X_CACHE).map(|v| v.as_bytes()),
+    };
+    exchange.observe(runtime, x_cache);
     let (parts, body) = resp.into_parts();
     Response::from_parts(parts, body.with_exchange(exchange))
 }

@@ -470,7 +470,12 @@ impl Http1Transaction for Server {
 
         // torii patch: pre-encoded fields (see `crate::RawFields`), which hold the Date.
         if let Some(raw) = msg.head.extensions.get::<crate::RawFields>() {
-            extend(dst, &raw.0);
+            extend(dst, &raw.lines);
+            if let Some(age) = raw.age {
+                extend(dst, b"age: ");
+                extend(dst, ::itoa::Buffer::new().format(age).as_bytes());
+                extend(dst, b"\r\n");
+            }
             msg.date_header = false;
         }
 
