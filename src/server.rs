@@ -34,6 +34,9 @@ pub struct Runtime {
     /// Metrics of each route, by `RouteId`, and of each upstream group.
     pub route_metrics: Vec<Arc<RouteMetrics>>,
     pub group_metrics: HashMap<UpstreamName, Arc<GroupMetrics>>,
+    /// Each proxy route's upstream group and its metrics, by `RouteId`: looked up once
+    /// here, not by name on every request.
+    pub route_groups: Vec<Option<RouteGroup>>,
     /// Each route's rate limiter, by `RouteId`, when it has `rate_limit`.
     pub rate_limits: Vec<Option<Arc<RateLimiter>>>,
     /// The downstream HTTP/1.1 and HTTP/2 connection builders, configured from `limits`
@@ -60,7 +63,7 @@ impl Runtime {
         previous: Option<&Runtime>,
         metrics: &Metrics,
     ) -> std::io::Result<Runtime> {
-        let upstreams = config
+        let upstreams: HashMap<UpstreamName, Arc<Group>> = config
             .upstreams
             .iter()
             .map(|(name, upstream)| {
@@ -124,10 +127,21 @@ impl Runtime {
             });
             rate_limits.push(limiter);
         }
-        let group_metrics = config
+        let group_metrics: HashMap<UpstreamName, Arc<GroupMetrics>> = config
             .upstreams
             .keys()
             .map(|name| (name.clone(), metrics.group(&name.0)))
+            .collect();
+        let route_groups = config
+            .routes
+            .iter()
+            .map(|route| match &route.action {
+                crate::config::model::Action::Proxy { upstream, .. } => Some(RouteGroup {
+                    group: upstreams.get(upstream).cloned()?,
+                    metrics: group_metrics.get(upstream).cloned()?,
+                }),
+                _ => None,
+            })
             .collect();
         let mut tls = Vec::new();
         for (i, listener) in config.server.listeners.iter().enumerate() {
@@ -164,12 +178,19 @@ impl Runtime {
             cache,
             route_metrics,
             group_metrics,
+            route_groups,
             rate_limits,
             http1,
             http2,
             tls,
         })
     }
+}
+
+/// The upstream group a proxy route sends to, and its metrics.
+pub struct RouteGroup {
+    pub group: Arc<Group>,
+    pub metrics: Arc<GroupMetrics>,
 }
 
 /// Process-wide state, shared by every worker.

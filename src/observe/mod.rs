@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 pub use access_log::AccessLog;
 
-use crate::config::{Action, Route, RouteId, ServerAddr};
+use crate::config::{RouteId, ServerAddr};
 use crate::listener::ConnState;
 use crate::server::Runtime;
 use metrics::{cache_outcome, GroupMetrics, RouteMetrics, CACHE_OUTCOMES};
@@ -85,12 +85,8 @@ impl Exchange {
     pub fn observe(&mut self, runtime: &Runtime, x_cache: Option<&[u8]>) {
         let Some(id) = self.record.route else { return };
         self.route = runtime.route_metrics.get(id.0).cloned();
-        if let Some(Route {
-            action: Action::Proxy { upstream, .. },
-            ..
-        }) = runtime.config.routes.get(id.0)
-        {
-            self.group = runtime.group_metrics.get(upstream).cloned();
+        if let Some(Some(routed)) = runtime.route_groups.get(id.0) {
+            self.group = Some(routed.metrics.clone());
         }
         self.outcome = cache_outcome(x_cache);
     }

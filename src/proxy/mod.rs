@@ -251,7 +251,8 @@ fn admit<'r>(
             cache: Some(policy),
             ..
         } if matches!(*req.method(), Method::GET | Method::HEAD) && !is_upgrade(req.headers()) => {
-            let (Some(cache), Some(group)) = (&runtime.cache, runtime.upstreams.get(upstream))
+            let (Some(cache), Some(Some(routed))) =
+                (&runtime.cache, runtime.route_groups.get(route.id.0))
             else {
                 return Ok(Next::Proxy {
                     route,
@@ -262,7 +263,7 @@ fn admit<'r>(
             // The same key host as `proxy` uses (without a Host: the group's first server).
             let key_host = host
                 .as_deref()
-                .unwrap_or_else(|| group.config.servers[0].addr.authority.as_str());
+                .unwrap_or_else(|| routed.group.config.servers[0].addr.authority.as_str());
             match cached::serve_hit(cache, policy, key_host, req) {
                 cached::FirstLook::Hit(resp) => resp,
                 cached::FirstLook::Pass => {
@@ -304,17 +305,17 @@ async fn proxy(
 ) -> Result<Response<RespBody>, ProxyError> {
     let pass = matches!(looked, Looked::Pass);
     let Action::Proxy {
-        upstream: name,
         host_header,
         cache: route_cache,
+        ..
     } = &route.action
     else {
         unreachable!("proxy() is only called for proxy routes");
     };
-    let group = runtime
-        .upstreams
-        .get(name)
-        .expect("validated config names only defined upstreams");
+    let group = &runtime.route_groups[route.id.0]
+        .as_ref()
+        .expect("validated config names only defined upstreams")
+        .group;
     let caching = match (route_cache, &runtime.cache) {
         (Some(policy), Some(cache)) => Some((policy, cache)),
         _ => None,
