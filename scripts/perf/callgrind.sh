@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Instructions and mallocs per request of torii's hit or pass path, under callgrind: stable
+# on a noisy shared machine, where wall-clock figures are not. Loopback only, bounded.
+#
+#   scripts/perf/callgrind.sh [BIN] [PATH] [SECONDS]
+#     BIN      torii binary (default target/release/torii; build with --release first)
+#     PATH     /1k (a cache hit) or /nocache/1k (every request to the origin), default /1k
+#     SECONDS  wrk load under callgrind (default 4)
+#
+# Needs valgrind, wrk and nginx (../shared/bench/setup.sh installs the last two). Starts its
+# own nginx origin on 127.0.0.1:19380 and torii on 127.0.0.1:19384, stops both by PID.
+# Prints: requests, instructions per request, mallocs per request and their top callers.
+# The output file stays in $OUT (default /tmp/torii-callgrind) for callgrind_annotate.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN=${1:-target/release/torii}
+URLPATH=${2:-/1k}
+SECS=${3:-4}
+OUT=${OUT:-/tmp/torii-callgrind}
+mkdir -p "$OUT/www/nocache" "$OUT/tmp"
+head -c 1024 /dev/urandom > "$OUT/www/1k"
+cp "$OUT/www/1k" "$OUT/www/nocache/1k"
+cat > "$OUT/origin.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $OUT/origin.pid;
+error_log $OUT/origin-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 100000000;
+    client_body_temp_path $OUT/tmp/body;
+    proxy_temp_path $OUT/tmp/proxy;
+    fastcgi_temp_path $OUT/tmp/fastcgi;
+    uwsgi_temp_path $OUT/tmp/uwsgi;
+    scgi_temp_path $OUT/tmp/scgi;
+    server {
+        listen 127.0.0.1:19380;
+        root $OUT/www;
+        location = /1k         { add_header Cache-Control "public, max-age=3600"; }
+        location = /nocache/1k { add_header Cache-Control "no-store"; }
+    }
+}
+CONF
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+nginx -c "$OUT/origin.conf" -p "$OUT" >/dev/null 2>&1 &
+pids+=($!)
+valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" \
+    "$BIN" proxy --listen 127.0.0.1:19384 --to http://127.0.0.1:19380 --workers 1 \
+    >"$OUT/torii.log" 2>&1 &
+vg=$!
+pids+=($vg)
+for _ in $(seq 100); do
+    curl -s -o /dev/null "http://127.0.0.1:19384$URLPATH" && break
+    sleep 0.2
+done
+curl -s -o /dev/null "http://127.0.0.1:19384$URLPATH"
+reqs=$(wrk -t1 -c8 -d"${SECS}s" "http://127.0.0.1:19384$URLPATH" | awk '/requests in/{print $1}')
+kill -INT "$vg"
+wait "$vg" || true
+total=$(callgrind_annotate "$OUT/callgrind.out" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1}')
+echo "requests: $reqs"
+echo "instructions per request: $((total / reqs)) (startup included, ~1M in all)"
+python3 scripts/perf/calls.py "$OUT/callgrind.out" malloc "$reqs"
