@@ -135,8 +135,8 @@ pub struct CachedObject {
     /// Whole body; a hit clones this `Bytes` (no copy).
     pub body: Bytes,
     /// The freshness computed for this object under one route policy (see
-    /// [`FreshMemo`]); not part of the object's value.
-    pub memo: FreshMemo,
+    /// [`ObjectMemo`]); not part of the object's value.
+    pub memo: ObjectMemo,
 }
 
 /// Values computed from an immutable object and kept beside it: its freshness, tagged
@@ -144,12 +144,12 @@ pub struct CachedObject {
 /// encoded once for HTTP/1 hits. Copies of the object start empty (a copy may differ,
 /// e.g. a soft purge's stale copy), and it never counts in comparisons.
 #[derive(Default)]
-pub struct FreshMemo(
+pub struct ObjectMemo(
     std::sync::OnceLock<(u64, crate::cache::policy::Freshness)>,
     std::sync::OnceLock<Option<Bytes>>,
 );
 
-impl FreshMemo {
+impl ObjectMemo {
     /// The value computed for `id`, computing (and keeping) it if none is kept yet.
     pub fn get_or(
         &self,
@@ -164,34 +164,34 @@ impl FreshMemo {
     }
 }
 
-impl Clone for FreshMemo {
+impl Clone for ObjectMemo {
     fn clone(&self) -> Self {
-        FreshMemo::default()
+        ObjectMemo::default()
     }
 }
 
-impl PartialEq for FreshMemo {
+impl PartialEq for ObjectMemo {
     fn eq(&self, _: &Self) -> bool {
         true
     }
 }
 
-impl std::fmt::Debug for FreshMemo {
+impl std::fmt::Debug for ObjectMemo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("FreshMemo")
+        f.write_str("ObjectMemo")
     }
 }
 
 impl CachedObject {
-    /// The stored fields encoded once as [`hyper::RawFields`] lines, then `extra` (whole
-    /// lines a hit adds), built on first use: every field but the framing ones (hyper
-    /// writes `Content-Length` from the body). The first call's `extra` is kept, so every
-    /// call must pass the same. `None` when the object has no `Date` (hyper would add the
-    /// current one, so such a hit goes the ordinary way).
-    pub fn raw_fields(&self, extra: &[u8]) -> Option<&Bytes> {
+    /// The stored fields encoded once as [`hyper::RawFields`] lines, then the lines
+    /// `extra` gives (those a hit adds), built on first use: every field but the framing
+    /// ones (hyper writes `Content-Length` from the body). `extra` is called on the first
+    /// use only, so every caller must give the same lines. `None` when the object has no
+    /// `Date` (hyper would add the current one, so such a hit goes the ordinary way).
+    pub fn raw_fields(&self, extra: impl FnOnce() -> String) -> Option<&Bytes> {
         self.memo
             .1
-            .get_or_init(|| encode_fields(&self.headers, extra))
+            .get_or_init(|| encode_fields(&self.headers, extra().as_bytes()))
             .as_ref()
     }
 
@@ -417,7 +417,7 @@ impl Parts {
             status: self.status,
             headers: self.headers,
             body,
-            memo: FreshMemo::default(),
+            memo: ObjectMemo::default(),
         }
     }
 }
@@ -618,7 +618,7 @@ pub(crate) mod tests {
             status: StatusCode::OK,
             headers,
             body: Bytes::from(body),
-            memo: FreshMemo::default(),
+            memo: ObjectMemo::default(),
         }
     }
 

@@ -132,10 +132,6 @@ pub fn serve_hit<B>(
     )
 }
 
-/// The lines a pre-encoded hit adds after the stored fields: its `X-Cache`, and the
-/// `Via` the response step adds to every other response.
-const RAW_HIT_FIELDS: &[u8] = b"x-cache: HIT\r\nvia: 1.1 torii\r\n";
-
 /// `respond_stored` for a fresh HTTP/1 GET hit: the stored fields go out as the
 /// object's pre-encoded lines instead of a copy of its header map (which costs a hit
 /// allocations and hyper an encoding of every field). `None` when the client's
@@ -149,7 +145,18 @@ fn respond_raw(
     if obj.status == StatusCode::OK && policy::not_modified(req_headers, &obj.headers) {
         return None;
     }
-    let lines = obj.raw_fields(RAW_HIT_FIELDS)?.clone();
+    // After the stored fields: the hit's `X-Cache`, and the `Via` the response step adds
+    // to every other response.
+    let lines = obj
+        .raw_fields(|| {
+            let hit = CacheStatus::Hit.as_str();
+            format!(
+                "{X_CACHE}: {hit}\r\n{}: {}\r\n",
+                header::VIA,
+                super::VIA_TEXT
+            )
+        })?
+        .clone();
     let mut resp = Response::new(RespBody::full(obj.body.clone()));
     *resp.status_mut() = obj.status;
     // The header map stays empty (and unallocated): hyper keeps a response's map for

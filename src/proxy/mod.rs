@@ -28,7 +28,9 @@ use crate::observe::{Exchange, Record};
 use crate::server::{Runtime, Shared};
 use crate::upstream::{self, PickContext, ReqBody};
 
-const VIA: HeaderValue = HeaderValue::from_static("1.1 torii");
+/// The `Via` torii adds to every response (a pre-encoded hit carries it in its lines).
+const VIA_TEXT: &str = "1.1 torii";
+const VIA: HeaderValue = HeaderValue::from_static(VIA_TEXT);
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
