@@ -17,7 +17,7 @@ use crate::config::{Config, UpstreamName};
 use crate::limits::{PerIp, RateLimiter};
 use crate::listener::tls::{Acceptor, Resumption};
 use crate::listener::{self, Drain};
-use crate::observe::metrics::{route_label, GroupMetrics, Metrics, RouteMetrics};
+use crate::observe::metrics::{route_label, Metrics, RouteMetrics};
 use crate::observe::AccessLog;
 use crate::route::Router;
 use crate::upstream::Group;
@@ -33,10 +33,9 @@ pub struct Runtime {
     pub cache: Option<Arc<Cache>>,
     /// Metrics of each route, by `RouteId`, and of each upstream group.
     pub route_metrics: Vec<Arc<RouteMetrics>>,
-    pub group_metrics: HashMap<UpstreamName, Arc<GroupMetrics>>,
-    /// Each proxy route's upstream group and its metrics, by `RouteId`: looked up once
-    /// here, not by name on every request.
-    pub route_groups: Vec<Option<RouteGroup>>,
+    /// Each proxy route's upstream group, by `RouteId`: looked up once here, not by name
+    /// on every request.
+    pub route_groups: Vec<Option<Arc<Group>>>,
     /// Each route's rate limiter, by `RouteId`, when it has `rate_limit`.
     pub rate_limits: Vec<Option<Arc<RateLimiter>>>,
     /// The downstream HTTP/1.1 and HTTP/2 connection builders, configured from `limits`
@@ -127,19 +126,13 @@ impl Runtime {
             });
             rate_limits.push(limiter);
         }
-        let group_metrics: HashMap<UpstreamName, Arc<GroupMetrics>> = config
-            .upstreams
-            .keys()
-            .map(|name| (name.clone(), metrics.group(&name.0)))
-            .collect();
         let route_groups = config
             .routes
             .iter()
             .map(|route| match &route.action {
-                crate::config::model::Action::Proxy { upstream, .. } => Some(RouteGroup {
-                    group: upstreams.get(upstream).cloned()?,
-                    metrics: group_metrics.get(upstream).cloned()?,
-                }),
+                crate::config::model::Action::Proxy { upstream, .. } => {
+                    upstreams.get(upstream).cloned()
+                }
                 _ => None,
             })
             .collect();
@@ -177,7 +170,6 @@ impl Runtime {
             access_log,
             cache,
             route_metrics,
-            group_metrics,
             route_groups,
             rate_limits,
             http1,
@@ -185,12 +177,6 @@ impl Runtime {
             tls,
         })
     }
-}
-
-/// The upstream group a proxy route sends to, and its metrics.
-pub struct RouteGroup {
-    pub group: Arc<Group>,
-    pub metrics: Arc<GroupMetrics>,
 }
 
 /// Process-wide state, shared by every worker.

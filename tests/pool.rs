@@ -146,6 +146,19 @@ async fn exchange(
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
+/// torii proxying everything to `origin` without caching; `upstream` is added to the
+/// group's settings.
+async fn proxy(origin: SocketAddr, upstream: &str) -> Torii {
+    Torii::start(
+        &format!(
+            "[server]\nadmin = \"off\"\n[log]\naccess = \"off\"\n[cache]\nmemory = \"0\"\n\
+             [upstreams.app]\nservers = [\"http://{origin}\"]\n{upstream}[[routes]]\nupstream = \"app\"\n"
+        ),
+        None,
+    )
+    .await
+}
+
 /// Lets the connection's driver task see that the exchange is over and pool the
 /// connection again.
 async fn settle() {
@@ -173,15 +186,7 @@ async fn sequential_requests_reuse_one_connection_in_origin_form() {
 #[tokio::test]
 async fn requests_through_the_proxy_reuse_the_upstream_connection() {
     let origin = RawOrigin::start(None, None);
-    let torii = Torii::start(
-        &format!(
-            "[server]\nadmin = \"off\"\n[log]\naccess = \"off\"\n[cache]\nmemory = \"0\"\n\
-             [upstreams.app]\nservers = [\"http://{}\"]\n[[routes]]\nupstream = \"app\"\n",
-            origin.addr
-        ),
-        None,
-    )
-    .await;
+    let torii = proxy(origin.addr, "").await;
     for i in 0..10 {
         // A new client connection each time: only the upstream side is kept alive.
         let (status, _, body) = support::get(&torii.url(&format!("/p{i}?x=y"))).await;
@@ -235,15 +240,7 @@ async fn a_request_on_a_connection_closed_while_idle_goes_out_on_a_new_one() {
 #[tokio::test]
 async fn an_origin_closing_after_every_answer_costs_no_errors() {
     let origin = RawOrigin::start(Some(1), None);
-    let torii = Torii::start(
-        &format!(
-            "[server]\nadmin = \"off\"\n[log]\naccess = \"off\"\n[cache]\nmemory = \"0\"\n\
-             [upstreams.app]\nservers = [\"http://{}\"]\nretries = 0\n[[routes]]\nupstream = \"app\"\n",
-            origin.addr
-        ),
-        None,
-    )
-    .await;
+    let torii = proxy(origin.addr, "retries = 0\n").await;
     for i in 0..30 {
         let (status, _, body) = support::get(&torii.url(&format!("/r{i}"))).await;
         assert_eq!(

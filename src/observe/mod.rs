@@ -85,8 +85,8 @@ impl Exchange {
     pub fn observe(&mut self, runtime: &Runtime, x_cache: Option<&[u8]>) {
         let Some(id) = self.record.route else { return };
         self.route = runtime.route_metrics.get(id.0).cloned();
-        if let Some(Some(routed)) = runtime.route_groups.get(id.0) {
-            self.group = Some(routed.metrics.clone());
+        if let Some(Some(group)) = runtime.route_groups.get(id.0) {
+            self.group = Some(group.metrics.clone());
         }
         self.outcome = cache_outcome(x_cache);
     }

@@ -253,7 +253,7 @@ fn admit<'r>(
             cache: Some(policy),
             ..
         } if matches!(*req.method(), Method::GET | Method::HEAD) && !is_upgrade(req.headers()) => {
-            let (Some(cache), Some(Some(routed))) =
+            let (Some(cache), Some(Some(group))) =
                 (&runtime.cache, runtime.route_groups.get(route.id.0))
             else {
                 return Ok(Next::Proxy {
@@ -265,7 +265,7 @@ fn admit<'r>(
             // The same key host as `proxy` uses (without a Host: the group's first server).
             let key_host = host
                 .as_deref()
-                .unwrap_or_else(|| routed.group.config.servers[0].addr.authority.as_str());
+                .unwrap_or_else(|| group.config.servers[0].addr.authority.as_str());
             match cached::serve_hit(cache, policy, key_host, req) {
                 cached::FirstLook::Hit(resp) => resp,
                 cached::FirstLook::Pass => {
@@ -314,10 +314,9 @@ async fn proxy(
     else {
         unreachable!("proxy() is only called for proxy routes");
     };
-    let group = &runtime.route_groups[route.id.0]
+    let group = runtime.route_groups[route.id.0]
         .as_ref()
-        .expect("validated config names only defined upstreams")
-        .group;
+        .expect("validated config names only defined upstreams");
     let caching = match (route_cache, &runtime.cache) {
         (Some(policy), Some(cache)) => Some((policy, cache)),
         _ => None,
