@@ -8,10 +8,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use crate::cache::fill::Fill;
 use crate::observe::Exchange;
+use crate::upstream::UpstreamBody;
 
 /// A downstream response body.
 #[derive(Debug)]
@@ -24,9 +24,9 @@ pub struct RespBody {
 #[derive(Debug)]
 enum Kind {
     Full(Option<Bytes>),
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
     /// An upstream body also being copied into the cache.
-    Fill(Incoming, Option<Box<Fill>>),
+    Fill(UpstreamBody, Option<Box<Fill>>),
 }
 
 impl RespBody {
@@ -45,7 +45,7 @@ impl RespBody {
         }
     }
 
-    pub fn upstream(body: Incoming) -> RespBody {
+    pub fn upstream(body: UpstreamBody) -> RespBody {
         RespBody {
             kind: Kind::Upstream(body),
             exchange: None,
@@ -53,7 +53,7 @@ impl RespBody {
     }
 
     /// An upstream body that is stored in the cache as it streams, if it ends cleanly.
-    pub fn filling(body: Incoming, fill: Fill) -> RespBody {
+    pub fn filling(body: UpstreamBody, fill: Fill) -> RespBody {
         RespBody {
             kind: Kind::Fill(body, Some(Box::new(fill))),
             exchange: None,
@@ -79,7 +79,7 @@ impl RespBody {
 
 impl Body for RespBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -169,7 +169,7 @@ impl Drop for RespBody {
 const ORPHAN_FRAME_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Reads the rest of `body` into `fill` and stores it if it ends cleanly and complete.
-async fn complete_fill(mut body: Incoming, mut fill: Box<Fill>) {
+async fn complete_fill(mut body: UpstreamBody, mut fill: Box<Fill>) {
     loop {
         match tokio::time::timeout(ORPHAN_FRAME_TIMEOUT, body.frame()).await {
             Ok(Some(Ok(frame))) => {

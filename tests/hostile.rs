@@ -25,6 +25,8 @@ struct Script {
     delay: Duration,
     /// Write the response in two halves, `delay` apart.
     split: bool,
+    /// Write this many bytes, pause this long, then write the rest.
+    pause_at: Option<(usize, Duration)>,
 }
 
 impl Script {
@@ -34,7 +36,13 @@ impl Script {
             close: false,
             delay: Duration::ZERO,
             split: false,
+            pause_at: None,
         }
+    }
+
+    fn pause_at(mut self, at: usize, pause: Duration) -> Script {
+        self.pause_at = Some((at, pause));
+        self
     }
 
     fn then_close(mut self) -> Script {
@@ -128,7 +136,15 @@ async fn serve_raw(mut stream: TcpStream, state: Arc<RawState>) {
                 b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nCache-Control: max-age=60\r\n\r\nok",
             ));
         tokio::time::sleep(script.delay).await;
-        if script.split {
+        if let Some((at, pause)) = script.pause_at {
+            if stream.write_all(&script.response[..at]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(pause).await;
+            if stream.write_all(&script.response[at..]).await.is_err() {
+                return;
+            }
+        } else if script.split {
             let half = script.response.len() / 2;
             if stream.write_all(&script.response[..half]).await.is_err() {
                 return;
@@ -637,4 +653,120 @@ async fn stray_crlf_after_a_body_does_not_hold_the_response() {
         String::from_utf8_lossy(&buf[..n])
     );
     assert_eq!(origin.requests().len(), 2);
+}
+
+/// An upstream that goes silent mid-body is cut off after `response_timeout` (nginx's
+/// `proxy_read_timeout`): the client sees a truncated response long before the origin would
+/// have finished, and nothing is stored.
+#[tokio::test]
+async fn upstream_silent_mid_body_is_cut_after_the_response_timeout() {
+    let origin = RawOrigin::start().await;
+    let response = b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 10\r\n\r\n0123456789";
+    let head_and_some = response.len() - 6;
+    origin.set(
+        "/stall",
+        Script::new(response).pause_at(head_and_some, Duration::from_secs(30)),
+    );
+    let toml = format!(
+        "[server]\nadmin = \"off\"\n[log]\naccess = \"off\"\n[upstreams.app]\nservers = [\"http://{}\"]\nretries = 0\nresponse_timeout = \"300ms\"\n[[routes]]\nupstream = \"app\"\n",
+        origin.addr
+    );
+    let torii = Torii::start(&toml, None).await;
+    let mut stream = TcpStream::connect(torii.addr).await.unwrap();
+    stream
+        .write_all(b"GET /stall HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    // Far less than the origin's 30 s pause: only the stall limit ends this.
+    let out = read_until_closed(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("torii cuts the response when the upstream stalls");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+    assert!(text.ends_with("\r\n\r\n0123"), "the bytes before the stall are relayed: {text:?}");
+}
+
+/// Interim 1xx answers are skipped (the final one is relayed), a close-delimited HTTP/1.0
+/// body is relayed to its end, and a chunked body with trailers arrives whole.
+#[tokio::test]
+async fn interim_close_delimited_and_trailered_responses_are_relayed() {
+    let origin = RawOrigin::start().await;
+    origin.set(
+        "/interim",
+        Script::new(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal"),
+    );
+    origin.set(
+        "/until-close",
+        Script::new(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nread me to the end").then_close(),
+    );
+    origin.set(
+        "/trailers",
+        Script::new(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Sum: 5\r\n\r\n"),
+    );
+    let torii = torii_to(&origin, "").await;
+    for (path, body) in [
+        ("/interim", "final"),
+        ("/until-close", "read me to the end"),
+        ("/trailers", "abcde"),
+    ] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        let text = raw(torii.addr, req.as_bytes(), Duration::from_secs(5)).await;
+        assert_eq!(status_of(&text), "200", "{path}: {text:?}");
+        let (_, got) = text.split_once("\r\n\r\n").unwrap();
+        let got = if text.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            dechunk(got)
+        } else {
+            got.to_string()
+        };
+        assert_eq!(got, body, "{path}: {text:?}");
+        assert!(!text.contains("100 Continue") && !text.contains("103"), "{path}: {text:?}");
+    }
+}
+
+/// The data of a chunked body (extensions and trailers dropped).
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (line, rest) = s.split_once("\r\n").expect("a chunk-size line");
+        let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&rest[..size]);
+        s = &rest[size + 2..];
+    }
+}
+
+/// Bytes an upstream sends past the end of a response (a second, unrequested response)
+/// are never read as the answer to the next request: the connection is dropped.
+#[tokio::test]
+async fn bytes_past_a_response_are_never_the_next_answer() {
+    let origin = RawOrigin::start().await;
+    origin.set(
+        "/extra",
+        Script::new(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil"),
+    );
+    origin.set(
+        "/next",
+        Script::new(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood"),
+    );
+    let torii = torii_to(&origin, "").await;
+    let first = raw(
+        torii.addr,
+        b"GET /extra HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(first.ends_with("\r\n\r\nok"), "{first:?}");
+    for _ in 0..3 {
+        let next = raw(
+            torii.addr,
+            b"GET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(next.ends_with("\r\n\r\ngood"), "{next:?}");
+    }
+    assert_eq!(origin.requests().len(), 4);
+    assert_eq!(origin.connections(), 2, "the connection with stray bytes was dropped, the next reused");
 }

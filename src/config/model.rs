@@ -233,7 +233,9 @@ pub struct Upstream {
     pub servers: Vec<ServerSpec>,
     /// Default 5 s; a timeout answers 504.
     pub connect_timeout: Duration,
-    /// Time from sending the request to the response head, per try. Default 60 s; 504 beyond.
+    /// Time from sending the request to the response head, per try (504 beyond), and the
+    /// longest wait for each read of the response body (the client's response is cut
+    /// beyond, like nginx's `proxy_read_timeout`). Default 60 s.
     pub response_timeout: Duration,
     /// Idle keep-alive connections kept per server. Default 64.
     pub pool_max_idle: usize,

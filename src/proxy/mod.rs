@@ -26,7 +26,7 @@ use crate::limits;
 use crate::listener::ConnState;
 use crate::observe::{Exchange, Record};
 use crate::server::{Runtime, Shared};
-use crate::upstream::{self, PickContext, ReqBody};
+use crate::upstream::{self, PickContext, ReqBody, UpstreamBody};
 
 /// The `Via` torii adds to every response (a pre-encoded hit carries it in its lines).
 const VIA_TEXT: &str = "1.1 torii";
@@ -457,7 +457,7 @@ async fn proxy(
     }
     let result = group.forward(upstream_req, &pick).await;
     record.upstream_time = Some(sent.elapsed());
-    let (backend, mut upstream_resp) = match result {
+    let (backend, upstream_resp) = match result {
         Ok(f) => (f.backend, f.response),
         Err(e) => {
             return Err(match body_fault {
@@ -473,18 +473,17 @@ async fn proxy(
     record.upstream = Some(backend.clone());
 
     if upstream_resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(downstream_upgrade) = downstream_upgrade {
-            let upstream_upgrade = hyper::upgrade::on(&mut upstream_resp);
+        let (parts, body) = upstream_resp.into_parts();
+        if let (Some(downstream_upgrade), UpstreamBody::Tunnel(mut up)) = (downstream_upgrade, body)
+        {
             tokio::spawn(async move {
-                let (Ok(down), Ok(up)) = tokio::join!(downstream_upgrade, upstream_upgrade) else {
-                    tracing::debug!("upgrade failed on one side");
+                let Ok(down) = downstream_upgrade.await else {
+                    tracing::debug!("upgrade failed downstream");
                     return;
                 };
-                let _ =
-                    tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up))
-                        .await;
+                let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut up).await;
             });
-            let (mut parts, _) = upstream_resp.into_parts();
+            let mut parts = parts;
             strip_hop_by_hop(&mut parts.headers, true);
             return Ok(Response::from_parts(parts, RespBody::empty()));
         }

@@ -138,3 +138,55 @@ impl Body for ReqBody {
         }
     }
 }
+
+/// The body of an upstream response.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    /// All of it, read with the head (`None`: empty).
+    Full(Option<Bytes>),
+    /// Streamed from an HTTP/1.1 connection.
+    H1(Box<super::h1::Body>),
+    /// A stream of the shared HTTP/2 connection.
+    H2(Incoming),
+    /// The answer was `101 Switching Protocols`: no body, the connection is a tunnel now.
+    Tunnel(Box<super::h1::Upgraded>),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            UpstreamBody::H1(body) => Pin::new(body.as_mut()).poll_frame(cx),
+            UpstreamBody::H2(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(Into::into))),
+            UpstreamBody::Tunnel(_) => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Full(data) => data.is_none(),
+            UpstreamBody::H1(body) => body.is_end_stream(),
+            UpstreamBody::H2(body) => body.is_end_stream(),
+            UpstreamBody::Tunnel(_) => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Full(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            UpstreamBody::H1(body) => body.size_hint(),
+            UpstreamBody::H2(body) => body.size_hint(),
+            UpstreamBody::Tunnel(_) => SizeHint::with_exact(0),
+        }
+    }
+}

@@ -10,6 +10,7 @@ pub mod balance;
 mod body;
 pub mod breaker;
 mod connect;
+mod h1;
 mod health;
 mod pool;
 mod queue;
@@ -20,13 +21,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub use backend::ServerState;
 pub use balance::PickContext;
-pub use body::ReqBody;
+pub use body::{ReqBody, UpstreamBody};
 
 use crate::config::{ServerAddr, Upstream, UpstreamName};
 use crate::error::ProxyError;
@@ -59,7 +59,7 @@ pub enum Error {
     Exchange {
         backend: ServerAddr,
         #[source]
-        source: hyper::Error,
+        source: BoxError,
         /// The request went out on a reused keep-alive connection that the server closed
         /// (or reset) without answering: most likely it had closed it as idle just before
         /// (RFC 9112 §9.3.1), and the request may be sent again if it is idempotent.
@@ -112,7 +112,7 @@ pub fn framing_fault(headers: &http::HeaderMap) -> Option<&'static str> {
 #[derive(Debug)]
 pub struct Forwarded {
     pub backend: ServerAddr,
-    pub response: Response<Incoming>,
+    pub response: Response<UpstreamBody>,
     /// How many servers were tried (1 without retries).
     pub tries: u32,
 }
@@ -228,7 +228,7 @@ impl Group {
         &self,
         backend: &ServerAddr,
         upstream_req: Request<ReqBody>,
-    ) -> Result<Response<Incoming>, Error> {
+    ) -> Result<Response<UpstreamBody>, Error> {
         let Some(index) = self.backends.iter().position(|b| b.spec.addr == *backend) else {
             return Err(Error::Connect {
                 backend: backend.clone(),
@@ -378,7 +378,7 @@ impl Group {
         upstream_req: Request<ReqBody>,
         deadline: Option<Instant>,
         fresh: bool,
-    ) -> Result<Response<Incoming>, Error> {
+    ) -> Result<Response<UpstreamBody>, Error> {
         let mut timeout = self.config.response_timeout;
         if let Some(d) = deadline {
             timeout = timeout.min(d.saturating_duration_since(Instant::now()));
@@ -400,7 +400,7 @@ impl Group {
         &self,
         index: usize,
         req: Request<ReqBody>,
-    ) -> Result<Response<Incoming>, Error> {
+    ) -> Result<Response<UpstreamBody>, Error> {
         self.backends[index]
             .pool
             .send(&self.connector, req, false)

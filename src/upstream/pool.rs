@@ -1,35 +1,31 @@
-//! One server's keep-alive connections, on hyper's `client::conn` handles directly.
+//! One server's keep-alive connections.
 //!
-//! HTTP/1: idle connections wait in a stack (the most recently idle is reused first, so a
-//! surplus left over from a burst ages out). A request takes one, or opens a new one, and
-//! once its response head is in gives the handle to the connection's driver task, which
-//! puts it back on the stack the moment hyper says the exchange is over (response body
-//! read to the end). No task is spawned per request and no key is hashed: the pool is
-//! found through the server it belongs to. hyper-util's legacy client did both, and
-//! allocated for `capture_connection` on every request (~10% of the pass path's
-//! instructions).
+//! HTTP/1 (`h1.rs`): idle connections wait in a stack (the most recently idle is reused
+//! first, so a surplus left over from a burst ages out). A request takes one that is still
+//! open, or opens a new one, and runs the exchange from its own task; the response body
+//! puts the connection back when it has been read to its clean end (at once when it came
+//! with the head). No task per connection, none per request, no key hashed: the pool is
+//! found through the server it belongs to.
 //!
-//! HTTP/2 (`h2`, `h2c`): one multiplexed connection, its handle cloned for each request
-//! and replaced when it closes.
+//! HTTP/2 (`h2`, `h2c`): one multiplexed hyper connection, its handle cloned for each
+//! request and replaced when it closes.
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::uri::{Parts, PathAndQuery};
-use http::{Request, Response, StatusCode, Uri};
-use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use http::{Request, Response, Uri};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Instant;
 
 use super::connect::{ConnectError, Connector};
-use super::{framing_fault, Error, ReqBody};
+use super::h1::{self, Answer, Failure};
+use super::{framing_fault, Error, ReqBody, UpstreamBody};
 use crate::config::{ServerAddr, Upstream};
 
-type H1 = http1::SendRequest<ReqBody>;
 type H2 = http2::SendRequest<ReqBody>;
 
 /// The keep-alive connections of one server, shared by every worker.
@@ -38,6 +34,8 @@ pub struct Pool {
     h2: bool,
     max_idle: usize,
     idle_timeout: Duration,
+    /// Longest wait for each read of a response body (`response_timeout`).
+    stall: Duration,
     /// Idle HTTP/1 connections, oldest first. A std Mutex: held for a push or a pop,
     /// never across an await.
     idle: Mutex<VecDeque<Idle>>,
@@ -65,60 +63,8 @@ impl std::fmt::Debug for Pool {
 
 /// An idle HTTP/1 connection in the pool.
 struct Idle {
-    conn: H1Conn,
+    conn: h1::Conn,
     since: Instant,
-}
-
-/// An HTTP/1 connection's request handle and its link to the connection's driver task.
-struct H1Conn {
-    send: H1,
-    link: Arc<Link>,
-}
-
-/// Where a busy HTTP/1 handle waits for its exchange to end: the request side parks it
-/// here after the response head, the driver task moves it back into the pool when hyper
-/// reports the connection ready for another request (polled after every step of the
-/// connection, so no wake-up is needed).
-struct Link {
-    parked: Mutex<Option<H1>>,
-    /// Whether `parked` holds a handle: the driver checks this on every poll without
-    /// taking the lock.
-    busy: AtomicBool,
-    pool: Weak<Pool>,
-}
-
-impl Link {
-    /// Parks `send` until its exchange is over (which may already be the case).
-    fn park(self: &Arc<Link>, send: H1) {
-        *self.parked.lock().expect("poisoned") = Some(send);
-        // SeqCst pairs with the SeqCst `want` signal hyper's driver sets before it checks
-        // `busy`: one side or both see the handle ready, so none stays parked forever.
-        self.busy.store(true, Ordering::SeqCst);
-        self.release();
-    }
-
-    /// Moves the parked handle back into the pool if its exchange is over.
-    fn release(self: &Arc<Link>) {
-        if !self.busy.load(Ordering::SeqCst) {
-            return;
-        }
-        let send = {
-            let mut parked = self.parked.lock().expect("poisoned");
-            match parked.as_ref() {
-                Some(send) if send.is_ready() => {
-                    self.busy.store(false, Ordering::Relaxed);
-                    parked.take()
-                }
-                _ => None,
-            }
-        };
-        if let (Some(send), Some(pool)) = (send, self.pool.upgrade()) {
-            pool.put_back(H1Conn {
-                send,
-                link: self.clone(),
-            });
-        }
-    }
 }
 
 impl Pool {
@@ -128,6 +74,7 @@ impl Pool {
             h2: config.protocol.is_h2(),
             max_idle: config.pool_max_idle,
             idle_timeout: config.pool_idle_timeout,
+            stall: config.response_timeout,
             idle: Mutex::new(VecDeque::new()),
             shared: Mutex::new(None),
             opening: tokio::sync::Mutex::new(()),
@@ -164,7 +111,7 @@ impl Pool {
         connector: &Connector,
         mut req: Request<ReqBody>,
         fresh: bool,
-    ) -> Result<Response<Incoming>, Error> {
+    ) -> Result<Response<UpstreamBody>, Error> {
         let origin_form = !self.h2;
         if origin_form == req.uri().scheme().is_some() {
             *req.uri_mut() = self.target(req.uri().path_and_query());
@@ -181,50 +128,48 @@ impl Pool {
         connector: &Connector,
         req: Request<ReqBody>,
         fresh: bool,
-    ) -> Result<Response<Incoming>, Error> {
+    ) -> Result<Response<UpstreamBody>, Error> {
         let idle = if fresh { None } else { self.take_idle() };
-        let (mut conn, reused) = match idle {
-            Some(conn) => (conn, true),
-            None => (self.open_h1(connector).await?, false),
+        let reused = idle.is_some();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => {
+                let conn = h1::Conn::new(self.connect(connector).await?);
+                self.start_sweeping();
+                conn
+            }
         };
-        let resp = match conn.send.try_send_request(req).await {
-            Ok(resp) => resp,
-            Err(mut e) => match e.take_message() {
-                // Never written: the connection was found closed first.
-                Some(req) if reused => {
-                    tracing::debug!(server = %self.addr, "pooled connection closed; sending on a new one");
-                    conn = self.open_h1(connector).await?;
-                    conn.send
-                        .try_send_request(req)
-                        .await
-                        .map_err(|e| self.exchange(e.into_error(), false))?
-                }
-                _ => {
-                    let e = e.into_error();
-                    let stale = reused && closed_unanswered(&e);
-                    return Err(self.exchange(e, stale));
-                }
-            },
-        };
-        if let Some(what) = framing_fault(resp.headers()) {
-            // `conn` is dropped, never reused: which bytes are the next response depends on
-            // the framing the server meant.
-            return Err(Error::Protocol {
-                backend: self.addr.clone(),
-                what,
-            });
-        }
-        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-            conn.link.park(conn.send);
-        }
-        Ok(resp)
+        let answer = conn
+            .exchange(req)
+            .await
+            .map_err(|failed| match failed.failure {
+                Failure::Framing(what) => Error::Protocol {
+                    backend: self.addr.clone(),
+                    what,
+                },
+                failure => Error::Exchange {
+                    backend: self.addr.clone(),
+                    source: Box::new(failure),
+                    stale: reused && failed.unanswered,
+                },
+            })?;
+        Ok(match answer {
+            Answer::Response { head, body } => {
+                let (parts, ()) = head.into_parts();
+                Response::from_parts(parts, body.into_body(self, self.stall))
+            }
+            Answer::Upgraded(head, tunnel) => {
+                let (parts, ()) = head.into_parts();
+                Response::from_parts(parts, UpstreamBody::Tunnel(Box::new(tunnel)))
+            }
+        })
     }
 
     async fn send_h2(
         self: &Arc<Pool>,
         connector: &Connector,
         req: Request<ReqBody>,
-    ) -> Result<Response<Incoming>, Error> {
+    ) -> Result<Response<UpstreamBody>, Error> {
         let shared = self
             .shared
             .lock()
@@ -256,23 +201,23 @@ impl Pool {
                 backend: self.addr.clone(),
                 what,
             }),
-            None => Ok(resp),
+            None => Ok(resp.map(UpstreamBody::H2)),
         }
     }
 
     fn exchange(&self, source: hyper::Error, stale: bool) -> Error {
         Error::Exchange {
             backend: self.addr.clone(),
-            source,
+            source: Box::new(source),
             stale,
         }
     }
 
     /// The most recently idle connection that is still open and in time, if any.
-    fn take_idle(&self) -> Option<H1Conn> {
+    fn take_idle(&self) -> Option<h1::Conn> {
         let now = Instant::now();
         let mut idle = self.idle.lock().expect("poisoned");
-        while let Some(entry) = idle.pop_back() {
+        while let Some(mut entry) = idle.pop_back() {
             if now.saturating_duration_since(entry.since) >= self.idle_timeout {
                 // Older ones are older still; closed outside the lock.
                 let expired = std::mem::take(&mut *idle);
@@ -280,16 +225,16 @@ impl Pool {
                 drop(expired);
                 return None;
             }
-            if entry.conn.send.is_ready() {
+            if entry.conn.alive() {
                 return Some(entry.conn);
             }
         }
         None
     }
 
-    /// Back on the stack after its exchange: called from the connection's driver task.
-    fn put_back(&self, conn: H1Conn) {
-        if self.max_idle == 0 || conn.send.is_closed() {
+    /// Back on the stack after its exchange, from the response body at its clean end.
+    pub(super) fn put_back(&self, conn: h1::Conn) {
+        if self.max_idle == 0 {
             return;
         }
         let entry = Idle {
@@ -308,36 +253,6 @@ impl Pool {
         };
         // Closed outside the lock.
         drop(evicted);
-    }
-
-    async fn open_h1(self: &Arc<Pool>, connector: &Connector) -> Result<H1Conn, Error> {
-        let io = TokioIo::new(self.connect(connector).await?);
-        let (send, conn) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(|e| self.connect_failed(e.into()))?;
-        let link = Arc::new(Link {
-            parked: Mutex::new(None),
-            busy: AtomicBool::new(false),
-            pool: Arc::downgrade(self),
-        });
-        let driver_link = link.clone();
-        let addr = self.addr.clone();
-        tokio::spawn(async move {
-            // Upgrades: a 101 hands the connection to `hyper::upgrade::on` (WebSocket).
-            let mut conn = std::pin::pin!(conn.with_upgrades());
-            let done = std::future::poll_fn(|cx| {
-                let poll = conn.as_mut().poll(cx);
-                driver_link.release();
-                poll
-            })
-            .await;
-            if let Err(e) = done {
-                tracing::debug!(server = %addr, "upstream connection: {e}");
-            }
-        });
-        self.start_sweeping();
-        Ok(H1Conn { send, link })
     }
 
     /// Opens the shared HTTP/2 connection, unless another request just did.
@@ -430,7 +345,7 @@ impl Pool {
             let mut stale: Vec<Idle> = idle.drain(..expired).collect();
             let mut i = 0;
             while i < idle.len() {
-                if idle[i].conn.send.is_closed() {
+                if !idle[i].conn.alive() {
                     stale.extend(idle.remove(i));
                 } else {
                     i += 1;
@@ -445,25 +360,4 @@ impl Pool {
     pub fn idle(&self) -> usize {
         self.idle.lock().expect("poisoned").len()
     }
-}
-
-/// Whether an HTTP/1 exchange failed because the server closed or reset the connection
-/// before its answer was complete.
-fn closed_unanswered(e: &hyper::Error) -> bool {
-    if e.is_incomplete_message() {
-        return true;
-    }
-    let mut cause = std::error::Error::source(e);
-    while let Some(err) = cause {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::ConnectionAborted
-                    | std::io::ErrorKind::BrokenPipe
-            );
-        }
-        cause = err.source();
-    }
-    false
 }

@@ -400,10 +400,17 @@ where
 
                     let item = ready!(body.as_mut().poll_frame(cx));
                     if let Some(item) = item {
-                        let frame = item.map_err(|e| {
-                            *clear_body = true;
-                            crate::Error::new_user_body(e)
-                        })?;
+                        let frame = match item {
+                            Ok(frame) => frame,
+                            Err(e) => {
+                                *clear_body = true;
+                                // torii: what was buffered (the head, body bytes that came
+                                // before the failure) goes out before the connection is cut,
+                                // so the client sees a truncated message, not none at all.
+                                let _ = self.conn.poll_flush(cx);
+                                return Poll::Ready(Err(crate::Error::new_user_body(e)));
+                            }
+                        };
 
                         if frame.is_data() {
                             let chunk = frame.into_data().unwrap_or_else(|_| unreachable!());
