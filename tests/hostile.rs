@@ -661,7 +661,8 @@ async fn stray_crlf_after_a_body_does_not_hold_the_response() {
 #[tokio::test]
 async fn upstream_silent_mid_body_is_cut_after_the_response_timeout() {
     let origin = RawOrigin::start().await;
-    let response = b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 10\r\n\r\n0123456789";
+    let response =
+        b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 10\r\n\r\n0123456789";
     let head_and_some = response.len() - 6;
     origin.set(
         "/stall",
@@ -683,7 +684,10 @@ async fn upstream_silent_mid_body_is_cut_after_the_response_timeout() {
         .expect("torii cuts the response when the upstream stalls");
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
-    assert!(text.ends_with("\r\n\r\n0123"), "the bytes before the stall are relayed: {text:?}");
+    assert!(
+        text.ends_with("\r\n\r\n0123"),
+        "the bytes before the stall are relayed: {text:?}"
+    );
 }
 
 /// Interim 1xx answers are skipped (the final one is relayed), a close-delimited HTTP/1.0
@@ -697,7 +701,8 @@ async fn interim_close_delimited_and_trailered_responses_are_relayed() {
     );
     origin.set(
         "/until-close",
-        Script::new(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nread me to the end").then_close(),
+        Script::new(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nread me to the end")
+            .then_close(),
     );
     origin.set(
         "/trailers",
@@ -713,13 +718,19 @@ async fn interim_close_delimited_and_trailered_responses_are_relayed() {
         let text = raw(torii.addr, req.as_bytes(), Duration::from_secs(5)).await;
         assert_eq!(status_of(&text), "200", "{path}: {text:?}");
         let (_, got) = text.split_once("\r\n\r\n").unwrap();
-        let got = if text.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let got = if text
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
             dechunk(got)
         } else {
             got.to_string()
         };
         assert_eq!(got, body, "{path}: {text:?}");
-        assert!(!text.contains("100 Continue") && !text.contains("103"), "{path}: {text:?}");
+        assert!(
+            !text.contains("100 Continue") && !text.contains("103"),
+            "{path}: {text:?}"
+        );
     }
 }
 
@@ -768,5 +779,9 @@ async fn bytes_past_a_response_are_never_the_next_answer() {
         assert!(next.ends_with("\r\n\r\ngood"), "{next:?}");
     }
     assert_eq!(origin.requests().len(), 4);
-    assert_eq!(origin.connections(), 2, "the connection with stray bytes was dropped, the next reused");
+    assert_eq!(
+        origin.connections(),
+        2,
+        "the connection with stray bytes was dropped, the next reused"
+    );
 }

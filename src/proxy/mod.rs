@@ -324,8 +324,8 @@ async fn proxy(
     // Without a Host (HTTP/1.0), cache keys use the group's first server: stable whichever
     // server answers.
     let key_host = host
-        .clone()
-        .unwrap_or_else(|| group.config.servers[0].addr.authority.to_string());
+        .as_deref()
+        .unwrap_or_else(|| group.config.servers[0].addr.authority.as_str());
     let pick = PickContext::new(&req, peer.ip(), &group.config.balance);
     if req.method().as_str() == "PURGE" {
         return match caching {
@@ -338,7 +338,7 @@ async fn proxy(
                     .any(|n| n.contains(peer.ip())) =>
             {
                 let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-                Ok(cached::purge_request(cache, policy, &key_host, pq, req.headers()).await)
+                Ok(cached::purge_request(cache, policy, key_host, pq, req.headers()).await)
             }
             Some(_) => Err(ProxyError::Forbidden(
                 "PURGE is not allowed from this address",
@@ -355,8 +355,11 @@ async fn proxy(
     let downstream_headers = (caching.is_some() && cacheable_method && !wants_upgrade && !pass)
         .then(|| parts.headers.clone());
     let method = parts.method.clone();
-    let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let downstream_pq = pq.to_string();
+    // A clone of the URI shares its bytes: no copy of the path and query.
+    let downstream_uri = parts.uri.clone();
+    let downstream_pq = downstream_uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str());
     // The URI stays as it came: `Group::forward` sends its path and query to each server
     // it tries, in the form the server's protocol wants; the cache path below points it
     // at the server it picks.
@@ -383,7 +386,19 @@ async fn proxy(
     if let Some(len) = headers.get(header::CONTENT_LENGTH).cloned() {
         headers.insert(header::CONTENT_LENGTH, len);
     }
-    let downstream_host = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok());
+    // The request's own Host value when that is where the host came from (no copy).
+    let downstream_host = match headers.get(header::HOST) {
+        Some(v)
+            if host
+                .as_deref()
+                .is_some_and(|h| h.as_bytes() == v.as_bytes()) =>
+        {
+            Some(v.clone())
+        }
+        _ => host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()),
+    };
+    // Room for the fields added below, in one growth of the map.
+    headers.reserve(4);
     match (host_header, &downstream_host) {
         (Some(rewrite), _) => {
             headers.insert(header::HOST, rewrite.clone());
@@ -419,7 +434,7 @@ async fn proxy(
         parts.uri = Uri::builder()
             .scheme(backend.scheme.clone())
             .authority(backend.authority.clone())
-            .path_and_query(downstream_pq.as_str())
+            .path_and_query(downstream_pq)
             .build()
             .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
         if !parts.headers.contains_key(header::HOST) {
@@ -436,7 +451,7 @@ async fn proxy(
             group,
             backend: backend.clone(),
             req_headers,
-            host: key_host,
+            host: key_host.to_string(),
             primary: match looked {
                 Looked::Slow(primary) => Some(primary),
                 Looked::Not | Looked::Pass => None,
@@ -511,8 +526,8 @@ async fn proxy(
             policy,
             &method,
             parts.status,
-            &key_host,
-            &downstream_pq,
+            key_host,
+            downstream_pq,
             &parts.headers,
         );
     }

@@ -41,8 +41,9 @@ impl Router {
     }
 }
 
-/// Lowercases and strips the port (and IPv6 brackets stay as written).
-fn normalise_host(host: &str) -> String {
+/// Lowercases and strips the port (and IPv6 brackets stay as written). Borrows unless
+/// there is something to lowercase.
+fn normalise_host(host: &str) -> std::borrow::Cow<'_, str> {
     let without_port = if host.starts_with('[') {
         host.split_once(']')
             .map_or(host, |(h, _)| h)
@@ -50,7 +51,12 @@ fn normalise_host(host: &str) -> String {
     } else {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    let name = without_port.trim_end_matches('.');
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        name.to_ascii_lowercase().into()
+    } else {
+        name.into()
+    }
 }
 
 fn host_matches(pattern: &HostMatch, host: Option<&str>) -> bool {

@@ -43,6 +43,8 @@ const MAX_FIELDS: usize = 128;
 const READ_CHUNK: usize = 16 * 1024;
 /// Room made for a large body still to come: fewer, larger reads.
 const READ_LARGE: usize = 64 * 1024;
+/// Largest body copied out of the read buffer rather than split off it.
+const COPY_MAX: usize = 4 * 1024;
 /// Longest chunk-size line (the size and any extensions).
 const MAX_CHUNK_LINE: usize = 1024;
 
@@ -411,7 +413,11 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Parsed>, Failure> {
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(Failure::Parse(e)),
     };
-    let head = buf.split_to(len).freeze();
+    // Copied out (one small allocation) rather than split off: the read buffer stays whole
+    // and is reused by the next exchange instead of being reallocated while the fields of
+    // this head are still being relayed.
+    let head = Bytes::copy_from_slice(&buf[..len]);
+    buf.advance(len);
     let status = StatusCode::from_u16(code).map_err(|_| Failure::Parse(httparse::Error::Status))?;
     let mut headers = HeaderMap::with_capacity(count);
     for &(n0, n1, v0, v1) in &spans[..count] {
@@ -507,7 +513,16 @@ impl Pending {
         } = self;
         if let Framing::Length(n) = framing {
             if n <= conn.buf.len() as u64 {
-                let data = conn.buf.split_to(n as usize).freeze();
+                let n = n as usize;
+                // A small body is copied out, for the reason the head is; a large one is
+                // split off the buffer (no copy; the next read allocates a new buffer).
+                let data = if n <= COPY_MAX {
+                    let data = Bytes::copy_from_slice(&conn.buf[..n]);
+                    conn.buf.advance(n);
+                    data
+                } else {
+                    conn.buf.split_to(n).freeze()
+                };
                 if reusable && conn.buf.is_empty() {
                     pool.put_back(conn);
                 }

@@ -335,16 +335,16 @@ impl Group {
                 }
             }
             self.record(index, result.as_ref().map(|r| r.status()));
-            tried.push(index);
             match result {
                 Ok(response) => {
                     return Ok(Forwarded {
                         backend: addr.clone(),
                         response,
-                        tries: tried.len() as u32,
+                        tries: tried.len() as u32 + 1,
                     })
                 }
                 Err(e) => {
+                    tried.push(index);
                     let safe = replayable && (e.nothing_sent() || idempotent);
                     let in_time = deadline.is_none_or(|d| Instant::now() < d);
                     if !safe

@@ -81,6 +81,23 @@ impl Group {
         // pick again a few times before calling the group full.
         for _ in 0..4 {
             let now = Instant::now();
+            if let [b] = &self.backends[..] {
+                // One server: nothing to choose, no candidate list to build.
+                let admit = b.admit(now);
+                if admit == Admit::No {
+                    return Err(NoSlot::NoneUp);
+                }
+                if !b.has_room() {
+                    return Err(NoSlot::Full);
+                }
+                if b.claim(admit) {
+                    return Ok(Slot {
+                        group: self,
+                        index: 0,
+                    });
+                }
+                continue;
+            }
             let candidates = self.candidates(now, avoid, true);
             if candidates.is_empty() {
                 return if self.candidates(now, avoid, false).is_empty() {
