@@ -785,3 +785,63 @@ async fn bytes_past_a_response_are_never_the_next_answer() {
         "the connection with stray bytes was dropped, the next reused"
     );
 }
+
+/// An upstream that answers before it has read a large upload (a 413 of its own) gets its
+/// answer relayed while the upload is still going: torii watches for the response while
+/// it streams the body, instead of waiting for a write the server will never take.
+#[tokio::test]
+async fn an_early_upstream_answer_to_an_upload_is_relayed() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // The head only, then the answer; the body is never read.
+                let mut buf = Vec::new();
+                while find(&buf, b"\r\n\r\n").is_none() {
+                    if read_more(&mut stream, &mut buf).await.is_none() {
+                        return;
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo much")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(20)).await;
+            });
+        }
+    });
+    let toml = format!(
+        "[server]\nadmin = \"off\"\n[log]\naccess = \"off\"\n[limits]\nmax_body = \"1GiB\"\n[upstreams.app]\nservers = [\"http://{origin}\"]\nretries = 0\n[[routes]]\nupstream = \"app\"\n"
+    );
+    let torii = Torii::start(&toml, None).await;
+    let stream = TcpStream::connect(torii.addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let total = 256 * 1024 * 1024;
+    let upload = tokio::spawn(async move {
+        let head = format!("POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: {total}\r\n\r\n");
+        wr.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..total / chunk.len() {
+            wr.write_all(&chunk).await?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    // Until the whole answer is in (far less than the upload, which can't complete).
+    while !out.ends_with(b"too much") {
+        let n = tokio::time::timeout(Duration::from_secs(15), rd.read(&mut buf))
+            .await
+            .expect("the early answer arrives while the upload is still going")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before the answer: {:?}",
+            String::from_utf8_lossy(&out)
+        );
+        out.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(status_of(&text), "413", "{text}");
+    upload.abort();
+}
