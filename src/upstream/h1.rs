@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
@@ -41,6 +41,8 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_FIELDS: usize = 128;
 /// Room made in the read buffer before each read.
 const READ_CHUNK: usize = 16 * 1024;
+/// Below this much free room in the read buffer, room is made before a read.
+const MIN_ROOM: usize = 4 * 1024;
 /// Room made for a large body still to come: fewer, larger reads.
 const READ_LARGE: usize = 64 * 1024;
 /// Largest body copied out of the read buffer rather than split off it.
@@ -140,12 +142,15 @@ impl Conn {
         }
     }
 
-    /// Sends `req` (streaming its body) and reads the response head, skipping interim 1xx
+    /// Sends the request `head` and `body` (streamed) and reads the response head, skipping interim 1xx
     /// answers other than 101. The body is read later, from the returned `Answer`.
-    pub async fn exchange(mut self, req: Request<ReqBody>) -> Result<Answer, Failed> {
-        let (parts, body) = req.into_parts();
-        let head_request = parts.method == Method::HEAD;
-        let framing = encode_head(&mut self.out, &parts, &body);
+    pub async fn exchange(
+        mut self,
+        head: &http::request::Parts,
+        body: ReqBody,
+    ) -> Result<Answer, Failed> {
+        let head_request = head.method == Method::HEAD;
+        let framing = encode_head(&mut self.out, head, &body);
         let mut send = Send {
             body,
             framing,
@@ -369,7 +374,9 @@ fn poll_read(
     room: usize,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    buf.reserve(room);
+    if buf.capacity() - buf.len() < MIN_ROOM {
+        buf.reserve(room);
+    }
     // `read_buf` is cancel-safe: polled once and dropped, it loses nothing.
     let read = std::pin::pin!(io.read_buf(buf));
     read.poll(cx)

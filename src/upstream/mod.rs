@@ -235,22 +235,16 @@ impl Group {
                 source: "not a server of this group".into(),
             });
         };
-        // A copy to send again should a reused keep-alive connection turn out closed.
-        let again = (is_idempotent(upstream_req.method())
-            && matches!(upstream_req.body(), ReqBody::Empty))
-        .then(|| {
-            let mut req = Request::new(ReqBody::Empty);
-            *req.method_mut() = upstream_req.method().clone();
-            *req.uri_mut() = upstream_req.uri().clone();
-            *req.version_mut() = upstream_req.version();
-            *req.headers_mut() = upstream_req.headers().clone();
-            req
-        });
-        let mut result = self.send_once(index, upstream_req, None, false).await;
-        if let (Err(e), Some(req)) = (&result, again) {
+        let (head, body) = upstream_req.into_parts();
+        // May be sent again should a reused keep-alive connection turn out closed.
+        let again = is_idempotent(&head.method) && matches!(body, ReqBody::Empty);
+        let mut result = self.send_once(index, &head, body, None, false).await;
+        if let (Err(e), true) = (&result, again) {
             if e.stale_connection() {
                 tracing::debug!(group = %self.name, server = %backend, "keep-alive connection closed under the request; sending again on a new one");
-                result = self.send_once(index, req, None, true).await;
+                result = self
+                    .send_once(index, &head, ReqBody::Empty, None, true)
+                    .await;
             }
         }
         self.record(index, result.as_ref().map(|r| r.status()));
@@ -291,6 +285,8 @@ impl Group {
         let replayable = matches!(body, ReqBody::Empty);
         let idempotent = is_idempotent(&parts.method);
         let mut body = Some(body);
+        // Without a Host of its own, the request carries each server's authority in turn.
+        let has_host = parts.headers.contains_key(header::HOST);
         let mut tried: Vec<usize> = Vec::new();
         // Whether a try already met a keep-alive connection the server had closed.
         let mut met_stale = false;
@@ -299,29 +295,18 @@ impl Group {
             let index = slot.index;
             let backend = &self.backends[index];
             let addr = &backend.spec.addr;
-            let mut upstream_req = Request::new(if replayable {
+            let try_body = if replayable {
                 ReqBody::Empty
             } else {
                 body.take().unwrap_or(ReqBody::Empty)
-            });
-            *upstream_req.method_mut() = parts.method.clone();
-            *upstream_req.version_mut() = parts.version;
-            // The headers are needed again only if this try may be followed by another.
-            let may_retry = replayable
-                && (tried.len() < self.config.retries as usize || (idempotent && !met_stale));
-            *upstream_req.headers_mut() = if may_retry {
-                parts.headers.clone()
-            } else {
-                std::mem::take(&mut parts.headers)
             };
-            *upstream_req.uri_mut() = backend.pool.target(parts.uri.path_and_query());
-            if !upstream_req.headers().contains_key(header::HOST) {
+            if !has_host {
                 if let Ok(host) = HeaderValue::from_str(addr.authority.as_str()) {
-                    upstream_req.headers_mut().insert(header::HOST, host);
+                    parts.headers.insert(header::HOST, host);
                 }
             }
             let result = self
-                .send_once(index, upstream_req, deadline, met_stale)
+                .send_once(index, &parts, try_body, deadline, met_stale)
                 .await;
             drop(slot);
             if let Err(e) = &result {
@@ -375,7 +360,8 @@ impl Group {
     async fn send_once(
         &self,
         index: usize,
-        upstream_req: Request<ReqBody>,
+        head: &http::request::Parts,
+        body: ReqBody,
         deadline: Option<Instant>,
         fresh: bool,
     ) -> Result<Response<UpstreamBody>, Error> {
@@ -384,7 +370,7 @@ impl Group {
             timeout = timeout.min(d.saturating_duration_since(Instant::now()));
         }
         let backend = &self.backends[index];
-        let exchange = backend.pool.send(&self.connector, upstream_req, fresh);
+        let exchange = backend.pool.send(&self.connector, head, body, fresh);
         match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(Error::ResponseTimeout {
@@ -401,9 +387,10 @@ impl Group {
         index: usize,
         req: Request<ReqBody>,
     ) -> Result<Response<UpstreamBody>, Error> {
+        let (head, body) = req.into_parts();
         self.backends[index]
             .pool
-            .send(&self.connector, req, false)
+            .send(&self.connector, &head, body, false)
             .await
     }
 

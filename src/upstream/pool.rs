@@ -99,9 +99,11 @@ impl Pool {
         Uri::from_parts(parts).expect("a path with or without scheme and authority is a URI")
     }
 
-    /// Sends `req` over a pooled connection (unless `fresh`), or a new one, and returns the
-    /// response head. A request refused unsent by a reused connection (the server closed
-    /// it while idle) is sent again once on a new connection.
+    /// Sends the request `head` with `body` over a pooled connection (unless `fresh`), or a
+    /// new one, and returns the response head. The head is borrowed: a caller that may
+    /// send the request again (another server, a stale keep-alive connection) keeps it
+    /// without a copy. Over HTTP/1 its URI's path and query are sent (origin-form), over
+    /// HTTP/2 the server's scheme and authority with them.
     ///
     /// # Errors
     /// `Connect`/`ConnectTimeout` when no connection could be made, `Protocol` for a
@@ -109,24 +111,26 @@ impl Pool {
     pub async fn send(
         self: &Arc<Pool>,
         connector: &Connector,
-        mut req: Request<ReqBody>,
+        head: &http::request::Parts,
+        body: ReqBody,
         fresh: bool,
     ) -> Result<Response<UpstreamBody>, Error> {
-        let origin_form = !self.h2;
-        if origin_form == req.uri().scheme().is_some() {
-            *req.uri_mut() = self.target(req.uri().path_and_query());
-        }
         if self.h2 {
+            let mut req = Request::new(body);
+            *req.method_mut() = head.method.clone();
+            *req.uri_mut() = self.target(head.uri.path_and_query());
+            *req.headers_mut() = head.headers.clone();
             self.send_h2(connector, req).await
         } else {
-            self.send_h1(connector, req, fresh).await
+            self.send_h1(connector, head, body, fresh).await
         }
     }
 
     async fn send_h1(
         self: &Arc<Pool>,
         connector: &Connector,
-        req: Request<ReqBody>,
+        head: &http::request::Parts,
+        body: ReqBody,
         fresh: bool,
     ) -> Result<Response<UpstreamBody>, Error> {
         let idle = if fresh { None } else { self.take_idle() };
@@ -140,7 +144,7 @@ impl Pool {
             }
         };
         let answer = conn
-            .exchange(req)
+            .exchange(head, body)
             .await
             .map_err(|failed| match failed.failure {
                 Failure::Framing(what) => Error::Protocol {
