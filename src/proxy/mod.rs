@@ -619,18 +619,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 /// Whether `name` is one of the fields `strip_hop_by_hop` always removes.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "upgrade"
-    )
+    upstream::is_hop_by_hop(name.as_str().as_bytes())
 }
 
 /// Removes every field whose name `unwanted` picks, looking at the fields present only

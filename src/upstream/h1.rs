@@ -25,7 +25,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
@@ -426,32 +426,80 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Parsed>, Failure> {
     let head = Bytes::copy_from_slice(&buf[..len]);
     buf.advance(len);
     let status = StatusCode::from_u16(code).map_err(|_| Failure::Parse(httparse::Error::Status))?;
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(n0, n1, v0, v1) in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize])
-            .map_err(|_| Failure::Parse(httparse::Error::HeaderName))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize))
-            .map_err(|_| Failure::Parse(httparse::Error::HeaderValue))?;
-        headers.append(name, value);
-    }
     let version = if minor == 0 {
         Version::HTTP_10
     } else {
         Version::HTTP_11
     };
-    if let Some(what) = super::framing_fault(&headers) {
-        return Err(Failure::Framing(what));
+    let spans = &spans[..count];
+    let field = |span: &(u32, u32, u32, u32)| {
+        (
+            &head[span.0 as usize..span.1 as usize],
+            &head[span.2 as usize..span.3 as usize],
+        )
+    };
+    // The framing and the connection's own fields, from the raw lines.
+    let mut length = None;
+    let mut codings = 0;
+    let mut chunked = false;
+    let mut close = false;
+    let mut keep_alive = false;
+    // Fields `Connection` names for this hop only (rare: mostly it says `keep-alive`).
+    let mut named: Vec<&[u8]> = Vec::new();
+    for span in spans {
+        let (name, value) = field(span);
+        if name.eq_ignore_ascii_case(b"content-length") {
+            content_length(value, &mut length)?;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            codings += 1;
+            chunked = value.trim_ascii().eq_ignore_ascii_case(b"chunked");
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive = true;
+                } else if !token.is_empty() {
+                    named.push(token);
+                }
+            }
+        }
     }
-    let length = if headers.contains_key(TRANSFER_ENCODING) {
-        Framing::Chunked(Chunk::Size)
-    } else {
-        match content_length(&headers)? {
-            Some(n) => Framing::Length(n),
-            None => Framing::Close,
+    // RFC 9112 §6.3: a sender of both may be attempting smuggling; any other coding
+    // would leave torii passing on bytes it can't frame for the client.
+    let length = match (codings, length) {
+        (0, Some(n)) => Framing::Length(n),
+        (0, None) => Framing::Close,
+        (_, Some(_)) => {
+            return Err(Failure::Framing(
+                "both Content-Length and Transfer-Encoding",
+            ))
+        }
+        (1, None) if chunked => Framing::Chunked(Chunk::Size),
+        _ => {
+            return Err(Failure::Framing(
+                "a Transfer-Encoding other than a single chunked",
+            ))
         }
     };
-    let keep_alive = !connection_says(&headers, "close")
-        && (version == Version::HTTP_11 || connection_says(&headers, "keep-alive"));
+    let keep_alive = !close && (version == Version::HTTP_11 || keep_alive);
+    // The fields that were about this connection go no further (a 101 keeps its
+    // `Upgrade` and `Connection`: the tunnel's two ends need them).
+    let tunnel = status == StatusCode::SWITCHING_PROTOCOLS;
+    let mut headers = HeaderMap::with_capacity(count);
+    for span in spans {
+        let (name, _) = field(span);
+        if !tunnel
+            && (super::is_hop_by_hop(name) || named.iter().any(|n| n.eq_ignore_ascii_case(name)))
+        {
+            continue;
+        }
+        let name = HeaderName::from_bytes(name)
+            .map_err(|_| Failure::Parse(httparse::Error::HeaderName))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(span.2 as usize..span.3 as usize))
+            .map_err(|_| Failure::Parse(httparse::Error::HeaderValue))?;
+        headers.append(name, value);
+    }
     let mut head = Response::new(());
     *head.status_mut() = status;
     *head.version_mut() = version;
@@ -463,34 +511,22 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Parsed>, Failure> {
     }))
 }
 
-/// The body length the `Content-Length` fields give: every value, in every field and
-/// comma-separated list, must be the same number.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Failure> {
+/// Adds one `Content-Length` field's value to the length found so far: every value, in
+/// every field and comma-separated list, must be the same number.
+fn content_length(value: &[u8], length: &mut Option<u64>) -> Result<(), Failure> {
     const BAD: Failure = Failure::Framing("an invalid Content-Length");
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                return Err(BAD);
-            }
-            let n = part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
-            if length.is_some_and(|l| l != n) {
-                return Err(BAD);
-            }
-            length = Some(n);
+    for part in value.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return Err(BAD);
         }
+        let n = part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        if length.is_some_and(|l| l != n) {
+            return Err(BAD);
+        }
+        *length = Some(n);
     }
-    Ok(length)
-}
-
-/// Whether a `Connection` field lists `token`.
-fn connection_says(headers: &HeaderMap, token: &str) -> bool {
-    headers.get_all(CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
+    Ok(())
 }
 
 /// What an exchange brought back.
@@ -885,18 +921,17 @@ mod tests {
 
     #[test]
     fn content_lengths() {
-        let mut h = HeaderMap::new();
-        assert!(content_length(&h).unwrap().is_none());
-        h.append(CONTENT_LENGTH, HeaderValue::from_static("12"));
-        assert_eq!(content_length(&h).unwrap(), Some(12));
-        h.append(CONTENT_LENGTH, HeaderValue::from_static("12, 12"));
-        assert_eq!(content_length(&h).unwrap(), Some(12));
-        h.append(CONTENT_LENGTH, HeaderValue::from_static("13"));
-        assert!(content_length(&h).is_err());
-        for bad in ["", "+1", "1 2", "0x1", "99999999999999999999"] {
-            let mut h = HeaderMap::new();
-            h.append(CONTENT_LENGTH, HeaderValue::from_str(bad).unwrap());
-            assert!(content_length(&h).is_err(), "{bad:?}");
+        let mut length = None;
+        content_length(b"12", &mut length).unwrap();
+        assert_eq!(length, Some(12));
+        content_length(b"12, 12", &mut length).unwrap();
+        assert_eq!(length, Some(12));
+        assert!(content_length(b"13", &mut length).is_err());
+        for bad in ["", "+1", "1 2", "0x1", "99999999999999999999", "1,,1"] {
+            assert!(
+                content_length(bad.as_bytes(), &mut None).is_err(),
+                "{bad:?}"
+            );
         }
     }
 
@@ -927,5 +962,27 @@ mod tests {
         assert!(matches!(parse_head(&mut both), Err(Failure::Framing(_))));
         let mut bad = BytesMut::from(&b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n"[..]);
         assert!(matches!(parse_head(&mut bad), Err(Failure::Parse(_))));
+
+        // The connection's own fields stay behind, whatever their case.
+        let mut hop = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive, X-Hop\r\nKeep-Alive: timeout=5\r\nx-hop: 1\r\nTransfer-Encoding: Chunked\r\nX-End: 2\r\n\r\n"[..],
+        );
+        let parsed = parse_head(&mut hop).unwrap().unwrap();
+        assert_eq!(parsed.length, Framing::Chunked(Chunk::Size));
+        let names: Vec<_> = parsed.head.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-end"]);
+
+        let mut close = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"[..],
+        );
+        assert!(!parse_head(&mut close).unwrap().unwrap().keep_alive);
+        let mut two = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+                [..],
+        );
+        assert!(matches!(
+            parse_head(&mut two),
+            Err(Failure::Parse(_)) | Err(Failure::Framing(_))
+        ));
     }
 }

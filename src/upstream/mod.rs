@@ -108,6 +108,25 @@ pub fn framing_fault(headers: &http::HeaderMap) -> Option<&'static str> {
     None
 }
 
+/// Whether a field of this name is about one connection only (RFC 9110 §7.6.1), in any
+/// case: never relayed to the next hop.
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    const NAMES: [&[u8]; 9] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"upgrade",
+    ];
+    NAMES
+        .iter()
+        .any(|n| n.len() == name.len() && n.eq_ignore_ascii_case(name))
+}
+
 /// A response and the server that gave it, from `Group::forward`.
 #[derive(Debug)]
 pub struct Forwarded {
