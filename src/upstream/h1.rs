@@ -166,12 +166,14 @@ impl Conn {
             head,
             keep_alive,
             length,
+            tail,
         } = parsed;
         let status = head.status();
         // A final answer before the whole body went out: the server won't read the rest,
         // and the connection is left where nothing frames what comes next.
         let reusable = keep_alive && send.done;
         let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
+            self.unread(&tail);
             let leftover = std::mem::take(&mut self.buf);
             return Ok(Answer::Upgraded(
                 head,
@@ -192,10 +194,20 @@ impl Conn {
             head,
             body: Pending {
                 conn: self,
+                tail,
                 framing,
                 reusable,
             },
         })
+    }
+
+    /// Puts bytes read with a head, and not part of it, back in front of the buffer
+    /// (which `parse_head` left empty when it took them).
+    fn unread(&mut self, tail: &Bytes) {
+        if !tail.is_empty() {
+            debug_assert!(self.buf.is_empty());
+            self.buf.extend_from_slice(tail);
+        }
     }
 
     fn poll_exchange(
@@ -251,7 +263,9 @@ impl Conn {
                     if parsed.head.status().is_informational()
                         && parsed.head.status() != StatusCode::SWITCHING_PROTOCOLS
                     {
-                        continue; // 100 Continue, 103 Early Hints: the answer is yet to come
+                        // 100 Continue, 103 Early Hints: the answer is yet to come.
+                        self.unread(&parsed.tail);
+                        continue;
                     }
                     return Poll::Ready(Ok(parsed));
                 }
@@ -388,6 +402,9 @@ struct Parsed {
     keep_alive: bool,
     /// The body's framing by its fields (before the request method and status are weighed).
     length: Framing,
+    /// What came after the head in the same read, when that was little (at most
+    /// `COPY_MAX`): copied out with the head, the read buffer left empty.
+    tail: Bytes,
 }
 
 /// Parses a complete response head off the front of `buf`, if there is one.
@@ -422,9 +439,17 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Parsed>, Failure> {
     };
     // Copied out (one small allocation) rather than split off: the read buffer stays whole
     // and is reused by the next exchange instead of being reallocated while the fields of
-    // this head are still being relayed.
-    let head = Bytes::copy_from_slice(&buf[..len]);
-    buf.advance(len);
+    // this head are still being relayed. A small body that came with it comes along in
+    // the same allocation.
+    let taken = if buf.len() - len <= COPY_MAX {
+        buf.len()
+    } else {
+        len
+    };
+    let copied = Bytes::copy_from_slice(&buf[..taken]);
+    buf.advance(taken);
+    let head = copied.slice(..len);
+    let tail = copied.slice(len..);
     let status = StatusCode::from_u16(code).map_err(|_| Failure::Parse(httparse::Error::Status))?;
     let version = if minor == 0 {
         Version::HTTP_10
@@ -508,6 +533,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Parsed>, Failure> {
         head,
         keep_alive,
         length,
+        tail,
     }))
 }
 
@@ -540,6 +566,8 @@ pub enum Answer {
 /// A response body not yet read, with the connection it comes on.
 pub struct Pending {
     conn: Conn,
+    /// The start of the body, read with the head (see `Parsed::tail`).
+    tail: Bytes,
     framing: Framing,
     reusable: bool,
 }
@@ -551,9 +579,21 @@ impl Pending {
     pub fn into_body(self, pool: &Arc<Pool>, stall: Duration) -> super::UpstreamBody {
         let Pending {
             mut conn,
+            tail,
             framing,
             reusable,
         } = self;
+        if let Framing::Length(n) = framing {
+            if n <= tail.len() as u64 {
+                // The common small response: all of it came with the head.
+                let data = tail.slice(..n as usize);
+                if reusable && tail.len() as u64 == n && conn.buf.is_empty() {
+                    pool.put_back(conn);
+                }
+                return super::UpstreamBody::Full((!data.is_empty()).then_some(data));
+            }
+        }
+        conn.unread(&tail);
         if let Framing::Length(n) = framing {
             if n <= conn.buf.len() as u64 {
                 let n = n as usize;
@@ -946,7 +986,8 @@ mod tests {
         assert!(parsed.keep_alive);
         let values: Vec<_> = parsed.head.headers().get_all("x-a").iter().collect();
         assert_eq!(values, ["b", "c"]);
-        assert_eq!(&buf[..], b"abc");
+        assert_eq!(&parsed.tail[..], b"abc", "a small body comes with the head");
+        assert!(buf.is_empty());
 
         let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Le"[..]);
         assert!(parse_head(&mut partial).unwrap().is_none());
