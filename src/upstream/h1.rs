@@ -397,7 +397,7 @@ fn poll_read(
 }
 
 /// A parsed response head.
-struct Parsed {
+pub struct Parsed {
     head: Response<()>,
     keep_alive: bool,
     /// The body's framing by its fields (before the request method and status are weighed).
@@ -407,8 +407,19 @@ struct Parsed {
     tail: Bytes,
 }
 
-/// Parses a complete response head off the front of `buf`, if there is one.
-fn parse_head(buf: &mut BytesMut) -> Result<Option<Parsed>, Failure> {
+impl Parsed {
+    /// The status, version and the fields to relay.
+    pub fn head(&self) -> &Response<()> {
+        &self.head
+    }
+}
+
+/// Parses a complete response head off the front of `buf`, if there is one (public for
+/// `benches/hot_path.rs`).
+///
+/// # Errors
+/// `Parse` for a malformed head, `Framing` for one whose body can't be framed one way.
+pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Parsed>, Failure> {
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_FIELDS];
     let mut response = httparse::Response::new(&mut []);

@@ -10,7 +10,7 @@ pub mod balance;
 mod body;
 pub mod breaker;
 mod connect;
-mod h1;
+pub mod h1;
 mod health;
 mod pool;
 mod queue;
