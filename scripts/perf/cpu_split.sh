@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# User and kernel CPU time per request of a proxy under wrk, split: how much of a request's
+# cost is the proxy's own code and how much the kernel's (loopback TCP, wake-ups), which no
+# user-space change can remove. Loopback only, bounded, stops what it starts by PID.
+#
+#   scripts/perf/cpu_split.sh [BIN|haproxy] [PATH] [SECONDS]
+#     BIN      torii binary (default target/release/torii), or `haproxy` for the bench's
+#              HAProxy config (../shared/bench/templates/haproxy.cfg) as a reference
+#     PATH     /1k (a cache hit) or /nocache/1k (every request to the origin), default /nocache/1k
+#     SECONDS  timed wrk run (default 5; a 1 s warm-up comes first)
+#
+# Pins like ../shared/bench: the server on CPU 1, the nginx origin and wrk (-t1 -c64) on
+# CPU 0. Prints req/s and user, system and total µs per request of the server process
+# (from /proc/PID/stat). Ports 19380 (origin) and 19384 (server); files in $OUT.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN=${1:-target/release/torii}
+URLPATH=${2:-/nocache/1k}
+SECS=${3:-5}
+OUT=${OUT:-/tmp/torii-cpu-split}
+mkdir -p "$OUT/www/nocache" "$OUT/tmp"
+head -c 1024 /dev/urandom > "$OUT/www/1k"
+cp "$OUT/www/1k" "$OUT/www/nocache/1k"
+cat > "$OUT/origin.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $OUT/origin.pid;
+error_log $OUT/origin-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 100000000;
+    client_body_temp_path $OUT/tmp/body;
+    proxy_temp_path $OUT/tmp/proxy;
+    fastcgi_temp_path $OUT/tmp/fastcgi;
+    uwsgi_temp_path $OUT/tmp/uwsgi;
+    scgi_temp_path $OUT/tmp/scgi;
+    server {
+        listen 127.0.0.1:19380;
+        root $OUT/www;
+        location = /1k         { add_header Cache-Control "public, max-age=3600"; }
+        location = /nocache/1k { add_header Cache-Control "no-store"; }
+    }
+}
+CONF
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+taskset -c 0 nginx -c "$OUT/origin.conf" -p "$OUT" >/dev/null 2>&1 &
+pids+=($!)
+if [ "$BIN" = haproxy ]; then
+    sed -e 's/@MAXCONN@/20000/g; s/@PORT@/19384/; s/@ORIGIN_PORT@/19380/' \
+        ../shared/bench/templates/haproxy.cfg > "$OUT/haproxy.cfg"
+    taskset -c 1 haproxy -f "$OUT/haproxy.cfg" -db >"$OUT/server.log" 2>&1 &
+else
+    taskset -c 1 "$BIN" proxy --listen 127.0.0.1:19384 --to http://127.0.0.1:19380 --workers 1 \
+        >"$OUT/server.log" 2>&1 &
+fi
+server=$!
+pids+=($server)
+for _ in $(seq 100); do
+    curl -s -o /dev/null "http://127.0.0.1:19384$URLPATH" && break
+    sleep 0.1
+done
+taskset -c 0 wrk -t1 -c64 -d1s "http://127.0.0.1:19384$URLPATH" >/dev/null
+read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$server/stat")
+out=$(taskset -c 0 wrk -t1 -c64 -d"${SECS}s" "http://127.0.0.1:19384$URLPATH")
+read -r u2 s2 < <(awk '{print $14, $15}' "/proc/$server/stat")
+reqs=$(echo "$out" | awk '/requests in/{print $1}')
+tick=$(getconf CLK_TCK)
+echo "$out" | grep "Requests/sec"
+python3 - "$reqs" "$u1" "$s1" "$u2" "$s2" "$tick" <<'PY'
+import sys
+n, u1, s1, u2, s2, tick = (int(x) for x in sys.argv[1:])
+user = (u2 - u1) / tick * 1e6 / n
+system = (s2 - s1) / tick * 1e6 / n
+print(f"user {user:.1f} µs/req, system {system:.1f} µs/req, total {user + system:.1f}")
+PY
