@@ -5,6 +5,9 @@
 //! Why not hyper's own `header_read_timeout`: it starts as soon as hyper waits for the next
 //! request, so it would also cut idle keep-alive connections; torii keeps the two apart
 //! (nginx's `client_header_timeout` and `keepalive_timeout`).
+//!
+//! A plain HTTP/1 keep-alive connection idle for [`HIBERNATE_AFTER`] is taken apart from
+//! hyper and hibernates as its socket alone (`dorm.rs`) until its next request.
 
 use std::future::Future;
 use std::io;
@@ -123,11 +126,11 @@ impl ConnState {
 pin_project_lite::pin_project! {
     /// A socket that tells its `ConnState` when request bytes arrive (under TLS: records),
     /// and counts the bytes that cross it.
-    struct Watched<S> {
+    pub(super) struct Watched<S> {
         #[pin]
-        io: S,
-        state: Arc<ConnState>,
-        metrics: Arc<Metrics>,
+        pub(super) io: S,
+        pub(super) state: Arc<ConnState>,
+        pub(super) metrics: Arc<Metrics>,
     }
 }
 
@@ -189,20 +192,20 @@ impl<S: AsyncWrite> AsyncWrite for Watched<S> {
     }
 }
 
-/// How long an idle keep-alive HTTP/1 connection keeps hyper's state before it hibernates:
-/// torii then holds it as its socket alone (no hyper connection, no buffers, no timer: about
-/// 1.7 KiB less each) and builds hyper's state again when the next request arrives. Long
-/// enough that a busy connection never pays for that, short enough that idle ones don't
-/// hold memory for long.
+/// How long an idle keep-alive HTTP/1 connection keeps hyper's state and its task before it
+/// hibernates (see `dorm.rs`): it is then held as its socket alone, out of tokio's IO driver
+/// (about 2.4 KiB less each: ~450 bytes left per idle connection), and gets hyper's state
+/// and a task again when the next request arrives. Long enough that a busy connection never
+/// pays for that; short enough that idle ones don't hold memory for long. Connections that
+/// can hibernate look at their deadlines this often while they are busy.
 const HIBERNATE_AFTER: Duration = Duration::from_millis(250);
 
 /// Serves one connection accepted on listener `listener` (its index in
 /// `server.listeners`) until the client closes it, a timeout cuts it, or the drain ends it.
 /// On a TLS listener the handshake must finish within `limits.header_timeout`.
 ///
-/// The returned future is the connection's task. It is kept small (its size is the task's
-/// for the connection's whole life, idle or not): what serves requests lives in a box that
-/// goes away while the connection hibernates.
+/// The returned future is the connection's task, until it ends or hibernates. It is kept
+/// small: what serves requests lives in a box.
 pub fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -214,7 +217,7 @@ pub fn serve_connection(
     let Some(per_ip) = shared.per_ip.open(peer.ip()) else {
         return Served {
             core: None,
-            phase: Phase::Done,
+            serving: None,
         };
     };
     shared.drain.connection_opened();
@@ -245,14 +248,14 @@ pub fn serve_connection(
             _permit: permit,
             _per_ip: per_ip,
         }),
-        phase: Phase::Serving(serving),
+        serving: Some(serving),
     }
 }
 
 /// What a connection holds for its whole life, serving or hibernated.
-struct Core {
-    shared: Arc<Shared>,
-    peer: SocketAddr,
+pub(super) struct Core {
+    pub(super) shared: Arc<Shared>,
+    pub(super) peer: SocketAddr,
     _permit: OwnedSemaphorePermit,
     _per_ip: Option<IpGuard>,
 }
@@ -273,21 +276,19 @@ struct Idle {
     deadline: Instant,
 }
 
-/// A connection's task (see [`serve_connection`]).
+/// A connection's task (see [`serve_connection`]): it ends when the connection does, or
+/// hibernates (see `dorm.rs`).
 pub struct Served {
     core: Option<Core>,
-    phase: Phase,
+    serving: Option<Serving>,
 }
 
-enum Phase {
-    Serving(Serving),
-    /// Waiting for the next request (or its end) on the socket alone; `slot` is its place in
-    /// the drain's [`Hibernated`](super::workers::Hibernated) set, which holds its deadline.
-    Hibernated {
-        io: Watched<TcpStream>,
-        slot: u32,
-    },
-    Done,
+/// A hibernated connection's next request (or its end): a task to serve it.
+pub(super) fn resumed(io: Watched<TcpStream>, core: Core) -> Served {
+    Served {
+        serving: Some(Box::pin(resume(io, core.peer, core.shared.clone()))),
+        core: Some(core),
+    }
 }
 
 impl Future for Served {
@@ -295,63 +296,17 @@ impl Future for Served {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let Some(core) = &this.core else {
+        let Some(serving) = &mut this.serving else {
             return Poll::Ready(());
         };
-        let set = &core.shared.drain.hibernated;
-        loop {
-            match &mut this.phase {
-                Phase::Serving(serving) => match serving.as_mut().poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(None) => break,
-                    Poll::Ready(Some(Idle { io, deadline })) => {
-                        // None: the drain started; close, as hyper does an idle connection.
-                        let Some(slot) = set.register(deadline, cx.waker()) else {
-                            break;
-                        };
-                        this.phase = Phase::Hibernated { io, slot };
-                    }
-                },
-                Phase::Hibernated { io, slot } => match io.io.poll_read_ready(cx) {
-                    Poll::Pending => {
-                        if set.refresh(*slot, cx.waker()) {
-                            return Poll::Pending;
-                        }
-                        tracing::debug!(peer = %core.peer, "connection timed out or drained");
-                        set.unregister(*slot);
-                        break;
-                    }
-                    // Bytes (or the end of the stream): hyper again.
-                    Poll::Ready(Ok(())) => {
-                        set.unregister(*slot);
-                        let Phase::Hibernated { io, .. } =
-                            std::mem::replace(&mut this.phase, Phase::Done)
-                        else {
-                            unreachable!()
-                        };
-                        this.phase =
-                            Phase::Serving(Box::pin(resume(io, core.peer, core.shared.clone())));
-                    }
-                    Poll::Ready(Err(e)) => {
-                        tracing::debug!(peer = %core.peer, "connection ended: {e}");
-                        set.unregister(*slot);
-                        break;
-                    }
-                },
-                Phase::Done => return Poll::Ready(()),
-            }
+        let idle = std::task::ready!(serving.as_mut().poll(cx));
+        this.serving = None;
+        if let (Some(Idle { io, deadline }), Some(core)) = (idle, this.core.take()) {
+            let shared = core.shared.clone();
+            shared.drain.dorms.hibernate(io, core, deadline);
         }
-        this.phase = Phase::Done;
         this.core = None;
         Poll::Ready(())
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let (Some(core), Phase::Hibernated { slot, .. }) = (&self.core, &self.phase) {
-            core.shared.drain.hibernated.unregister(*slot);
-        }
     }
 }
 
@@ -476,6 +431,11 @@ async fn drive<I: Stream>(
         io,
     };
     if head[..len] == H2_PREFACE[..] {
+        // HTTP/2 connections don't hibernate: no need to look at them that often.
+        let watch = Watch {
+            timeouts: Timeouts::of(&shared.current().config.limits, false),
+            ..watch
+        };
         let runtime = shared.current();
         let service = service!(peer, shared, state);
         let conn = Box::pin(runtime.http2.serve_connection(TokioIo::new(io), service));

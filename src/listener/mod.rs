@@ -2,6 +2,7 @@
 //! worker threads.
 
 mod conn;
+mod dorm;
 pub mod tls;
 mod workers;
 
