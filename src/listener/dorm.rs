@@ -22,6 +22,10 @@ use tokio::time::Instant;
 use super::conn::{Core, Watched};
 use super::ConnState;
 
+/// How often at most the dorm thread looks for connections whose deadline passed: they are
+/// closed at most this late.
+const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
 /// The token of the dorm thread's waker (slots are `u32`).
 const WAKE: Token = Token(usize::MAX);
 
@@ -165,6 +169,7 @@ fn start(beds: Arc<Mutex<Beds>>) -> io::Result<Thread> {
 /// those whose deadline passed; ends when none is left.
 fn run(beds: &Mutex<Beds>, mut poll: mio::Poll) {
     let mut events = mio::Events::with_capacity(256);
+    let mut swept: Option<Instant> = None;
     loop {
         let (timeout, closed) = {
             let mut b = beds.lock().expect("poisoned");
@@ -174,29 +179,37 @@ fn run(beds: &Mutex<Beds>, mut poll: mio::Poll) {
                 return;
             }
             let now = Instant::now();
-            let mut closed = Vec::new();
-            let mut next: Option<Instant> = None;
-            let Beds { rows, free, .. } = &mut *b;
-            for (i, row) in rows.iter_mut().enumerate() {
-                let Some(bed) = row else { continue };
-                if bed.deadline <= now {
-                    closed.extend(row.take());
-                    free.push(i as u32);
-                } else {
-                    next = Some(next.map_or(bed.deadline, |n| n.min(bed.deadline)));
-                }
+            // The next sweep: at the earliest deadline, but not within SWEEP_EVERY of the
+            // last (each one looks at every row).
+            let mut at = b.next.unwrap_or(now);
+            if let Some(swept) = swept {
+                at = at.max(swept + SWEEP_EVERY);
             }
-            b.used -= closed.len();
-            b.next = next;
-            (next.map(|n| n.saturating_duration_since(now)), closed)
+            let mut closed = Vec::new();
+            if at <= now {
+                swept = Some(now);
+                let mut next: Option<Instant> = None;
+                let Beds { rows, free, .. } = &mut *b;
+                for (i, row) in rows.iter_mut().enumerate() {
+                    let Some(bed) = row else { continue };
+                    if bed.deadline <= now {
+                        closed.extend(row.take());
+                        free.push(i as u32);
+                    } else {
+                        next = Some(next.map_or(bed.deadline, |n| n.min(bed.deadline)));
+                    }
+                }
+                b.used -= closed.len();
+                b.next = next;
+                at = next.unwrap_or(now).max(now + SWEEP_EVERY);
+            }
+            (at.saturating_duration_since(now), closed)
         };
         for bed in closed {
             tracing::debug!(peer = %bed.core.peer, "connection timed out");
         }
         // Look again at least every minute, in case a wake-up was lost.
-        let timeout = timeout
-            .unwrap_or(Duration::from_secs(60))
-            .min(Duration::from_secs(60));
+        let timeout = timeout.min(Duration::from_secs(60));
         if let Err(e) = poll.poll(&mut events, Some(timeout)) {
             if e.kind() != io::ErrorKind::Interrupted {
                 tracing::warn!("epoll: {e}");
