@@ -388,7 +388,8 @@ async fn drive<I: Stream>(
 ) -> Option<Idle> {
     let timeouts = Timeouts::of(&shared.current().config.limits, I::HIBERNATES);
     let mut draining = shared.drain.subscribe();
-    let sleep = tokio::time::sleep(timeouts.tick);
+    let mut timeouts = timeouts;
+    let sleep = tokio::time::sleep(timeouts.first());
     tokio::pin!(sleep);
 
     // Which protocol: the first bytes, read under the header timeout. A drain that starts
@@ -459,7 +460,7 @@ async fn resume(io: Watched<TcpStream>, peer: SocketAddr, shared: Arc<Shared>) -
         timeouts,
         draining: shared.drain.subscribe(),
     };
-    let sleep = tokio::time::sleep(timeouts.tick);
+    let sleep = tokio::time::sleep(timeouts.first());
     tokio::pin!(sleep);
     let io = Prefixed {
         head: [0; 24],
@@ -536,8 +537,10 @@ async fn sniff<S: AsyncRead + Unpin>(io: &mut S) -> io::Result<([u8; 24], usize)
 struct Timeouts {
     header: Duration,
     idle: Duration,
-    /// How often the deadlines are looked at.
-    tick: Duration,
+    /// How long until they are looked at next while the connection is busy: from
+    /// [`HIBERNATE_AFTER`] (when it can hibernate), doubled at each look that finds it busy,
+    /// up to [`Timeouts::tick`].
+    every: Duration,
 }
 
 /// What a look at a connection's deadlines found.
@@ -549,53 +552,62 @@ enum Check {
 }
 
 impl Timeouts {
-    /// With `hibernates`, the deadlines are looked at every [`HIBERNATE_AFTER`] at least.
     fn of(limits: &crate::config::Limits, hibernates: bool) -> Timeouts {
-        let mut tick = limits.idle_timeout.min(limits.header_timeout);
-        if hibernates {
-            tick = tick.min(HIBERNATE_AFTER);
-        }
+        let tick = Timeouts::tick(limits.header_timeout, limits.idle_timeout);
         Timeouts {
             header: limits.header_timeout,
             idle: limits.idle_timeout,
-            tick: tick.max(Duration::from_millis(10)),
+            every: if hibernates {
+                tick.min(HIBERNATE_AFTER)
+            } else {
+                tick
+            },
         }
+    }
+
+    /// How often at least the deadlines are looked at.
+    fn tick(header: Duration, idle: Duration) -> Duration {
+        idle.min(header).max(Duration::from_millis(10))
+    }
+
+    /// The first look.
+    fn first(&self) -> Duration {
+        self.every
     }
 
     /// Called when `sleep` fires: whether the connection's deadline has passed, or (when
     /// `may_hibernate`) it has been idle long enough to hibernate; if neither, `sleep` is
-    /// set to fire again at the deadline or one tick from now, whichever comes first.
+    /// set to fire again: when it will have been idle for [`HIBERNATE_AFTER`], else at the
+    /// deadline or `every` from now, whichever comes first.
     fn check(
-        &self,
+        &mut self,
         state: &ConnState,
         sleep: Pin<&mut tokio::time::Sleep>,
         may_hibernate: bool,
     ) -> Check {
         let now = Instant::now();
-        match state.deadline(self.header, self.idle) {
-            Some(deadline) if deadline <= now => Check::TimedOut,
-            // The state may change while we sleep (a request ends, bytes arrive), so look
-            // again at least every `tick`: a timeout fires at most one tick late. Busy
-            // connections are left to the request and upstream timeouts.
-            Some(deadline) => {
-                let mut next = deadline.min(now + self.tick);
-                if may_hibernate {
-                    if let Some(since) = state.idle_since() {
-                        let at = since + HIBERNATE_AFTER;
-                        if at <= now {
-                            return Check::Hibernate(deadline);
-                        }
-                        next = next.min(at);
-                    }
-                }
-                sleep.reset(next);
-                Check::Wait
+        let deadline = state.deadline(self.header, self.idle);
+        if let Some(deadline) = deadline {
+            if deadline <= now {
+                return Check::TimedOut;
             }
-            None => {
-                sleep.reset(now + self.tick);
-                Check::Wait
+            if let (true, Some(since)) = (may_hibernate, state.idle_since()) {
+                let at = since + HIBERNATE_AFTER;
+                if at <= now {
+                    return Check::Hibernate(deadline);
+                }
+                sleep.reset(at.min(deadline));
+                return Check::Wait;
             }
         }
+        // The state may change while we sleep (a request ends, bytes arrive), so look again
+        // at least every `tick`: a timeout fires at most one tick late. A connection found
+        // busy time after time is looked at less and less often (spurious wake-ups poll
+        // hyper). Busy connections are left to the request and upstream timeouts.
+        self.every = (self.every * 2).min(Timeouts::tick(self.header, self.idle));
+        let next = now + self.every;
+        sleep.reset(deadline.map_or(next, |d| d.min(next)));
+        Check::Wait
     }
 }
 
