@@ -194,10 +194,11 @@ impl<S: AsyncWrite> AsyncWrite for Watched<S> {
 
 /// How long an idle keep-alive HTTP/1 connection keeps hyper's state and its task before it
 /// hibernates (see `dorm.rs`): it is then held as its socket alone, out of tokio's IO driver
-/// (about 2.4 KiB less each: ~450 bytes left per idle connection), and gets hyper's state
-/// and a task again when the next request arrives. Long enough that a busy connection never
-/// pays for that; short enough that idle ones don't hold memory for long. Connections that
-/// can hibernate look at their deadlines this often while they are busy.
+/// (about 2.6 KiB less each: ~200 bytes left per idle connection), and gets hyper's state
+/// and a task again when the next request arrives (which costs that request about as much
+/// again as a cache hit). Long enough that a busy connection never pays for that; short
+/// enough that idle ones don't hold memory for long. Connections that can hibernate look at
+/// their deadlines this soon after they start, then less often while they stay busy.
 const HIBERNATE_AFTER: Duration = Duration::from_millis(250);
 
 /// Serves one connection accepted on listener `listener` (its index in
