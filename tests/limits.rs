@@ -255,3 +255,116 @@ async fn content_length_with_transfer_encoding_never_forwarded_ambiguously() {
     assert_eq!(origin.hits("/smuggled"), 0, "{text}");
     assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
 }
+
+/// Reads from `s` until `n` responses with the body `hello` have arrived (or `wait` passed).
+async fn read_hellos(s: &mut TcpStream, n: usize, wait: Duration) -> String {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 4096];
+    while String::from_utf8_lossy(&got)
+        .matches("\r\n\r\nhello")
+        .count()
+        < n
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(k)) if k > 0 => got.extend_from_slice(&buf[..k]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn hibernated_keepalive_connection_serves_its_next_requests() {
+    // Idle for more than 250 ms, a keep-alive connection hibernates (torii holds its socket
+    // alone, without hyper's state); the next request on it, and pipelined ones, are
+    // answered as on a fresh connection.
+    let origin = Origin::start().await;
+    origin.set("/h", Reply::new("hello"));
+    let torii = Torii::to(&origin, "").await;
+    let mut s = TcpStream::connect(torii.addr).await.unwrap();
+    let req = "GET /h HTTP/1.1\r\nHost: a\r\n\r\n";
+    for n in [1, 1, 3, 1] {
+        s.write_all(req.repeat(n).as_bytes()).await.unwrap();
+        let got = read_hellos(&mut s, n, Duration::from_secs(3)).await;
+        assert_eq!(got.matches("HTTP/1.1 200").count(), n, "{got}");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+}
+
+#[tokio::test]
+async fn hibernated_connection_keeps_the_header_and_idle_timeouts() {
+    let origin = Origin::start().await;
+    origin.set("/h", Reply::new("hello"));
+    let torii = Torii::to(
+        &origin,
+        "[limits]\nheader_timeout = \"300ms\"\nidle_timeout = \"1500ms\"\n",
+    )
+    .await;
+    // A head started after hibernation is still cut by the header timeout.
+    let mut s = TcpStream::connect(torii.addr).await.unwrap();
+    s.write_all(b"GET /h HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_hellos(&mut s, 1, Duration::from_secs(3))
+        .await
+        .contains("200"));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    s.write_all(b"GET /h HTTP/1.1\r\nHo").await.unwrap();
+    let start = Instant::now();
+    assert!(read_until_closed(&mut s, Duration::from_secs(3))
+        .await
+        .is_some());
+    assert!(
+        start.elapsed() < Duration::from_millis(1200),
+        "{:?}",
+        start.elapsed()
+    );
+    // A hibernated connection is closed at its idle timeout, not before.
+    let mut s = TcpStream::connect(torii.addr).await.unwrap();
+    s.write_all(b"GET /h HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_hellos(&mut s, 1, Duration::from_secs(3))
+        .await
+        .contains("200"));
+    let start = Instant::now();
+    assert!(read_until_closed(&mut s, Duration::from_secs(5))
+        .await
+        .is_some());
+    let idle = start.elapsed();
+    assert!(
+        idle > Duration::from_millis(1300) && idle < Duration::from_secs(3),
+        "{idle:?}"
+    );
+}
+
+#[tokio::test]
+async fn drain_closes_hibernated_connections() {
+    let origin = Origin::start().await;
+    origin.set("/h", Reply::new("hello"));
+    let torii = Torii::to(&origin, "").await;
+    let mut s = TcpStream::connect(torii.addr).await.unwrap();
+    s.write_all(b"GET /h HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_hellos(&mut s, 1, Duration::from_secs(3))
+        .await
+        .contains("200"));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let start = Instant::now();
+    let stop = tokio::spawn(torii.stop());
+    assert!(read_until_closed(&mut s, Duration::from_secs(3))
+        .await
+        .is_some());
+    tokio::time::timeout(Duration::from_secs(3), stop)
+        .await
+        .expect("the drain waited on a hibernated connection")
+        .unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+}

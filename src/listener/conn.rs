@@ -5,6 +5,9 @@
 //! Why not hyper's own `header_read_timeout`: it starts as soon as hyper waits for the next
 //! request, so it would also cut idle keep-alive connections; torii keeps the two apart
 //! (nginx's `client_header_timeout` and `keepalive_timeout`).
+//!
+//! A plain HTTP/1 keep-alive connection idle for [`HIBERNATE_AFTER`] is taken apart from
+//! hyper and hibernates as its socket alone (`dorm.rs`) until its next request.
 
 use std::future::Future;
 use std::io;
@@ -19,9 +22,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::tls::TlsInfo;
+use crate::limits::IpGuard;
 use crate::observe::metrics::Metrics;
 use crate::server::Shared;
 
@@ -95,6 +100,15 @@ impl ConnState {
         }
     }
 
+    /// Since when the connection has been idle between requests (no request in flight, no
+    /// head being read), if it is.
+    fn idle_since(&self) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 || self.reading_head.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(self.opened + Duration::from_millis(self.idle_since.load(Ordering::Acquire)))
+    }
+
     /// When this connection must be closed if nothing changes, or `None` while busy.
     fn deadline(&self, header_timeout: Duration, idle_timeout: Duration) -> Option<Instant> {
         if self.in_flight.load(Ordering::Acquire) > 0 {
@@ -112,11 +126,11 @@ impl ConnState {
 pin_project_lite::pin_project! {
     /// A socket that tells its `ConnState` when request bytes arrive (under TLS: records),
     /// and counts the bytes that cross it.
-    struct Watched<S> {
+    pub(super) struct Watched<S> {
         #[pin]
-        io: S,
-        state: Arc<ConnState>,
-        metrics: Arc<Metrics>,
+        pub(super) io: S,
+        pub(super) state: Arc<ConnState>,
+        pub(super) metrics: Arc<Metrics>,
     }
 }
 
@@ -178,67 +192,182 @@ impl<S: AsyncWrite> AsyncWrite for Watched<S> {
     }
 }
 
+/// How long an idle keep-alive HTTP/1 connection keeps hyper's state and its task before it
+/// hibernates (see `dorm.rs`): it is then held as its socket alone, out of tokio's IO driver
+/// (about 2.6 KiB less each: ~200 bytes left per idle connection), and gets hyper's state
+/// and a task again when the next request arrives (which costs that request about as much
+/// again as a cache hit). Long enough that a busy connection never pays for that; short
+/// enough that idle ones don't hold memory for long. Connections that can hibernate look at
+/// their deadlines this soon after they start, then less often while they stay busy.
+const HIBERNATE_AFTER: Duration = Duration::from_millis(250);
+
 /// Serves one connection accepted on listener `listener` (its index in
 /// `server.listeners`) until the client closes it, a timeout cuts it, or the drain ends it.
 /// On a TLS listener the handshake must finish within `limits.header_timeout`.
-pub async fn serve_connection(
+///
+/// The returned future is the connection's task, until it ends or hibernates. It is kept
+/// small: what serves requests lives in a box.
+pub fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     listener: usize,
     shared: Arc<Shared>,
-) {
+    permit: OwnedSemaphorePermit,
+) -> Served {
     // Over `limits.max_connections_per_ip`: close at once (dropping the stream).
-    let Some(_per_ip) = shared.per_ip.open(peer.ip()) else {
-        return;
+    let Some(per_ip) = shared.per_ip.open(peer.ip()) else {
+        return Served {
+            core: None,
+            serving: None,
+        };
     };
     shared.drain.connection_opened();
-    let _closed = scopeguard(|| shared.drain.connection_closed());
-
-    let runtime = shared.current();
     let state = Arc::new(ConnState::new(listener));
     let watched = Watched {
         io: stream,
         state: state.clone(),
         metrics: shared.metrics.clone(),
     };
-    match runtime.tls.get(listener).cloned().flatten() {
-        None => drive(watched, peer, state, &shared).await,
-        // Boxed: the TLS stream (rustls' state and buffers) would otherwise size every
-        // connection's task, plain ones included (idle plain connections: ~4 KiB less each).
-        Some(tls) => {
-            let timeout = runtime.config.limits.header_timeout;
-            drop(runtime);
-            Box::pin(serve_tls(watched, tls, timeout, peer, state, &shared)).await;
-        }
+    let runtime = shared.current();
+    let serving: Serving = match runtime.tls.get(listener).cloned().flatten() {
+        None => Box::pin(drive(watched, peer, state, shared.clone())),
+        // Its own box: the TLS stream (rustls' state and buffers) would otherwise size
+        // every plain connection's box too.
+        Some(tls) => Box::pin(serve_tls(
+            watched,
+            tls,
+            runtime.config.limits.header_timeout,
+            peer,
+            state,
+            shared.clone(),
+        )),
+    };
+    Served {
+        core: Some(Core {
+            shared,
+            peer,
+            _permit: permit,
+            _per_ip: per_ip,
+        }),
+        serving: Some(serving),
     }
 }
 
-/// The TLS handshake (within `timeout`), then hyper over the TLS stream.
+/// What a connection holds for its whole life, serving or hibernated.
+pub(super) struct Core {
+    pub(super) shared: Arc<Shared>,
+    pub(super) peer: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+    _per_ip: Option<IpGuard>,
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        self.shared.drain.connection_closed();
+    }
+}
+
+/// Serving a connection: hyper and the watch on it. Ends with the socket when the
+/// connection is to hibernate.
+type Serving = Pin<Box<dyn Future<Output = Option<Idle>> + Send>>;
+
+/// A connection to hibernate: its socket and when it is to be closed if no request comes.
+struct Idle {
+    io: Watched<TcpStream>,
+    deadline: Instant,
+}
+
+/// A connection's task (see [`serve_connection`]): it ends when the connection does, or
+/// hibernates (see `dorm.rs`).
+pub struct Served {
+    core: Option<Core>,
+    serving: Option<Serving>,
+}
+
+/// A hibernated connection's next request (or its end): a task to serve it.
+pub(super) fn resumed(io: Watched<TcpStream>, core: Core) -> Served {
+    Served {
+        serving: Some(Box::pin(resume(io, core.peer, core.shared.clone()))),
+        core: Some(core),
+    }
+}
+
+impl Future for Served {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let Some(serving) = &mut this.serving else {
+            return Poll::Ready(());
+        };
+        let idle = std::task::ready!(serving.as_mut().poll(cx));
+        this.serving = None;
+        if let (Some(Idle { io, deadline }), Some(core)) = (idle, this.core.take()) {
+            let shared = core.shared.clone();
+            shared.drain.dorms.hibernate(io, core, deadline);
+        }
+        this.core = None;
+        Poll::Ready(())
+    }
+}
+
+/// The TLS handshake (within `timeout`), then hyper over the TLS stream. TLS connections
+/// don't hibernate (the TLS state would have to stay anyway).
 async fn serve_tls(
     watched: Watched<TcpStream>,
     tls: super::tls::Acceptor,
     timeout: Duration,
     peer: SocketAddr,
     state: Arc<ConnState>,
-    shared: &Arc<Shared>,
-) {
+    shared: Arc<Shared>,
+) -> Option<Idle> {
     let stream = match tokio::time::timeout(timeout, tls.acceptor.accept(watched)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             shared.metrics.tls_handshake_errors.inc();
             tracing::debug!(%peer, "TLS handshake failed: {e}");
-            return;
+            return None;
         }
         Err(_) => {
             shared.metrics.tls_handshake_errors.inc();
             tracing::debug!(%peer, "TLS handshake timed out");
-            return;
+            return None;
         }
     };
     let info = TlsInfo::of(stream.get_ref().1);
     shared.metrics.tls_handshakes[info.version as usize].inc();
     let _ = state.tls.set(info);
-    drive(stream, peer, state, shared).await;
+    drive(stream, peer, state, shared).await
+}
+
+/// A stream torii serves hyper on: whether an idle connection on it can hibernate (be held
+/// as the plain socket alone).
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Whether [`Stream::into_plain`] gives the socket back.
+    const HIBERNATES: bool;
+    fn into_plain(self) -> Option<Watched<TcpStream>>;
+}
+
+impl Stream for Watched<TcpStream> {
+    const HIBERNATES: bool = true;
+    fn into_plain(self) -> Option<Watched<TcpStream>> {
+        Some(self)
+    }
+}
+
+impl Stream for tokio_rustls::server::TlsStream<Watched<TcpStream>> {
+    const HIBERNATES: bool = false;
+    fn into_plain(self) -> Option<Watched<TcpStream>> {
+        None
+    }
+}
+
+/// The request service of a connection.
+macro_rules! service {
+    ($peer:expr, $shared:expr, $state:expr) => {{
+        let (peer, shared, state) = ($peer, $shared.clone(), $state.clone());
+        service_fn(move |req| crate::proxy::handle(req, peer, shared.clone(), state.clone()))
+    }};
 }
 
 /// The client preface an HTTP/2 connection with prior knowledge starts with (RFC 9113
@@ -246,19 +375,22 @@ async fn serve_tls(
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Runs hyper on `io` with torii's request service, timeouts and drain: HTTP/2 when the
-/// first bytes are its preface, else HTTP/1.x.
+/// first bytes are its preface, else HTTP/1.x. Ends with the socket when an idle HTTP/1
+/// connection is to hibernate.
 ///
 /// torii picks the protocol itself rather than through hyper-util's `auto` connection,
 /// whose state is sized for its largest variant: every HTTP/1 connection, idle or not,
 /// held room for an HTTP/2 one.
-async fn drive<I>(io: I, peer: SocketAddr, state: Arc<ConnState>, shared: &Arc<Shared>)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let runtime = shared.current();
-    let timeouts = Timeouts::of(&runtime.config.limits);
+async fn drive<I: Stream>(
+    io: I,
+    peer: SocketAddr,
+    state: Arc<ConnState>,
+    shared: Arc<Shared>,
+) -> Option<Idle> {
+    let timeouts = Timeouts::of(&shared.current().config.limits, I::HIBERNATES);
     let mut draining = shared.drain.subscribe();
-    let sleep = tokio::time::sleep(timeouts.tick);
+    let mut timeouts = timeouts;
+    let sleep = tokio::time::sleep(timeouts.first());
     tokio::pin!(sleep);
 
     // Which protocol: the first bytes, read under the header timeout. A drain that starts
@@ -271,11 +403,11 @@ where
             tokio::select! {
                 biased;
                 sniffed = &mut sniff => break sniffed,
-                _ = draining.changed() => return,
+                _ = draining.changed() => return None,
                 _ = sleep.as_mut() => {
-                    if timeouts.passed(&state, sleep.as_mut()) {
+                    if let Check::TimedOut = timeouts.check(&state, sleep.as_mut(), false) {
                         tracing::debug!(%peer, "connection timed out");
-                        return;
+                        return None;
                     }
                 }
             }
@@ -285,20 +417,8 @@ where
         Ok(sniffed) => sniffed,
         Err(e) => {
             tracing::debug!(%peer, "connection ended: {e}");
-            return;
+            return None;
         }
-    };
-    let h2 = head[..len] == H2_PREFACE[..];
-    let io = TokioIo::new(Prefixed {
-        head,
-        at: 0,
-        len: len as u8,
-        io,
-    });
-    let service = {
-        let shared = shared.clone();
-        let state = state.clone();
-        service_fn(move |req| crate::proxy::handle(req, peer, shared.clone(), state.clone()))
     };
     let watch = Watch {
         peer,
@@ -306,17 +426,92 @@ where
         timeouts,
         draining,
     };
-    // Boxed, so that this future (the connection's task) holds a pointer instead of
-    // hyper's connection state inline: measured ~1.3 KiB less per idle connection.
-    if h2 {
-        let conn = Box::pin(runtime.http2.serve_connection(io, service));
+    let io = Prefixed {
+        head,
+        at: 0,
+        len: len as u8,
+        io,
+    };
+    if head[..len] == H2_PREFACE[..] {
+        // HTTP/2 connections don't hibernate: no need to look at them that often.
+        let watch = Watch {
+            timeouts: Timeouts::of(&shared.current().config.limits, false),
+            ..watch
+        };
+        let runtime = shared.current();
+        let service = service!(peer, shared, state);
+        let conn = Box::pin(runtime.http2.serve_connection(TokioIo::new(io), service));
         drop(runtime);
-        watch.run(conn, sleep, |c| c.graceful_shutdown()).await;
+        watch
+            .run(conn, sleep, |c| c.graceful_shutdown(), |_| false)
+            .await;
+        None
     } else {
-        let conn = Box::pin(runtime.http1.serve_connection(io, service).with_upgrades());
-        drop(runtime);
-        watch.run(conn, sleep, |c| c.graceful_shutdown()).await;
+        serve_h1(io, peer, &state, &shared, watch, sleep).await
     }
+}
+
+/// A hibernated connection's next request (or end): hyper again on the socket.
+async fn resume(io: Watched<TcpStream>, peer: SocketAddr, shared: Arc<Shared>) -> Option<Idle> {
+    let state = io.state.clone();
+    let timeouts = Timeouts::of(&shared.current().config.limits, true);
+    let watch = Watch {
+        peer,
+        state: &state,
+        timeouts,
+        draining: shared.drain.subscribe(),
+    };
+    let sleep = tokio::time::sleep(timeouts.first());
+    tokio::pin!(sleep);
+    let io = Prefixed {
+        head: [0; 24],
+        at: 0,
+        len: 0,
+        io,
+    };
+    serve_h1(io, peer, &state, &shared, watch, sleep).await
+}
+
+/// HTTP/1 on `io` until the connection ends, or is idle long enough to hibernate: then the
+/// socket, taken back from hyper.
+async fn serve_h1<I: Stream>(
+    io: Prefixed<I>,
+    peer: SocketAddr,
+    state: &Arc<ConnState>,
+    shared: &Arc<Shared>,
+    watch: Watch<'_>,
+    sleep: Pin<&mut tokio::time::Sleep>,
+) -> Option<Idle> {
+    let runtime = shared.current();
+    let service = service!(peer, shared, state);
+    // Boxed, so that the serving future holds a pointer instead of hyper's connection
+    // state inline.
+    let conn = Box::pin(
+        runtime
+            .http1
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades(),
+    );
+    drop(runtime);
+    let (conn, deadline) = watch
+        .run(
+            conn,
+            sleep,
+            |c| c.graceful_shutdown(),
+            |c| I::HIBERNATES && c.is_idle(),
+        )
+        .await?;
+    let parts = Pin::into_inner(conn).into_parts()?;
+    let prefixed = parts.io.into_inner();
+    if prefixed.at < prefixed.len || !parts.read_buf.is_empty() {
+        // Not while hyper is idle: it read all it was sent.
+        tracing::debug!(%peer, "unread input at hibernation: connection closed");
+        return None;
+    }
+    Some(Idle {
+        io: prefixed.io.into_plain()?,
+        deadline,
+    })
 }
 
 /// Reads until the bytes read can't start [`H2_PREFACE`] or hold all of it (or the
@@ -343,40 +538,77 @@ async fn sniff<S: AsyncRead + Unpin>(io: &mut S) -> io::Result<([u8; 24], usize)
 struct Timeouts {
     header: Duration,
     idle: Duration,
-    /// How often the deadlines are looked at.
-    tick: Duration,
+    /// How long until they are looked at next while the connection is busy: from
+    /// [`HIBERNATE_AFTER`] (when it can hibernate), doubled at each look that finds it busy,
+    /// up to [`Timeouts::tick`].
+    every: Duration,
+}
+
+/// What a look at a connection's deadlines found.
+enum Check {
+    Wait,
+    TimedOut,
+    /// Idle for [`HIBERNATE_AFTER`]: the deadline it will time out at.
+    Hibernate(Instant),
 }
 
 impl Timeouts {
-    fn of(limits: &crate::config::Limits) -> Timeouts {
+    fn of(limits: &crate::config::Limits, hibernates: bool) -> Timeouts {
+        let tick = Timeouts::tick(limits.header_timeout, limits.idle_timeout);
         Timeouts {
             header: limits.header_timeout,
             idle: limits.idle_timeout,
-            tick: limits
-                .idle_timeout
-                .min(limits.header_timeout)
-                .max(Duration::from_millis(10)),
+            every: if hibernates {
+                tick.min(HIBERNATE_AFTER)
+            } else {
+                tick
+            },
         }
     }
 
-    /// Called when `sleep` fires: whether the connection's deadline has passed; if not,
-    /// `sleep` is set to fire again at the deadline or one tick from now.
-    fn passed(&self, state: &ConnState, sleep: Pin<&mut tokio::time::Sleep>) -> bool {
+    /// How often at least the deadlines are looked at.
+    fn tick(header: Duration, idle: Duration) -> Duration {
+        idle.min(header).max(Duration::from_millis(10))
+    }
+
+    /// The first look.
+    fn first(&self) -> Duration {
+        self.every
+    }
+
+    /// Called when `sleep` fires: whether the connection's deadline has passed, or (when
+    /// `may_hibernate`) it has been idle long enough to hibernate; if neither, `sleep` is
+    /// set to fire again: when it will have been idle for [`HIBERNATE_AFTER`], else at the
+    /// deadline or `every` from now, whichever comes first.
+    fn check(
+        &mut self,
+        state: &ConnState,
+        sleep: Pin<&mut tokio::time::Sleep>,
+        may_hibernate: bool,
+    ) -> Check {
         let now = Instant::now();
-        match state.deadline(self.header, self.idle) {
-            Some(deadline) if deadline <= now => true,
-            // The state may change while we sleep (a request ends, bytes arrive), so look
-            // again at least every `tick`: a timeout fires at most one tick late. Busy
-            // connections are left to the request and upstream timeouts.
-            Some(deadline) => {
-                sleep.reset(deadline.min(now + self.tick));
-                false
+        let deadline = state.deadline(self.header, self.idle);
+        if let Some(deadline) = deadline {
+            if deadline <= now {
+                return Check::TimedOut;
             }
-            None => {
-                sleep.reset(now + self.tick);
-                false
+            if let (true, Some(since)) = (may_hibernate, state.idle_since()) {
+                let at = since + HIBERNATE_AFTER;
+                if at <= now {
+                    return Check::Hibernate(deadline);
+                }
+                sleep.reset(at.min(deadline));
+                return Check::Wait;
             }
         }
+        // The state may change while we sleep (a request ends, bytes arrive), so look again
+        // at least every `tick`: a timeout fires at most one tick late. A connection found
+        // busy time after time is looked at less and less often (spurious wake-ups poll
+        // hyper). Busy connections are left to the request and upstream timeouts.
+        self.every = (self.every * 2).min(Timeouts::tick(self.header, self.idle));
+        let next = now + self.every;
+        sleep.reset(deadline.map_or(next, |d| d.min(next)));
+        Check::Wait
     }
 }
 
@@ -390,13 +622,16 @@ struct Watch<'a> {
 
 impl Watch<'_> {
     /// Runs `conn` to its end, cut by a timeout, or shut down gracefully (`shut_down`)
-    /// when the drain starts.
+    /// when the drain starts. Or, once `idle` says it may and it has been idle for
+    /// [`HIBERNATE_AFTER`], gives it back (unfinished) with its idle deadline.
     async fn run<C, E>(
         mut self,
         mut conn: Pin<Box<C>>,
         mut sleep: Pin<&mut tokio::time::Sleep>,
         shut_down: impl Fn(Pin<&mut C>),
-    ) where
+        idle: impl Fn(&C) -> bool,
+    ) -> Option<(Pin<Box<C>>, Instant)>
+    where
         C: Future<Output = Result<(), E>>,
         E: std::fmt::Display,
     {
@@ -414,16 +649,21 @@ impl Watch<'_> {
                     if let Err(e) = result {
                         tracing::debug!(%peer, "connection ended: {e}");
                     }
-                    return;
+                    return None;
                 }
                 _ = self.draining.changed(), if !drain_started => {
                     drain_started = true;
                     shut_down(conn.as_mut());
                 }
                 _ = sleep.as_mut() => {
-                    if self.timeouts.passed(self.state, sleep.as_mut()) {
-                        tracing::debug!(%peer, "connection timed out");
-                        return;
+                    let may_hibernate = !drain_started && idle(&conn);
+                    match self.timeouts.check(self.state, sleep.as_mut(), may_hibernate) {
+                        Check::Wait => {}
+                        Check::TimedOut => {
+                            tracing::debug!(%peer, "connection timed out");
+                            return None;
+                        }
+                        Check::Hibernate(deadline) => return Some((conn, deadline)),
                     }
                 }
             }
@@ -485,17 +725,4 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
-}
-
-/// Runs `f` when dropped.
-fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
-    struct Guard<F: FnOnce()>(Option<F>);
-    impl<F: FnOnce()> Drop for Guard<F> {
-        fn drop(&mut self) {
-            if let Some(f) = self.0.take() {
-                f();
-            }
-        }
-    }
-    Guard(Some(f))
 }

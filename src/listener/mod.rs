@@ -2,6 +2,7 @@
 //! worker threads.
 
 mod conn;
+mod dorm;
 pub mod tls;
 mod workers;
 
@@ -41,10 +42,7 @@ pub async fn serve(listener: TcpListener, index: usize, shared: Arc<Shared>) {
                 shared.metrics.connections_accepted.inc();
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    serve_connection(stream, peer, index, shared).await;
-                });
+                tokio::spawn(serve_connection(stream, peer, index, shared, permit));
             }
             Err(e) => {
                 // EMFILE/ENFILE and friends: back off instead of spinning.

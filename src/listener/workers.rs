@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{watch, Notify};
 
+use super::dorm::Dorms;
+
 /// Binds a listening socket with SO_REUSEADDR and SO_REUSEPORT, so that each worker can
 /// have its own accept queue on the same port (the kernel spreads connections).
 ///
@@ -31,6 +33,8 @@ pub struct Drain {
     tx: watch::Sender<bool>,
     open: AtomicUsize,
     idle: Notify,
+    /// Hibernated connections: closed when the drain starts.
+    pub(crate) dorms: Dorms,
 }
 
 impl Default for Drain {
@@ -39,6 +43,7 @@ impl Default for Drain {
             tx: watch::channel(false).0,
             open: AtomicUsize::new(0),
             idle: Notify::new(),
+            dorms: Dorms::default(),
         }
     }
 }
@@ -48,6 +53,7 @@ impl Drain {
     /// after their current request.
     pub fn start(&self) {
         self.tx.send_replace(true);
+        self.dorms.drain();
     }
 
     pub fn is_draining(&self) -> bool {

@@ -601,6 +601,19 @@ where
     }
 
     /// Whether bytes are sitting in the write buffer waiting to be flushed.
+    /// torii patch: a keep-alive server connection between two messages: idle, nothing
+    /// read ahead or left to write, no upgrade or error pending.
+    #[cfg(feature = "server")]
+    pub(crate) fn is_idle_between_messages(&self) -> bool {
+        self.state.is_idle()
+            && matches!(self.state.reading, Reading::Init)
+            && matches!(self.state.writing, Writing::Init)
+            && self.state.upgrade.is_none()
+            && self.state.error.is_none()
+            && self.io.read_buf().is_empty()
+            && !self.io.has_buffered_write()
+    }
+
     pub(crate) fn has_buffered_write(&self) -> bool {
         self.io.has_buffered_write()
     }

@@ -571,6 +571,24 @@ impl Drop for SenderDropGuard {
 // ===== impl Server =====
 
 cfg_server! {
+    impl<S, Bs, I> Dispatcher<Server<S, IncomingBody>, Bs, I, crate::proto::h1::ServerTransaction>
+    where
+        S: HttpService<IncomingBody, ResBody = Bs>,
+        Bs: Body,
+        I: Read + Write + Unpin,
+    {
+        /// torii patch: whether this server connection sits between two requests with
+        /// nothing in flight or buffered, so that taking it apart (`into_parts`) and serving
+        /// the IO again later with a new connection loses nothing.
+        pub(crate) fn is_idle_between_messages(&self) -> bool {
+            !self.is_closing
+                && self.body_tx.0.is_none()
+                && self.body_rx.is_none()
+                && self.dispatch.in_flight.is_none()
+                && self.conn.is_idle_between_messages()
+        }
+    }
+
     impl<S, B> Server<S, B>
     where
         S: HttpService<B>,

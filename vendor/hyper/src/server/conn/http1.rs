@@ -140,6 +140,15 @@ where
         self.conn.disable_keep_alive();
     }
 
+    /// torii patch: whether the connection is between two requests with nothing in flight,
+    /// read ahead or left to write. Such a connection can be taken apart with
+    /// [`into_parts`](Self::into_parts) and its IO served later by a new `Connection`
+    /// (with the same service) without losing anything: a server can so hold an idle
+    /// keep-alive connection as its socket alone.
+    pub fn is_idle(&self) -> bool {
+        self.conn.is_idle_between_messages()
+    }
+
     /// Return the inner IO object, and additional information.
     ///
     /// If the IO object has been "rewound" the io will not contain those bytes rewound.
@@ -556,6 +565,11 @@ where
     /// has not yet been upgraded.
     pub fn into_parts(self) -> Option<Parts<I, S>> {
         self.inner.map(|conn| conn.into_parts())
+    }
+
+    /// torii patch: see [`Connection::is_idle`]; never true once upgraded.
+    pub fn is_idle(&self) -> bool {
+        self.inner.as_ref().is_some_and(Connection::is_idle)
     }
 }
 
