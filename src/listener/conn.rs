@@ -498,15 +498,7 @@ async fn serve_h1<I: Stream>(
             conn,
             sleep,
             |c| c.graceful_shutdown(),
-            // A connection that can't hibernate (TLS) gives back hyper's buffers instead.
-            |c| {
-                if I::HIBERNATES {
-                    c.is_idle()
-                } else {
-                    c.release_idle_buffers();
-                    false
-                }
-            },
+            |c| I::HIBERNATES && c.is_idle(),
         )
         .await?;
     let parts = Pin::into_inner(conn).into_parts()?;
@@ -637,7 +629,7 @@ impl Watch<'_> {
         mut conn: Pin<Box<C>>,
         mut sleep: Pin<&mut tokio::time::Sleep>,
         shut_down: impl Fn(Pin<&mut C>),
-        mut idle: impl FnMut(Pin<&mut C>) -> bool,
+        idle: impl Fn(&C) -> bool,
     ) -> Option<(Pin<Box<C>>, Instant)>
     where
         C: Future<Output = Result<(), E>>,
@@ -664,7 +656,7 @@ impl Watch<'_> {
                     shut_down(conn.as_mut());
                 }
                 _ = sleep.as_mut() => {
-                    let may_hibernate = !drain_started && idle(conn.as_mut());
+                    let may_hibernate = !drain_started && idle(&conn);
                     match self.timeouts.check(self.state, sleep.as_mut(), may_hibernate) {
                         Check::Wait => {}
                         Check::TimedOut => {

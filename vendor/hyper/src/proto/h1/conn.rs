@@ -885,15 +885,9 @@ where
         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
         self.try_keep_alive(cx);
         trace!("flushed({}): {:?}", T::LOG, self.state);
-        Poll::Ready(Ok(()))
-    }
-
-    /// torii patch: an idle keep-alive server connection gives its buffers back (8 KiB to
-    /// read, 8 KiB or more to write) instead of holding them while it waits; called by
-    /// the server when the connection has been idle a while (not after every response:
-    /// a busy keep-alive connection would allocate both again for each request).
-    #[cfg(feature = "server")]
-    pub(crate) fn release_idle_buffers(&mut self) {
+        // torii patch: an idle keep-alive connection gives its buffers back (8 KiB to
+        // read, 8 KiB or more to write) instead of holding them while it waits.
+        #[cfg(feature = "server")]
         if T::is_server()
             && self.state.is_idle()
             && matches!(self.state.reading, Reading::Init)
@@ -902,6 +896,7 @@ where
         {
             self.io.release_idle_buffers();
         }
+        Poll::Ready(Ok(()))
     }
 
     pub(crate) fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -580,13 +580,6 @@ cfg_server! {
         /// torii patch: whether this server connection sits between two requests with
         /// nothing in flight or buffered, so that taking it apart (`into_parts`) and serving
         /// the IO again later with a new connection loses nothing.
-        /// torii patch: see `Conn::release_idle_buffers`.
-        pub(crate) fn release_idle_buffers(&mut self) {
-            if self.is_idle_between_messages() {
-                self.conn.release_idle_buffers();
-            }
-        }
-
         pub(crate) fn is_idle_between_messages(&self) -> bool {
             !self.is_closing
                 && self.body_tx.0.is_none()

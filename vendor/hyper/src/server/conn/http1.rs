@@ -149,13 +149,6 @@ where
         self.conn.is_idle_between_messages()
     }
 
-    /// torii patch: frees the connection's read and write buffers if it is idle (see
-    /// `is_idle`); they are allocated again when the next request arrives. For a server
-    /// that keeps idle connections served (TLS): call it once one has been idle a while.
-    pub fn release_idle_buffers(mut self: Pin<&mut Self>) {
-        self.conn.release_idle_buffers();
-    }
-
     /// Return the inner IO object, and additional information.
     ///
     /// If the IO object has been "rewound" the io will not contain those bytes rewound.
@@ -577,13 +570,6 @@ where
     /// torii patch: see [`Connection::is_idle`]; never true once upgraded.
     pub fn is_idle(&self) -> bool {
         self.inner.as_ref().is_some_and(Connection::is_idle)
-    }
-
-    /// torii patch: see [`Connection::release_idle_buffers`].
-    pub fn release_idle_buffers(mut self: Pin<&mut Self>) {
-        if let Some(conn) = self.inner.as_mut() {
-            Pin::new(conn).release_idle_buffers();
-        }
     }
 }
 
