@@ -142,8 +142,8 @@ impl Conn {
         }
     }
 
-    /// Sends the request `head` and `body` (streamed) and reads the response head, skipping interim 1xx
-    /// answers other than 101. The body is read later, from the returned `Answer`.
+    /// Sends the request `head` and `body` (streamed) and reads the response head, skipping
+    /// interim 1xx answers other than 101. The body is read later, from the `Answer`.
     pub async fn exchange(
         mut self,
         head: &http::request::Parts,
