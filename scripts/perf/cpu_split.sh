@@ -18,33 +18,8 @@ BIN=${1:-target/release/torii}
 URLPATH=${2:-/nocache/1k}
 SECS=${3:-5}
 OUT=${OUT:-/tmp/torii-cpu-split}
-mkdir -p "$OUT/www/nocache" "$OUT/tmp"
-head -c 1024 /dev/urandom > "$OUT/www/1k"
-cp "$OUT/www/1k" "$OUT/www/nocache/1k"
-cat > "$OUT/origin.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $OUT/origin.pid;
-error_log $OUT/origin-error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 100000000;
-    client_body_temp_path $OUT/tmp/body;
-    proxy_temp_path $OUT/tmp/proxy;
-    fastcgi_temp_path $OUT/tmp/fastcgi;
-    uwsgi_temp_path $OUT/tmp/uwsgi;
-    scgi_temp_path $OUT/tmp/scgi;
-    server {
-        listen 127.0.0.1:19380;
-        root $OUT/www;
-        location = /1k         { add_header Cache-Control "public, max-age=3600"; }
-        location = /nocache/1k { add_header Cache-Control "no-store"; }
-    }
-}
-CONF
+. scripts/perf/origin.sh
+write_origin 19380
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT

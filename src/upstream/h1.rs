@@ -488,7 +488,7 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Parsed>, Failure> {
             content_length(value, &mut length)?;
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             codings += 1;
-            chunked = value.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            chunked |= codings == 1 && super::is_chunked(value);
         } else if name.eq_ignore_ascii_case(b"connection") {
             for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
@@ -501,22 +501,13 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Parsed>, Failure> {
             }
         }
     }
-    // RFC 9112 §6.3: a sender of both may be attempting smuggling; any other coding
-    // would leave torii passing on bytes it can't frame for the client.
+    if let Some(what) = super::framing_verdict(codings, chunked, length.is_some()) {
+        return Err(Failure::Framing(what));
+    }
     let length = match (codings, length) {
         (0, Some(n)) => Framing::Length(n),
         (0, None) => Framing::Close,
-        (_, Some(_)) => {
-            return Err(Failure::Framing(
-                "both Content-Length and Transfer-Encoding",
-            ))
-        }
-        (1, None) if chunked => Framing::Chunked(Chunk::Size),
-        _ => {
-            return Err(Failure::Framing(
-                "a Transfer-Encoding other than a single chunked",
-            ))
-        }
+        _ => Framing::Chunked(Chunk::Size),
     };
     let keep_alive = !close && (version == Version::HTTP_11 || keep_alive);
     // The fields that were about this connection go no further (a 101 keeps its

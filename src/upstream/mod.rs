@@ -93,19 +93,31 @@ impl Error {
 /// to pass on bytes it can't frame for the client).
 pub fn framing_fault(headers: &http::HeaderMap) -> Option<&'static str> {
     let mut codings = headers.get_all(http::header::TRANSFER_ENCODING).iter();
-    let coding = codings.next()?;
-    if headers.contains_key(http::header::CONTENT_LENGTH) {
-        return Some("both Content-Length and Transfer-Encoding");
+    let first = codings.next()?;
+    framing_verdict(
+        1 + codings.count(),
+        is_chunked(first.as_bytes()),
+        headers.contains_key(http::header::CONTENT_LENGTH),
+    )
+}
+
+/// `framing_fault` on what a head's fields say: how many `Transfer-Encoding` fields, whether
+/// the first is a lone `chunked`, and whether there is a `Content-Length`.
+pub fn framing_verdict(codings: usize, chunked: bool, has_length: bool) -> Option<&'static str> {
+    if codings == 0 {
+        None
+    } else if has_length {
+        Some("both Content-Length and Transfer-Encoding")
+    } else if codings > 1 || !chunked {
+        Some("a Transfer-Encoding other than a single chunked")
+    } else {
+        None
     }
-    if codings.next().is_some()
-        || !coding
-            .as_bytes()
-            .trim_ascii()
-            .eq_ignore_ascii_case(b"chunked")
-    {
-        return Some("a Transfer-Encoding other than a single chunked");
-    }
-    None
+}
+
+/// Whether a `Transfer-Encoding` value is `chunked` alone.
+pub fn is_chunked(value: &[u8]) -> bool {
+    value.trim_ascii().eq_ignore_ascii_case(b"chunked")
 }
 
 /// Whether a field of this name is about one connection only (RFC 9110 §7.6.1), in any
