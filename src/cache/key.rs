@@ -179,18 +179,70 @@ fn push_normalized_host(out: &mut String, scheme: &str, host: &str) {
     }
 }
 
-/// Percent-encodes bytes not allowed in a URI authority (RFC 3986 §3.2),
-/// keeping `%` so the result is stable under re-normalisation.
-/// Appends `s` lowercased, with the bytes not allowed in an authority percent-encoded.
+/// Appends `s` lowercased, with the bytes not allowed in a URI authority (RFC 3986 §3.2)
+/// percent-encoded, keeping `%` so the result is stable under re-normalisation.
 fn push_escaped_host(out: &mut String, s: &str) {
-    for b in s.bytes() {
-        let b = b.to_ascii_lowercase();
-        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            push_hex(out, b);
+    push_runs(out, s, &HOST_KEPT, |out, b| {
+        let lower = b.to_ascii_lowercase();
+        match HOST_KEPT[usize::from(lower)] {
+            true => out.push(char::from(lower)),
+            false => push_hex(out, b),
         }
+    });
+}
+
+/// Appends `s` to `out`: runs of the bytes `kept` marks are copied whole, every other
+/// byte goes through `other`. Keys are mostly plain ASCII, so most go out in one copy.
+fn push_runs(
+    out: &mut String,
+    s: &str,
+    kept: &[bool; 256],
+    mut other: impl FnMut(&mut String, u8),
+) {
+    let mut run = 0;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        if kept[usize::from(b)] {
+            continue;
+        }
+        push_run(out, s, run, i);
+        other(out, b);
+        run = i + 1;
     }
+    push_run(out, s, run, s.len());
+}
+
+/// Appends `s[from..to]`, a run of bytes a table keeps (or nothing). A run is ASCII (the
+/// tables keep ASCII only), so both its ends are char boundaries: the byte after an ASCII
+/// byte never continues a UTF-8 sequence. An empty run may start inside one: skipped.
+fn push_run(out: &mut String, s: &str, from: usize, to: usize) {
+    if from < to {
+        out.push_str(&s[from..to]);
+    }
+}
+
+/// The bytes an authority keeps as they are: lowercase letters, digits, and
+/// `-._~!$&'()*+,;=:[]%`.
+static HOST_KEPT: [bool; 256] = table(b"abcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:[]%");
+
+/// The bytes a path or query keeps as they are: visible ASCII but `%`.
+static PATH_KEPT: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = b'!';
+    while b <= b'~' {
+        t[b as usize] = b != b'%';
+        b += 1;
+    }
+    t
+};
+
+const fn table(kept: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < kept.len() {
+        t[kept[i] as usize] = true;
+        i += 1;
+    }
+    t
 }
 
 /// Appends `%XX` for `b` (uppercase hex).
@@ -212,33 +264,45 @@ fn normalize_percent(s: &str) -> String {
 /// [`normalize_percent`], appended to `out`.
 fn push_normalized_percent(out: &mut String, s: &str) {
     let bytes = s.as_bytes();
+    let mut run = 0;
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hex = match bytes.get(i + 1..i + 3) {
-                Some(&[hi, lo]) => char::from(hi)
-                    .to_digit(16)
-                    .zip(char::from(lo).to_digit(16))
-                    .and_then(|(hi, lo)| u8::try_from(hi * 16 + lo).ok()),
-                _ => None,
-            };
-            if let Some(decoded) = hex {
-                if decoded.is_ascii_alphanumeric() || matches!(decoded, b'-' | b'.' | b'_' | b'~') {
-                    out.push(char::from(decoded));
-                } else {
-                    push_hex(out, decoded);
-                }
+        if PATH_KEPT[usize::from(b)] {
+            i += 1;
+            continue;
+        }
+        push_run(out, s, run, i);
+        let hex = match (b, bytes.get(i + 1..i + 3)) {
+            (b'%', Some(&[hi, lo])) => char::from(hi)
+                .to_digit(16)
+                .zip(char::from(lo).to_digit(16))
+                .and_then(|(hi, lo)| u8::try_from(hi * 16 + lo).ok()),
+            _ => None,
+        };
+        match hex {
+            Some(decoded)
+                if decoded.is_ascii_alphanumeric()
+                    || matches!(decoded, b'-' | b'.' | b'_' | b'~') =>
+            {
+                out.push(char::from(decoded));
                 i += 3;
-                continue;
+            }
+            Some(decoded) => {
+                push_hex(out, decoded);
+                i += 3;
+            }
+            None if b == b'%' => {
+                out.push('%');
+                i += 1;
+            }
+            None => {
+                push_hex(out, b);
+                i += 1;
             }
         }
-        if b.is_ascii_graphic() {
-            out.push(char::from(b));
-        } else {
-            push_hex(out, b);
-        }
-        i += 1;
+        run = i;
     }
+    push_run(out, s, run, s.len());
 }
 
 fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {

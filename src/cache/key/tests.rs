@@ -43,6 +43,11 @@ fn host_lowercased_and_default_port_removed() {
     assert_eq!(url(&spec, "http", "[::1]:8080", "/"), "http://[::1]:8080/");
     assert_eq!(url(&spec, "http", "[::1]", "/"), "http://[::1]/");
     assert_eq!(url(&spec, "http", "ex/ample", "/"), "http://ex%2Fample/");
+    // Non-ASCII runs, byte by byte (UTF-8 sequences back to back, and at either end).
+    assert_eq!(
+        url(&spec, "HTTP", "\u{fc}B\u{fc}\u{fc}.De", "/"),
+        "http://%C3%BCb%C3%BC%C3%BC.de/"
+    );
 }
 
 #[test]
@@ -56,6 +61,10 @@ fn rfc3986_6_2_2_percent_encoding_normalised() {
     assert_eq!(
         default_url("/a b/\u{e9}"),
         "http://example.com/a%20b/%C3%A9"
+    );
+    assert_eq!(
+        default_url("/\u{e9}\u{e9}%41\u{e9}?\u{e9}=\u{e9}\u{e9}"),
+        "http://example.com/%C3%A9%C3%A9A%C3%A9?%C3%A9=%C3%A9%C3%A9"
     );
     // Dot segments and slashes are left alone (not always safe to fold).
     assert_eq!(default_url("/a/../b//c"), "http://example.com/a/../b//c");
