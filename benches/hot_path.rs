@@ -152,7 +152,7 @@ fn main() {
         || {
             buf.clear();
             buf.extend_from_slice(&answer);
-            let parsed = torii::upstream::h1::parse_head(black_box(&mut buf));
+            let parsed = torii::upstream::h1::parse_head(black_box(&mut buf), None);
             black_box(parsed.ok().flatten().map(|p| p.head().headers().len()));
         },
     );

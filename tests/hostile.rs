@@ -845,3 +845,157 @@ async fn an_early_upstream_answer_to_an_upload_is_relayed() {
     assert_eq!(status_of(&text), "413", "{text}");
     upload.abort();
 }
+
+/// A relayed answer to an HTTP/1 GET goes out from its raw head (no header map in
+/// between): every end-to-end field once, as sent, in CRLF lines whatever the server
+/// used; the connection's own fields, the server's framing and its `X-Cache` never; torii's
+/// `X-Cache` and `Via` once; the body framed exactly, pipelined answers back to back.
+/// Heads torii must rewrite (no `Date`, a HEAD, HTTP/2) take the header map as before.
+#[tokio::test]
+async fn relayed_heads_keep_every_end_to_end_field_once() {
+    let origin = RawOrigin::start().await;
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nDate: {date}\r\nConnection: keep-alive, X-Hop\r\nX-Hop: secret\r\n\
+         Keep-Alive: timeout=5\nContent-Length: 5\r\nCache-Control: no-store\r\n\
+         X-Cache: from-origin\r\nVia: 1.0 edge\r\nSet-Thing: one\nX-Multi: a\r\nx-multi: b\r\n\r\n"
+    );
+    origin.set("/raw", Script::new(format!("{head}hello").as_bytes()));
+    let chunked = format!(
+        "HTTP/1.1 200 OK\r\nDate: {date}\r\nTransfer-Encoding: chunked\r\nCache-Control: no-store\r\n\r\n\
+         3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    );
+    origin.set("/chunked", Script::new(chunked.as_bytes()));
+    origin.set(
+        "/undated",
+        Script::new(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nCache-Control: no-store\r\n\r\nok"),
+    );
+    // Hit-for-pass (a caching route, `no-store` answers) and bypass (no cache on the route).
+    let caching = torii_to(&origin, "").await;
+    let toml = format!(
+        "[server]\nadmin = \"off\"\n[log]\naccess = \"off\"\n[upstreams.app]\nservers = [\"http://{}\"]\n\
+         retries = 0\n[[routes]]\nupstream = \"app\"\n[routes.cache]\nenabled = false\n",
+        origin.addr
+    );
+    let plain = Torii::start(&toml, None).await;
+    for (torii, status) in [(&plain, "bypass"), (&caching, "miss")] {
+        // Three times: the first answer makes the key hit-for-pass, the rest pass.
+        let req = "GET /raw HTTP/1.1\r\nHost: a\r\n\r\n";
+        let last = "GET /raw HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+        let text = raw(
+            torii.addr,
+            format!("{req}{req}{last}").as_bytes(),
+            Duration::from_secs(5),
+        )
+        .await;
+        let answers: Vec<&str> = text.split_inclusive("hello").collect();
+        assert_eq!(answers.len(), 3, "{text:?}");
+        // Written from the raw head: the server's spelling of a name is kept.
+        assert!(answers[2].contains("\r\nSet-Thing: one\r\n"), "{text:?}");
+        for answer in answers {
+            let (head, body) = answer.split_once("\r\n\r\n").expect("a whole head");
+            assert_eq!(body, "hello", "{text:?}");
+            assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head:?}");
+            assert!(
+                !head.contains("\n\n") && !head.replace("\r\n", "").contains('\n'),
+                "CRLF lines only: {head:?}"
+            );
+            let lines: Vec<String> = head
+                .lines()
+                .skip(1)
+                .map(|l| l.to_ascii_lowercase())
+                .collect();
+            let field = |name: &str| -> Vec<String> {
+                lines
+                    .iter()
+                    .filter_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+                    .collect()
+            };
+            assert_eq!(field("date"), [date.to_ascii_lowercase()], "{head:?}");
+            assert_eq!(field("content-length"), ["5"], "{head:?}");
+            assert_eq!(field("x-cache"), [status], "{head:?}");
+            assert_eq!(field("via"), ["1.0 edge", "1.1 torii"], "{head:?}");
+            assert_eq!(field("set-thing"), ["one"], "{head:?}");
+            assert_eq!(field("x-multi"), ["a", "b"], "{head:?}");
+            assert_eq!(field("cache-control"), ["no-store"], "{head:?}");
+            for gone in ["x-hop", "keep-alive", "transfer-encoding"] {
+                assert!(field(gone).is_empty(), "{gone}: {head:?}");
+            }
+            assert!(field("connection").iter().all(|v| v == "close"), "{head:?}");
+        }
+
+        let text = raw(
+            torii.addr,
+            b"GET /chunked HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        )
+        .await;
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert_eq!(
+            head.to_ascii_lowercase()
+                .matches("transfer-encoding: chunked")
+                .count(),
+            1,
+            "{head:?}"
+        );
+        assert_eq!(dechunk(body), "abcde", "{text:?}");
+
+        // No Date: hyper adds one, as for any answer that goes through the map.
+        let text = raw(
+            torii.addr,
+            b"GET /undated HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        )
+        .await;
+        let lower = text.to_ascii_lowercase();
+        assert_eq!(lower.matches("\r\ndate: ").count(), 1, "{text:?}");
+        assert_eq!(lower.matches("\r\nx-cache: ").count(), 1, "{text:?}");
+        assert!(text.ends_with("\r\n\r\nok"), "{text:?}");
+
+        // HEAD keeps the server's length, with no body.
+        let text = raw(
+            torii.addr,
+            b"HEAD /raw HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        )
+        .await;
+        let lower = text.to_ascii_lowercase();
+        assert!(lower.contains("\r\ncontent-length: 5\r\n"), "{text:?}");
+        assert!(text.ends_with("\r\n\r\n"), "{text:?}");
+        assert_eq!(lower.matches("\r\nvia: ").count(), 2, "{text:?}");
+
+        // HTTP/1.0: the same fields, and a body the client can frame.
+        let text = raw(
+            torii.addr,
+            b"GET /raw HTTP/1.0\r\nHost: a\r\n\r\n",
+            Duration::from_secs(5),
+        )
+        .await;
+        let lower = text.to_ascii_lowercase();
+        assert!(lower.starts_with("http/1.0 200 ok\r\n"), "{text:?}");
+        assert!(lower.contains("\r\ncontent-length: 5\r\n"), "{text:?}");
+        assert_eq!(lower.matches("\r\nx-cache: ").count(), 1, "{text:?}");
+        assert!(text.ends_with("\r\n\r\nhello"), "{text:?}");
+
+        // HTTP/2 (h2c): every field through the header map.
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .http2_only(true)
+                .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        let uri: http::Uri = format!("http://{}/raw", torii.addr).parse().unwrap();
+        let resp = client.get(uri).await.unwrap();
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        let h = resp.headers();
+        let all = |name: &str| -> Vec<&str> {
+            h.get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect()
+        };
+        assert_eq!(all("x-cache"), [status.to_ascii_uppercase()], "{h:?}");
+        assert_eq!(all("via"), ["1.0 edge", "1.1 torii"], "{h:?}");
+        assert_eq!(all("x-multi"), ["a", "b"], "{h:?}");
+        assert_eq!(all("set-thing"), ["one"], "{h:?}");
+        assert!(h.get("x-hop").is_none(), "{h:?}");
+    }
+}

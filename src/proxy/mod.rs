@@ -26,7 +26,7 @@ use crate::limits;
 use crate::listener::ConnState;
 use crate::observe::{Exchange, Record};
 use crate::server::{Runtime, Shared};
-use crate::upstream::{self, PickContext, ReqBody, UpstreamBody};
+use crate::upstream::{self, HeadAs, PickContext, ReqBody, UpstreamBody};
 
 /// The `Via` torii adds to every response (a pre-encoded hit carries it in its lines).
 const VIA_TEXT: &str = "1.1 torii";
@@ -72,8 +72,9 @@ pub fn handle(
     let mut exchange = Box::new(Exchange::start(conn, runtime.access_log.clone(), record));
 
     let (route, host, looked) = match admit(&req, peer, li, &runtime, &mut exchange.record) {
-        Ok(Next::Done(resp)) => {
-            return Handled::Ready(Some(finish(Ok(resp), exchange, &runtime, &shared, peer)))
+        Ok(Next::Done(mut resp)) => {
+            lend_headers(resp.headers_mut(), req.into_parts().0.headers);
+            return Handled::Ready(Some(finish(Ok(resp), exchange, &runtime, &shared, peer)));
         }
         Err(e) => return Handled::Ready(Some(finish(Err(e), exchange, &runtime, &shared, peer))),
         Ok(Next::Proxy {
@@ -96,6 +97,16 @@ pub fn handle(
         .await;
         finish(result, exchange, &runtime, &shared, peer)
     }))
+}
+
+/// hyper keeps a response's header map (drained as it is written) for the connection's
+/// next request. A response written from raw lines has an empty, unallocated map: it takes
+/// the request's, emptied, and the next request is parsed into that without allocating.
+fn lend_headers(resp: &mut HeaderMap, mut request: HeaderMap) {
+    if resp.capacity() == 0 {
+        request.clear();
+        *resp = request;
+    }
 }
 
 /// The future `handle` returns: ready at once, or waiting on the upstream.
@@ -147,19 +158,34 @@ fn finish(
             e.to_response()
         }
     };
-    // A pre-encoded hit carries its `Via` and `X-Cache` in its raw lines.
-    let raw_hit = resp.extensions().get::<hyper::RawFields>().is_some();
-    if !raw_hit {
-        resp.headers_mut().append(header::VIA, VIA);
-    }
-    exchange.record.status = resp.status();
-    let x_cache = match raw_hit {
-        true => Some(cached::CacheStatus::Hit.as_str().as_bytes()),
-        false => resp.headers().get(cached::X_CACHE).map(|v| v.as_bytes()),
+    // A pre-encoded head (a hit, a relayed answer) carries its `Via` and `X-Cache` in its
+    // raw lines.
+    let raw = resp.extensions().get::<hyper::RawFields>();
+    let x_cache = match raw {
+        Some(raw) => raw_x_cache(&raw.lines),
+        None => {
+            resp.headers_mut().append(header::VIA, VIA);
+            resp.headers().get(cached::X_CACHE).map(|v| v.as_bytes())
+        }
     };
+    exchange.record.status = resp.status();
     exchange.observe(runtime, x_cache);
     let (parts, body) = resp.into_parts();
     Response::from_parts(parts, body.with_exchange(exchange))
+}
+
+/// The lines after a relayed answer's own raw fields (see `HeadAs::RawLines`): its
+/// `X-Cache`, then the `Via` every response gets, as a hit's lines end.
+const RAW_MISS: &[u8] = b"x-cache: MISS\r\nvia: 1.1 torii\r\n";
+const RAW_BYPASS: &[u8] = b"x-cache: BYPASS\r\nvia: 1.1 torii\r\n";
+const RAW_VIA: &[u8] = b"via: 1.1 torii\r\n";
+
+/// The `X-Cache` value of pre-encoded lines: every kind torii writes ends with its
+/// `x-cache` line, then `RAW_VIA`.
+fn raw_x_cache(lines: &[u8]) -> Option<&[u8]> {
+    let rest = lines.strip_suffix(RAW_VIA)?.strip_suffix(b"\r\n")?;
+    let start = rest.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    rest[start..].strip_prefix(b"x-cache: ")
 }
 
 /// What `admit` decided for a request.
@@ -470,7 +496,22 @@ async fn proxy(
         }
         return result;
     }
-    let result = group.forward(upstream_req, &pick).await;
+    // An HTTP/1 client's GET: an HTTP/1 server's answer may come as raw lines, with the
+    // `X-Cache` and `Via` this step would add to its map (hyper's h2 server writes no
+    // raw lines, so never for HTTP/2).
+    let head_as = match (record.version, &method) {
+        (Version::HTTP_10 | Version::HTTP_11, &Method::GET) if !wants_upgrade => {
+            HeadAs::RawLines(match (caching, pass) {
+                (Some(_), true) => RAW_MISS,
+                _ => RAW_BYPASS,
+            })
+        }
+        _ => HeadAs::Map,
+    };
+    let (mut upstream_head, upstream_body) = upstream_req.into_parts();
+    let result = group
+        .forward(&mut upstream_head, upstream_body, &pick, head_as)
+        .await;
     record.upstream_time = Some(sent.elapsed());
     let (backend, upstream_resp) = match result {
         Ok(f) => (f.backend, f.response),
@@ -510,13 +551,18 @@ async fn proxy(
     }
 
     let (mut parts, body) = upstream_resp.into_parts();
+    // Raw lines already say the `X-Cache` (and `Via`); the map is empty.
+    let raw = parts.extensions.get::<hyper::RawFields>().is_some();
+    lend_headers(&mut parts.headers, upstream_head.headers);
     strip_hop_by_hop(&mut parts.headers, false);
     if let (Some((_, cache)), true) = (caching, pass) {
         // Hit-for-pass: a miss the cache step was not asked about.
         cache.stats.misses.fetch_add(1, Ordering::Relaxed);
-        parts
-            .headers
-            .insert(cached::X_CACHE, cached::CacheStatus::Miss.header());
+        if !raw {
+            parts
+                .headers
+                .insert(cached::X_CACHE, cached::CacheStatus::Miss.header());
+        }
         return Ok(Response::from_parts(parts, RespBody::upstream(body)));
     }
     if let Some((policy, cache)) = caching {
@@ -531,9 +577,11 @@ async fn proxy(
             &parts.headers,
         );
     }
-    parts
-        .headers
-        .insert(cached::X_CACHE, cached::CacheStatus::Bypass.header());
+    if !raw {
+        parts
+            .headers
+            .insert(cached::X_CACHE, cached::CacheStatus::Bypass.header());
+    }
     Ok(Response::from_parts(parts, RespBody::upstream(body)))
 }
 
@@ -719,6 +767,26 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn raw_lines_end_as_a_hit_s_do() {
+        for (lines, status) in [
+            (RAW_MISS, cached::CacheStatus::Miss),
+            (RAW_BYPASS, cached::CacheStatus::Bypass),
+        ] {
+            let written = format!(
+                "{}: {}\r\n{}: {VIA_TEXT}\r\n",
+                cached::X_CACHE,
+                status.as_str(),
+                header::VIA
+            );
+            assert_eq!(lines, written.as_bytes());
+            let relayed = [&b"date: x\r\nx-cache: HIT\r\n"[..], lines].concat();
+            assert_eq!(raw_x_cache(&relayed), Some(status.as_str().as_bytes()));
+        }
+        assert_eq!(raw_x_cache(RAW_VIA), None);
+        assert_eq!(raw_x_cache(b"x-cache: HIT\r\n"), None);
     }
 
     #[test]

@@ -33,7 +33,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::connect::Stream;
 use super::pool::Pool;
-use super::{BoxError, ReqBody};
+use super::{BoxError, HeadAs, ReqBody};
 
 /// Longest response head (status line and fields) torii reads.
 const MAX_HEAD: usize = 64 * 1024;
@@ -148,8 +148,14 @@ impl Conn {
         mut self,
         head: &http::request::Parts,
         body: ReqBody,
+        head_as: HeadAs,
     ) -> Result<Answer, Failed> {
         let head_request = head.method == Method::HEAD;
+        // Raw lines for a GET only: its answer's fields frame its body as they say.
+        let raw = match head_as {
+            HeadAs::RawLines(extra) if head.method == Method::GET => Some(extra),
+            _ => None,
+        };
         let framing = encode_head(&mut self.out, head, &body);
         let mut send = Send {
             body,
@@ -158,9 +164,10 @@ impl Conn {
             done: false,
         };
         let mut answered = false;
-        let parsed = std::future::poll_fn(|cx| self.poll_exchange(cx, &mut send, &mut answered))
-            .await
-            .map_err(|f| Failed::new(f, answered))?;
+        let parsed =
+            std::future::poll_fn(|cx| self.poll_exchange(cx, &mut send, &mut answered, raw))
+                .await
+                .map_err(|f| Failed::new(f, answered))?;
         self.out.clear();
         let Parsed {
             head,
@@ -215,6 +222,7 @@ impl Conn {
         cx: &mut Context<'_>,
         send: &mut Send,
         answered: &mut bool,
+        raw: Option<&[u8]>,
     ) -> Poll<Result<Parsed, Failure>> {
         loop {
             // The request: the head, then the body frame by frame, as far as it goes now.
@@ -259,7 +267,7 @@ impl Conn {
             // The response: whatever has arrived, early or not.
             if !self.buf.is_empty() {
                 *answered = true;
-                if let Some(parsed) = parse_head(&mut self.buf)? {
+                if let Some(parsed) = parse_head(&mut self.buf, raw)? {
                     if parsed.head.status().is_informational()
                         && parsed.head.status() != StatusCode::SWITCHING_PROTOCOLS
                     {
@@ -417,9 +425,15 @@ impl Parsed {
 /// Parses a complete response head off the front of `buf`, if there is one (public for
 /// `benches/hot_path.rs`).
 ///
+/// With `raw` lines (see [`HeadAs::RawLines`]), a final response that has a body by its
+/// status and a `Date` comes with its end-to-end fields written once as
+/// [`hyper::RawFields`] lines (then `raw`), and an empty header map: nothing of it is
+/// parsed into names and values the caller would only encode again. Anything else, and
+/// every head without `raw`, comes as a header map.
+///
 /// # Errors
 /// `Parse` for a malformed head, `Framing` for one whose body can't be framed one way.
-pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Parsed>, Failure> {
+pub fn parse_head(buf: &mut BytesMut, raw: Option<&[u8]>) -> Result<Option<Parsed>, Failure> {
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_FIELDS];
     let mut response = httparse::Response::new(&mut []);
@@ -448,19 +462,6 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Parsed>, Failure> {
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(Failure::Parse(e)),
     };
-    // Copied out (one small allocation) rather than split off: the read buffer stays whole
-    // and is reused by the next exchange instead of being reallocated while the fields of
-    // this head are still being relayed. A small body that came with it comes along in
-    // the same allocation.
-    let taken = if buf.len() - len <= COPY_MAX {
-        buf.len()
-    } else {
-        len
-    };
-    let copied = Bytes::copy_from_slice(&buf[..taken]);
-    buf.advance(taken);
-    let head = copied.slice(..len);
-    let tail = copied.slice(len..);
     let status = StatusCode::from_u16(code).map_err(|_| Failure::Parse(httparse::Error::Status))?;
     let version = if minor == 0 {
         Version::HTTP_10
@@ -470,8 +471,8 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Parsed>, Failure> {
     let spans = &spans[..count];
     let field = |span: &(u32, u32, u32, u32)| {
         (
-            &head[span.0 as usize..span.1 as usize],
-            &head[span.2 as usize..span.3 as usize],
+            &buf[span.0 as usize..span.1 as usize],
+            &buf[span.2 as usize..span.3 as usize],
         )
     };
     // The framing and the connection's own fields, from the raw lines.
@@ -480,6 +481,7 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Parsed>, Failure> {
     let mut chunked = false;
     let mut close = false;
     let mut keep_alive = false;
+    let mut dated = false;
     // Fields `Connection` names for this hop only (rare: mostly it says `keep-alive`).
     let mut named: Vec<&[u8]> = Vec::new();
     for span in spans {
@@ -499,6 +501,8 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Parsed>, Failure> {
                     named.push(token);
                 }
             }
+        } else if name.eq_ignore_ascii_case(b"date") {
+            dated = true;
         }
     }
     if let Some(what) = super::framing_verdict(codings, chunked, length.is_some()) {
@@ -513,24 +517,82 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Parsed>, Failure> {
     // The fields that were about this connection go no further (a 101 keeps its
     // `Upgrade` and `Connection`: the tunnel's two ends need them).
     let tunnel = status == StatusCode::SWITCHING_PROTOCOLS;
-    let mut headers = HeaderMap::with_capacity(count);
-    for span in spans {
-        let (name, _) = field(span);
-        if !tunnel
+    let hop = |name: &[u8]| {
+        !tunnel
             && (super::is_hop_by_hop(name) || named.iter().any(|n| n.eq_ignore_ascii_case(name)))
-        {
-            continue;
-        }
-        let name = HeaderName::from_bytes(name)
-            .map_err(|_| Failure::Parse(httparse::Error::HeaderName))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(span.2 as usize..span.3 as usize))
-            .map_err(|_| Failure::Parse(httparse::Error::HeaderValue))?;
-        headers.append(name, value);
-    }
+    };
+    // A small body that came with the head comes along in the same allocation.
+    let taken = if buf.len() - len <= COPY_MAX {
+        buf.len()
+    } else {
+        len
+    };
+    let bodied = status.as_u16() >= 200
+        && status != StatusCode::NO_CONTENT
+        && status != StatusCode::NOT_MODIFIED;
     let mut head = Response::new(());
     *head.status_mut() = status;
     *head.version_mut() = version;
-    *head.headers_mut() = headers;
+    let tail = match raw {
+        Some(extra) if bodied && dated => {
+            // Each kept field as `name: value` CRLF (whatever line ends the server used),
+            // but the framing (hyper writes it from the body) and an `X-Cache` (the
+            // caller's lines say the cache's own).
+            let kept = |name: &[u8]| {
+                !hop(name)
+                    && !name.eq_ignore_ascii_case(b"content-length")
+                    && !name.eq_ignore_ascii_case(b"x-cache")
+            };
+            let room: usize = spans
+                .iter()
+                .map(|s| (s.1 - s.0 + s.3 - s.2) as usize + 4)
+                .sum::<usize>()
+                + extra.len()
+                + (taken - len);
+            let mut out = BytesMut::with_capacity(room);
+            for span in spans {
+                let (name, value) = field(span);
+                if kept(name) {
+                    out.extend_from_slice(name);
+                    out.extend_from_slice(b": ");
+                    out.extend_from_slice(value);
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+            out.extend_from_slice(extra);
+            let lines = out.len();
+            out.extend_from_slice(&buf[len..taken]);
+            let mut out = out.freeze();
+            let tail = out.split_off(lines);
+            head.extensions_mut().insert(hyper::RawFields {
+                lines: out,
+                age: None,
+            });
+            tail
+        }
+        _ => {
+            // Copied out (one small allocation) rather than split off: the read buffer
+            // stays whole and is reused by the next exchange instead of being reallocated
+            // while the fields of this head are still being relayed.
+            let copied = Bytes::copy_from_slice(&buf[..taken]);
+            let mut headers = HeaderMap::with_capacity(count);
+            for span in spans {
+                let (name, _) = field(span);
+                if hop(name) {
+                    continue;
+                }
+                let name = HeaderName::from_bytes(name)
+                    .map_err(|_| Failure::Parse(httparse::Error::HeaderName))?;
+                let value =
+                    HeaderValue::from_maybe_shared(copied.slice(span.2 as usize..span.3 as usize))
+                        .map_err(|_| Failure::Parse(httparse::Error::HeaderValue))?;
+                headers.append(name, value);
+            }
+            *head.headers_mut() = headers;
+            copied.slice(len..)
+        }
+    };
+    buf.advance(taken);
     Ok(Some(Parsed {
         head,
         keep_alive,
@@ -982,7 +1044,7 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-A: b\r\nx-a: c\r\n\r\nabc"[..],
         );
-        let parsed = parse_head(&mut buf).unwrap().unwrap();
+        let parsed = parse_head(&mut buf, None).unwrap().unwrap();
         assert_eq!(parsed.head.status(), 200);
         assert_eq!(parsed.length, Framing::Length(3));
         assert!(parsed.keep_alive);
@@ -992,25 +1054,28 @@ mod tests {
         assert!(buf.is_empty());
 
         let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Le"[..]);
-        assert!(parse_head(&mut partial).unwrap().is_none());
+        assert!(parse_head(&mut partial, None).unwrap().is_none());
 
         let mut close = BytesMut::from(&b"HTTP/1.0 200 OK\r\n\r\n"[..]);
-        let parsed = parse_head(&mut close).unwrap().unwrap();
+        let parsed = parse_head(&mut close, None).unwrap().unwrap();
         assert_eq!(parsed.length, Framing::Close);
         assert!(!parsed.keep_alive);
 
         let mut both = BytesMut::from(
             &b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
         );
-        assert!(matches!(parse_head(&mut both), Err(Failure::Framing(_))));
+        assert!(matches!(
+            parse_head(&mut both, None),
+            Err(Failure::Framing(_))
+        ));
         let mut bad = BytesMut::from(&b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n"[..]);
-        assert!(matches!(parse_head(&mut bad), Err(Failure::Parse(_))));
+        assert!(matches!(parse_head(&mut bad, None), Err(Failure::Parse(_))));
 
         // The connection's own fields stay behind, whatever their case.
         let mut hop = BytesMut::from(
             &b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive, X-Hop\r\nKeep-Alive: timeout=5\r\nx-hop: 1\r\nTransfer-Encoding: Chunked\r\nX-End: 2\r\n\r\n"[..],
         );
-        let parsed = parse_head(&mut hop).unwrap().unwrap();
+        let parsed = parse_head(&mut hop, None).unwrap().unwrap();
         assert_eq!(parsed.length, Framing::Chunked(Chunk::Size));
         let names: Vec<_> = parsed.head.headers().keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-end"]);
@@ -1018,13 +1083,13 @@ mod tests {
         let mut close = BytesMut::from(
             &b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"[..],
         );
-        assert!(!parse_head(&mut close).unwrap().unwrap().keep_alive);
+        assert!(!parse_head(&mut close, None).unwrap().unwrap().keep_alive);
         let mut two = BytesMut::from(
             &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
                 [..],
         );
         assert!(matches!(
-            parse_head(&mut two),
+            parse_head(&mut two, None),
             Err(Failure::Parse(_)) | Err(Failure::Framing(_))
         ));
     }

@@ -120,6 +120,19 @@ pub fn is_chunked(value: &[u8]) -> bool {
     value.trim_ascii().eq_ignore_ascii_case(b"chunked")
 }
 
+/// How a caller takes a response head from an upstream server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadAs {
+    /// As a header map: the caller reads or changes the fields (the cache step, PURGE).
+    Map,
+    /// Relayed unchanged to an HTTP/1 client, with these lines after the server's fields
+    /// (`CRLF`-ended): an HTTP/1 server's answer to a GET that has a body and a `Date`
+    /// comes as [`hyper::RawFields`] lines (in the response's extensions) and an empty
+    /// header map, written once from the raw head instead of parsed into names and values
+    /// that hyper would only encode again. Any other answer still comes as a map.
+    RawLines(&'static [u8]),
+}
+
 /// Whether a field of this name is about one connection only (RFC 9110 §7.6.1), in any
 /// case: never relayed to the next hop.
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
@@ -269,12 +282,14 @@ impl Group {
         let (head, body) = upstream_req.into_parts();
         // May be sent again should a reused keep-alive connection turn out closed.
         let again = is_idempotent(&head.method) && matches!(body, ReqBody::Empty);
-        let mut result = self.send_once(index, &head, body, None, false).await;
+        let mut result = self
+            .send_once(index, &head, body, None, false, HeadAs::Map)
+            .await;
         if let (Err(e), true) = (&result, again) {
             if e.stale_connection() {
                 tracing::debug!(group = %self.name, server = %backend, "keep-alive connection closed under the request; sending again on a new one");
                 result = self
-                    .send_once(index, &head, ReqBody::Empty, None, true)
+                    .send_once(index, &head, ReqBody::Empty, None, true, HeadAs::Map)
                     .await;
             }
         }
@@ -282,8 +297,8 @@ impl Group {
         result
     }
 
-    /// Sends a request to a server of the group, as `hash`, `p2c` or the group's policy
-    /// picks it, and returns the response head.
+    /// Sends a request (its head borrowed, the caller keeps it) to a server of the group,
+    /// as `hash`, `p2c` or the group's policy picks it, and returns the response head.
     ///
     /// By default (`retries = 2`): when every server is at `max_conns` the request waits in
     /// the group's queue (at most `queue_size` requests, `queue_timeout` each); a failure
@@ -301,8 +316,10 @@ impl Group {
     /// `QueueTimeout` (503), `Upstream` (502/504) when the last try failed.
     pub async fn forward(
         &self,
-        req: Request<ReqBody>,
+        parts: &mut http::request::Parts,
+        body: ReqBody,
         ctx: &PickContext,
+        head_as: HeadAs,
     ) -> Result<Forwarded, ProxyError> {
         let deadline = self.config.timeout.map(|t| Instant::now() + t);
         self.requests.fetch_add(1, Ordering::Relaxed);
@@ -312,7 +329,6 @@ impl Group {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
                 Some((b + deposit).min(BUDGET_RESERVE.max(deposit)))
             });
-        let (mut parts, body) = req.into_parts();
         let replayable = matches!(body, ReqBody::Empty);
         let idempotent = is_idempotent(&parts.method);
         let mut body = Some(body);
@@ -337,7 +353,7 @@ impl Group {
                 }
             }
             let result = self
-                .send_once(index, &parts, try_body, deadline, met_stale)
+                .send_once(index, parts, try_body, deadline, met_stale, head_as)
                 .await;
             drop(slot);
             if let Err(e) = &result {
@@ -395,13 +411,16 @@ impl Group {
         body: ReqBody,
         deadline: Option<Instant>,
         fresh: bool,
+        head_as: HeadAs,
     ) -> Result<Response<UpstreamBody>, Error> {
         let mut timeout = self.config.response_timeout;
         if let Some(d) = deadline {
             timeout = timeout.min(d.saturating_duration_since(Instant::now()));
         }
         let backend = &self.backends[index];
-        let exchange = backend.pool.send(&self.connector, head, body, fresh);
+        let exchange = backend
+            .pool
+            .send(&self.connector, head, body, fresh, head_as);
         match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(Error::ResponseTimeout {
@@ -421,7 +440,7 @@ impl Group {
         let (head, body) = req.into_parts();
         self.backends[index]
             .pool
-            .send(&self.connector, &head, body, false)
+            .send(&self.connector, &head, body, false, HeadAs::Map)
             .await
     }
 

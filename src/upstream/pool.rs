@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use super::connect::{ConnectError, Connector};
 use super::h1::{self, Answer, Failure};
-use super::{framing_fault, Error, ReqBody, UpstreamBody};
+use super::{framing_fault, Error, HeadAs, ReqBody, UpstreamBody};
 use crate::config::{ServerAddr, Upstream};
 
 type H2 = http2::SendRequest<ReqBody>;
@@ -114,6 +114,7 @@ impl Pool {
         head: &http::request::Parts,
         body: ReqBody,
         fresh: bool,
+        head_as: HeadAs,
     ) -> Result<Response<UpstreamBody>, Error> {
         if self.h2 {
             let mut req = Request::new(body);
@@ -122,7 +123,7 @@ impl Pool {
             *req.headers_mut() = head.headers.clone();
             self.send_h2(connector, req).await
         } else {
-            self.send_h1(connector, head, body, fresh).await
+            self.send_h1(connector, head, body, fresh, head_as).await
         }
     }
 
@@ -132,6 +133,7 @@ impl Pool {
         head: &http::request::Parts,
         body: ReqBody,
         fresh: bool,
+        head_as: HeadAs,
     ) -> Result<Response<UpstreamBody>, Error> {
         let idle = if fresh { None } else { self.take_idle() };
         let reused = idle.is_some();
@@ -143,20 +145,20 @@ impl Pool {
                 conn
             }
         };
-        let answer = conn
-            .exchange(head, body)
-            .await
-            .map_err(|failed| match failed.failure {
-                Failure::Framing(what) => Error::Protocol {
-                    backend: self.addr.clone(),
-                    what,
-                },
-                failure => Error::Exchange {
-                    backend: self.addr.clone(),
-                    source: Box::new(failure),
-                    stale: reused && failed.unanswered,
-                },
-            })?;
+        let answer =
+            conn.exchange(head, body, head_as)
+                .await
+                .map_err(|failed| match failed.failure {
+                    Failure::Framing(what) => Error::Protocol {
+                        backend: self.addr.clone(),
+                        what,
+                    },
+                    failure => Error::Exchange {
+                        backend: self.addr.clone(),
+                        source: Box::new(failure),
+                        stale: reused && failed.unanswered,
+                    },
+                })?;
         Ok(match answer {
             Answer::Response { head, body } => {
                 let (parts, ()) = head.into_parts();
