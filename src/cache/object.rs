@@ -184,14 +184,14 @@ impl std::fmt::Debug for ObjectMemo {
 
 impl CachedObject {
     /// The stored fields encoded once as [`hyper::RawFields`] lines, then the lines
-    /// `extra` gives (those a hit adds), built on first use: every field but the framing
-    /// ones (hyper writes `Content-Length` from the body). `extra` is called on the first
-    /// use only, so every caller must give the same lines. `None` when the object has no
+    /// `extra` (those a hit adds), built on first use: every field but the framing ones
+    /// (hyper writes `Content-Length` from the body). `extra` counts on the first use
+    /// only, so every caller must give the same lines. `None` when the object has no
     /// `Date` (hyper would add the current one, so such a hit goes the ordinary way).
-    pub fn raw_fields(&self, extra: impl FnOnce() -> String) -> Option<&Bytes> {
+    pub fn raw_fields(&self, extra: &[u8]) -> Option<&Bytes> {
         self.memo
             .1
-            .get_or_init(|| encode_fields(&self.headers, extra().as_bytes()))
+            .get_or_init(|| encode_fields(&self.headers, extra))
             .as_ref()
     }
 

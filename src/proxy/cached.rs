@@ -97,10 +97,13 @@ pub fn serve_hit<B>(
     let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let primary = primary_key(policy, host, pq, req.headers());
     let Some(obj) = cache.lookup_memory(&primary, req.headers()) else {
-        // `only-if-cached` must get its 504 from the cache step, never the origin.
-        return if cache.passes(&primary)
-            && !policy::request_cache_control(req.headers()).only_if_cached
-        {
+        // `only-if-cached` (a Cache-Control directive) must get its 504 from the cache
+        // step, never the origin.
+        let only_if_cached = || {
+            req.headers().contains_key(header::CACHE_CONTROL)
+                && policy::request_cache_control(req.headers()).only_if_cached
+        };
+        return if cache.passes(&primary) && !only_if_cached() {
             FirstLook::Pass
         } else {
             FirstLook::Slow(primary)
@@ -147,16 +150,7 @@ fn respond_raw(
     }
     // After the stored fields: the hit's `X-Cache`, and the `Via` the response step adds
     // to every other response.
-    let lines = obj
-        .raw_fields(|| {
-            let hit = CacheStatus::Hit.as_str();
-            format!(
-                "{X_CACHE}: {hit}\r\n{}: {}\r\n",
-                header::VIA,
-                super::VIA_TEXT
-            )
-        })?
-        .clone();
+    let lines = obj.raw_fields(super::RAW_HIT)?.clone();
     let mut resp = Response::new(RespBody::full(obj.body.clone()));
     *resp.status_mut() = obj.status;
     // The header map stays empty (and unallocated): hyper keeps a response's map for

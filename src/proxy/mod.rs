@@ -174,8 +174,9 @@ fn finish(
     Response::from_parts(parts, body.with_exchange(exchange))
 }
 
-/// The lines after a relayed answer's own raw fields (see `HeadAs::RawLines`): its
-/// `X-Cache`, then the `Via` every response gets, as a hit's lines end.
+/// The lines after a pre-encoded head's own fields (a hit's, or a relayed answer's: see
+/// `HeadAs::RawLines`): its `X-Cache`, then the `Via` every response gets.
+const RAW_HIT: &[u8] = b"x-cache: HIT\r\nvia: 1.1 torii\r\n";
 const RAW_MISS: &[u8] = b"x-cache: MISS\r\nvia: 1.1 torii\r\n";
 const RAW_BYPASS: &[u8] = b"x-cache: BYPASS\r\nvia: 1.1 torii\r\n";
 const RAW_VIA: &[u8] = b"via: 1.1 torii\r\n";
@@ -703,22 +704,40 @@ fn strip_unkeyed_overrides(headers: &mut HeaderMap, keyed: Option<&[HeaderName]>
     });
 }
 
+/// Appends the client's address to `X-Forwarded-For`, after any it came with.
 fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
-    let mut value = String::with_capacity(48);
-    if let Some(prior) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        if !prior.trim().is_empty() {
-            value.push_str(prior);
-            value.push_str(", ");
-        }
-    }
-    push_ip(&mut value, peer.ip());
-    if let Ok(v) = HeaderValue::try_from(value) {
+    let prior = headers
+        .get(&X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .filter(|prior| !prior.trim().is_empty());
+    if let Ok(v) = HeaderValue::try_from(forwarded_for(prior, peer.ip())) {
         headers.insert(X_FORWARDED_FOR, v);
     }
 }
 
-/// Appends `ip` as text (an IPv4-mapped IPv6 address as IPv4). IPv4 by hand: the
-/// formatting machinery cost a proxied request more than a thousand instructions.
+/// `prior, ip`, or `ip`: sized exactly when `ip` is IPv4, so that the header value takes
+/// the string's buffer as it is, without another allocation.
+fn forwarded_for(prior: Option<&str>, ip: std::net::IpAddr) -> String {
+    let ip = ip.to_canonical();
+    let ip_len = match ip {
+        std::net::IpAddr::V4(v4) => {
+            3 + v4
+                .octets()
+                .iter()
+                .map(|&o| 1 + usize::from(o >= 10) + usize::from(o >= 100))
+                .sum::<usize>()
+        }
+        std::net::IpAddr::V6(_) => 45,
+    };
+    let mut value = String::with_capacity(prior.map_or(0, |p| p.len() + 2) + ip_len);
+    if let Some(prior) = prior {
+        value.push_str(prior);
+        value.push_str(", ");
+    }
+    push_ip(&mut value, ip);
+    value
+}
+
 fn push_ip(out: &mut String, ip: std::net::IpAddr) {
     match ip.to_canonical() {
         std::net::IpAddr::V4(v4) => {
@@ -772,6 +791,7 @@ mod tests {
     #[test]
     fn raw_lines_end_as_a_hit_s_do() {
         for (lines, status) in [
+            (RAW_HIT, cached::CacheStatus::Hit),
             (RAW_MISS, cached::CacheStatus::Miss),
             (RAW_BYPASS, cached::CacheStatus::Bypass),
         ] {
@@ -782,7 +802,7 @@ mod tests {
                 header::VIA
             );
             assert_eq!(lines, written.as_bytes());
-            let relayed = [&b"date: x\r\nx-cache: HIT\r\n"[..], lines].concat();
+            let relayed = [&b"date: x\r\nx-cache: STALE\r\n"[..], lines].concat();
             assert_eq!(raw_x_cache(&relayed), Some(status.as_str().as_bytes()));
         }
         assert_eq!(raw_x_cache(RAW_VIA), None);
@@ -801,6 +821,10 @@ mod tests {
             let mut out = String::new();
             push_ip(&mut out, ip.parse().unwrap());
             assert_eq!(out, ip);
+            for prior in [None, Some("1.2.3.4")] {
+                let value = forwarded_for(prior, ip.parse().unwrap());
+                assert_eq!(value.len(), value.capacity(), "{value}");
+            }
         }
     }
 }

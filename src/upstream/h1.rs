@@ -189,10 +189,7 @@ impl Conn {
                     leftover,
                 },
             ));
-        } else if head_request
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED
-        {
+        } else if head_request || !has_body(status) {
             Framing::Length(0)
         } else {
             length
@@ -290,6 +287,13 @@ impl Conn {
             }
         }
     }
+}
+
+/// Whether an answer with this status has a body, whatever its fields say (RFC 9112
+/// §6.3): not a 1xx (101 hands the connection over), 204 or 304. An answer to HEAD has
+/// none either.
+fn has_body(status: StatusCode) -> bool {
+    status.as_u16() >= 200 && status != StatusCode::NO_CONTENT && status != StatusCode::NOT_MODIFIED
 }
 
 /// The request side of an exchange in progress.
@@ -527,9 +531,7 @@ pub fn parse_head(buf: &mut BytesMut, raw: Option<&[u8]>) -> Result<Option<Parse
     } else {
         len
     };
-    let bodied = status.as_u16() >= 200
-        && status != StatusCode::NO_CONTENT
-        && status != StatusCode::NOT_MODIFIED;
+    let bodied = has_body(status);
     let mut head = Response::new(());
     *head.status_mut() = status;
     *head.version_mut() = version;
@@ -1092,5 +1094,48 @@ mod tests {
             parse_head(&mut two, None),
             Err(Failure::Parse(_)) | Err(Failure::Framing(_))
         ));
+    }
+
+    fn raw_lines(head: &[u8]) -> (Option<Bytes>, Bytes) {
+        let mut buf = BytesMut::from(head);
+        let parsed = parse_head(&mut buf, Some(b"via: t\r\n")).unwrap().unwrap();
+        let raw = parsed.head.extensions().get::<hyper::RawFields>();
+        assert!(raw.is_none() || parsed.head.headers().is_empty());
+        (raw.map(|r| r.lines.clone()), parsed.tail)
+    }
+
+    #[test]
+    fn raw_heads_keep_end_to_end_lines() {
+        // The lines as the server wrote them, without the framing, the connection's own
+        // fields and the server's X-Cache; then the caller's lines.
+        let (lines, tail) = raw_lines(
+            b"HTTP/1.1 200 OK\r\nServer: o\r\nDate: d\r\nContent-Length: 2\r\nConnection: keep-alive, X-Hop\r\nETag: \"e\"\r\nX-Hop: 1\r\nx-cache: HIT\r\nCache-Control: no-store\r\n\r\nok",
+        );
+        assert_eq!(
+            lines.as_deref(),
+            Some(
+                &b"Server: o\r\nDate: d\r\nETag: \"e\"\r\nCache-Control: no-store\r\nvia: t\r\n"[..]
+            )
+        );
+        assert_eq!(&tail[..], b"ok");
+
+        // Lines written otherwise (bare LF, no space, more spaces) come as `name: value`
+        // CRLF, in order.
+        let (lines, _) = raw_lines(
+            b"HTTP/1.1 200 OK\nDate: d\r\nA:1\r\nB:   2  \r\nC: 3\nD: 4\r\nE: \r\nF: 6\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert_eq!(
+            lines.as_deref(),
+            Some(&b"Date: d\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: \r\nF: 6\r\nvia: t\r\n"[..])
+        );
+
+        // No Date (hyper adds one), or no body by its status: a header map.
+        for head in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX: 1\r\n\r\n"[..],
+            b"HTTP/1.1 204 No Content\r\nDate: d\r\nX: 1\r\n\r\n",
+            b"HTTP/1.1 304 Not Modified\r\nDate: d\r\nX: 1\r\n\r\n",
+        ] {
+            assert_eq!(raw_lines(head).0, None);
+        }
     }
 }

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# System calls per request of a proxy under wrk, by kind, and the reads that found nothing
+# (EAGAIN): the kernel half of a request's cost, which `cpu_split.sh` measures in time,
+# counted. Counts are stable where times are not; tracepoints barely slow the server.
+# Loopback only, bounded, stops what it starts by PID.
+#
+#   scripts/perf/syscalls.sh [BIN|haproxy] [PATH] [SECONDS]
+#     BIN      torii binary (default target/release/torii), or `haproxy` for the bench's
+#              HAProxy config (../shared/bench/templates/haproxy.cfg) as a reference
+#     PATH     /1k (a cache hit) or /nocache/1k (every request to the origin), default /nocache/1k
+#     SECONDS  timed wrk run (default 3)
+#
+# Pins like cpu_split.sh. Needs perf (Debian linux-perf), wrk and nginx. Ports 19380
+# (origin) and 19384 (server); files in $OUT.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN=${1:-target/release/torii}
+URLPATH=${2:-/nocache/1k}
+SECS=${3:-3}
+OUT=${OUT:-/tmp/torii-syscalls}
+. scripts/perf/origin.sh
+write_origin 19380
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+taskset -c 0 nginx -c "$OUT/origin.conf" -p "$OUT" >/dev/null 2>&1 &
+pids+=($!)
+if [ "$BIN" = haproxy ]; then
+    sed -e 's/@MAXCONN@/20000/g; s/@PORT@/19384/; s/@ORIGIN_PORT@/19380/' \
+        ../shared/bench/templates/haproxy.cfg > "$OUT/haproxy.cfg"
+    taskset -c 1 haproxy -f "$OUT/haproxy.cfg" -db >"$OUT/server.log" 2>&1 &
+else
+    taskset -c 1 "$BIN" proxy --listen 127.0.0.1:19384 --to http://127.0.0.1:19380 --workers 1 \
+        >"$OUT/server.log" 2>&1 &
+fi
+server=$!
+pids+=($server)
+for _ in $(seq 100); do
+    curl -s -o /dev/null "http://127.0.0.1:19384$URLPATH" && break
+    sleep 0.1
+done
+taskset -c 0 wrk -t1 -c64 -d1s "http://127.0.0.1:19384$URLPATH" >/dev/null
+ev=raw_syscalls:sys_enter
+for c in recvfrom sendto read write readv writev epoll_wait epoll_ctl; do
+    ev+=",syscalls:sys_enter_$c"
+done
+perf stat -x, -o "$OUT/perf.txt" -p "$server" \
+    -e "$ev" -e syscalls:sys_exit_recvfrom --filter 'ret == -11' \
+    -e syscalls:sys_exit_read --filter 'ret == -11' &
+tracer=$!
+pids+=($tracer)
+sleep 0.5
+reqs=$(taskset -c 0 wrk -t1 -c64 -d"${SECS}s" "http://127.0.0.1:19384$URLPATH" |
+    awk '/requests in/{print $1}')
+kill -INT "$tracer"
+wait "$tracer" || true
+echo "requests: $reqs (counts start 0.5 s before wrk)"
+awk -F, -v n="$reqs" '$3 ~ /sys_/ {
+    name = $3; sub(/.*:sys_enter_?/, "", name); sub(/.*:sys_exit_/, "EAGAIN ", name)
+    if (name == "") name = "all"
+    printf "%-18s %6.2f per request\n", name, $1 / n }' "$OUT/perf.txt"
