@@ -999,3 +999,75 @@ async fn relayed_heads_keep_every_end_to_end_field_once() {
         assert!(h.get("x-hop").is_none(), "{h:?}");
     }
 }
+
+/// A client that hangs up while its request waits on a slow upstream: torii notices the
+/// close (it watches the client's side while it waits) and drops the upstream exchange, so
+/// the upstream sees its connection closed instead of answering into the void.
+#[tokio::test]
+async fn client_hanging_up_mid_request_drops_the_upstream_exchange() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    let toml = format!(
+        "[server]\nadmin = \"off\"\n[log]\naccess = \"off\"\n[upstreams.app]\nservers = [\"http://{origin}\"]\nretries = 0\n[[routes]]\nupstream = \"app\"\n"
+    );
+    let torii = Torii::start(&toml, None).await;
+    for round in 0..2 {
+        let mut client = TcpStream::connect(torii.addr).await.unwrap();
+        // The second round comes after a served request on the same client connection.
+        if round == 1 {
+            client
+                .write_all(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+                .await
+                .unwrap();
+            let (mut upstream, _) = listener.accept().await.unwrap();
+            let mut head = vec![0u8; 4096];
+            let _ = upstream.read(&mut head).await.unwrap();
+            upstream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            let mut answer = vec![0u8; 4096];
+            let n = client.read(&mut answer).await.unwrap();
+            assert!(answer[..n].ends_with(b"ok"));
+            client
+                .write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+                .await
+                .unwrap();
+            assert_eq!(
+                upstream_sees_close(&mut upstream, client).await,
+                Some(0),
+                "round {round}"
+            );
+            continue;
+        }
+        client
+            .write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let (mut upstream, _) = listener.accept().await.unwrap();
+        assert_eq!(
+            upstream_sees_close(&mut upstream, client).await,
+            Some(0),
+            "round {round}"
+        );
+    }
+    torii.stop().await;
+}
+
+/// Reads the request off `upstream`, hangs the client up, and reads `upstream` again: the
+/// byte count of that read (0: closed), or `None` if nothing happened within 10 s.
+async fn upstream_sees_close(upstream: &mut TcpStream, client: TcpStream) -> Option<usize> {
+    let mut buf = vec![0u8; 4096];
+    let mut seen = Vec::new();
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = upstream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "torii closed before sending the whole request");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(seen.starts_with(b"GET /slow "));
+    drop(client);
+    tokio::time::timeout(Duration::from_secs(10), upstream.read(&mut buf))
+        .await
+        .ok()
+        .map(|r| r.unwrap_or(0))
+}

@@ -248,6 +248,19 @@ where
     }
 
     pub(crate) fn poll_read_from_io(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.poll_read_io(cx, true)
+    }
+
+    /// torii patch: a read that only watches a busy connection (for its close, or what a
+    /// client sends ahead) reads into the room the buffer has, growing it only when it is
+    /// full. Growing it there reallocated it on every request: the request being served
+    /// still holds the bytes its head was parsed from, so the buffer can't be reclaimed in
+    /// place: a new buffer for every request that waits on something.
+    pub(crate) fn poll_read_watching(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.poll_read_io(cx, false)
+    }
+
+    fn poll_read_io(&mut self, cx: &mut Context<'_>, grow: bool) -> Poll<io::Result<usize>> {
         self.read_blocked = false;
         // Get the next amount to allocate, but make sure we don't go over
         // the max read buf size configured.
@@ -257,7 +270,8 @@ where
                 .max()
                 .saturating_sub(self.read_buf.len()),
         );
-        if self.read_buf_remaining_mut() < next {
+        let room = self.read_buf_remaining_mut();
+        if room < next && (grow || room == 0) {
             self.read_buf.reserve(next);
         }
 
