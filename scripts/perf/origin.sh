@@ -1,5 +1,5 @@
 # Sourced by the scripts in this folder: writes the objects and the config of an nginx
-# origin like ../shared/bench's (sendfile, keep-alive, /1k cacheable, /nocache/1k not)
+# origin like ../shared/bench's (sendfile, keep-alive, /1k and /1m cacheable, /nocache/1k not)
 # into $OUT, listening on 127.0.0.1:$1. Start it with:
 #   nginx -c "$OUT/origin.conf" -p "$OUT"
 write_origin() {
@@ -7,6 +7,7 @@ write_origin() {
     mkdir -p "$OUT/www/nocache" "$OUT/tmp"
     head -c 1024 /dev/urandom > "$OUT/www/1k"
     cp "$OUT/www/1k" "$OUT/www/nocache/1k"
+    head -c 1048576 /dev/urandom > "$OUT/www/1m"
     cat > "$OUT/origin.conf" <<CONF
 worker_processes 1;
 daemon off;
@@ -27,6 +28,7 @@ http {
         listen 127.0.0.1:$port;
         root $OUT/www;
         location = /1k         { add_header Cache-Control "public, max-age=3600"; }
+        location = /1m         { add_header Cache-Control "public, max-age=3600"; }
         location = /nocache/1k { add_header Cache-Control "no-store"; }
     }
 }

@@ -29,6 +29,10 @@ pub(crate) const DEFAULT_MAX_BUFFER_SIZE: usize = 8192 + 4096 * 100;
 /// forces a flush if the queue gets this big.
 const MAX_BUF_LIST_BUFFERS: usize = 16;
 
+/// torii patch: with the `Flatten` strategy (which pipeline flushing forces), a buffer this
+/// large or larger is queued after the flattened bytes instead of copied into them.
+const FLATTEN_MAX: usize = INIT_BUFFER_SIZE;
+
 pub(crate) struct Buffered<T, B> {
     flush_pipeline: bool,
     io: T,
@@ -312,16 +316,23 @@ where
         // torii patch: hold writes back for pipelined input only while there is room left.
         // torii patch: and only for a pipelined request, not for the stray CRLF a client
         // may send after a body (RFC 9112 §2.2), which would hold the response back forever.
+        // torii patch: and not while a large buffer is queued (see `FLATTEN_MAX`): no
+        // further head can be written until it is flushed.
         if self.flush_pipeline
             && self.read_buf.iter().any(|&b| b != b'\r' && b != b'\n')
             && self.write_buf.can_buffer()
+            && self.can_headers_buf()
         {
             Poll::Ready(Ok(()))
         } else if self.write_buf.remaining() == 0 {
             Pin::new(&mut self.io).poll_flush(cx)
         } else {
+            // torii patch: large buffers are queued after the flattened bytes (see
+            // `FLATTEN_MAX`); with any queued, the vectored path below writes both.
             if let WriteStrategy::Flatten = self.write_buf.strategy {
-                return self.poll_flush_flattened(cx);
+                if !self.write_buf.queue.has_remaining() {
+                    return self.poll_flush_flattened(cx);
+                }
             }
 
             const MAX_WRITEV_BUFS: usize = 64;
@@ -588,6 +599,20 @@ impl<B: Buf> WriteBuf<B> {
     pub(super) fn buffer<BB: Buf + Into<B>>(&mut self, mut buf: BB) {
         debug_assert!(buf.has_remaining());
         match self.strategy {
+            // torii patch: a large buffer (a cached 1 MiB body) is queued as it is, not
+            // copied: it goes out with the flattened bytes before it in one vectored
+            // write. Whatever comes after it while it waits is queued behind it, in order,
+            // and no new head is written until the queue is flushed (`can_headers_buf`).
+            WriteStrategy::Flatten
+                if self.queue.has_remaining() || buf.remaining() >= FLATTEN_MAX =>
+            {
+                trace!(
+                    self.len = self.remaining(),
+                    buf.len = buf.remaining(),
+                    "buffer.flatten (queued)"
+                );
+                self.queue.push(buf.into());
+            }
             WriteStrategy::Flatten => {
                 let head = self.headers_mut();
 
@@ -624,7 +649,11 @@ impl<B: Buf> WriteBuf<B> {
 
     fn can_buffer(&self) -> bool {
         match self.strategy {
-            WriteStrategy::Flatten => self.remaining() < self.max_buf_size,
+            // torii patch: queued large buffers count as in `Queue`.
+            WriteStrategy::Flatten => {
+                self.remaining() < self.max_buf_size
+                    && self.queue.bufs_cnt() < MAX_BUF_LIST_BUFFERS
+            }
             WriteStrategy::Queue => {
                 self.queue.bufs_cnt() < MAX_BUF_LIST_BUFFERS && self.remaining() < self.max_buf_size
             }
