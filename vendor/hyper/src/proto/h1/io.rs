@@ -661,7 +661,20 @@ impl<B: Buf> WriteBuf<B> {
     }
 
     fn headers_mut(&mut self) -> &mut Cursor<Vec<u8>> {
-        debug_assert!(!self.queue.has_remaining());
+        // torii patch: bytes still queued (a large buffer, see `FLATTEN_MAX`) go out before
+        // anything written here from now on: a head written while they wait (hyper's own
+        // error answer to a pipelined request it can't parse, a 100 Continue) goes after a
+        // copy of them. Heads of responses wait for the queue instead (`can_headers_buf`).
+        if self.queue.has_remaining() {
+            let head = &mut self.headers;
+            head.maybe_unshift(self.queue.remaining());
+            while self.queue.has_remaining() {
+                let chunk = self.queue.chunk();
+                let n = chunk.len();
+                head.bytes.extend_from_slice(chunk);
+                self.queue.advance(n);
+            }
+        }
         if self.headers.bytes.capacity() == 0 {
             self.headers.bytes.reserve(INIT_BUFFER_SIZE);
         }
