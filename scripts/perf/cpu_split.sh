@@ -19,27 +19,7 @@ URLPATH=${2:-/nocache/1k}
 SECS=${3:-5}
 OUT=${OUT:-/tmp/torii-cpu-split}
 . scripts/perf/origin.sh
-write_origin 19380
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-taskset -c 0 nginx -c "$OUT/origin.conf" -p "$OUT" >/dev/null 2>&1 &
-pids+=($!)
-if [ "$BIN" = haproxy ]; then
-    sed -e 's/@MAXCONN@/20000/g; s/@PORT@/19384/; s/@ORIGIN_PORT@/19380/' \
-        ../shared/bench/templates/haproxy.cfg > "$OUT/haproxy.cfg"
-    taskset -c 1 haproxy -f "$OUT/haproxy.cfg" -db >"$OUT/server.log" 2>&1 &
-else
-    taskset -c 1 "$BIN" proxy --listen 127.0.0.1:19384 --to http://127.0.0.1:19380 --workers 1 \
-        >"$OUT/server.log" 2>&1 &
-fi
-server=$!
-pids+=($server)
-for _ in $(seq 100); do
-    curl -s -o /dev/null "http://127.0.0.1:19384$URLPATH" && break
-    sleep 0.1
-done
-taskset -c 0 wrk -t1 -c64 -d1s "http://127.0.0.1:19384$URLPATH" >/dev/null
+start_pinned "$BIN" "$URLPATH"
 read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$server/stat")
 out=$(taskset -c 0 wrk -t1 -c64 -d"${SECS}s" "http://127.0.0.1:19384$URLPATH")
 read -r u2 s2 < <(awk '{print $14, $15}' "/proc/$server/stat")

@@ -1,6 +1,6 @@
 # Sourced by the scripts in this folder: writes the objects and the config of an nginx
 # origin like ../shared/bench's (sendfile, keep-alive, /1k and /1m cacheable, /nocache/1k not)
-# into $OUT, listening on 127.0.0.1:$1. Start it with:
+# into $OUT, listening on 127.0.0.1:$1 (`write_origin`). Start it with:
 #   nginx -c "$OUT/origin.conf" -p "$OUT"
 write_origin() {
     local port=$1
@@ -33,4 +33,31 @@ http {
     }
 }
 CONF
+}
+
+# Starts the origin (port 19380) on CPU 0 and the server under test on CPU 1 (port 19384):
+# torii binary $1, or `haproxy` for the bench's HAProxy config. Waits until $2 answers, then
+# warms it up with 1 s of wrk. Sets $server (its PID) and stops both on exit, by PID.
+start_pinned() {
+    local bin=$1 path=$2
+    write_origin 19380
+    pids=()
+    trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
+    taskset -c 0 nginx -c "$OUT/origin.conf" -p "$OUT" >/dev/null 2>&1 &
+    pids+=($!)
+    if [ "$bin" = haproxy ]; then
+        sed -e 's/@MAXCONN@/20000/g; s/@PORT@/19384/; s/@ORIGIN_PORT@/19380/' \
+            ../shared/bench/templates/haproxy.cfg > "$OUT/haproxy.cfg"
+        taskset -c 1 haproxy -f "$OUT/haproxy.cfg" -db >"$OUT/server.log" 2>&1 &
+    else
+        taskset -c 1 "$bin" proxy --listen 127.0.0.1:19384 --to http://127.0.0.1:19380 \
+            --workers 1 >"$OUT/server.log" 2>&1 &
+    fi
+    server=$!
+    pids+=($server)
+    for _ in $(seq 100); do
+        curl -s -o /dev/null "http://127.0.0.1:19384$path" && break
+        sleep 0.1
+    done
+    taskset -c 0 wrk -t1 -c64 -d1s "http://127.0.0.1:19384$path" >/dev/null
 }
