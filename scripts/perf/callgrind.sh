@@ -29,10 +29,7 @@ valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" \
     >"$OUT/torii.log" 2>&1 &
 vg=$!
 pids+=($vg)
-for _ in $(seq 100); do
-    curl -s -o /dev/null "http://127.0.0.1:19384$URLPATH" && break
-    sleep 0.2
-done
+wait_up "$URLPATH" 0.2
 curl -s -o /dev/null "http://127.0.0.1:19384$URLPATH"
 reqs=$(wrk -t1 -c8 -d"${SECS}s" "http://127.0.0.1:19384$URLPATH" | awk '/requests in/{print $1}')
 kill -INT "$vg"

@@ -55,9 +55,14 @@ start_pinned() {
     fi
     server=$!
     pids+=($server)
-    for _ in $(seq 100); do
-        curl -s -o /dev/null "http://127.0.0.1:19384$path" && break
-        sleep 0.1
-    done
+    wait_up "$path" 0.1
     taskset -c 0 wrk -t1 -c64 -d1s "http://127.0.0.1:19384$path" >/dev/null
+}
+
+# Waits (up to 100 tries, $2 seconds apart) until the server on port 19384 answers $1.
+wait_up() {
+    for _ in $(seq 100); do
+        curl -s -o /dev/null "http://127.0.0.1:19384$1" && return
+        sleep "$2"
+    done
 }
