@@ -5,7 +5,6 @@ use std::time::Duration;
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::RespBody;
-use crate::config::UpstreamName;
 use crate::upstream;
 
 /// Why torii answered a request itself instead of relaying an upstream response.
@@ -29,23 +28,7 @@ pub enum ProxyError {
     /// 429 + `Retry-After`: the route's rate limit for this client is used up.
     #[error("rate limit exceeded; retry in {retry_after:?}")]
     RateLimited { retry_after: Duration },
-    /// 503 + `Retry-After`: no server of the group is in rotation (all down, ejected or
-    /// draining). `retry_after` is the time until the first ejection ends.
-    #[error("no server of upstream {group} is in rotation")]
-    NoHealthyUpstream {
-        group: UpstreamName,
-        retry_after: Duration,
-    },
-    /// 503 + `Retry-After: 1`: every server is at `max_conns` and the group's queue is full.
-    #[error("upstream {group}: every server at max_conns and the queue is full")]
-    QueueFull { group: UpstreamName },
-    /// 503 + `Retry-After: 1`: waited `queue_timeout` in the group's queue for a free slot.
-    #[error("upstream {group}: no free connection slot after waiting {waited:?}")]
-    QueueTimeout {
-        group: UpstreamName,
-        waited: Duration,
-    },
-    /// 502 or 504, see `upstream::Error`.
+    /// 502, 503 or 504, see `upstream::Error`.
     #[error(transparent)]
     Upstream(#[from] upstream::Error),
 }
@@ -59,9 +42,11 @@ impl ProxyError {
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ProxyError::NoHealthyUpstream { .. }
-            | ProxyError::QueueFull { .. }
-            | ProxyError::QueueTimeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream(
+                upstream::Error::Unavailable { .. }
+                | upstream::Error::QueueFull { .. }
+                | upstream::Error::QueueTimeout { .. },
+            ) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(upstream::Error::ConnectTimeout { .. })
             | ProxyError::Upstream(upstream::Error::ResponseTimeout { .. }) => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -74,10 +59,12 @@ impl ProxyError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ProxyError::RateLimited { retry_after }
-            | ProxyError::NoHealthyUpstream { retry_after, .. } => Some(*retry_after),
-            ProxyError::QueueFull { .. } | ProxyError::QueueTimeout { .. } => {
-                Some(Duration::from_secs(1))
+            | ProxyError::Upstream(upstream::Error::Unavailable { retry_after, .. }) => {
+                Some(*retry_after)
             }
+            ProxyError::Upstream(
+                upstream::Error::QueueFull { .. } | upstream::Error::QueueTimeout { .. },
+            ) => Some(Duration::from_secs(1)),
             _ => None,
         }
     }

@@ -131,16 +131,24 @@ fn get(path: &str) -> Request<ReqBody> {
     req
 }
 
-/// One exchange through `group.send`, body read to the end.
+/// One exchange through `group.forward` (the group's one server), body read to the end.
 async fn exchange(
     group: &Group,
-    addr: &torii::config::ServerAddr,
+    _addr: &torii::config::ServerAddr,
     path: &str,
 ) -> Result<String, String> {
+    let (mut parts, body) = get(path).into_parts();
     let resp = group
-        .send(addr, get(path))
+        .forward(
+            &mut parts,
+            body,
+            &torii::upstream::PickContext::default(),
+            torii::upstream::HeadAs::Map,
+            torii::upstream::Patience::Queue,
+        )
         .await
-        .map_err(|e| torii::upstream::error_chain(&e))?;
+        .map_err(|e| torii::upstream::error_chain(&e))?
+        .response;
     assert_eq!(resp.status(), StatusCode::OK);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     Ok(String::from_utf8_lossy(&body).into_owned())

@@ -342,23 +342,19 @@ async fn ejected_server_is_probed_and_returns() {
 }
 
 #[tokio::test]
-async fn all_servers_down_answers_503_at_once() {
+async fn all_servers_failing_active_checks_answers_503_at_once() {
     let o = origins(1).await;
     let torii = Torii::start(
         &config(
             &list(&[&o[0]]),
-            "breaker = { failures = 1, ejection = \"30s\" }",
+            "health = { path = \"/health\", interval = \"20ms\", timeout = \"1s\", rise = 1, fall = 1 }",
         ),
         None,
     )
     .await;
     o[0].kill();
-    // The first request finds out (a failed connect ejects the only server).
-    let (status, _, _) = get(&torii.url("/")).await;
-    assert!(
-        status == StatusCode::BAD_GATEWAY || status == StatusCode::SERVICE_UNAVAILABLE,
-        "{status}"
-    );
+    // Active checks mark the only server down: no panic mode can help, 503 at once.
+    wait_state(&torii, o[0].addr, "down").await;
     for _ in 0..5 {
         let (status, headers, _) = get(&torii.url("/")).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);

@@ -11,6 +11,7 @@ pub mod fill;
 pub mod key;
 pub mod object;
 pub mod policy;
+pub mod status;
 pub mod tier;
 
 use std::collections::{HashMap, HashSet};
@@ -24,6 +25,8 @@ use std::time::{Duration, SystemTime};
 use http::{header, HeaderMap, HeaderValue};
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+pub use status::CacheStatus;
 
 use object::CachedObject;
 use tier::disk::DiskTier;

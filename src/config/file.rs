@@ -122,6 +122,7 @@ pub struct BreakerSection {
     pub failures: Option<Spanned<i64>>,
     pub ejection: Option<Spanned<String>>,
     pub max_ejection: Option<Spanned<String>>,
+    pub max_ejection_percent: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

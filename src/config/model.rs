@@ -387,6 +387,10 @@ pub struct BreakerSettings {
     pub ejection: Duration,
     /// Longest ejection period. Default 2 min.
     pub max_ejection: Duration,
+    /// The largest share of a group's servers (percent, 0–100) the breaker may eject at
+    /// once; an ejection beyond it is not made. With the default 50, a one-server group is
+    /// never ejected and a two-server group keeps one. Default 50.
+    pub max_ejection_percent: u32,
 }
 
 impl Default for BreakerSettings {
@@ -395,6 +399,7 @@ impl Default for BreakerSettings {
             failures: 5,
             ejection: Duration::from_secs(5),
             max_ejection: Duration::from_secs(120),
+            max_ejection_percent: 50,
         }
     }
 }

@@ -438,6 +438,12 @@ fn upstream(
                 ) as u32,
                 ejection: c.duration(&b.ejection, &p("ejection"), d.ejection),
                 max_ejection: c.duration(&b.max_ejection, &p("max_ejection"), d.max_ejection),
+                max_ejection_percent: c.count(
+                    &b.max_ejection_percent,
+                    &p("max_ejection_percent"),
+                    0..101,
+                    d.max_ejection_percent as usize,
+                ) as u32,
             };
             if let (Some(v), true) = (&b.max_ejection, settings.max_ejection < settings.ejection) {
                 c.report(v.span(), p("max_ejection"), "shorter than breaker.ejection");

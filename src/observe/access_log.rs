@@ -140,9 +140,10 @@ fn combined(r: &Record) -> String {
     }
     let _ = write!(
         line,
-        " scheme={} tls={}",
+        " scheme={} tls={} cache={}",
         r.scheme(),
-        r.tls.map_or("-", |v| v.as_str())
+        r.tls.map_or("-", |v| v.as_str()),
+        r.cache.map_or("-", |c| c.reason())
     );
     if !r.complete {
         line.push_str(" incomplete");
@@ -171,6 +172,7 @@ fn json(r: &Record) -> String {
         "upstream": r.upstream.as_ref().map(|u| u.to_string()),
         "upstream_time": r.upstream_time.map(|t| t.as_secs_f64()),
         "complete": r.complete,
+        "cache": r.cache.map(|c| c.reason()),
         "error": r.error,
     });
     let mut line = value.to_string();
@@ -213,7 +215,7 @@ mod tests {
             "{line}"
         );
         assert_eq!(line.matches('\n').count(), 1);
-        assert!(line.contains(" scheme=http tls=-"), "{line}");
+        assert!(line.contains(" scheme=http tls=- cache=-"), "{line}");
     }
 
     #[test]
@@ -228,6 +230,24 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&json(&r)).unwrap();
         assert_eq!(v["scheme"], "https");
         assert_eq!(v["tls"], "TLSv1.3");
+    }
+
+    #[test]
+    fn cache_outcome_logged_with_its_reason() {
+        use crate::cache::status::{CacheStatus, Miss};
+        let r = Record {
+            status: http::StatusCode::OK,
+            complete: true,
+            cache: Some(CacheStatus::Miss(Miss::Expired)),
+            ..Default::default()
+        };
+        assert!(
+            combined(&r).contains(" cache=miss-expired"),
+            "{}",
+            combined(&r)
+        );
+        let v: serde_json::Value = serde_json::from_str(&json(&r)).unwrap();
+        assert_eq!(v["cache"], "miss-expired");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use http::StatusCode;
 use tokio::time::Instant;
 
 use super::histogram::{bucket_upper_seconds, Counter, Histogram, Snapshot, BUCKETS};
+use crate::cache::status::{CacheStatus, X_CACHE_VALUES};
 
 // === names ===
 pub const REQUESTS_TOTAL: &str = "torii_requests_total";
@@ -18,6 +19,8 @@ pub const UPSTREAM_RESPONSE_SECONDS: &str = "torii_upstream_response_seconds";
 pub const UPSTREAM_QUEUE_WAIT_SECONDS: &str = "torii_upstream_queue_wait_seconds";
 pub const UPSTREAM_RETRIES_TOTAL: &str = "torii_upstream_retries_total";
 pub const UPSTREAM_EJECTIONS_TOTAL: &str = "torii_upstream_ejections_total";
+pub const UPSTREAM_PANIC: &str = "torii_upstream_panic";
+pub const UPSTREAM_PANIC_REQUESTS_TOTAL: &str = "torii_upstream_panic_requests_total";
 pub const REJECTIONS_TOTAL: &str = "torii_rejections_total";
 pub const CONNECTIONS_OPEN: &str = "torii_connections_open";
 pub const CONNECTIONS_ACCEPTED_TOTAL: &str = "torii_connections_accepted_total";
@@ -51,7 +54,14 @@ pub const SHARED_PURGES_RECEIVED_TOTAL: &str = "torii_shared_purges_received_tot
 pub const SHARED_BREAKER_STATE: &str = "torii_shared_breaker_state";
 
 /// The `X-Cache` outcomes a request is counted under, plus `none` (not a proxied request).
-pub const CACHE_OUTCOMES: [&str; 6] = ["HIT", "MISS", "STALE", "REVALIDATED", "BYPASS", "none"];
+pub const CACHE_OUTCOMES: [&str; 6] = [
+    X_CACHE_VALUES[0],
+    X_CACHE_VALUES[1],
+    X_CACHE_VALUES[2],
+    X_CACHE_VALUES[3],
+    X_CACHE_VALUES[4],
+    "none",
+];
 /// Status classes: `1xx` … `5xx`, and `other`.
 pub const STATUS_CLASSES: [&str; 6] = ["other", "1xx", "2xx", "3xx", "4xx", "5xx"];
 /// Why torii refused work itself.
@@ -59,16 +69,9 @@ pub const REJECTION_REASONS: [&str; 3] = ["rate-limit", "queue-full", "queue-tim
 /// TLS versions handshakes are counted under, indexed by `config::TlsVersion as usize`.
 pub const TLS_VERSIONS: [&str; 2] = ["TLSv1.2", "TLSv1.3"];
 
-/// Index into `CACHE_OUTCOMES` of an `X-Cache` value.
-pub fn cache_outcome(x_cache: Option<&[u8]>) -> usize {
-    match x_cache {
-        Some(b"HIT") => 0,
-        Some(b"MISS") => 1,
-        Some(b"STALE") => 2,
-        Some(b"REVALIDATED") => 3,
-        Some(b"BYPASS") => 4,
-        _ => 5,
-    }
+/// Index into `CACHE_OUTCOMES` of a cache decision (`none` for no decision).
+pub fn cache_outcome(status: Option<CacheStatus>) -> usize {
+    status.map_or(CACHE_OUTCOMES.len() - 1, CacheStatus::index)
 }
 
 fn status_class(status: StatusCode) -> usize {
@@ -122,6 +125,10 @@ pub struct GroupMetrics {
     pub queue_wait: Histogram,
     pub retries: Counter,
     pub ejections: Counter,
+    /// Whether the group's last pick was in panic mode (no server in rotation).
+    pub panic: std::sync::atomic::AtomicBool,
+    /// Requests sent in panic mode.
+    pub panic_requests: Counter,
 }
 
 /// Process-wide metrics; route and group metrics are kept by name across reloads.
@@ -429,6 +436,34 @@ impl Metrics {
         }
         header(
             out,
+            UPSTREAM_PANIC,
+            "gauge",
+            "1 while the group is in panic mode (no server in rotation: requests go to every server that passes its active checks), by upstream group.",
+        );
+        for g in &groups {
+            let _ = writeln!(
+                out,
+                "{UPSTREAM_PANIC}{{upstream=\"{}\"}} {}",
+                escape(&g.name),
+                u8::from(g.panic.load(std::sync::atomic::Ordering::Relaxed))
+            );
+        }
+        header(
+            out,
+            UPSTREAM_PANIC_REQUESTS_TOTAL,
+            "counter",
+            "Requests sent in panic mode, by upstream group.",
+        );
+        for g in &groups {
+            let _ = writeln!(
+                out,
+                "{UPSTREAM_PANIC_REQUESTS_TOTAL}{{upstream=\"{}\"}} {}",
+                escape(&g.name),
+                g.panic_requests.get()
+            );
+        }
+        header(
+            out,
             REJECTIONS_TOTAL,
             "counter",
             "Requests torii refused itself, by reason.",
@@ -535,7 +570,7 @@ mod tests {
         let r = m.route("*/");
         r.record(
             StatusCode::OK,
-            cache_outcome(Some(b"HIT")),
+            cache_outcome(Some(CacheStatus::Hit)),
             Duration::from_millis(3),
         );
         r.record(

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 pub use access_log::AccessLog;
 
+use crate::cache::status::CacheStatus;
 use crate::config::{RouteId, ServerAddr};
 use crate::listener::ConnState;
 use crate::server::Runtime;
@@ -54,6 +55,8 @@ pub struct Record {
     pub route: Option<RouteId>,
     /// The downstream TLS version; `None` on plain HTTP.
     pub tls: Option<crate::config::TlsVersion>,
+    /// What the cache step decided (`None`: not a proxied request).
+    pub cache: Option<CacheStatus>,
 }
 
 impl Record {
@@ -82,13 +85,13 @@ impl Exchange {
     }
 
     /// Notes the route, upstream group and cache outcome to count this exchange under.
-    pub fn observe(&mut self, runtime: &Runtime, x_cache: Option<&[u8]>) {
+    pub fn observe(&mut self, runtime: &Runtime) {
         let Some(id) = self.record.route else { return };
         self.route = runtime.route_metrics.get(id.0).cloned();
         if let Some(Some(group)) = runtime.route_groups.get(id.0) {
             self.group = Some(group.metrics.clone());
         }
-        self.outcome = cache_outcome(x_cache);
+        self.outcome = cache_outcome(self.record.cache);
     }
 }
 

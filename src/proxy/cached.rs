@@ -14,39 +14,14 @@ use crate::body::RespBody;
 use crate::cache::fill::Fill;
 use crate::cache::object::{CachedObject, ObjectMeta};
 use crate::cache::policy::{self, Freshness, Reuse};
+use crate::cache::status::{CacheStatus, Miss, Stale};
 use crate::cache::tier::shared::Target;
 use crate::cache::{self, key, Cache, FlightState, Join, LeaseOutcome, UrlMatch};
-use crate::config::{CachePolicy, ServerAddr};
+use crate::config::CachePolicy;
 use crate::error::ProxyError;
-use crate::upstream::{Group, ReqBody};
+use crate::observe::Record;
+use crate::upstream::{self, Group, HeadAs, Patience, PickContext, ReqBody, UpstreamBody};
 
-/// The `X-Cache` value of a response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheStatus {
-    Hit,
-    Miss,
-    Stale,
-    Revalidated,
-    Bypass,
-}
-
-impl CacheStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheStatus::Hit => "HIT",
-            CacheStatus::Miss => "MISS",
-            CacheStatus::Stale => "STALE",
-            CacheStatus::Revalidated => "REVALIDATED",
-            CacheStatus::Bypass => "BYPASS",
-        }
-    }
-
-    pub fn header(self) -> HeaderValue {
-        HeaderValue::from_static(self.as_str())
-    }
-}
-
-pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 const SURROGATE_KEY: HeaderName = HeaderName::from_static("surrogate-key");
 const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
 
@@ -55,7 +30,8 @@ pub struct Ctx<'a> {
     pub cache: &'a Arc<Cache>,
     pub policy: &'a Arc<CachePolicy>,
     pub group: &'a Arc<Group>,
-    pub backend: ServerAddr,
+    /// What the group's balancer needs to pick a server for this request.
+    pub pick: PickContext,
     /// The downstream request's headers (Vary, conditionals, Cache-Control).
     pub req_headers: HeaderMap,
     /// The host the request was for (key and purge).
@@ -129,7 +105,6 @@ pub fn serve_hit<B>(
                     req.method() == Method::HEAD,
                     &fresh,
                     now,
-                    CacheStatus::Hit,
                 )
             }),
     )
@@ -149,8 +124,8 @@ fn respond_raw(
         return None;
     }
     // After the stored fields: the hit's `X-Cache`, and the `Via` the response step adds
-    // to every other response.
-    let lines = obj.raw_fields(super::RAW_HIT)?.clone();
+    // to every other response (the response step writes neither to a raw head).
+    let lines = obj.raw_fields(CacheStatus::Hit.raw_lines())?.clone();
     let mut resp = Response::new(RespBody::full(obj.body.clone()));
     *resp.status_mut() = obj.status;
     // The header map stays empty (and unallocated): hyper keeps a response's map for
@@ -163,10 +138,13 @@ fn respond_raw(
 }
 
 /// Serves a GET or HEAD through the cache. `upstream_req` is the request prepared for the
-/// upstream (headers already rewritten), sent only when the cache cannot answer.
+/// upstream (headers already rewritten), sent only when the cache cannot answer, through
+/// the group's one door (`Group::forward`). Notes the decision (`record.cache`) and the
+/// server that answered (`record.upstream`) in the exchange record.
 pub async fn serve(
     mut ctx: Ctx<'_>,
     mut upstream_req: Request<ReqBody>,
+    record: &mut Record,
 ) -> Result<Response<RespBody>, ProxyError> {
     let now = SystemTime::now();
     let primary = match ctx.primary.take() {
@@ -185,60 +163,57 @@ pub async fn serve(
     strip_conditionals(upstream_req.headers_mut());
 
     let stored = ctx.cache.lookup(&primary, &ctx.req_headers).await;
+    // Why the origin is asked, should it be.
+    let mut miss = Miss::Absent;
     if let Some(obj) = &stored {
         let fresh = freshness(obj, ctx.policy);
-        match policy::request_decision(&req_cc, &fresh, now) {
+        let answer = match policy::request_decision(&req_cc, &fresh, now) {
             Reuse::Fresh => {
-                ctx.cache.stats.hits.fetch_add(1, Relaxed);
                 if ctx.policy.refresh_ahead && refresh_ahead_due(&fresh, now) {
                     spawn_refresh(&ctx, &upstream_req, obj.clone(), &primary);
                 }
-                return Ok(respond_stored(
-                    obj,
-                    &ctx.req_headers,
-                    is_head,
-                    &fresh,
-                    now,
-                    CacheStatus::Hit,
-                ));
+                Some((CacheStatus::Hit, &ctx.cache.stats.hits))
             }
             Reuse::StaleAccepted => {
-                ctx.cache.stats.stale.fetch_add(1, Relaxed);
-                return Ok(respond_stored(
-                    obj,
-                    &ctx.req_headers,
-                    is_head,
-                    &fresh,
-                    now,
-                    CacheStatus::Stale,
-                ));
+                Some((CacheStatus::Stale(Stale::Accepted), &ctx.cache.stats.stale))
             }
             Reuse::StaleWhileRevalidate => {
-                ctx.cache.stats.stale.fetch_add(1, Relaxed);
                 spawn_refresh(&ctx, &upstream_req, obj.clone(), &primary);
-                return Ok(respond_stored(
-                    obj,
-                    &ctx.req_headers,
-                    is_head,
-                    &fresh,
-                    now,
-                    CacheStatus::Stale,
-                ));
+                Some((
+                    CacheStatus::Stale(Stale::WhileRevalidate),
+                    &ctx.cache.stats.stale,
+                ))
             }
-            Reuse::OnlyIfCachedMiss => return Ok(only_if_cached_miss()),
-            Reuse::Revalidate => {}
+            Reuse::OnlyIfCachedMiss => {
+                record.cache = Some(CacheStatus::Miss(Miss::Expired));
+                return Ok(only_if_cached_miss());
+            }
+            Reuse::Revalidate => {
+                miss = if fresh.is_fresh(now) {
+                    Miss::ClientRefresh
+                } else {
+                    Miss::Expired
+                };
+                None
+            }
+        };
+        if let Some((status, counter)) = answer {
+            counter.fetch_add(1, Relaxed);
+            record.cache = Some(status);
+            return Ok(respond_stored(obj, &ctx.req_headers, is_head, &fresh, now));
         }
     } else if req_cc.only_if_cached {
+        record.cache = Some(CacheStatus::Miss(Miss::Absent));
         return Ok(only_if_cached_miss());
     }
+    record.cache = Some(CacheStatus::Miss(miss));
 
     if is_head && stored.is_none() {
         // A HEAD miss is relayed as is; only GET responses are stored.
         ctx.cache.stats.misses.fetch_add(1, Relaxed);
-        let resp = ctx.group.send(&ctx.backend, upstream_req).await?;
+        let resp = fetch(&ctx, upstream_req, record).await?;
         let (mut parts, body) = resp.into_parts();
         super::strip_hop_by_hop(&mut parts.headers, false);
-        parts.headers.insert(X_CACHE, CacheStatus::Miss.header());
         return Ok(Response::from_parts(parts, RespBody::upstream(body)));
     }
 
@@ -267,17 +242,11 @@ pub async fn serve(
                         CacheStatus::Hit
                     } else {
                         ctx.cache.stats.stale.fetch_add(1, Relaxed);
-                        CacheStatus::Stale
+                        CacheStatus::Stale(Stale::Shared)
                     };
                     ctx.cache.stats.coalesced.fetch_add(1, Relaxed);
-                    return Ok(respond_stored(
-                        &obj,
-                        &ctx.req_headers,
-                        is_head,
-                        &fresh,
-                        now,
-                        status,
-                    ));
+                    record.cache = Some(status);
+                    return Ok(respond_stored(&obj, &ctx.req_headers, is_head, &fresh, now));
                 }
             }
         }
@@ -293,13 +262,13 @@ pub async fn serve(
                     {
                         ctx.cache.stats.coalesced.fetch_add(1, Relaxed);
                         ctx.cache.stats.hits.fetch_add(1, Relaxed);
+                        record.cache = Some(CacheStatus::Hit);
                         return Ok(respond_stored(
                             &obj,
                             &ctx.req_headers,
                             is_head,
                             &fresh,
                             SystemTime::now(),
-                            CacheStatus::Hit,
                         ));
                     }
                 }
@@ -314,7 +283,7 @@ pub async fn serve(
             .extend(policy::validators_for(&obj.headers));
     }
     let request_time = SystemTime::now();
-    let result = ctx.group.send(&ctx.backend, upstream_req).await;
+    let result = fetch(&ctx, upstream_req, record).await;
     let response_time = SystemTime::now();
 
     let resp = match result {
@@ -325,13 +294,13 @@ pub async fn serve(
                 let fresh = freshness(obj, ctx.policy);
                 if fresh.can_serve_stale_on_error(&req_cc, response_time) {
                     ctx.cache.stats.stale.fetch_add(1, Relaxed);
+                    record.cache = Some(CacheStatus::Stale(Stale::IfError));
                     return Ok(respond_stored(
                         obj,
                         &ctx.req_headers,
                         is_head,
                         &fresh,
                         response_time,
-                        CacheStatus::Stale,
                     ));
                 }
             }
@@ -339,7 +308,6 @@ pub async fn serve(
             ctx.cache.stats.misses.fetch_add(1, Relaxed);
             let (mut parts, body) = resp.into_parts();
             super::strip_hop_by_hop(&mut parts.headers, false);
-            parts.headers.insert(X_CACHE, CacheStatus::Miss.header());
             return Ok(Response::from_parts(parts, RespBody::upstream(body)));
         }
     };
@@ -362,13 +330,13 @@ pub async fn serve(
             if let Some(flight) = flight {
                 flight.finish(FlightState::Stored(obj.clone()));
             }
+            record.cache = Some(CacheStatus::Revalidated);
             return Ok(respond_stored(
                 &obj,
                 &ctx.req_headers,
                 is_head,
                 &fresh,
                 response_time,
-                CacheStatus::Revalidated,
             ));
         }
     }
@@ -451,13 +419,28 @@ pub async fn serve(
         }
         None => RespBody::upstream(body),
     };
-    parts.headers.insert(X_CACHE, CacheStatus::Miss.header());
     if client_not_modified {
         // The body still streams into the cache in the background.
         tokio::spawn(drain(body));
         return Ok(not_modified_response(&parts.headers, None));
     }
     Ok(Response::from_parts(parts, body))
+}
+
+/// Sends a request of the cache step to the route's group, through its one door, and
+/// notes the server that answered.
+async fn fetch(
+    ctx: &Ctx<'_>,
+    req: Request<ReqBody>,
+    record: &mut Record,
+) -> Result<Response<UpstreamBody>, upstream::Error> {
+    let (mut parts, body) = req.into_parts();
+    let forwarded = ctx
+        .group
+        .forward(&mut parts, body, &ctx.pick, HeadAs::Map, Patience::Queue)
+        .await?;
+    record.upstream = Some(forwarded.backend);
+    Ok(forwarded.response)
 }
 
 /// Reads a body to its end (so a fill completes) and discards it.
@@ -653,21 +636,18 @@ fn refreshed_by_304(
     }
 }
 
-/// Builds the response for a stored object: its status and headers with `Age` and
-/// `X-Cache`, the shared body (no copy), or a 304 when the client's validators match.
+/// Builds the response for a stored object: its status and headers with `Age` (the
+/// response step adds `X-Cache`), the shared body (no copy), or a 304 when the client's validators match.
 fn respond_stored(
     obj: &CachedObject,
     req_headers: &HeaderMap,
     is_head: bool,
     fresh: &Freshness,
     now: SystemTime,
-    status: CacheStatus,
 ) -> Response<RespBody> {
     let age = HeaderValue::from(fresh.age(now).as_secs());
     if obj.status == StatusCode::OK && policy::not_modified(req_headers, &obj.headers) {
-        let mut resp = not_modified_response(&obj.headers, Some(age));
-        resp.headers_mut().insert(X_CACHE, status.header());
-        return resp;
+        return not_modified_response(&obj.headers, Some(age));
     }
     let body = if is_head {
         RespBody::empty()
@@ -679,7 +659,6 @@ fn respond_stored(
     let headers = resp.headers_mut();
     *headers = obj.headers.clone();
     headers.insert(header::AGE, age);
-    headers.insert(X_CACHE, status.header());
     if is_head && !headers.contains_key(header::CONTENT_LENGTH) {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(obj.body.len()));
     }
@@ -715,8 +694,6 @@ fn only_if_cached_miss() -> Response<RespBody> {
         "504 Gateway Timeout: not in cache (only-if-cached)\n",
     ));
     *resp.status_mut() = StatusCode::GATEWAY_TIMEOUT;
-    resp.headers_mut()
-        .insert(X_CACHE, CacheStatus::Miss.header());
     resp
 }
 
@@ -789,10 +766,10 @@ fn spawn_refresh(
     let Ok(req) = req.body(ReqBody::Empty) else {
         return;
     };
-    let (cache, group, backend, p) = (
+    let (cache, group, pick, p) = (
         ctx.cache.clone(),
         ctx.group.clone(),
-        ctx.backend.clone(),
+        ctx.pick.clone(),
         ctx.policy.clone(),
     );
     let (req_headers, primary) = (ctx.req_headers.clone(), primary.to_string());
@@ -807,9 +784,16 @@ fn spawn_refresh(
             primary: primary.clone(),
         };
         let request_time = SystemTime::now();
-        let Ok(resp) = group.send(&backend, req).await else {
+        // Through the one door, but never ahead of clients: a saturated group leaves
+        // the stored copy as it is.
+        let (mut head, body) = req.into_parts();
+        let Ok(forwarded) = group
+            .forward(&mut head, body, &pick, HeadAs::Map, Patience::Never)
+            .await
+        else {
             return;
         };
+        let resp = forwarded.response;
         let response_time = SystemTime::now();
         if resp.status() == StatusCode::NOT_MODIFIED {
             let (fresh, index) = refreshed_by_304(

@@ -14,19 +14,20 @@ use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use crate::body::RespBody;
+use crate::cache::status::{Bypass, CacheStatus, X_CACHE};
 use crate::config::{Action, Route};
 use crate::error::ProxyError;
 use crate::limits;
 use crate::listener::ConnState;
 use crate::observe::{Exchange, Record};
 use crate::server::{Runtime, Shared};
-use crate::upstream::{self, HeadAs, PickContext, ReqBody, UpstreamBody};
+use crate::upstream::{self, HeadAs, Patience, PickContext, RawTail, ReqBody, UpstreamBody};
 
 /// The `Via` torii adds to every response (a pre-encoded hit carries it in its lines).
 const VIA_TEXT: &str = "1.1 torii";
@@ -148,8 +149,8 @@ fn finish(
             exchange.record.error = Some(cause);
             let rejection = match e {
                 ProxyError::RateLimited { .. } => Some(0),
-                ProxyError::QueueFull { .. } => Some(1),
-                ProxyError::QueueTimeout { .. } => Some(2),
+                ProxyError::Upstream(upstream::Error::QueueFull { .. }) => Some(1),
+                ProxyError::Upstream(upstream::Error::QueueTimeout { .. }) => Some(2),
                 _ => None,
             };
             if let Some(i) = rejection {
@@ -159,34 +160,27 @@ fn finish(
         }
     };
     // A pre-encoded head (a hit, a relayed answer) carries its `Via` and `X-Cache` in its
-    // raw lines.
-    let raw = resp.extensions().get::<hyper::RawFields>();
-    let x_cache = match raw {
-        Some(raw) => raw_x_cache(&raw.lines),
-        None => {
-            resp.headers_mut().append(header::VIA, VIA);
-            resp.headers().get(cached::X_CACHE).map(|v| v.as_bytes())
+    // raw lines, spelled from the same decision (`CacheStatus::raw_lines`).
+    if resp.extensions().get::<hyper::RawFields>().is_none() {
+        let headers = resp.headers_mut();
+        headers.append(header::VIA, VIA);
+        if let (Some(status), true) = (exchange.record.cache, exchange.record.error.is_none()) {
+            headers.insert(X_CACHE, status.header());
         }
-    };
+    }
     exchange.record.status = resp.status();
-    exchange.observe(runtime, x_cache);
+    exchange.observe(runtime);
     let (parts, body) = resp.into_parts();
     Response::from_parts(parts, body.with_exchange(exchange))
 }
 
-/// The lines after a pre-encoded head's own fields (a hit's, or a relayed answer's: see
-/// `HeadAs::RawLines`): its `X-Cache`, then the `Via` every response gets.
-const RAW_HIT: &[u8] = b"x-cache: HIT\r\nvia: 1.1 torii\r\n";
-const RAW_MISS: &[u8] = b"x-cache: MISS\r\nvia: 1.1 torii\r\n";
-const RAW_BYPASS: &[u8] = b"x-cache: BYPASS\r\nvia: 1.1 torii\r\n";
-const RAW_VIA: &[u8] = b"via: 1.1 torii\r\n";
-
-/// The `X-Cache` value of pre-encoded lines: every kind torii writes ends with its
-/// `x-cache` line, then `RAW_VIA`.
-fn raw_x_cache(lines: &[u8]) -> Option<&[u8]> {
-    let rest = lines.strip_suffix(RAW_VIA)?.strip_suffix(b"\r\n")?;
-    let start = rest.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    rest[start..].strip_prefix(b"x-cache: ")
+/// The lines a relayed HTTP/1 head ends with (see `HeadAs::RawLines`): the `X-Cache` of
+/// `status`, then `Via`, replacing any `X-Cache` of the server's.
+fn raw_tail(status: CacheStatus) -> RawTail {
+    RawTail {
+        lines: status.raw_lines(),
+        replaces: "x-cache",
+    }
 }
 
 /// What `admit` decided for a request.
@@ -294,7 +288,10 @@ fn admit<'r>(
                 .as_deref()
                 .unwrap_or_else(|| group.config.servers[0].addr.authority.as_str());
             match cached::serve_hit(cache, policy, key_host, req) {
-                cached::FirstLook::Hit(resp) => resp,
+                cached::FirstLook::Hit(resp) => {
+                    record.cache = Some(CacheStatus::Hit);
+                    resp
+                }
                 cached::FirstLook::Pass => {
                     return Ok(Next::Proxy {
                         route,
@@ -456,27 +453,11 @@ async fn proxy(
 
     let sent = Instant::now();
     if let (Some((policy, cache)), Some(req_headers)) = (caching, downstream_headers) {
-        let backend = group.pick().clone();
-        let (mut parts, body) = upstream_req.into_parts();
-        parts.uri = Uri::builder()
-            .scheme(backend.scheme.clone())
-            .authority(backend.authority.clone())
-            .path_and_query(downstream_pq)
-            .build()
-            .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
-        if !parts.headers.contains_key(header::HOST) {
-            if let Ok(h) = HeaderValue::from_str(backend.authority.as_str()) {
-                parts.headers.insert(header::HOST, h);
-            }
-        }
-        let upstream_req = Request::from_parts(parts, body);
-        let _ = &pick;
-        record.upstream = Some(backend.clone());
         let ctx = cached::Ctx {
             cache,
             policy,
             group,
-            backend: backend.clone(),
+            pick,
             req_headers,
             host: key_host.to_string(),
             primary: match looked {
@@ -484,34 +465,40 @@ async fn proxy(
                 Looked::Not | Looked::Pass => None,
             },
         };
-        let result = cached::serve(ctx, upstream_req).await;
-        let from_cache = result.as_ref().is_ok_and(|r| {
-            r.headers()
-                .get(cached::X_CACHE)
-                .is_some_and(|v| v == "HIT" || v == "STALE")
-        });
-        if from_cache {
+        let result = cached::serve(ctx, upstream_req, record).await;
+        if record.cache.is_some_and(CacheStatus::from_store) {
             record.upstream = None;
         } else {
             record.upstream_time = Some(sent.elapsed());
         }
         return result;
     }
+    // Not through the cache step: a hit-for-pass, or a request the cache is not asked about.
+    let status = match (caching, pass) {
+        (Some(_), true) => CacheStatus::Pass,
+        (None, _) => CacheStatus::Bypass(Bypass::Off),
+        (Some(_), false) if wants_upgrade => CacheStatus::Bypass(Bypass::Upgrade),
+        (Some(_), false) => CacheStatus::Bypass(Bypass::Method),
+    };
+    record.cache = Some(status);
     // An HTTP/1 client's GET: an HTTP/1 server's answer may come as raw lines, with the
-    // `X-Cache` and `Via` this step would add to its map (hyper's h2 server writes no
-    // raw lines, so never for HTTP/2).
+    // `X-Cache` and `Via` the response step would add to its map (hyper's h2 server writes
+    // no raw lines, so never for HTTP/2).
     let head_as = match (record.version, &method) {
         (Version::HTTP_10 | Version::HTTP_11, &Method::GET) if !wants_upgrade => {
-            HeadAs::RawLines(match (caching, pass) {
-                (Some(_), true) => RAW_MISS,
-                _ => RAW_BYPASS,
-            })
+            HeadAs::RawLines(raw_tail(status))
         }
         _ => HeadAs::Map,
     };
     let (mut upstream_head, upstream_body) = upstream_req.into_parts();
     let result = group
-        .forward(&mut upstream_head, upstream_body, &pick, head_as)
+        .forward(
+            &mut upstream_head,
+            upstream_body,
+            &pick,
+            head_as,
+            Patience::Queue,
+        )
         .await;
     record.upstream_time = Some(sent.elapsed());
     let (backend, upstream_resp) = match result {
@@ -523,7 +510,7 @@ async fn proxy(
                 Some(fault) if fault.broken() => {
                     ProxyError::BadRequest("malformed or incomplete request body")
                 }
-                _ => e,
+                _ => e.into(),
             })
         }
     };
@@ -552,36 +539,24 @@ async fn proxy(
     }
 
     let (mut parts, body) = upstream_resp.into_parts();
-    // Raw lines already say the `X-Cache` (and `Via`); the map is empty.
-    let raw = parts.extensions.get::<hyper::RawFields>().is_some();
     lend_headers(&mut parts.headers, upstream_head.headers);
     strip_hop_by_hop(&mut parts.headers, false);
-    if let (Some((_, cache)), true) = (caching, pass) {
-        // Hit-for-pass: a miss the cache step was not asked about.
-        cache.stats.misses.fetch_add(1, Ordering::Relaxed);
-        if !raw {
-            parts
-                .headers
-                .insert(cached::X_CACHE, cached::CacheStatus::Miss.header());
-        }
-        return Ok(Response::from_parts(parts, RespBody::upstream(body)));
-    }
     if let Some((policy, cache)) = caching {
-        cache.stats.bypass.fetch_add(1, Ordering::Relaxed);
-        cached::invalidate(
-            cache,
-            policy,
-            &method,
-            parts.status,
-            key_host,
-            downstream_pq,
-            &parts.headers,
-        );
-    }
-    if !raw {
-        parts
-            .headers
-            .insert(cached::X_CACHE, cached::CacheStatus::Bypass.header());
+        if pass {
+            // Hit-for-pass: a miss the cache step was not asked about.
+            cache.stats.misses.fetch_add(1, Ordering::Relaxed);
+        } else {
+            cache.stats.bypass.fetch_add(1, Ordering::Relaxed);
+            cached::invalidate(
+                cache,
+                policy,
+                &method,
+                parts.status,
+                key_host,
+                downstream_pq,
+                &parts.headers,
+            );
+        }
     }
     Ok(Response::from_parts(parts, RespBody::upstream(body)))
 }
@@ -788,27 +763,6 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-keep"));
-    }
-
-    #[test]
-    fn raw_lines_end_as_a_hit_s_do() {
-        for (lines, status) in [
-            (RAW_HIT, cached::CacheStatus::Hit),
-            (RAW_MISS, cached::CacheStatus::Miss),
-            (RAW_BYPASS, cached::CacheStatus::Bypass),
-        ] {
-            let written = format!(
-                "{}: {}\r\n{}: {VIA_TEXT}\r\n",
-                cached::X_CACHE,
-                status.as_str(),
-                header::VIA
-            );
-            assert_eq!(lines, written.as_bytes());
-            let relayed = [&b"date: x\r\nx-cache: STALE\r\n"[..], lines].concat();
-            assert_eq!(raw_x_cache(&relayed), Some(status.as_str().as_bytes()));
-        }
-        assert_eq!(raw_x_cache(RAW_VIA), None);
-        assert_eq!(raw_x_cache(b"x-cache: HIT\r\n"), None);
     }
 
     #[test]

@@ -85,6 +85,12 @@ impl Backend {
         self.breaker.lock().expect("poisoned").admit(now)
     }
 
+    /// Whether the server may take requests in panic mode: not draining, and not failing
+    /// its active health checks (its breaker aside).
+    pub fn eligible(&self) -> bool {
+        !self.draining.load(Relaxed) && self.active_up.load(Relaxed)
+    }
+
     pub fn has_room(&self) -> bool {
         self.spec.max_conns == 0 || self.in_flight.load(Relaxed) < self.spec.max_conns
     }
@@ -104,8 +110,19 @@ impl Backend {
         true
     }
 
-    /// Records a request's outcome; returns the ejection period if it ejected the server.
-    pub fn record(&self, ok: bool, settings: &BreakerSettings) -> Option<Duration> {
+    /// Whether the breaker has the server out of rotation (ejected or on probation).
+    pub fn breaker_out(&self) -> bool {
+        self.breaker.lock().expect("poisoned").is_out()
+    }
+
+    /// Records a request's outcome; returns the ejection period if it ejected the server
+    /// (never when `may_eject` is false: the group's ejection cap is reached).
+    pub fn record(
+        &self,
+        ok: bool,
+        settings: &BreakerSettings,
+        may_eject: impl FnOnce() -> bool,
+    ) -> Option<Duration> {
         self.requests.fetch_add(1, Relaxed);
         if !ok {
             self.failures.fetch_add(1, Relaxed);
@@ -115,11 +132,14 @@ impl Backend {
             recent.0 = (recent.0 << 1) | u64::from(!ok);
             recent.1 = (recent.1 + 1).min(64);
         }
-        let ejected = self
-            .breaker
-            .lock()
-            .expect("poisoned")
-            .record(ok, Instant::now(), settings);
+        // Asked only on a failure, before this breaker's lock is taken (it looks at the
+        // other servers' breakers).
+        let may_eject = !ok && may_eject();
+        let ejected =
+            self.breaker
+                .lock()
+                .expect("poisoned")
+                .record(ok, Instant::now(), settings, may_eject);
         if let Some(period) = ejected {
             self.ejections.fetch_add(1, Relaxed);
             tracing::warn!(server = %self.spec.addr, "ejected for {period:?} after failures");

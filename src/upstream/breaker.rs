@@ -3,6 +3,8 @@
 //! Closed (in rotation) → after `failures` consecutive failures, Open (ejected) for a
 //! back-off that doubles with each ejection in a row, up to `max_ejection` → HalfOpen: one
 //! probe request is let through; success closes the breaker, failure opens it again.
+//! An ejection the group can't afford (`max_ejection_percent`) is not made: the caller
+//! says so with `may_eject`, and the server stays closed.
 //! Pure: every method takes `now`.
 
 use std::time::Duration;
@@ -77,8 +79,21 @@ impl Breaker {
         }
     }
 
-    /// Records one outcome. Returns the ejection period when this outcome ejects the server.
-    pub fn record(&mut self, ok: bool, now: Instant, s: &BreakerSettings) -> Option<Duration> {
+    /// Whether the server is out of rotation by this breaker (ejected, or on probation).
+    pub fn is_out(&self) -> bool {
+        !matches!(self.state, State::Closed)
+    }
+
+    /// Records one outcome. Returns the ejection period when this outcome ejects the server;
+    /// with `may_eject` false (the group's ejection cap is reached) it never ejects, and a
+    /// failed probe puts the server back in rotation instead.
+    pub fn record(
+        &mut self,
+        ok: bool,
+        now: Instant,
+        s: &BreakerSettings,
+        may_eject: bool,
+    ) -> Option<Duration> {
         match (self.state, ok) {
             (State::Closed, true) => {
                 self.consecutive = 0;
@@ -86,10 +101,16 @@ impl Breaker {
             }
             (State::Closed, false) => {
                 self.consecutive += 1;
-                (s.failures > 0 && self.consecutive >= s.failures).then(|| self.eject(now, s))
+                (may_eject && s.failures > 0 && self.consecutive >= s.failures)
+                    .then(|| self.eject(now, s))
             }
             (State::HalfOpen { .. }, true) => {
                 *self = Breaker::default();
+                None
+            }
+            (State::HalfOpen { .. }, false) if !may_eject => {
+                self.state = State::Closed;
+                self.consecutive = 0;
                 None
             }
             (State::HalfOpen { .. }, false) => Some(self.eject(now, s)),
@@ -129,6 +150,7 @@ mod tests {
             failures: 3,
             ejection: Duration::from_secs(1),
             max_ejection: Duration::from_secs(5),
+            max_ejection_percent: 50,
         }
     }
 
@@ -137,11 +159,15 @@ mod tests {
         let s = settings();
         let mut b = Breaker::default();
         let t = Instant::now();
-        assert_eq!(b.record(false, t, &s), None);
-        assert_eq!(b.record(true, t, &s), None, "a success resets the count");
-        assert_eq!(b.record(false, t, &s), None);
-        assert_eq!(b.record(false, t, &s), None);
-        assert_eq!(b.record(false, t, &s), Some(Duration::from_secs(1)));
+        assert_eq!(b.record(false, t, &s, true), None);
+        assert_eq!(
+            b.record(true, t, &s, true),
+            None,
+            "a success resets the count"
+        );
+        assert_eq!(b.record(false, t, &s, true), None);
+        assert_eq!(b.record(false, t, &s, true), None);
+        assert_eq!(b.record(false, t, &s, true), Some(Duration::from_secs(1)));
         assert_eq!(b.admit(t), Admit::No);
         // Back-off over: one probe only.
         let t = t + Duration::from_secs(1);
@@ -150,22 +176,22 @@ mod tests {
         assert_eq!(b.admit(t), Admit::No);
         assert!(!b.start_probe());
         // The probe fails: ejected for twice as long, then 4 s, then capped at 5 s.
-        assert_eq!(b.record(false, t, &s), Some(Duration::from_secs(2)));
+        assert_eq!(b.record(false, t, &s, true), Some(Duration::from_secs(2)));
         let t = t + Duration::from_secs(2);
         assert_eq!(b.admit(t), Admit::Probe);
-        assert_eq!(b.record(false, t, &s), Some(Duration::from_secs(4)));
+        assert_eq!(b.record(false, t, &s, true), Some(Duration::from_secs(4)));
         let t = t + Duration::from_secs(4);
         assert_eq!(b.admit(t), Admit::Probe);
-        assert_eq!(b.record(false, t, &s), Some(Duration::from_secs(5)));
+        assert_eq!(b.record(false, t, &s, true), Some(Duration::from_secs(5)));
         // A passing probe closes it and forgets the streak.
         let t = t + Duration::from_secs(5);
         assert_eq!(b.admit(t), Admit::Probe);
-        assert_eq!(b.record(true, t, &s), None);
+        assert_eq!(b.record(true, t, &s, true), None);
         assert_eq!(b.admit(t), Admit::Yes);
         for _ in 0..2 {
-            b.record(false, t, &s);
+            b.record(false, t, &s, true);
         }
-        assert_eq!(b.record(false, t, &s), Some(Duration::from_secs(1)));
+        assert_eq!(b.record(false, t, &s, true), Some(Duration::from_secs(1)));
     }
 
     #[test]
@@ -176,8 +202,26 @@ mod tests {
         };
         let mut b = Breaker::default();
         for _ in 0..100 {
-            assert_eq!(b.record(false, Instant::now(), &s), None);
+            assert_eq!(b.record(false, Instant::now(), &s, true), None);
         }
         assert_eq!(b.admit(Instant::now()), Admit::Yes);
+    }
+
+    #[test]
+    fn an_ejection_the_group_cannot_afford_is_not_made() {
+        let s = settings();
+        let mut b = Breaker::default();
+        let t = Instant::now();
+        for _ in 0..10 {
+            assert_eq!(b.record(false, t, &s, false), None);
+        }
+        assert_eq!(b.admit(t), Admit::Yes);
+        // Allowed again: the failures in a row so far count.
+        assert_eq!(b.record(false, t, &s, true), Some(Duration::from_secs(1)));
+        // A failed probe when the cap is reached puts it back in rotation.
+        let t = t + Duration::from_secs(1);
+        assert_eq!(b.admit(t), Admit::Probe);
+        assert_eq!(b.record(false, t, &s, false), None);
+        assert_eq!(b.admit(t), Admit::Yes);
     }
 }

@@ -33,7 +33,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::connect::Stream;
 use super::pool::Pool;
-use super::{BoxError, HeadAs, ReqBody};
+use super::{BoxError, HeadAs, RawTail, ReqBody};
 
 /// Longest response head (status line and fields) torii reads.
 const MAX_HEAD: usize = 64 * 1024;
@@ -153,7 +153,7 @@ impl Conn {
         let head_request = head.method == Method::HEAD;
         // Raw lines for a GET only: its answer's fields frame its body as they say.
         let raw = match head_as {
-            HeadAs::RawLines(extra) if head.method == Method::GET => Some(extra),
+            HeadAs::RawLines(tail) if head.method == Method::GET => Some(tail),
             _ => None,
         };
         let framing = encode_head(&mut self.out, head, &body);
@@ -219,7 +219,7 @@ impl Conn {
         cx: &mut Context<'_>,
         send: &mut Send,
         answered: &mut bool,
-        raw: Option<&[u8]>,
+        raw: Option<RawTail>,
     ) -> Poll<Result<Parsed, Failure>> {
         loop {
             // The request: the head, then the body frame by frame, as far as it goes now.
@@ -437,7 +437,7 @@ impl Parsed {
 ///
 /// # Errors
 /// `Parse` for a malformed head, `Framing` for one whose body can't be framed one way.
-pub fn parse_head(buf: &mut BytesMut, raw: Option<&[u8]>) -> Result<Option<Parsed>, Failure> {
+pub fn parse_head(buf: &mut BytesMut, raw: Option<RawTail>) -> Result<Option<Parsed>, Failure> {
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_FIELDS];
     let mut response = httparse::Response::new(&mut []);
@@ -538,18 +538,18 @@ pub fn parse_head(buf: &mut BytesMut, raw: Option<&[u8]>) -> Result<Option<Parse
     let tail = match raw {
         Some(extra) if bodied && dated => {
             // Each kept field as `name: value` CRLF (whatever line ends the server used),
-            // but the framing (hyper writes it from the body) and an `X-Cache` (the
-            // caller's lines say the cache's own).
+            // but the framing (hyper writes it from the body) and the field the caller's
+            // lines replace.
             let kept = |name: &[u8]| {
                 !hop(name)
                     && !name.eq_ignore_ascii_case(b"content-length")
-                    && !name.eq_ignore_ascii_case(b"x-cache")
+                    && !name.eq_ignore_ascii_case(extra.replaces.as_bytes())
             };
             let room: usize = spans
                 .iter()
                 .map(|s| (s.1 - s.0 + s.3 - s.2) as usize + 4)
                 .sum::<usize>()
-                + extra.len()
+                + extra.lines.len()
                 + (taken - len);
             let mut out = BytesMut::with_capacity(room);
             for span in spans {
@@ -561,7 +561,7 @@ pub fn parse_head(buf: &mut BytesMut, raw: Option<&[u8]>) -> Result<Option<Parse
                     out.extend_from_slice(b"\r\n");
                 }
             }
-            out.extend_from_slice(extra);
+            out.extend_from_slice(extra.lines);
             let lines = out.len();
             out.extend_from_slice(&buf[len..taken]);
             let mut out = out.freeze();
@@ -1098,7 +1098,15 @@ mod tests {
 
     fn raw_lines(head: &[u8]) -> (Option<Bytes>, Bytes) {
         let mut buf = BytesMut::from(head);
-        let parsed = parse_head(&mut buf, Some(b"via: t\r\n")).unwrap().unwrap();
+        let parsed = parse_head(
+            &mut buf,
+            Some(RawTail {
+                lines: b"via: t\r\n",
+                replaces: "x-cache",
+            }),
+        )
+        .unwrap()
+        .unwrap();
         let raw = parsed.head.extensions().get::<hyper::RawFields>();
         assert!(raw.is_none() || parsed.head.headers().is_empty());
         (raw.map(|r| r.lines.clone()), parsed.tail)

@@ -29,7 +29,6 @@ pub use balance::PickContext;
 pub use body::{ReqBody, UpstreamBody};
 
 use crate::config::{ServerAddr, Upstream, UpstreamName};
-use crate::error::ProxyError;
 use crate::observe::metrics::GroupMetrics;
 use backend::Backend;
 use balance::Balancer;
@@ -70,6 +69,24 @@ pub enum Error {
     Protocol {
         backend: ServerAddr,
         what: &'static str,
+    },
+    /// 503 + `Retry-After`: no server of the group can take the request: every one is
+    /// draining or fails its active health checks (ejections alone never get here: see
+    /// panic mode in `queue`). `retry_after` is the time until the first ejection ends.
+    #[error("no server of upstream {group} is in rotation")]
+    Unavailable {
+        group: UpstreamName,
+        retry_after: Duration,
+    },
+    /// 503 + `Retry-After: 1`: every server is at `max_conns` and the group's queue is full
+    /// (or the request may not wait: `Patience::Never`).
+    #[error("upstream {group}: every server at max_conns and the queue is full")]
+    QueueFull { group: UpstreamName },
+    /// 503 + `Retry-After: 1`: waited `queue_timeout` in the group's queue for a free slot.
+    #[error("upstream {group}: no free connection slot after waiting {waited:?}")]
+    QueueTimeout {
+        group: UpstreamName,
+        waited: Duration,
     },
 }
 
@@ -125,12 +142,31 @@ pub fn is_chunked(value: &[u8]) -> bool {
 pub enum HeadAs {
     /// As a header map: the caller reads or changes the fields (the cache step, PURGE).
     Map,
-    /// Relayed unchanged to an HTTP/1 client, with these lines after the server's fields
-    /// (`CRLF`-ended): an HTTP/1 server's answer to a GET that has a body and a `Date`
-    /// comes as [`hyper::RawFields`] lines (in the response's extensions) and an empty
-    /// header map, written once from the raw head instead of parsed into names and values
-    /// that hyper would only encode again. Any other answer still comes as a map.
-    RawLines(&'static [u8]),
+    /// Relayed unchanged to an HTTP/1 client, with the caller's lines after the server's
+    /// fields: an HTTP/1 server's answer to a GET that has a body and a `Date` comes as
+    /// [`hyper::RawFields`] lines (in the response's extensions) and an empty header map,
+    /// written once from the raw head instead of parsed into names and values that hyper
+    /// would only encode again. Any other answer still comes as a map.
+    RawLines(RawTail),
+}
+
+/// Lines a caller adds after the fields of a head taken as [`HeadAs::RawLines`]
+/// (`CRLF`-ended), and the one field name they replace: the server's field of that name is
+/// dropped. The upstream client writes them as they are, knowing nothing of their meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawTail {
+    pub lines: &'static [u8],
+    pub replaces: &'static str,
+}
+
+/// Whether a request may wait in the group's queue for a connection slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Patience {
+    /// A client waits: in the queue while every server is at `max_conns`.
+    Queue,
+    /// Background work (a refresh of a stored object): when every server is at
+    /// `max_conns` it gives up at once (`QueueFull`) rather than queue ahead of clients.
+    Never,
 }
 
 /// Whether a field of this name is about one connection only (RFC 9110 §7.6.1), in any
@@ -243,84 +279,39 @@ impl Group {
         group
     }
 
-    /// Picks a server for a request sent with `send`, by the group's policy (a `hash`
-    /// group balances as `p2c` here: there is no key), preferring servers in rotation.
-    /// Takes no connection slot and never waits; prefer `forward`.
-    pub fn pick(&self) -> &ServerAddr {
-        let now = Instant::now();
-        let candidates = self.candidates(now, &[], false);
-        let index = if candidates.is_empty() {
-            let n = self.requests.fetch_add(1, Ordering::Relaxed) as usize;
-            n % self.backends.len()
-        } else {
-            self.balancer.pick(&candidates, &PickContext::default())
-        };
-        &self.backends[index].spec.addr
-    }
-
-    /// Sends `upstream_req` to `backend` (a server of this group; the URI's path and query
-    /// are sent, in the form the protocol wants) and waits for the response head, at most
-    /// `response_timeout`. Records the outcome in `backend`'s passive health (an error or a
-    /// 5xx counts as a failure). No queue, no retry on another server (an idempotent
-    /// bodiless request that a reused keep-alive connection closed under is sent once
-    /// more on a new one): prefer `forward`.
+    /// The one door to the upstream: every request that reaches a server of the group, from
+    /// any caller (a pass, a cache miss, a revalidation, a background refresh), comes
+    /// through here. Sends a request (its head borrowed, the caller keeps it) to a server of
+    /// the group and returns the response head, in this order:
     ///
-    /// # Errors
-    /// `Connect`/`ConnectTimeout` when no connection could be made, `ResponseTimeout` when the
-    /// head did not arrive in time, `Exchange` for everything else.
-    pub async fn send(
-        &self,
-        backend: &ServerAddr,
-        upstream_req: Request<ReqBody>,
-    ) -> Result<Response<UpstreamBody>, Error> {
-        let Some(index) = self.backends.iter().position(|b| b.spec.addr == *backend) else {
-            return Err(Error::Connect {
-                backend: backend.clone(),
-                source: "not a server of this group".into(),
-            });
-        };
-        let (head, body) = upstream_req.into_parts();
-        // May be sent again should a reused keep-alive connection turn out closed.
-        let again = is_idempotent(&head.method) && matches!(body, ReqBody::Empty);
-        let mut result = self
-            .send_once(index, &head, body, None, false, HeadAs::Map)
-            .await;
-        if let (Err(e), true) = (&result, again) {
-            if e.stale_connection() {
-                tracing::debug!(group = %self.name, server = %backend, "keep-alive connection closed under the request; sending again on a new one");
-                result = self
-                    .send_once(index, &head, ReqBody::Empty, None, true, HeadAs::Map)
-                    .await;
-            }
-        }
-        self.record(index, result.as_ref().map(|r| r.status()));
-        result
-    }
-
-    /// Sends a request (its head borrowed, the caller keeps it) to a server of the group,
-    /// as `hash`, `p2c` or the group's policy picks it, and returns the response head.
+    /// 1. pick a server in rotation by the group's policy (`hash` with the request's key in
+    ///    `ctx`); when none is in rotation but some pass their active checks, pick among
+    ///    those (panic mode, see `queue`);
+    /// 2. take a slot under the server's `max_conns`, or wait in the group's queue (at most
+    ///    `queue_size` requests, `queue_timeout` each; `Patience::Never` does not wait);
+    /// 3. the try, its response head within `response_timeout`;
+    /// 4. on failure, a retry on another server when nothing of the request was sent (a
+    ///    connection could not be made) or the method is idempotent and the body is empty,
+    ///    within `retries`, the retry budget and the overall `timeout`.
     ///
-    /// By default (`retries = 2`): when every server is at `max_conns` the request waits in
-    /// the group's queue (at most `queue_size` requests, `queue_timeout` each); a failure
-    /// is retried on another server when nothing of the request was sent (a connection
-    /// could not be made) or the method is idempotent and the body is empty, within the
-    /// retry budget and the overall `timeout`. The URI is rewritten to each server tried,
-    /// and `Host` set to the server when the request has none. Every answer feeds the
-    /// server's passive health; a 5xx is a failure but is returned, not retried. An
+    /// The URI's path and query are sent to each server tried, in the form its protocol
+    /// wants, and `Host` set to the server when the request has none. Every answer feeds
+    /// the server's passive health; a 5xx is a failure but is returned, not retried. An
     /// idempotent bodiless request that a reused keep-alive connection closed under (the
     /// server's idle close raced it) is sent once more on a new connection, as neither a
     /// failure of the server nor one of the `retries`.
     ///
     /// # Errors
-    /// `NoHealthyUpstream` (503) when no server is in rotation, `QueueFull` and
-    /// `QueueTimeout` (503), `Upstream` (502/504) when the last try failed.
+    /// `Unavailable`, `QueueFull` and `QueueTimeout` (503); the last try's error (502/504)
+    /// when every try failed.
     pub async fn forward(
         &self,
         parts: &mut http::request::Parts,
         body: ReqBody,
         ctx: &PickContext,
         head_as: HeadAs,
-    ) -> Result<Forwarded, ProxyError> {
+        patience: Patience,
+    ) -> Result<Forwarded, Error> {
         let deadline = self.config.timeout.map(|t| Instant::now() + t);
         self.requests.fetch_add(1, Ordering::Relaxed);
         let deposit = (self.config.retry_budget * 1000.0) as i64;
@@ -338,7 +329,7 @@ impl Group {
         // Whether a try already met a keep-alive connection the server had closed.
         let mut met_stale = false;
         loop {
-            let slot = self.acquire(ctx, &tried, deadline).await?;
+            let slot = self.acquire(ctx, &tried, deadline, patience).await?;
             let index = slot.index;
             let backend = &self.backends[index];
             let addr = &backend.spec.addr;
@@ -384,7 +375,7 @@ impl Group {
                         || tried.len() > self.config.retries as usize
                         || !self.take_retry_token()
                     {
-                        return Err(e.into());
+                        return Err(e);
                     }
                     tracing::debug!(group = %self.name, server = %addr, "retrying on another server: {}", error_chain(&e));
                     self.retries.fetch_add(1, Ordering::Relaxed);
@@ -450,12 +441,28 @@ impl Group {
             Ok(status) => !status.is_server_error(),
             Err(_) => false,
         };
+        let may_eject = || self.may_eject(index);
         if self.backends[index]
-            .record(ok, &self.config.breaker)
+            .record(ok, &self.config.breaker, may_eject)
             .is_some()
         {
             self.metrics.ejections.inc();
         }
+    }
+
+    /// Whether the breaker may take server `index` out of rotation: with it, at most
+    /// `max_ejection_percent` of the group's servers are out by their breakers. A
+    /// one-server group (below 100 %) is never ejected: one bad URL can't take the site
+    /// down. Two failures at once may both see room (the count is not locked with the
+    /// ejection); the next ejection then waits until one ends.
+    fn may_eject(&self, index: usize) -> bool {
+        let out = self
+            .backends
+            .iter()
+            .enumerate()
+            .filter(|(i, b)| *i != index && b.breaker_out())
+            .count();
+        (out + 1) * 100 <= self.config.breaker.max_ejection_percent as usize * self.backends.len()
     }
 
     /// Wakes every queued request: a server came back into rotation.
@@ -483,6 +490,13 @@ impl Group {
         self.backends
             .iter()
             .find(|b| b.spec.addr.authority.as_str() == server || b.spec.addr.to_string() == server)
+    }
+
+    /// Whether the group is in panic mode now: no server in rotation, but some out by
+    /// their breakers only, which then take the requests (see `queue`).
+    pub fn in_panic(&self, now: Instant) -> bool {
+        let states = || self.backends.iter().map(|b| b.state(now));
+        !states().any(|s| s == ServerState::Up) && states().any(|s| s == ServerState::Ejected)
     }
 
     /// The state of the group and each server, for `GET /upstreams`.
@@ -519,6 +533,8 @@ impl Group {
             "requests": self.requests.load(Ordering::Relaxed),
             "retries": self.retries.load(Ordering::Relaxed),
             "unavailable": self.unavailable.load(Ordering::Relaxed),
+            "panic": self.in_panic(now),
+            "panic_requests": self.metrics.panic_requests.get(),
             "servers": servers,
         })
     }

@@ -170,6 +170,8 @@ impl SharedTier {
             failures: settings.breaker_failures,
             ejection: settings.breaker_retry,
             max_ejection: settings.breaker_retry.max(Duration::from_secs(30)),
+            // One Redis: its breaker switches torii to local-only, and may always open.
+            max_ejection_percent: 100,
         };
         let tier = Arc::new(SharedTier {
             conn: OnceLock::new(),
@@ -285,7 +287,7 @@ impl SharedTier {
         }
         self.failing.store(!healthy, Relaxed);
         let mut b = self.breaker.lock().expect("poisoned");
-        if let Some(period) = b.record(healthy, Instant::now(), &self.breaker_settings) {
+        if let Some(period) = b.record(healthy, Instant::now(), &self.breaker_settings, true) {
             tracing::warn!(
                 "shared tier: Redis failing ({}); local-only for {period:?}",
                 outcome
