@@ -20,6 +20,7 @@ pub const UPSTREAM_RETRIES_TOTAL: &str = "torii_upstream_retries_total";
 pub const UPSTREAM_EJECTIONS_TOTAL: &str = "torii_upstream_ejections_total";
 pub const REJECTIONS_TOTAL: &str = "torii_rejections_total";
 pub const CONNECTIONS_OPEN: &str = "torii_connections_open";
+pub const CONNECTIONS_HIBERNATED: &str = "torii_connections_hibernated";
 pub const CONNECTIONS_ACCEPTED_TOTAL: &str = "torii_connections_accepted_total";
 pub const TLS_HANDSHAKES_TOTAL: &str = "torii_tls_handshakes_total";
 pub const TLS_HANDSHAKE_ERRORS_TOTAL: &str = "torii_tls_handshake_errors_total";
