@@ -343,8 +343,21 @@ pub async fn run(
     admin: Option<std::net::TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let drain_timeout = config.server.drain_timeout;
-    let server = Server::new(config)?;
+    run_server(Server::new(config)?, listeners, admin, shutdown).await
+}
+
+/// [`run`] on a server built beforehand: tests keep a clone of it to reach its runtime
+/// (the cache's clock, the metrics).
+///
+/// # Errors
+/// When a listener cannot be registered with tokio.
+pub async fn run_server(
+    server: Server,
+    listeners: Vec<std::net::TcpListener>,
+    admin: Option<std::net::TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let drain_timeout = server.config().server.drain_timeout;
     let mut tasks = Vec::new();
     for (index, l) in listeners.into_iter().enumerate() {
         l.set_nonblocking(true)?;

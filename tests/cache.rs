@@ -69,22 +69,20 @@ async fn purge(torii: &Torii, json: &str) -> serde_json::Value {
     v
 }
 
-/// Polls `check` every 20 ms until it is true; panics after 5 s with `what`.
-async fn eventually<F, Fut>(what: &str, mut check: F)
+/// Polls `check` until it is true; panics with `what` after a deadline generous enough
+/// for a loaded machine.
+async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_async(what, PATIENCE, check).await;
 }
 
-/// Lets a `max-age=1` response go stale (its age is at least the time waited).
-async fn let_expire() {
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+/// Lets a `max-age=1` response go stale, without waiting: torii's cache clock (and the
+/// `Date` of what `origin` sends from now on) moves 1.1 s ahead.
+fn let_expire(torii: &Torii, origin: &Origin) {
+    torii.advance_clock(origin, Duration::from_millis(1100));
 }
 
 fn reply(body: &str, headers: &[(&str, &str)]) -> Reply {
@@ -257,16 +255,16 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once() {
     // From now on the origin is slow: a stale request that waited for it would time out.
     origin.set(
         "/swr",
-        reply("v2", &[("cache-control", "max-age=60")]).delay(Duration::from_secs(2)),
+        reply("v2", &[("cache-control", "max-age=60")]).delay(Duration::from_secs(4)),
     );
-    let_expire().await;
+    let_expire(&torii, &origin);
 
-    let stale = tokio::time::timeout(Duration::from_secs(1), fetch(&torii.url("/swr"), &[]))
+    let stale = tokio::time::timeout(Duration::from_secs(3), fetch(&torii.url("/swr"), &[]))
         .await
         .expect("a stale response does not wait for the origin");
     assert_eq!(stale, ("STALE".to_string(), "v1".to_string()));
     for _ in 0..5 {
-        let again = tokio::time::timeout(Duration::from_secs(1), fetch(&torii.url("/swr"), &[]))
+        let again = tokio::time::timeout(Duration::from_secs(3), fetch(&torii.url("/swr"), &[]))
             .await
             .expect("stale again while the refresh runs");
         assert_eq!(again.1, "v1");
@@ -295,7 +293,7 @@ async fn stale_if_error_serves_the_old_body_when_the_origin_fails() {
     assert_eq!(fetch(&torii.url("/strict"), &[]).await.0, "MISS");
     origin.set("/sie", Reply::new("boom").status(500));
     origin.set("/strict", Reply::new("boom").status(500));
-    let_expire().await;
+    let_expire(&torii, &origin);
 
     let (status, h, body) = get(&torii.url("/sie")).await;
     assert_eq!(status, StatusCode::OK);
@@ -346,7 +344,8 @@ async fn stale_if_error_when_the_origin_is_down() {
         fetch(&torii.url("/x"), &[]).await,
         ("MISS".into(), "good".into())
     );
-    let_expire().await;
+    // This origin sends no `Date`: only the cache's clock needs to move.
+    torii.clock().advance(Duration::from_millis(1100));
     let (status, h, body) = get(&torii.url("/x")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(x_cache(&h), "STALE");
@@ -374,7 +373,7 @@ async fn revalidation_with_304_and_client_conditionals() {
     });
     let torii = proxy(&origin, "", "grace = \"0s\"").await;
     assert_eq!(fetch(&torii.url("/etag"), &[]).await.0, "MISS");
-    let_expire().await;
+    let_expire(&torii, &origin);
 
     let (status, h, body) = get(&torii.url("/etag")).await;
     assert_eq!(status, StatusCode::OK);
@@ -814,7 +813,7 @@ async fn head_revalidation_never_stores_an_empty_body() {
     for path in ["/hd", "/hd-chunked"] {
         let url = torii.url(path);
         assert_eq!(fetch(&url, &[]).await, ("MISS".into(), "full body".into()));
-        let_expire().await;
+        let_expire(&torii, &origin);
         // A HEAD on the stale entry goes to the origin as a HEAD (no body comes back) ...
         let (status, _, body) = send("HEAD", &url, &[]).await;
         assert_eq!(status, StatusCode::OK);
@@ -859,11 +858,29 @@ async fn refresh_ahead_keeps_a_hot_entry_from_ever_missing() {
     let torii = proxy(&origin, "", "grace = \"0s\"").await;
     let url = torii.url("/hot");
     assert_eq!(fetch(&url, &[]).await.0, "MISS");
+    let cache = torii.cache();
+    let stores = || cache.stats.stores.load(std::sync::atomic::Ordering::SeqCst);
     let mut outcomes = std::collections::BTreeMap::new();
-    let end = tokio::time::Instant::now() + Duration::from_millis(5600);
-    while tokio::time::Instant::now() < end {
+    // Into the last tenth of the 5 s lifetime, where a hit refreshes the entry with a
+    // probability growing to 1 at expiry. The clock moves 50 ms a hit, but stops short of
+    // expiry until a hit has started the refresh (on a loaded machine too).
+    let step = Duration::from_millis(50);
+    let mut aged = Duration::from_millis(4500);
+    torii.advance_clock(&origin, aged);
+    let start = std::time::Instant::now();
+    while origin.hits("/hot") < 2 {
         *outcomes.entry(fetch(&url, &[]).await.0).or_insert(0) += 1;
-        tokio::time::sleep(Duration::from_millis(15)).await;
+        if aged + step < Duration::from_millis(4950) {
+            torii.advance_clock(&origin, step);
+            aged += step;
+        }
+        assert!(start.elapsed() < PATIENCE, "no refresh: {outcomes:?}");
+    }
+    wait_until("the refreshed copy is stored", PATIENCE, || stores() >= 2).await;
+    // Past the first copy's expiry: the refreshed one answers.
+    for _ in 0..12 {
+        torii.advance_clock(&origin, step);
+        *outcomes.entry(fetch(&url, &[]).await.0).or_insert(0) += 1;
     }
     assert_eq!(
         outcomes.keys().collect::<Vec<_>>(),
@@ -875,5 +892,6 @@ async fn refresh_ahead_keeps_a_hot_entry_from_ever_missing() {
         2,
         "one refresh before expiry: {outcomes:?}"
     );
+    assert_eq!(stores(), 2);
     assert_eq!(stats(&torii).await["cache"]["refreshes"], 1);
 }

@@ -2,8 +2,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use support::*;
 
 async fn admin_get(torii: &Torii, path: &str) -> String {
@@ -72,7 +70,17 @@ upstream = "app"
     // 1 fixed 4xx answer from torii itself; 1 slow request.
     get(&torii.url("/fixed")).await;
     get(&torii.url("/slow?ms=300")).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Requests are counted when their body ends, which may be just after the client saw it.
+    wait_until_async("all 14 requests are counted", PATIENCE, || async {
+        let proxied = torii
+            .metric("torii_request_duration_seconds_count{route=\"*/\"}")
+            .await;
+        let fixed = torii
+            .metric("torii_requests_total{route=\"*/fixed\",status=\"4xx\",cache=\"none\"}")
+            .await;
+        proxied == Some(13.0) && fixed == Some(1.0)
+    })
+    .await;
 
     let text = admin_get(&torii, "/metrics").await;
     let r = |status: &str, cache: &str| {

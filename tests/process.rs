@@ -19,6 +19,40 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// What a child writes to stderr, collected by a thread as it comes, so a test can wait
+/// for a log line (a reload refused, a log reopened) instead of sleeping.
+#[derive(Clone)]
+struct Stderr(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl Stderr {
+    fn collect(child: &mut Child) -> Stderr {
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().expect("stderr piped");
+        let sink = text.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut pipe, &mut buf) {
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Stderr(text)
+    }
+
+    fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Waits until `line` has been written.
+    async fn wait_for(&self, line: &str) {
+        wait_until(&format!("torii logs {line:?}"), PATIENCE, || {
+            self.0.lock().unwrap().contains(line)
+        })
+        .await;
+    }
+}
+
 /// Sends `sig` to our own child, by its PID.
 fn signal(child: &Child, sig: i32) {
     let status = Command::new("kill")
@@ -97,17 +131,21 @@ async fn sighup_reloads_keeps_in_flight_and_rejects_bad_config() {
     let port = free_port();
     std::fs::write(&path, config(port, &origin, "one", &log)).unwrap();
     let mut child = start(&path, port).await;
+    let stderr = Stderr::collect(&mut child);
     let base = format!("http://127.0.0.1:{port}");
     assert_eq!(get(&format!("{base}/fixed")).await.2, "one");
 
     // A slow request in flight across the reload.
-    let slow_url = format!("{base}/slow?ms=800");
+    let slow_url = format!("{base}/slow?ms=2000");
     let slow = tokio::spawn(async move { get(&slow_url).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until("the slow request reaches the origin", PATIENCE, || {
+        origin.hits("/slow") == 1
+    })
+    .await;
 
     std::fs::write(&path, config(port, &origin, "two", &log)).unwrap();
     signal(&child, libc::SIGHUP);
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + PATIENCE;
     loop {
         if get(&format!("{base}/fixed")).await.2 == "two" {
             break;
@@ -121,18 +159,26 @@ async fn sighup_reloads_keeps_in_flight_and_rejects_bad_config() {
     // A broken config is refused; the old one keeps serving.
     std::fs::write(&path, "[server]\nlisten = [\"127.0.0.1:1\"]\nworkrs = 1\n").unwrap();
     signal(&child, libc::SIGHUP);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    stderr.wait_for("rejected, old config kept").await;
     assert_eq!(get(&format!("{base}/fixed")).await.2, "two");
 
     // SIGUSR1 reopens the access log after it was moved away (logrotate).
     let rotated = dir.join("access.log.1");
     std::fs::rename(&log, &rotated).unwrap();
     signal(&child, libc::SIGUSR1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    get(&format!("{base}/after-rotate")).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let fresh = std::fs::read_to_string(&log).unwrap();
-    assert!(fresh.contains("\"/after-rotate\""), "{fresh}");
+    stderr.wait_for("SIGUSR1: reopening logs").await;
+    // Requests logged once the log is reopened go to a new file at the old path (each is
+    // written when its response ends, so ask until one is there).
+    let start = Instant::now();
+    loop {
+        get(&format!("{base}/after-rotate")).await;
+        let fresh = std::fs::read_to_string(&log).unwrap_or_default();
+        if fresh.contains("\"/after-rotate\"") {
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "nothing logged in {fresh:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let old = std::fs::read_to_string(&rotated).unwrap();
     let first: serde_json::Value = serde_json::from_str(old.lines().next().unwrap()).unwrap();
     assert_eq!(first["status"], 200);
@@ -145,8 +191,8 @@ async fn sighup_reloads_keeps_in_flight_and_rejects_bad_config() {
     signal(&child, libc::SIGTERM);
     let status = wait_exit(&mut child, Duration::from_secs(10)).expect("exited");
     assert!(status.success());
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    stderr.wait_for("drained; exiting").await;
+    let stderr = stderr.text();
     assert!(stderr.contains("SIGHUP: reloaded"), "{stderr}");
     assert!(stderr.contains("rejected, old config kept"), "{stderr}");
     assert!(
@@ -163,17 +209,20 @@ async fn sigterm_drains_in_flight_then_exits_zero() {
     let port = free_port();
     std::fs::write(&path, config(port, &origin, "x", Path::new("off"))).unwrap();
     let mut child = start(&path, port).await;
-    let url = format!("http://127.0.0.1:{port}/slow?ms=1000");
+    let url = format!("http://127.0.0.1:{port}/slow?ms=2000");
     let slow = tokio::spawn(async move { get(&url).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until("the slow request reaches the origin", PATIENCE, || {
+        origin.hits("/slow") == 1
+    })
+    .await;
     signal(&child, libc::SIGTERM);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
+    // Listeners close at once; the slow request still gets its answer.
+    wait_until_async("torii stops accepting", PATIENCE, || async {
         tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
-            .is_err(),
-        "still accepting while draining"
-    );
+            .is_err()
+    })
+    .await;
     let (status, _, body) = slow.await.unwrap();
     assert_eq!((status.as_u16(), &body[..]), (200, &b"slow done"[..]));
     let exit = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(10)))

@@ -123,6 +123,28 @@ async fn node(origin: &Origin, redis_url: &str, shared: &str) -> Torii {
     Torii::start(&toml, Some(origin)).await
 }
 
+/// Waits until `n` clients subscribe to the purge channel (each node's subscription is up).
+async fn wait_subscribed(redis: &Redis, n: i64) {
+    let mut c = redis.conn().await;
+    let start = Instant::now();
+    loop {
+        let (_, subscribers): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg("torii:purge")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        if subscribers >= n {
+            return;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{subscribers} of {n} purge subscriptions came up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn stats(torii: &Torii) -> serde_json::Value {
     admin_get(torii, "/stats.json").await
 }
@@ -177,6 +199,9 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
+    // Never less than the shared patience: a loaded machine may be slow, and a test that
+    // passes does not wait for it.
+    let within = within.max(PATIENCE);
     let deadline = Instant::now() + within;
     while !check().await {
         assert!(
@@ -409,8 +434,8 @@ async fn a_purge_at_one_node_reaches_every_node_within_a_second() {
     }
     let a = node(&origin, &redis.url(), "").await;
     let b = node(&origin, &redis.url(), "").await;
-    // Let both subscriptions come up before purging.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Both subscriptions are up before purging.
+    wait_subscribed(&redis, 2).await;
 
     for path in ["/p", "/static/app.js", "/tagged"] {
         assert_eq!(fetch(&a.url(path)).await.2, "v1");
@@ -522,7 +547,7 @@ async fn redis_down_means_local_only_without_errors_and_the_tier_comes_back() {
     }
     let a = node(&origin, &redis.url(), "").await;
     let b = node(&origin, &redis.url(), "").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_subscribed(&redis, 2).await;
     fetch(&a.url("/warm")).await;
     eventually("written", Duration::from_secs(5), || async {
         shared_stat(&a, "writes").await >= 1
@@ -724,7 +749,12 @@ async fn one_node_refreshes_a_stale_object_for_the_cluster() {
     .await;
     assert_eq!(fetch(&b.url("/r")).await.1, "HIT");
 
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Both nodes' clocks (and the origin's `Date`) move past max-age=2, into the
+    // stale-while-revalidate window; Redis keeps the object (its TTL covers the window).
+    for clock in [a.clock(), b.clock()] {
+        clock.advance(Duration::from_millis(2100));
+    }
+    origin.advance_clock(Duration::from_millis(2100));
     version.store(2, std::sync::atomic::Ordering::SeqCst);
     let (_, x, body) = fetch(&a.url("/r")).await;
     assert_eq!(
@@ -759,7 +789,7 @@ async fn a_hanging_redis_costs_at_most_its_timeout_then_nothing() {
     origin.set_fn("/h", |req| cacheable(req.uri.query().unwrap_or("")));
     let a = node(&origin, &redis.url(), "timeout = \"100ms\"").await;
     let b = node(&origin, &redis.url(), "timeout = \"100ms\"").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_subscribed(&redis, 2).await;
 
     redis.signal("-STOP");
     let mut slowest = Duration::ZERO;
@@ -850,7 +880,7 @@ async fn torii_proxy_redis_flag_and_torii_purge_across_processes() {
             .await;
         }
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_subscribed(&redis, 2).await;
     let (a, b) = (nodes[0].1, nodes[1].1);
     let stats_of = |admin: SocketAddr| async move {
         let (_, _, body) = get(&format!("http://{admin}/stats.json")).await;
@@ -946,7 +976,7 @@ async fn an_unsafe_request_at_one_node_invalidates_every_node() {
     });
     let a = node(&origin, &redis.url(), "").await;
     let b = node(&origin, &redis.url(), "").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_subscribed(&redis, 2).await;
     fetch(&a.url("/cart")).await;
     eventually("written", Duration::from_secs(5), || async {
         shared_stat(&a, "writes").await >= 1

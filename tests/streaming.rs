@@ -77,8 +77,27 @@ async fn slow_reader_cannot_make_torii_buffer_the_body() {
     )
     .await
     .unwrap();
-    // Read nothing for a while: the origin could produce 512 MiB meanwhile.
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // Read nothing until the origin has stopped producing (back pressure reached it
+    // through torii): until then it could have sent all 512 MiB.
+    let start = std::time::Instant::now();
+    let (mut produced, mut unchanged) = (0, 0);
+    while unchanged < 10 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let now = origin.big_bytes();
+        if now == produced && now > 0 {
+            unchanged += 1;
+        } else {
+            (produced, unchanged) = (now, 0);
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "the origin never stopped: {now} bytes"
+        );
+    }
+    assert!(
+        produced < 256 << 20,
+        "the origin sent {produced} bytes to a client that read nothing"
+    );
     let grown_mib = (peak_rss_kib().saturating_sub(before)) / 1024;
     assert!(
         grown_mib < 64,

@@ -354,7 +354,11 @@ fn stats(shared: &Shared) -> Response<RespBody> {
     json(
         StatusCode::OK,
         serde_json::json!({
-            "connections": {"open": shared.drain.open_connections(), "accepted": m.connections_accepted.get()},
+            "connections": {
+                "open": shared.drain.open_connections(),
+                "hibernated": shared.drain.hibernated_connections(),
+                "accepted": m.connections_accepted.get(),
+            },
             "bytes": {"received": m.received_bytes.get(), "sent": m.sent_bytes.get()},
             "tls": {
                 "handshakes": {"TLSv1.2": m.tls_handshakes[0].get(), "TLSv1.3": m.tls_handshakes[1].get()},
@@ -382,6 +386,12 @@ fn metrics(shared: &Shared) -> Response<RespBody> {
         names::CONNECTIONS_OPEN,
         "Open downstream connections.",
         shared.drain.open_connections() as u64,
+    );
+    gauge(
+        &mut out,
+        names::CONNECTIONS_HIBERNATED,
+        "Open downstream connections hibernating (idle keep-alive, held as their socket alone).",
+        shared.drain.hibernated_connections() as u64,
     );
     if let Some(c) = &shared.current().cache {
         let s = &c.stats;

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use http::{header, HeaderMap};
 use tokio::time::Instant;
@@ -64,7 +64,7 @@ impl Cache {
                 return None;
             }
         };
-        if obj.meta.is_expired(SystemTime::now()) {
+        if obj.meta.is_expired(self.now()) {
             return None;
         }
         let obj = Arc::new(obj);

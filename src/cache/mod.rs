@@ -6,6 +6,7 @@
 //! `cluster` (more `impl Cache`) shares lookups, fetches and purges with the other nodes.
 //! `proxy::cached` drives a request through it.
 
+pub mod clock;
 mod cluster;
 pub mod fill;
 pub mod key;
@@ -22,6 +23,8 @@ use std::sync::atomic::{
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+pub use clock::Clock;
+
 use http::{header, HeaderMap, HeaderValue};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -29,8 +32,8 @@ use tokio::time::Instant;
 pub use status::CacheStatus;
 
 use object::CachedObject;
-use tier::disk::DiskTier;
-use tier::memory::MemoryTier;
+use tier::disk::{DiskTier, DiskTierOptions};
+use tier::memory::{MemoryTier, MemoryTierOptions};
 use tier::shared::{SharedTier, Target};
 
 /// Marks the small object stored under a primary key whose response had `Vary`: it holds
@@ -160,6 +163,8 @@ pub struct Cache {
     /// Primary keys whose cluster-wide fetch lease this node holds; given back after the
     /// object is written to the shared tier, or when the fetch ends without storing.
     leases: Mutex<HashSet<String>>,
+    /// The wall clock every freshness decision of this cache reads; tests advance it.
+    clock: Clock,
     pub stats: Stats,
 }
 
@@ -178,12 +183,26 @@ impl Cache {
     /// # Errors
     /// When the disk directory cannot be created.
     pub fn new(memory_bytes: u64, disk: Option<(&std::path::Path, u64)>) -> std::io::Result<Cache> {
+        let clock = Clock::default();
         let disk = match disk {
-            Some((dir, size)) => Some(DiskTier::open(dir, size)?),
+            Some((dir, size)) => Some(DiskTier::open_with_options(
+                dir,
+                size,
+                DiskTierOptions {
+                    clock: clock.clone(),
+                    ..DiskTierOptions::default()
+                },
+            )?),
             None => None,
         };
         Ok(Cache {
-            memory: MemoryTier::new(memory_bytes),
+            memory: MemoryTier::with_options(
+                memory_bytes,
+                MemoryTierOptions {
+                    clock: clock.clone(),
+                    ..MemoryTierOptions::default()
+                },
+            ),
             disk,
             flights: Mutex::default(),
             uncacheable: Mutex::default(),
@@ -192,8 +211,20 @@ impl Cache {
             purge_lock: Mutex::default(),
             shared: None,
             leases: Mutex::default(),
+            clock,
             stats: Stats::default(),
         })
+    }
+
+    /// The wall clock of this cache (shared with its tiers).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The current time by this cache's clock: what freshness is judged against.
+    #[inline]
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
     }
 
     /// Adds the shared tier below memory and disk.
@@ -286,7 +317,7 @@ impl Cache {
                 if cache.purged_since(o, epoch) {
                     break;
                 }
-                if let Err(e) = shared.write(o).await {
+                if let Err(e) = shared.write(o, cache.now()).await {
                     tracing::debug!("shared tier write failed: {e}");
                     break;
                 }
@@ -372,7 +403,7 @@ impl Cache {
             let _purges = self.purge_lock.lock().expect("poisoned");
             self.purge_epoch.fetch_add(1, SeqCst);
             let memory = if soft {
-                self.memory.soft_purge_urls(m, SystemTime::now())
+                self.memory.soft_purge_urls(m, self.clock.now())
             } else {
                 self.memory.purge_urls(m)
             };
@@ -424,7 +455,7 @@ impl Cache {
             let _purges = self.purge_lock.lock().expect("poisoned");
             self.purge_epoch.fetch_add(1, SeqCst);
             let memory = if soft {
-                self.memory.soft_purge_tag(tag, SystemTime::now())
+                self.memory.soft_purge_tag(tag, self.clock.now())
             } else {
                 self.memory.purge_tag(tag)
             };

@@ -136,6 +136,13 @@ impl Dorms {
         beds.used += 1;
     }
 
+    /// How many connections hibernate now (`torii_connections_hibernated`): the rows in
+    /// use, counted under the lock on every way in and out (hibernate, wake-up, idle
+    /// timeout, drain).
+    pub(crate) fn hibernated(&self) -> usize {
+        self.beds.lock().expect("poisoned").used
+    }
+
     /// The drain started: every hibernated connection is closed, and none is taken in.
     pub(super) fn drain(&self) {
         let closed: Vec<Bed> = {

@@ -68,6 +68,12 @@ impl Drain {
         self.open.load(Ordering::Acquire)
     }
 
+    /// Open connections that hibernate now (idle keep-alive ones held as their socket
+    /// alone; counted in `open_connections` too).
+    pub fn hibernated_connections(&self) -> usize {
+        self.dorms.hibernated()
+    }
+
     pub(crate) fn connection_opened(&self) {
         self.open.fetch_add(1, Ordering::AcqRel);
     }

@@ -23,6 +23,7 @@ pub const UPSTREAM_PANIC: &str = "torii_upstream_panic";
 pub const UPSTREAM_PANIC_REQUESTS_TOTAL: &str = "torii_upstream_panic_requests_total";
 pub const REJECTIONS_TOTAL: &str = "torii_rejections_total";
 pub const CONNECTIONS_OPEN: &str = "torii_connections_open";
+pub const CONNECTIONS_HIBERNATED: &str = "torii_connections_hibernated";
 pub const CONNECTIONS_ACCEPTED_TOTAL: &str = "torii_connections_accepted_total";
 pub const TLS_HANDSHAKES_TOTAL: &str = "torii_tls_handshakes_total";
 pub const TLS_HANDSHAKE_ERRORS_TOTAL: &str = "torii_tls_handshake_errors_total";

@@ -85,7 +85,7 @@ pub fn serve_hit<B>(
             FirstLook::Slow(primary)
         };
     };
-    let now = SystemTime::now();
+    let now = cache.now();
     let fresh = freshness(&obj, policy);
     let req_cc = policy::request_cache_control(req.headers());
     if policy::request_decision(&req_cc, &fresh, now) != Reuse::Fresh
@@ -146,7 +146,7 @@ pub async fn serve(
     mut upstream_req: Request<ReqBody>,
     record: &mut Record,
 ) -> Result<Response<RespBody>, ProxyError> {
-    let now = SystemTime::now();
+    let now = ctx.cache.now();
     let primary = match ctx.primary.take() {
         Some(primary) => primary,
         None => {
@@ -222,7 +222,7 @@ pub async fn serve(
     let flight = match ctx.cache.join(&primary) {
         Join::Leader(guard) => {
             let usable = |o: &CachedObject| {
-                policy::request_decision(&req_cc, &freshness(o, ctx.policy), SystemTime::now())
+                policy::request_decision(&req_cc, &freshness(o, ctx.policy), ctx.cache.now())
                     .serves_stored()
             };
             let wait = ctx.group.config.response_timeout;
@@ -235,7 +235,7 @@ pub async fn serve(
                 LeaseOutcome::Found(obj) => {
                     // Another node fetched it: serve its copy, and hand it to our followers.
                     guard.finish(FlightState::Stored(obj.clone()));
-                    let now = SystemTime::now();
+                    let now = ctx.cache.now();
                     let fresh = freshness(&obj, ctx.policy);
                     let status = if policy::request_decision(&req_cc, &fresh, now) == Reuse::Fresh {
                         ctx.cache.stats.hits.fetch_add(1, Relaxed);
@@ -258,8 +258,7 @@ pub async fn serve(
             {
                 if let Some(obj) = ctx.cache.lookup(&primary, &ctx.req_headers).await {
                     let fresh = freshness(&obj, ctx.policy);
-                    if policy::request_decision(&req_cc, &fresh, SystemTime::now()).serves_stored()
-                    {
+                    if policy::request_decision(&req_cc, &fresh, ctx.cache.now()).serves_stored() {
                         ctx.cache.stats.coalesced.fetch_add(1, Relaxed);
                         ctx.cache.stats.hits.fetch_add(1, Relaxed);
                         record.cache = Some(CacheStatus::Hit);
@@ -268,7 +267,7 @@ pub async fn serve(
                             &ctx.req_headers,
                             is_head,
                             &fresh,
-                            SystemTime::now(),
+                            ctx.cache.now(),
                         ));
                     }
                 }
@@ -282,9 +281,9 @@ pub async fn serve(
             .headers_mut()
             .extend(policy::validators_for(&obj.headers));
     }
-    let request_time = SystemTime::now();
+    let request_time = ctx.cache.now();
     let result = fetch(&ctx, upstream_req, record).await;
-    let response_time = SystemTime::now();
+    let response_time = ctx.cache.now();
 
     let resp = match result {
         Ok(resp) if !resp.status().is_server_error() => resp,
@@ -783,7 +782,7 @@ fn spawn_refresh(
             cache: cache.clone(),
             primary: primary.clone(),
         };
-        let request_time = SystemTime::now();
+        let request_time = cache.now();
         // Through the one door, but never ahead of clients: a saturated group leaves
         // the stored copy as it is.
         let (mut head, body) = req.into_parts();
@@ -794,7 +793,7 @@ fn spawn_refresh(
             return;
         };
         let resp = forwarded.response;
-        let response_time = SystemTime::now();
+        let response_time = cache.now();
         if resp.status() == StatusCode::NOT_MODIFIED {
             let (fresh, index) = refreshed_by_304(
                 &obj,

@@ -41,6 +41,11 @@ struct OriginState {
     requests: Mutex<HashMap<String, Vec<(http::Method, http::HeaderMap)>>>,
     /// (in flight now, most ever in flight) per programmable path.
     in_flight: Mutex<HashMap<String, (usize, usize)>>,
+    /// Body bytes `/big` has produced, over all requests.
+    big_bytes: std::sync::atomic::AtomicU64,
+    /// Added to the time in the `Date` header of each answer (nanoseconds): moved with
+    /// `advance_clock`, so that an origin keeps agreeing with the proxy's advanced clock.
+    date_offset: std::sync::atomic::AtomicU64,
     /// The accept loop and every connection task, so `kill` can stop them all.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -203,6 +208,18 @@ impl Origin {
         self.state.connections.load(Ordering::SeqCst)
     }
 
+    /// Body bytes `/big` has produced so far (handed to hyper to send), over all requests.
+    pub fn big_bytes(&self) -> u64 {
+        self.state.big_bytes.load(Ordering::SeqCst)
+    }
+
+    /// Dates its answers `by` later from now on (see `Torii::advance_clock`).
+    pub fn advance_clock(&self, by: Duration) {
+        self.state
+            .date_offset
+            .fetch_add(by.as_nanos() as u64, Ordering::SeqCst);
+    }
+
     /// Makes `path` (without query) answer `reply` from now on.
     pub fn set(&self, path: &str, reply: Reply) {
         self.set_fn(path, move |_| reply.clone());
@@ -270,6 +287,21 @@ fn query_num(req: &Request<Incoming>, key: &str) -> u64 {
 }
 
 async fn handle(
+    req: Request<Incoming>,
+    state: Arc<OriginState>,
+    name: String,
+) -> Result<Response<Body>, HangUp> {
+    let offset = Duration::from_nanos(state.date_offset.load(Ordering::SeqCst));
+    let mut resp = answer(req, state, name).await?;
+    if !offset.is_zero() && !resp.headers().contains_key(http::header::DATE) {
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now() + offset);
+        resp.headers_mut()
+            .insert(http::header::DATE, date.parse().unwrap());
+    }
+    Ok(resp)
+}
+
+async fn answer(
     mut req: Request<Incoming>,
     state: Arc<OriginState>,
     name: String,
@@ -306,11 +338,13 @@ async fn handle(
             let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
             let stream = futures_util::stream::unfold(total, move |left| {
                 let chunk = chunk.clone();
+                let state = state.clone();
                 async move {
                     if left == 0 {
                         return None;
                     }
                     let n = left.min(chunk.len() as u64);
+                    state.big_bytes.fetch_add(n, Ordering::SeqCst);
                     Some((
                         Ok::<_, Infallible>(Frame::data(chunk.slice(..n as usize))),
                         left - n,
@@ -457,6 +491,8 @@ pub struct Torii {
     pub addr: SocketAddr,
     /// The admin listener (purge, stats).
     pub admin: SocketAddr,
+    /// The running server: its runtime (cache, metrics) for tests to look at.
+    pub server: torii::Server,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -474,8 +510,10 @@ impl Torii {
         let admin_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let admin = admin_listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = torii::Server::new(config).unwrap();
+        let running = server.clone();
         let task = tokio::spawn(async move {
-            torii::run(config, vec![listener], Some(admin_listener), async {
+            torii::server::run_server(running, vec![listener], Some(admin_listener), async {
                 let _ = rx.await;
             })
             .await
@@ -484,6 +522,7 @@ impl Torii {
         Torii {
             addr,
             admin,
+            server,
             stop: Some(tx),
             task: Some(task),
         }
@@ -504,6 +543,34 @@ impl Torii {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// torii's cache (its counters: `stats`), as the current config generation has it.
+    pub fn cache(&self) -> Arc<torii::cache::Cache> {
+        let runtime = self.server.shared().current();
+        runtime.cache.clone().expect("torii has no cache")
+    }
+
+    /// The wall clock of torii's cache (freshness is judged by it).
+    pub fn clock(&self) -> torii::cache::Clock {
+        let runtime = self.server.shared().current();
+        let cache = runtime.cache.as_ref().expect("torii has no cache");
+        cache.clock().clone()
+    }
+
+    /// Moves the cache's clock forward by `by`, and `origin`'s `Date` headers with it:
+    /// what was stored ages by `by` at once, without sleeping, and what the origin sends
+    /// afterwards is not mistaken for an old response.
+    pub fn advance_clock(&self, origin: &Origin, by: Duration) {
+        self.clock().advance(by);
+        origin.advance_clock(by);
+    }
+
+    /// The value of the Prometheus sample `name` (with its labels, e.g.
+    /// `torii_cache_hits_total` or `x{a="b"}`) in `/metrics`, if present.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let (_, _, body) = get(&format!("http://{}/metrics", self.admin)).await;
+        metric_value(&String::from_utf8_lossy(&body), name)
     }
 
     /// Stops accepting, drains, and waits for torii to end.
@@ -580,4 +647,45 @@ pub async fn admin_get(torii: &Torii, path: &str) -> serde_json::Value {
     let (status, _, body) = get(&format!("http://{}{}", torii.admin, path)).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     serde_json::from_slice(&body).unwrap()
+}
+
+/// The value of the sample `name` (with labels, if any) in Prometheus text `text`.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// How long `wait_until` waits at most by default: generous, for a loaded machine. A
+/// test that passes never waits this long.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+/// Polls `check` until it is true (every 10 ms of real time, yielding between polls);
+/// panics with `what` once `deadline` (of real time) has passed. For "this has happened"
+/// waits on a counter (origin hits, a metric, a gauge) instead of a fixed sleep.
+pub async fn wait_until(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `wait_until` for an async check (an admin request, a metric).
+pub async fn wait_until_async<F, Fut>(what: &str, deadline: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio::sync::watch;
 
+use crate::cache::clock::Clock;
 use crate::cache::object::{self, CachedObject, DecodeError, HEADER_LEN};
 use crate::cache::UrlMatch;
 
@@ -76,6 +77,8 @@ pub struct DiskTierOptions {
     /// `fsync` each file and its directory before/after the rename. Default: off (a
     /// crash may then lose recent objects, but never yields a corrupt hit).
     pub fsync: bool,
+    /// The wall clock expiry is judged by (the cache's, which tests advance).
+    pub clock: Clock,
 }
 
 #[derive(Debug)]
@@ -148,7 +151,7 @@ impl Index {
     }
 
     /// Brings usage under the low watermark; returns the evicted hashes.
-    fn evict(&mut self, max_bytes: u64) -> Vec<u128> {
+    fn evict(&mut self, max_bytes: u64, now: SystemTime) -> Vec<u128> {
         if self.bytes <= max_bytes {
             return Vec::new();
         }
@@ -158,7 +161,6 @@ impl Index {
             .is_none_or(|t| t.elapsed() >= SWEEP_INTERVAL)
         {
             self.last_sweep = Some(Instant::now());
-            let now = SystemTime::now();
             victims = self.remove_where(|e| now >= e.stale_until);
         }
         let target = max_bytes / 100 * LOW_WATERMARK_PERCENT;
@@ -190,6 +192,7 @@ struct Inner {
     index: Mutex<Index>,
     ready: watch::Sender<bool>,
     tmp_seq: AtomicU64,
+    clock: Clock,
 }
 
 /// The persistent disk tier. Cheap to clone (shared state); all I/O runs on Tokio's
@@ -248,6 +251,7 @@ impl DiskTier {
             }),
             ready,
             tmp_seq: AtomicU64::new(0),
+            clock: opts.clock,
         });
         let weak = Arc::downgrade(&inner);
         runtime.spawn_blocking(move || scan(weak));
@@ -274,7 +278,7 @@ impl DiskTier {
         let generation = {
             let mut index = self.inner.lock();
             match index.map.get(&hash) {
-                Some(e) if SystemTime::now() >= e.stale_until => {
+                Some(e) if self.inner.clock.now() >= e.stale_until => {
                     index.remove(hash);
                     drop(index);
                     self.delete_in_background(vec![hash]);
@@ -401,7 +405,7 @@ impl DiskTier {
 
     /// Deletes every indexed object past its `stale_until`; returns how many.
     pub async fn sweep_expired(&self) -> usize {
-        let now = SystemTime::now();
+        let now = self.inner.clock.now();
         let hashes = self.inner.lock().remove_where(|e| now >= e.stale_until);
         self.delete_now(hashes).await
     }
@@ -555,7 +559,7 @@ impl Inner {
         if obj.meta.key != key {
             return None; // hash collision: the file belongs to another key
         }
-        if obj.meta.is_expired(SystemTime::now()) {
+        if obj.meta.is_expired(self.clock.now()) {
             self.drop_entry(hash, generation, true);
             return None;
         }
@@ -594,7 +598,7 @@ impl Inner {
     }
 
     fn try_write(&self, hash: u128, obj: &CachedObject) -> Result<bool, DiskError> {
-        if obj.meta.is_expired(SystemTime::now()) {
+        if obj.meta.is_expired(self.clock.now()) {
             return Ok(false);
         }
         if obj.body.len() as u64 > self.max_object_bytes {
@@ -624,7 +628,7 @@ impl Inner {
         let victims = {
             let mut index = self.lock();
             index.insert(hash, entry_for(&obj.meta, size, now_ms()));
-            index.evict(self.max_bytes)
+            index.evict(self.max_bytes, self.clock.now())
         };
         self.delete_all(&victims);
         Ok(true)
@@ -739,7 +743,7 @@ fn scan(weak: Weak<Inner>) {
             };
             match read_meta_file(&path, hash) {
                 Ok((rm, size, mtime)) => {
-                    if rm.meta.is_expired(SystemTime::now()) {
+                    if rm.meta.is_expired(inner.clock.now()) {
                         let _ = fs::remove_file(&path);
                         dropped += 1;
                         continue;
@@ -776,7 +780,7 @@ fn scan(weak: Weak<Inner>) {
         let mut index = inner.lock();
         index.scanning = false;
         index.pending.clear();
-        index.evict(inner.max_bytes)
+        index.evict(inner.max_bytes, inner.clock.now())
     };
     inner.delete_all(&victims);
     tracing::info!(

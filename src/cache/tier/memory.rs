@@ -28,6 +28,7 @@ use std::time::{Duration, SystemTime};
 use quick_cache::sync::{Cache, EntryAction, EntryResult};
 use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
 
+use crate::cache::clock::Clock;
 use crate::cache::object::CachedObject;
 use crate::cache::UrlMatch;
 
@@ -46,6 +47,8 @@ pub struct MemoryTierOptions {
     /// Number of cache shards (rounded to a power of two). Default: 4 x cores, lowered
     /// until each shard holds at least two objects of the maximum size.
     pub shards: Option<usize>,
+    /// The wall clock expiry is judged by (the cache's, which tests advance).
+    pub clock: Clock,
 }
 
 /// Counters kept by the tier (hits and misses are counted by the caller).
@@ -166,6 +169,7 @@ pub struct MemoryTier {
     shared: Arc<Shared>,
     max_bytes: u64,
     max_object_bytes: u64,
+    clock: Clock,
 }
 
 impl fmt::Debug for MemoryTier {
@@ -229,6 +233,7 @@ impl MemoryTier {
             shared,
             max_bytes,
             max_object_bytes,
+            clock: opts.clock,
         }
     }
 
@@ -236,8 +241,8 @@ impl MemoryTier {
     /// (an expired object is removed and counted as a removal).
     pub fn get(&self, key: &str) -> Option<Arc<CachedObject>> {
         let slot = self.cache.get(key)?;
-        if slot.obj.meta.is_expired(SystemTime::now()) {
-            self.remove_where(key, |o| o.meta.is_expired(SystemTime::now()));
+        if slot.obj.meta.is_expired(self.clock.now()) {
+            self.remove_where(key, |o| o.meta.is_expired(self.clock.now()));
             return None;
         }
         Some(slot.obj)

@@ -409,17 +409,17 @@ impl SharedTier {
         obj.body.len() as u64 <= self.settings.max_object_size && obj.encodable()
     }
 
-    /// Writes `obj` with an expiry at its `stale_until` (remaining freshness plus grace),
-    /// indexes it under its URL and tags. Run in the background, never on the request path.
+    /// Writes `obj` with an expiry at its `stale_until` (remaining freshness plus grace,
+    /// from `now` by the cache's clock), indexes it under its URL and tags. Run in the
+    /// background, never on the request path.
     ///
     /// # Errors
     /// When Redis is unavailable, slow or failing.
-    pub async fn write(&self, obj: &CachedObject) -> Result<(), Error> {
+    pub async fn write(&self, obj: &CachedObject, now: SystemTime) -> Result<(), Error> {
         if !self.wants(obj) {
             self.stats.too_large.fetch_add(1, Relaxed);
             return Ok(());
         }
-        let now = SystemTime::now();
         let Ok(ttl) = obj.meta.stale_until.duration_since(now) else {
             return Ok(());
         };
