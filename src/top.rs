@@ -506,6 +506,12 @@ fn group_summary(group: &str, g: &Value, latency: &Value) -> String {
             parts.push(format!("{} {what}", num(&g[key])));
         }
     }
+    if g["panic"].as_bool() == Some(true) {
+        parts.push("PANIC (no server in rotation: sending to all)".to_string());
+    }
+    if g["panic_requests"].as_u64().is_some_and(|n| n > 0) {
+        parts.push(format!("{} sent in panic", num(&g["panic_requests"])));
+    }
     if latency["count"].as_u64().is_some_and(|n| n > 0) {
         parts.push(format!(
             "p50 {}, p99 {} (60 s)",
@@ -665,6 +671,21 @@ mod tests {
             "cache": {"hits": 102, "misses": 104, "stale": 0, "revalidated": 0, "coalesced": 0, "bypass": 0,
                 "memory": {"objects": 2, "bytes": 873, "max_bytes": 268435456, "evictions": 0}, "disk": null},
         })
+    }
+
+    #[test]
+    fn a_group_in_panic_mode_says_so() {
+        let mut stats = sample();
+        stats["upstreams"][0]["panic"] = true.into();
+        stats["upstreams"][0]["panic_requests"] = 7.into();
+        let lines = render(&stats, "127.0.0.1:9901", "12:00:00 UTC", None);
+        let text: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+        assert!(
+            text.iter().any(|l| l.starts_with("app: p2c")
+                && l.contains("PANIC (no server in rotation: sending to all)")
+                && l.contains("7 sent in panic")),
+            "{text:?}"
+        );
     }
 
     #[test]

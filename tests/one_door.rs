@@ -325,3 +325,48 @@ async fn the_access_log_says_the_cache_outcome() {
         "{lines:?}"
     );
 }
+
+/// A background refresh goes through the one door, but never queues ahead of clients:
+/// with the only server at its `max_conns`, the refresh gives up and the stale copy stays;
+/// once there is room, the next stale answer's refresh goes out.
+#[tokio::test]
+async fn a_background_refresh_gives_up_when_the_group_is_saturated() {
+    let o = Origin::start().await;
+    o.set(
+        "/r",
+        Reply::new("r").header("cache-control", "max-age=10, stale-while-revalidate=600"),
+    );
+    o.set("/busy", Reply::new("busy").delay(Duration::from_secs(3)));
+    let servers = format!("{{ addr = \"{}\", max_conns = 1 }}", o.addr);
+    let torii = Torii::start(&config(&servers, "queue_timeout = \"20s\"", ""), None).await;
+    let (status, headers, _) = get(&torii.url("/r")).await;
+    assert_eq!(
+        (status, &headers["x-cache"]),
+        (StatusCode::OK, &"MISS".parse().unwrap())
+    );
+    torii.advance_clock(&o, Duration::from_secs(20));
+    // A client request holds the only slot for 3 s.
+    let busy = tokio::spawn({
+        let url = torii.url("/busy");
+        async move { get(&url).await }
+    });
+    wait_until("the slow request is at the origin", PATIENCE, || {
+        o.hits("/busy") == 1
+    })
+    .await;
+    let (status, headers, _) = get(&torii.url("/r")).await;
+    assert_eq!(
+        (status, &headers["x-cache"]),
+        (StatusCode::OK, &"STALE".parse().unwrap())
+    );
+    let (status, _, _) = busy.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(o.hits("/r"), 1, "the refresh gave up instead of queueing");
+    // Room again: the next stale answer's refresh goes out.
+    let (_, headers, _) = get(&torii.url("/r")).await;
+    assert_eq!(headers["x-cache"], "STALE");
+    wait_until("the refresh reached the origin", PATIENCE, || {
+        o.hits("/r") == 2
+    })
+    .await;
+}

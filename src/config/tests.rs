@@ -147,7 +147,7 @@ servers = ["127.0.0.1:1", { addr = "127.0.0.1:2", weight = 3, max_conns = 100 }]
 balance = "hash"
 hash_key = "cookie:session"
 health = { path = "/healthz", interval = "2s", timeout = "500ms", expect = "200-299", rise = 3, fall = 1 }
-breaker = { failures = 4, ejection = "1s", max_ejection = "30s" }
+breaker = { failures = 4, ejection = "1s", max_ejection = "30s", max_ejection_percent = 34 }
 retries = 1
 retry_budget = 0.5
 timeout = "10s"
@@ -167,6 +167,7 @@ rate_limit = { rps = 2.5, burst = 5, key = "header:x-api-key" }
     assert_eq!((h.expect, h.rise, h.fall), ((200, 299), 3, 1));
     assert_eq!(h.timeout, std::time::Duration::from_millis(500));
     assert_eq!(u.breaker.failures, 4);
+    assert_eq!(u.breaker.max_ejection_percent, 34);
     assert_eq!((u.retries, u.retry_budget), (1, 0.5));
     assert_eq!(u.timeout, Some(std::time::Duration::from_secs(10)));
     assert_eq!(u.queue_size, 10);
@@ -186,7 +187,7 @@ servers = [{ addr = "127.0.0.1:2", weigth = 3 }, { weight = 2 }, 5, "127.0.0.1:3
 balance = "least-conn"
 hash_key = "uri"
 health = { expect = "2xx" }
-breaker = { ejection = "10s", max_ejection = "1s" }
+breaker = { ejection = "10s", max_ejection = "1s", max_ejection_percent = 101 }
 retry_budget = 1.5
 [[routes]]
 upstream = "app"
@@ -206,6 +207,8 @@ rate_limit = { burst = 5 }
     assert!(find("hash_key only applies").contains("hint: add balance = \"hash\""));
     assert!(find("\"2xx\" is not a status").starts_with("t.toml:6:21: upstreams.app.health.expect"));
     assert!(find("shorter than breaker.ejection").contains("breaker.max_ejection"));
+    assert!(find("101 is out of range")
+        .starts_with("t.toml:7:75: upstreams.app.breaker.max_ejection_percent"));
     assert!(find("1.5 is not a fraction").contains("upstreams.app.retry_budget"));
     assert!(find("missing rps").starts_with("t.toml:11:14: routes[0].rate_limit"));
 }
