@@ -34,6 +34,7 @@ pub mod body;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod connection;
 pub mod demo;
 pub mod error;
 pub mod limits;

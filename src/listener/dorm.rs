@@ -20,7 +20,7 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use super::conn::{Core, Watched};
-use super::ConnState;
+use crate::connection::ConnState;
 
 /// How often at most the dorm thread looks for connections whose deadline passed: they are
 /// closed at most this late.

@@ -6,7 +6,7 @@ mod dorm;
 pub mod tls;
 mod workers;
 
-pub use conn::{serve_connection, ConnState};
+pub use conn::serve_connection;
 pub use workers::{bind_reuseport, Drain};
 
 use std::sync::Arc;

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 pub use access_log::AccessLog;
 
 use crate::config::{RouteId, ServerAddr};
-use crate::listener::ConnState;
+use crate::connection::ConnState;
 use crate::server::Runtime;
 use metrics::{cache_outcome, GroupMetrics, RouteMetrics, CACHE_OUTCOMES};
 

@@ -21,9 +21,9 @@ use tokio::time::Instant;
 
 use crate::body::RespBody;
 use crate::config::{Action, Route};
+use crate::connection::ConnState;
 use crate::error::ProxyError;
 use crate::limits;
-use crate::listener::ConnState;
 use crate::observe::{Exchange, Record};
 use crate::server::{Runtime, Shared};
 use crate::upstream::{self, HeadAs, PickContext, ReqBody, UpstreamBody};
