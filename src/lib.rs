@@ -43,6 +43,7 @@ pub mod observe;
 pub mod process;
 pub mod proxy;
 pub mod route;
+pub mod runtime;
 pub mod server;
 pub mod top;
 pub mod upstream;

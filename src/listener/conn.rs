@@ -25,10 +25,11 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::tls::TlsInfo;
+use super::Connections;
 use crate::connection::ConnState;
 use crate::limits::IpGuard;
 use crate::observe::metrics::Metrics;
-use crate::server::Shared;
+use crate::runtime::Shared;
 
 pin_project_lite::pin_project! {
     /// A socket that tells its `ConnState` when request bytes arrive (under TLS: records),
@@ -118,9 +119,10 @@ pub fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     listener: usize,
-    shared: Arc<Shared>,
+    connections: Arc<Connections>,
     permit: OwnedSemaphorePermit,
 ) -> Served {
+    let shared = &connections.shared;
     // Over `limits.max_connections_per_ip`: close at once (dropping the stream).
     let Some(per_ip) = shared.per_ip.open(peer.ip()) else {
         return Served {
@@ -151,7 +153,7 @@ pub fn serve_connection(
     };
     Served {
         core: Some(Core {
-            shared,
+            connections,
             peer,
             _permit: permit,
             _per_ip: per_ip,
@@ -162,7 +164,7 @@ pub fn serve_connection(
 
 /// What a connection holds for its whole life, serving or hibernated.
 pub(super) struct Core {
-    pub(super) shared: Arc<Shared>,
+    pub(super) connections: Arc<Connections>,
     pub(super) peer: SocketAddr,
     _permit: OwnedSemaphorePermit,
     _per_ip: Option<IpGuard>,
@@ -170,7 +172,7 @@ pub(super) struct Core {
 
 impl Drop for Core {
     fn drop(&mut self) {
-        self.shared.drain.connection_closed();
+        self.connections.shared.drain.connection_closed();
     }
 }
 
@@ -194,7 +196,11 @@ pub struct Served {
 /// A hibernated connection's next request (or its end): a task to serve it.
 pub(super) fn resumed(io: Watched<TcpStream>, core: Core) -> Served {
     Served {
-        serving: Some(Box::pin(resume(io, core.peer, core.shared.clone()))),
+        serving: Some(Box::pin(resume(
+            io,
+            core.peer,
+            core.connections.shared.clone(),
+        ))),
         core: Some(core),
     }
 }
@@ -210,8 +216,8 @@ impl Future for Served {
         let idle = std::task::ready!(serving.as_mut().poll(cx));
         this.serving = None;
         if let (Some(Idle { io, deadline }), Some(core)) = (idle, this.core.take()) {
-            let shared = core.shared.clone();
-            shared.drain.dorms.hibernate(io, core, deadline);
+            let connections = core.connections.clone();
+            connections.dorms.hibernate(io, core, deadline);
         }
         this.core = None;
         Poll::Ready(())

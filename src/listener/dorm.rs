@@ -253,7 +253,7 @@ fn wake_up(registry: &mio::Registry, bed: Bed) {
     worker.spawn(async move {
         match TcpStream::from_std(socket) {
             Ok(io) => {
-                let metrics = core.shared.metrics.clone();
+                let metrics = core.connections.shared.metrics.clone();
                 super::conn::resumed(Watched { io, state, metrics }, core).await;
             }
             Err(e) => tracing::debug!(peer = %core.peer, "connection ended: {e}"),

@@ -25,7 +25,7 @@ use crate::connection::ConnState;
 use crate::error::ProxyError;
 use crate::limits;
 use crate::observe::{Exchange, Record};
-use crate::server::{Runtime, Shared};
+use crate::runtime::{Runtime, Shared};
 use crate::upstream::{self, HeadAs, PickContext, ReqBody, UpstreamBody};
 
 /// The `Via` torii adds to every response (a pre-encoded hit carries it in its lines).
@@ -169,7 +169,11 @@ fn finish(
         }
     };
     exchange.record.status = resp.status();
-    exchange.observe(runtime, x_cache);
+    let (route, group) = match exchange.record.route {
+        Some(id) => runtime.metrics_of(id),
+        None => (None, None),
+    };
+    exchange.observe(route, group, x_cache);
     let (parts, body) = resp.into_parts();
     Response::from_parts(parts, body.with_exchange(exchange))
 }
