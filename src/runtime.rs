@@ -1,6 +1,7 @@
 //! The runtime state every stage reads: the live config generation (`Runtime`), swapped
 //! atomically on reload, and the process-wide handles (`Shared`): connection caps, drain,
-//! metrics, admin auth. Types only: the server (`server.rs`) builds and wires them.
+//! metrics, admin auth. The stages read them and import nothing above them from here;
+//! the server (`server.rs`) builds and wires them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
