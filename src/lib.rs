@@ -30,7 +30,7 @@
 //! process: workers, signals                    -> src/process.rs
 //! ```
 //!
-//! No import cycles between files: see docs/ARCHITECTURE.md and tests/architecture.rs.
+//! No import cycles between files: see docs/ARCHITECTURE.md and tests/architecture/.
 #![forbid(unsafe_code)]
 
 pub mod admin;

@@ -1,224 +1,12 @@
-//! The dependency rule of docs/ARCHITECTURE.md, enforced: no import cycles between the files
-//! of `src/`, except that a parent module's file and its own child's file may use each other.
-//!
-//! The test reads every module file reachable from `src/lib.rs` (following `mod` declarations
-//! and `#[path]`), finds every path that names a module of this crate — `use crate::…`,
-//! `use super::…`, grouped `use crate::{a, b::{c, d}}`, and paths in code such as
-//! `crate::cache::Cache` or `pool::Pool` (a child module, or a module brought in by `use`) —
-//! resolves each to the file defining the deepest module it names, and so builds a
-//! file → file graph. Every strongly connected component of that graph must consist of
-//! parent ↔ own-child edges only; any other edge inside a component lies on a cycle, and the
-//! shortest such cycle is reported with the reference behind each of its edges.
-//!
-//! No dependency beyond std: a small tokenizer (comments, strings, chars and lifetimes
-//! skipped) stands in for a Rust parser.
+//! The module tree, the file graph built from the paths each file names, and its cycles.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::path::Path;
 
-/// Edges (`from`, `to`, files relative to `src/`) left out of the graph while the change that
-/// removes them is under way. A listed edge that no longer exists fails the test, so the list
-/// only shrinks.
-const ALLOWED: &[(&str, &str)] = &[
-    // removed by the lead's change: upstream::Error gains queue-full / queue-timeout /
-    // no-server variants, so the upstream queue no longer returns `error::ProxyError`.
-    ("upstream/queue.rs", "error.rs"),
-    ("upstream/mod.rs", "error.rs"),
-];
+use crate::tokens::{ident, is, tokenize, Tok};
 
-#[test]
-fn no_import_cycles_between_files() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = BTreeMap::new();
-    read_dir(&src, &src, &mut files);
-    // The binary's crate root reaches the library only through `torii::`.
-    files.remove("main.rs");
-    let graph = Graph::build(&files);
-
-    let mut problems = Vec::new();
-    for f in files.keys().filter(|f| !graph.reached(f)) {
-        problems.push(format!(
-            "src/{f} is not reached by a `mod` declaration from src/lib.rs"
-        ));
-    }
-    let allowed: Vec<(String, String)> = ALLOWED
-        .iter()
-        .map(|&(a, b)| (a.to_string(), b.to_string()))
-        .collect();
-    for (a, b) in &allowed {
-        if !graph.edges.contains_key(&(a.clone(), b.clone())) {
-            problems.push(format!(
-                "allow-listed edge src/{a} -> src/{b} no longer exists: remove it from ALLOWED"
-            ));
-        }
-    }
-    for cycle in graph.cycles(&allowed) {
-        problems.push(graph.describe(&cycle));
-    }
-    assert!(
-        problems.is_empty(),
-        "import cycles between files of src/ (see docs/ARCHITECTURE.md, \"The dependency rule\"):\n\n{}",
-        problems.join("\n\n")
-    );
-}
-
-fn read_dir(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            read_dir(root, &path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            let rel = path.strip_prefix(root).unwrap().to_string_lossy();
-            let rel = rel.replace(std::path::MAIN_SEPARATOR, "/");
-            out.insert(rel, std::fs::read_to_string(&path).unwrap());
-        }
-    }
-}
-
-// === tokens ===
-
-#[derive(Clone, Debug, PartialEq)]
-enum Tok {
-    Ident(String),
-    Str(String),
-    PathSep,
-    Punct(char),
-}
-
-/// Rust source as identifiers, string literals, `::` and single punctuation, each with its
-/// line; comments (doc comments included), char literals, lifetimes and numbers' dots aside.
-fn tokenize(src: &str) -> Vec<(Tok, u32)> {
-    let c: Vec<char> = src.chars().collect();
-    let at = |i: usize| c.get(i).copied().unwrap_or('\0');
-    let mut out = Vec::new();
-    let mut line = 1u32;
-    let mut i = 0;
-    // Advances over c[from..to], counting newlines.
-    let skip = |from: usize, to: usize, line: &mut u32| {
-        *line += c[from..to.min(c.len())]
-            .iter()
-            .filter(|&&ch| ch == '\n')
-            .count() as u32;
-        to
-    };
-    while i < c.len() {
-        let ch = c[i];
-        let start_line = line;
-        if ch.is_whitespace() {
-            i = skip(i, i + 1, &mut line);
-        } else if ch == '/' && at(i + 1) == '/' {
-            while i < c.len() && c[i] != '\n' {
-                i += 1;
-            }
-        } else if ch == '/' && at(i + 1) == '*' {
-            let mut j = i + 2;
-            let mut depth = 1;
-            while j < c.len() && depth > 0 {
-                if c[j] == '/' && at(j + 1) == '*' {
-                    depth += 1;
-                    j += 2;
-                } else if c[j] == '*' && at(j + 1) == '/' {
-                    depth -= 1;
-                    j += 2;
-                } else {
-                    j += 1;
-                }
-            }
-            i = skip(i, j, &mut line);
-        } else if let Some((text, end)) = raw_string(&c, i) {
-            out.push((Tok::Str(text), start_line));
-            i = skip(i, end, &mut line);
-        } else if ch == '"' || (ch == 'b' && at(i + 1) == '"') {
-            let mut j = if ch == 'b' { i + 2 } else { i + 1 };
-            let begin = j;
-            while j < c.len() && c[j] != '"' {
-                j += if c[j] == '\\' { 2 } else { 1 };
-            }
-            let text: String = c[begin..j.min(c.len())].iter().collect();
-            out.push((Tok::Str(text), start_line));
-            i = skip(i, j + 1, &mut line);
-        } else if ch == '\'' || (ch == 'b' && at(i + 1) == '\'') {
-            let q = if ch == 'b' { i + 1 } else { i };
-            if at(q + 1) == '\\' {
-                // An escaped char literal: '\n', '\'', '\u{1F600}'.
-                let mut j = q + 3;
-                while j < c.len() && c[j] != '\'' {
-                    j += 1;
-                }
-                i = j + 1;
-            } else if at(q + 2) == '\'' {
-                i = q + 3;
-            } else {
-                // A lifetime or a label: skip the name with it.
-                let mut j = q + 1;
-                while j < c.len() && (c[j].is_alphanumeric() || c[j] == '_') {
-                    j += 1;
-                }
-                i = j;
-            }
-        } else if ch.is_alphanumeric() || ch == '_' {
-            let mut j = i;
-            while j < c.len() && (c[j].is_alphanumeric() || c[j] == '_') {
-                j += 1;
-            }
-            out.push((Tok::Ident(c[i..j].iter().collect()), line));
-            i = j;
-        } else if ch == ':' && at(i + 1) == ':' {
-            out.push((Tok::PathSep, line));
-            i += 2;
-        } else {
-            out.push((Tok::Punct(ch), line));
-            i += 1;
-        }
-    }
-    out
-}
-
-/// `r"…"`, `r#"…"#`, `br"…"` at `i`: the text and the index past the literal.
-fn raw_string(c: &[char], i: usize) -> Option<(String, usize)> {
-    let mut j = i;
-    if c.get(j) == Some(&'b') {
-        j += 1;
-    }
-    if c.get(j) != Some(&'r') {
-        return None;
-    }
-    j += 1;
-    let mut hashes = 0;
-    while c.get(j) == Some(&'#') {
-        hashes += 1;
-        j += 1;
-    }
-    if c.get(j) != Some(&'"') {
-        return None;
-    }
-    let begin = j + 1;
-    let mut k = begin;
-    while k < c.len() {
-        if c[k] == '"' && (1..=hashes).all(|h| c.get(k + h) == Some(&'#')) {
-            return Some((c[begin..k].iter().collect(), k + 1 + hashes));
-        }
-        k += 1;
-    }
-    Some((c[begin..].iter().collect(), c.len()))
-}
-
-fn ident(t: Option<&(Tok, u32)>) -> Option<&str> {
-    match t {
-        Some((Tok::Ident(s), _)) => Some(s),
-        _ => None,
-    }
-}
-
-fn is(t: Option<&(Tok, u32)>, want: &Tok) -> bool {
-    t.is_some_and(|(t, _)| t == want)
-}
-
-// === module tree ===
-
-struct Module {
-    file: String,
-    parent: Option<usize>,
+pub(crate) struct Module {
+    pub(crate) file: String,
+    pub(crate) parent: Option<usize>,
     children: BTreeMap<String, usize>,
     uses: Vec<UseItem>,
 }
@@ -238,11 +26,11 @@ struct FileTokens {
     module: Vec<usize>,
 }
 
-struct Graph {
-    modules: Vec<Module>,
+pub(crate) struct Graph {
+    pub(crate) modules: Vec<Module>,
     files: BTreeMap<String, FileTokens>,
     /// (from, to) → where the first reference was made: "line N: `crate::x::Y`".
-    edges: BTreeMap<(String, String), String>,
+    pub(crate) edges: BTreeMap<(String, String), String>,
 }
 
 impl Graph {
@@ -252,7 +40,7 @@ impl Graph {
     /// # Panics
     ///
     /// If a `mod` declaration names a file that is not in `files`.
-    fn build(files: &BTreeMap<String, String>) -> Graph {
+    pub(crate) fn build(files: &BTreeMap<String, String>) -> Graph {
         let mut g = Graph {
             modules: vec![Module {
                 file: "lib.rs".into(),
@@ -269,7 +57,7 @@ impl Graph {
         g
     }
 
-    fn reached(&self, file: &str) -> bool {
+    pub(crate) fn reached(&self, file: &str) -> bool {
         self.files.contains_key(file)
     }
 
@@ -535,7 +323,7 @@ impl Graph {
     }
 
     /// The module whose file `file` is (not one of its inline modules).
-    fn root_of(&self, file: &str) -> Option<usize> {
+    pub(crate) fn root_of(&self, file: &str) -> Option<usize> {
         self.modules
             .iter()
             .position(|m| m.file == file && m.parent.is_none_or(|p| self.modules[p].file != file))
@@ -561,7 +349,7 @@ impl Graph {
     /// files below it other than its own must have no cycle reaching into two of its
     /// children: a strongly connected component over two children holds such a cycle, and
     /// for each of its edges between children the shortest cycle through it is reported.
-    fn cycles(&self, allowed: &[(String, String)]) -> Vec<Vec<String>> {
+    pub(crate) fn cycles(&self, allowed: &[(String, String)]) -> Vec<Vec<String>> {
         let edges: Vec<(&str, &str)> = self
             .edges
             .keys()
@@ -609,7 +397,7 @@ impl Graph {
         found.into_iter().collect()
     }
 
-    fn describe(&self, cycle: &[String]) -> String {
+    pub(crate) fn describe(&self, cycle: &[String]) -> String {
         let mut s = format!(
             "cycle: {} -> src/{}",
             cycle
@@ -797,122 +585,4 @@ fn shortest_path<'a>(
     }
     path.reverse();
     path
-}
-
-// === the checker, checked ===
-
-fn cycles_of(files: &[(&str, &str)]) -> Vec<Vec<String>> {
-    let files: BTreeMap<String, String> = files
-        .iter()
-        .map(|&(p, s)| (p.to_string(), s.to_string()))
-        .collect();
-    Graph::build(&files).cycles(&[])
-}
-
-#[test]
-fn checker_finds_a_cycle_between_siblings() {
-    let cycles = cycles_of(&[
-        ("lib.rs", "mod a; pub mod b;"),
-        ("a.rs", "use crate::b::X; pub fn g() {}"),
-        ("b.rs", "pub struct X; fn f() { crate::a::g() }"),
-    ]);
-    assert_eq!(cycles, vec![vec!["a.rs".to_string(), "b.rs".to_string()]]);
-}
-
-#[test]
-fn checker_allows_a_parent_and_its_child() {
-    let cycles = cycles_of(&[
-        ("lib.rs", "pub mod p;"),
-        ("p/mod.rs", "mod c;\npub use c::X;\npub struct Y;"),
-        ("p/c.rs", "use super::Y;\npub struct X(Y);"),
-    ]);
-    assert!(cycles.is_empty(), "{cycles:?}");
-}
-
-#[test]
-fn checker_follows_grouped_uses_and_module_bindings() {
-    let cycles = cycles_of(&[
-        ("lib.rs", "mod a; mod b; mod c; mod d;"),
-        (
-            "a.rs",
-            "use crate::{b, c::{D, e::{self as ee}}};\nfn h() { b::g(); }",
-        ),
-        ("b.rs", "use crate::a;\npub fn g() { a::x(); }"),
-        ("c.rs", "pub mod e;\npub struct D;"),
-        ("c/e.rs", "fn f() { crate::d::y() }"),
-        (
-            "d.rs",
-            "pub fn y() { let _ = \"crate::c\"; } // crate::c::D",
-        ),
-    ]);
-    assert_eq!(cycles, vec![vec!["a.rs".to_string(), "b.rs".to_string()]]);
-}
-
-#[test]
-fn checker_allows_a_cycle_through_the_enclosing_module() {
-    // b -> c -> p (their parent's file) -> b, and p -> q/r -> p (a grandchild).
-    let cycles = cycles_of(&[
-        ("lib.rs", "mod p;"),
-        (
-            "p/mod.rs",
-            "mod b; mod c; mod q;\npub use b::B;\npub struct P;\nfn f() { q::r::g() }",
-        ),
-        ("p/b.rs", "use super::c::C;\npub struct B;"),
-        ("p/c.rs", "use super::P;\npub struct C;"),
-        ("p/q.rs", "pub mod r;"),
-        ("p/q/r.rs", "use crate::p::P;\npub fn g() {}"),
-    ]);
-    assert!(cycles.is_empty(), "{cycles:?}");
-}
-
-#[test]
-fn checker_finds_a_cycle_through_a_parent() {
-    // y -> x/c -> x (its parent, allowed alone) -> y: a cycle all the same.
-    let cycles = cycles_of(&[
-        ("lib.rs", "mod x; mod y;"),
-        ("x/mod.rs", "pub mod c;\nuse crate::y::W;\npub struct Z;"),
-        ("x/c.rs", "use super::Z;"),
-        ("y.rs", "pub struct W;\nfn f() { let _ = crate::x::c::Q; }"),
-    ]);
-    assert_eq!(
-        cycles,
-        vec![vec![
-            "x/c.rs".to_string(),
-            "x/mod.rs".to_string(),
-            "y.rs".to_string()
-        ]]
-    );
-}
-
-#[test]
-fn checker_resolves_path_attributes_inline_modules_and_globs() {
-    let cycles = cycles_of(&[
-        ("lib.rs", "pub mod t; mod u;"),
-        (
-            "t.rs",
-            "pub mod s;\npub struct R;\n#[cfg(test)]\nmod tests { use super::*; fn f() { s::x(); } }",
-        ),
-        (
-            "t/s.rs",
-            "use super::R;\npub fn x() {}\n#[cfg(test)]\n#[path = \"s_tests.rs\"]\nmod tests;",
-        ),
-        ("t/s_tests.rs", "use super::*;\nfn t() { crate::u::v(); }"),
-        ("u.rs", "pub fn v() { let c = 'x'; let l: &'static str = r#\"t::s\"#; }"),
-    ]);
-    assert!(cycles.is_empty(), "{cycles:?}");
-    let files: BTreeMap<String, String> = [
-        ("lib.rs", "pub mod t;"),
-        ("t.rs", "pub mod s; pub struct R;"),
-        ("t/s.rs", "#[path = \"s_tests.rs\"]\nmod tests;"),
-        ("t/s_tests.rs", "use crate::t::R;"),
-    ]
-    .iter()
-    .map(|&(p, s)| (p.to_string(), s.to_string()))
-    .collect();
-    let g = Graph::build(&files);
-    assert!(g
-        .edges
-        .contains_key(&("t/s_tests.rs".into(), "t.rs".into())));
-    let (s, s_tests) = (g.root_of("t/s.rs"), g.root_of("t/s_tests.rs").unwrap());
-    assert_eq!(g.modules[s_tests].parent, s);
 }
