@@ -1,7 +1,7 @@
 //! The runtime state every stage reads: the live config generation (`Runtime`), swapped
 //! atomically on reload, and the process-wide handles (`Shared`): connection caps, drain,
-//! metrics, admin auth. The stages read them and import nothing above them from here;
-//! the server (`server.rs`) builds and wires them.
+//! metrics, admin auth. Types only: the stages read them; the server (`server.rs`) builds
+//! them from a config (`Runtime::build`) and wires them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,15 +9,14 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use hyper::server::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioExecutor;
 use tokio::sync::{watch, Notify, Semaphore};
 
-use crate::cache::tier::shared::SharedTier;
 use crate::cache::Cache;
 use crate::config::{Config, RouteId, UpstreamName};
 use crate::limits::{PerIp, RateLimiter};
-use crate::listener::tls::{Acceptor, Resumption};
-use crate::observe::metrics::{route_label, GroupMetrics, Metrics, RouteMetrics};
+use crate::listener::tls::Acceptor;
+use crate::observe::metrics::{GroupMetrics, Metrics, RouteMetrics};
 use crate::observe::AccessLog;
 use crate::route::Router;
 use crate::upstream::Group;
@@ -45,138 +44,6 @@ pub struct Runtime {
     /// The TLS acceptor of each listener, by its index in `server.listeners`; `None` for
     /// plain listeners. Rebuilt on every reload from the certificates read then.
     pub tls: Vec<Option<Acceptor>>,
-}
-
-impl Runtime {
-    /// Builds a generation from a validated config, reusing from `previous` every upstream
-    /// group whose settings did not change (so their pooled connections survive a reload)
-    /// and the access log when its settings did not change.
-    ///
-    /// TLS listeners keep the session cache and ticket keys of the listener with the same
-    /// index in `previous`, so sessions resume across reloads.
-    ///
-    /// # Errors
-    /// When the access log file cannot be opened, or a TLS acceptor cannot be built.
-    pub fn build(
-        config: Config,
-        previous: Option<&Runtime>,
-        metrics: &Metrics,
-    ) -> std::io::Result<Runtime> {
-        let upstreams: HashMap<UpstreamName, Arc<Group>> = config
-            .upstreams
-            .iter()
-            .map(|(name, upstream)| {
-                let reused = previous
-                    .and_then(|p| p.upstreams.get(name))
-                    .filter(|g| g.config == *upstream)
-                    .cloned();
-                let group = reused.unwrap_or_else(|| {
-                    Group::start(name.clone(), upstream.clone(), metrics.group(&name.0))
-                });
-                (name.clone(), group)
-            })
-            .collect();
-        let access_log = match previous.and_then(|p| p.access_log.clone()) {
-            Some(log) if *log.config() == config.log => Some(log),
-            _ => AccessLog::start(&config.log)?.map(Arc::new),
-        };
-        let cache = match previous {
-            Some(p)
-                if p.config.cache.memory == config.cache.memory
-                    && p.config.cache.disk == config.cache.disk
-                    && p.config.cache.shared == config.cache.shared =>
-            {
-                p.cache.clone()
-            }
-            _ if config.cache.memory == 0 => None,
-            _ => {
-                let disk = config
-                    .cache
-                    .disk
-                    .as_ref()
-                    .map(|d| (d.path.as_path(), d.size));
-                let mut cache = Cache::new(config.cache.memory, disk)?;
-                if let Some(settings) = &config.cache.shared {
-                    let shared = SharedTier::new(settings.clone())
-                        .map_err(|e| std::io::Error::other(format!("cache.shared: {e}")))?;
-                    cache = cache.with_shared(shared);
-                }
-                let cache = Arc::new(cache);
-                cache.start_purge_listener();
-                Some(cache)
-            }
-        };
-        let mut route_metrics = vec![];
-        let mut rate_limits = vec![];
-        for route in &config.routes {
-            // Routes keep their index as id; the router only reorders its own copy.
-            debug_assert_eq!(route.id.0, route_metrics.len());
-            let label = route_label(route);
-            route_metrics.push(metrics.route(&label));
-            // A route with the same label and limit keeps its buckets across a reload.
-            let limiter = route.rate_limit.as_ref().map(|limit| {
-                previous
-                    .and_then(|p| {
-                        p.config.routes.iter().find_map(|r| {
-                            let kept = p.rate_limits.get(r.id.0)?.as_ref()?;
-                            (route_label(r) == label && kept.config == *limit).then(|| kept.clone())
-                        })
-                    })
-                    .unwrap_or_else(|| Arc::new(RateLimiter::new(limit.clone())))
-            });
-            rate_limits.push(limiter);
-        }
-        let route_groups = config
-            .routes
-            .iter()
-            .map(|route| match &route.action {
-                crate::config::model::Action::Proxy { upstream, .. } => {
-                    upstreams.get(upstream).cloned()
-                }
-                _ => None,
-            })
-            .collect();
-        let mut tls = Vec::new();
-        for (i, listener) in config.server.listeners.iter().enumerate() {
-            let acceptor = match &listener.tls {
-                None => None,
-                Some(settings) => {
-                    let resumption = match previous.and_then(|p| p.tls.get(i).cloned().flatten()) {
-                        Some(old) => old.resumption,
-                        None => Resumption::new().map_err(std::io::Error::other)?,
-                    };
-                    Some(Acceptor::new(settings, resumption).map_err(std::io::Error::other)?)
-                }
-            };
-            tls.push(acceptor);
-        }
-        let mut http1 = http1::Builder::new();
-        http1
-            .timer(TokioTimer::new())
-            .header_read_timeout(None)
-            .max_buf_size(config.limits.max_header_bytes.max(8192))
-            .max_headers(config.limits.max_headers)
-            .pipeline_flush(true)
-            .keep_alive(true);
-        let mut http2 = http2::Builder::new(TokioExecutor::new());
-        http2
-            .timer(TokioTimer::new())
-            .max_header_list_size(config.limits.max_header_bytes as u32)
-            .max_concurrent_streams(config.limits.max_streams as u32);
-        Ok(Runtime {
-            router: Router::new(&config.routes),
-            config: Arc::new(config),
-            upstreams,
-            access_log,
-            cache,
-            route_metrics,
-            route_groups,
-            rate_limits,
-            http1,
-            http2,
-            tls,
-        })
-    }
 }
 
 impl Runtime {
