@@ -8,6 +8,7 @@
 //! listener (accept, workers, timeouts, drain)  -> src/listener/
 //!   -> TLS (rustls: SNI, ALPN, resumption)     -> src/listener/tls.rs
 //!   -> downstream HTTP/1.1 & HTTP/2 (hyper)    -> src/listener/conn.rs
+//!      (what a connection is doing)            -> src/connection.rs
 //!   -> proxy::handle: the whole path           -> src/proxy/mod.rs
 //!      admit (sync: answers hits at once)
 //!        limits (framing, Host, sizes)         -> src/limits/
@@ -15,7 +16,7 @@
 //!        cache (lookup, coalesce, store, purge)  -> src/cache/, src/proxy/cached.rs
 //!          memory -> disk -> shared (Redis)    -> src/cache/tier/
 //!        upstream (pick, queue, retry)         -> src/upstream/
-//!          keep-alive pool per server, h1/h2   -> src/upstream/pool.rs
+//!          keep-alive pool per server, h1/h2   -> src/upstream/pool.rs, src/upstream/h1/
 //!          connect: TCP or TLS, h1 / h2 / h2c  -> src/upstream/connect.rs
 //!        response (hop-by-hop, Via)            -> src/proxy/mod.rs, src/body.rs
 //!        observe (access log at body end)      -> src/observe/
@@ -24,9 +25,12 @@
 //! config: TOML -> file -> validate -> model    -> src/config/
 //!   certificates read and checked at load      -> src/config/tls.rs
 //! errors -> responses                          -> src/error.rs
-//! live config generations, reload, drain       -> src/server.rs
+//! runtime state (generation, shared handles) -> src/runtime.rs
+//! server: builds and wires it, reload, drain  -> src/server.rs
 //! process: workers, signals                    -> src/process.rs
 //! ```
+//!
+//! No import cycles between files: see docs/ARCHITECTURE.md and tests/architecture/.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -34,6 +38,7 @@ pub mod body;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod connection;
 pub mod demo;
 pub mod error;
 pub mod limits;
@@ -42,6 +47,7 @@ pub mod observe;
 pub mod process;
 pub mod proxy;
 pub mod route;
+pub mod runtime;
 pub mod server;
 pub mod top;
 pub mod upstream;

@@ -41,7 +41,7 @@ pub fn run_with(config: Config, reload: Reload) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     if let Some(admin) = config.server.admin {
-        let auth = crate::server::AdminAuth::from_env(Some(admin));
+        let auth = crate::runtime::AdminAuth::from_env(Some(admin));
         if auth.everywhere && auth.token.is_none() {
             anyhow::bail!("the admin listener {admin} is not on loopback: set TORII_ADMIN_TOKEN (every admin request then needs Authorization: Bearer <token>), or bind it to 127.0.0.1");
         }

@@ -1,12 +1,11 @@
-//! The running server: the live config generation (`Runtime`), swapped atomically on reload,
-//! and the process-wide handles (`Shared`): connection cap and drain.
+//! The running server: builds the runtime state (`runtime.rs`) from a config, feeds it
+//! listeners, swaps in a new generation on reload, drains.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Semaphore;
@@ -16,36 +15,14 @@ use crate::cache::Cache;
 use crate::config::{Config, UpstreamName};
 use crate::limits::{PerIp, RateLimiter};
 use crate::listener::tls::{Acceptor, Resumption};
-use crate::listener::{self, Drain};
-use crate::observe::metrics::{route_label, Metrics, RouteMetrics};
+use crate::listener::{self, Connections};
+use crate::observe::metrics::{route_label, Metrics};
 use crate::observe::AccessLog;
 use crate::route::Router;
+use crate::runtime::{AdminAuth, Runtime, Shared};
 use crate::upstream::Group;
 
-/// One config generation and the handles built from it. Requests load the current one when
-/// they start and keep it until they end, so a reload never changes a request mid-way.
-pub struct Runtime {
-    pub config: Arc<Config>,
-    pub router: Router,
-    pub upstreams: HashMap<UpstreamName, Arc<Group>>,
-    pub access_log: Option<Arc<AccessLog>>,
-    /// The cache, when `cache.memory` > 0; kept across reloads with the same `[cache]`.
-    pub cache: Option<Arc<Cache>>,
-    /// Metrics of each route, by `RouteId`, and of each upstream group.
-    pub route_metrics: Vec<Arc<RouteMetrics>>,
-    /// Each proxy route's upstream group, by `RouteId`: looked up once here, not by name
-    /// on every request.
-    pub route_groups: Vec<Option<Arc<Group>>>,
-    /// Each route's rate limiter, by `RouteId`, when it has `rate_limit`.
-    pub rate_limits: Vec<Option<Arc<RateLimiter>>>,
-    /// The downstream HTTP/1.1 and HTTP/2 connection builders, configured from `limits`
-    /// (a connection's first bytes pick one: see `listener::conn`).
-    pub http1: http1::Builder,
-    pub http2: http2::Builder<TokioExecutor>,
-    /// The TLS acceptor of each listener, by its index in `server.listeners`; `None` for
-    /// plain listeners. Rebuilt on every reload from the certificates read then.
-    pub tls: Vec<Option<Acceptor>>,
-}
+// === impl Runtime ===
 
 impl Runtime {
     /// Builds a generation from a validated config, reusing from `previous` every upstream
@@ -179,52 +156,12 @@ impl Runtime {
     }
 }
 
-/// Process-wide state, shared by every worker.
-pub struct Shared {
-    current: ArcSwap<Runtime>,
-    /// Open downstream connections over all listeners; sized from the first config.
-    pub conn_limit: Arc<Semaphore>,
-    /// Open downstream connections per client IP (`limits.max_connections_per_ip`); fixed at
-    /// start like `conn_limit`.
-    pub per_ip: Arc<PerIp>,
-    pub drain: Drain,
-    pub metrics: Arc<Metrics>,
-    pub admin_auth: AdminAuth,
-}
-
-/// Who may use the admin API.
-#[derive(Debug, Clone, Default)]
-pub struct AdminAuth {
-    /// Bearer token (`TORII_ADMIN_TOKEN`); required for state-changing endpoints when set.
-    pub token: Option<String>,
-    /// Require the token on every endpoint (the admin listener is not on loopback).
-    pub everywhere: bool,
-}
-
-impl AdminAuth {
-    /// From the environment and the admin address.
-    pub fn from_env(admin: Option<std::net::SocketAddr>) -> AdminAuth {
-        let token = std::env::var("TORII_ADMIN_TOKEN")
-            .ok()
-            .filter(|t| !t.trim().is_empty());
-        AdminAuth {
-            token,
-            everywhere: admin.is_some_and(|a| !a.ip().to_canonical().is_loopback()),
-        }
-    }
-}
-
-impl Shared {
-    /// The current config generation.
-    pub fn current(&self) -> Arc<Runtime> {
-        self.current.load_full()
-    }
-}
+// === impl Server ===
 
 /// A torii server: build it from a config, feed it listeners, reload it, drain it.
 #[derive(Clone)]
 pub struct Server {
-    shared: Arc<Shared>,
+    connections: Arc<Connections>,
 }
 
 impl Server {
@@ -236,24 +173,18 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         let admin_auth = AdminAuth::from_env(config.server.admin);
         let runtime = Runtime::build(config, None, &metrics)?;
+        let shared = Shared::new(runtime, conn_limit, per_ip, metrics, admin_auth);
         Ok(Server {
-            shared: Arc::new(Shared {
-                current: ArcSwap::from_pointee(runtime),
-                conn_limit,
-                per_ip,
-                drain: Drain::default(),
-                metrics,
-                admin_auth,
-            }),
+            connections: Connections::new(Arc::new(shared)),
         })
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+        &self.connections.shared
     }
 
     pub fn config(&self) -> Arc<Config> {
-        self.shared.current().config.clone()
+        self.shared().current().config.clone()
     }
 
     /// Swaps in a new, already validated config. Requests in flight finish on the old one.
@@ -264,7 +195,7 @@ impl Server {
     /// # Errors
     /// When the new access log cannot be opened; the old config then keeps serving.
     pub fn reload(&self, mut config: Config) -> std::io::Result<()> {
-        let old = self.shared.current();
+        let old = self.shared().current();
         if config.server.listen_addrs() != old.config.server.listen_addrs()
             || config.server.admin != old.config.server.admin
         {
@@ -297,14 +228,14 @@ impl Server {
                 "reload: limits.max_connections(_per_ip) changed; it takes effect after a restart"
             );
         }
-        let runtime = Runtime::build(config, Some(&old), &self.shared.metrics)?;
-        self.shared.current.store(Arc::new(runtime));
+        let runtime = Runtime::build(config, Some(&old), &self.shared().metrics)?;
+        self.shared().store(runtime);
         Ok(())
     }
 
     /// Reopens the access log file (SIGUSR1).
     pub fn reopen_logs(&self) {
-        if let Some(log) = &self.shared.current().access_log {
+        if let Some(log) = &self.shared().current().access_log {
             log.reopen();
         }
     }
@@ -313,17 +244,17 @@ impl Server {
     /// listener's place in `server.listeners` of the config: it says whether the listener
     /// terminates TLS or redirects to https (an index beyond them is plain HTTP).
     pub async fn serve(&self, listener: tokio::net::TcpListener, index: usize) {
-        listener::serve(listener, index, self.shared.clone()).await;
+        listener::serve(listener, index, self.connections.clone()).await;
     }
 
     /// Stops accepting and asks every connection to close after its current request.
     pub fn start_drain(&self) {
-        self.shared.drain.start();
+        self.connections.start_drain();
     }
 
     /// Waits until every connection has closed, at most `timeout`. Returns whether all did.
     pub async fn wait_drained(&self, timeout: Duration) -> bool {
-        tokio::time::timeout(timeout, self.shared.drain.wait_idle())
+        tokio::time::timeout(timeout, self.shared().drain.wait_idle())
             .await
             .is_ok()
     }
@@ -365,11 +296,11 @@ pub async fn run_server(
         let server = server.clone();
         tasks.push(tokio::spawn(async move { server.serve(l, index).await }));
     }
-    tokio::spawn(tick_metrics(server.shared.clone()));
+    tokio::spawn(tick_metrics(server.shared().clone()));
     if let Some(admin) = admin {
         admin.set_nonblocking(true)?;
         let admin = tokio::net::TcpListener::from_std(admin)?;
-        tokio::spawn(crate::admin::serve(admin, server.shared.clone()));
+        tokio::spawn(crate::admin::serve(admin, server.shared().clone()));
     }
     shutdown.await;
     server.start_drain();

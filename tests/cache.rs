@@ -853,7 +853,7 @@ async fn response_without_freshness_is_never_served_from_cache() {
 #[tokio::test]
 async fn refresh_ahead_keeps_a_hot_entry_from_ever_missing() {
     let origin = Origin::start().await;
-    origin.set("/hot", reply("hot", &[("cache-control", "max-age=5")]));
+    origin.set("/hot", reply("hot", &[("cache-control", "max-age=20")]));
     // No grace: without refresh-ahead, the first request after expiry would be a MISS.
     let torii = proxy(&origin, "", "grace = \"0s\"").await;
     let url = torii.url("/hot");
@@ -861,16 +861,18 @@ async fn refresh_ahead_keeps_a_hot_entry_from_ever_missing() {
     let cache = torii.cache();
     let stores = || cache.stats.stores.load(std::sync::atomic::Ordering::SeqCst);
     let mut outcomes = std::collections::BTreeMap::new();
-    // Into the last tenth of the 5 s lifetime, where a hit refreshes the entry with a
+    // Into the last tenth of the 20 s lifetime, where a hit refreshes the entry with a
     // probability growing to 1 at expiry. The clock moves 50 ms a hit, but stops short of
-    // expiry until a hit has started the refresh (on a loaded machine too).
+    // expiry until a hit has started the refresh (on a loaded machine too). The origin's
+    // `Date` has whole seconds, so the stored copy may be up to 1 s older than `aged`:
+    // the clock stops more than 1 s short of expiry.
     let step = Duration::from_millis(50);
-    let mut aged = Duration::from_millis(4500);
+    let mut aged = Duration::from_millis(18_000);
     torii.advance_clock(&origin, aged);
     let start = std::time::Instant::now();
     while origin.hits("/hot") < 2 {
         *outcomes.entry(fetch(&url, &[]).await.0).or_insert(0) += 1;
-        if aged + step < Duration::from_millis(4950) {
+        if aged + step < Duration::from_millis(18_950) {
             torii.advance_clock(&origin, step);
             aged += step;
         }
@@ -879,7 +881,7 @@ async fn refresh_ahead_keeps_a_hot_entry_from_ever_missing() {
     wait_until("the refreshed copy is stored", PATIENCE, || stores() >= 2).await;
     // Past the first copy's expiry: the refreshed one answers.
     for _ in 0..12 {
-        torii.advance_clock(&origin, step);
+        torii.advance_clock(&origin, Duration::from_millis(200));
         *outcomes.entry(fetch(&url, &[]).await.0).or_insert(0) += 1;
     }
     assert_eq!(

@@ -17,7 +17,7 @@ use crate::body::RespBody;
 use crate::cache::tier::shared::Target;
 use crate::cache::{key, UrlMatch};
 use crate::config::{Action, UpstreamName};
-use crate::server::Shared;
+use crate::runtime::Shared;
 
 /// The status page: one self-contained HTML file (inline CSS and JS) that polls `/stats.json`.
 const STATUS_PAGE: &str = include_str!("status.html");

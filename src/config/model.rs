@@ -518,7 +518,7 @@ impl RedisTarget {
         let text = text.trim();
         if text.starts_with("rediss://") {
             // Left out on purpose: a TLS stack for Redis alone would double the build.
-            let text = crate::cache::tier::shared::redact(text);
+            let text = redact(text);
             return Err(format!(
                 "{text:?}: TLS to Redis (rediss://) is not built in; keep Redis on a private \
                  network, or run a TLS tunnel (stunnel, spiped) and point redis:// at it"
@@ -528,7 +528,7 @@ impl RedisTarget {
             url.into_connection_info()
                 .map(|_| url.to_string())
                 .map_err(|e| {
-                    let url = crate::cache::tier::shared::redact(url);
+                    let url = redact(url);
                     format!("{url:?} is not a Redis URL: {e}")
                 })
         };
@@ -562,6 +562,20 @@ impl RedisTarget {
             RedisTarget::Single(u) => std::slice::from_ref(u),
             RedisTarget::Cluster(nodes) => nodes,
         }
+    }
+}
+
+/// A Redis URL without its password, for logs: `redis://user:***@host:6379`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_string(),
     }
 }
 

@@ -434,3 +434,14 @@ fn bad_shared_tier_settings_point_at_the_key() {
     ));
     assert!(p[0].contains("unknown field `redis_url`"), "{p:?}");
 }
+
+#[test]
+fn passwords_stay_out_of_logs() {
+    assert_eq!(
+        redact("redis://u:secret@h:6379/1"),
+        "redis://u:***@h:6379/1"
+    );
+    assert_eq!(redact("redis://:secret@h:6379"), "redis://:***@h:6379");
+    assert_eq!(redact("redis://h:6379"), "redis://h:6379");
+    assert_eq!(redact("unix:///run/redis.sock"), "unix:///run/redis.sock");
+}

@@ -13,8 +13,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,102 +25,11 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::tls::TlsInfo;
+use super::Connections;
+use crate::connection::ConnState;
 use crate::limits::IpGuard;
 use crate::observe::metrics::Metrics;
-use crate::server::Shared;
-
-/// What a connection is doing, shared between its socket wrapper, its requests and its
-/// watchdog. Times are milliseconds since the connection was accepted.
-#[derive(Debug)]
-pub struct ConnState {
-    opened: Instant,
-    in_flight: AtomicUsize,
-    /// When the connection last became idle (or was opened).
-    idle_since: AtomicU64,
-    /// Bytes arrived since it became idle: a request head is being read.
-    reading_head: AtomicBool,
-    /// When the first byte of the head being read arrived.
-    head_since: AtomicU64,
-    /// The listener's index in `server.listeners`.
-    pub listener: usize,
-    /// Set once the TLS handshake is done; never set on plain connections.
-    tls: OnceLock<TlsInfo>,
-}
-
-impl ConnState {
-    fn new(listener: usize) -> ConnState {
-        ConnState {
-            listener,
-            tls: OnceLock::new(),
-            opened: Instant::now(),
-            in_flight: AtomicUsize::new(0),
-            idle_since: AtomicU64::new(0),
-            // A new connection owes us a request head right away.
-            reading_head: AtomicBool::new(true),
-            head_since: AtomicU64::new(0),
-        }
-    }
-
-    /// The TLS handshake's outcome, on a TLS connection.
-    pub fn tls(&self) -> Option<&TlsInfo> {
-        self.tls.get()
-    }
-
-    /// `"https"` on a TLS connection, else `"http"`: the downstream scheme.
-    pub fn scheme(&self) -> &'static str {
-        if self.tls.get().is_some() {
-            "https"
-        } else {
-            "http"
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.opened.elapsed().as_millis() as u64
-    }
-
-    /// A request head was parsed and handed to torii.
-    pub fn request_started(&self) {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.reading_head.store(false, Ordering::Release);
-    }
-
-    /// A response body ended (or was dropped).
-    pub fn request_finished(&self) {
-        self.idle_since.store(self.now_ms(), Ordering::Release);
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    fn bytes_read(&self) {
-        if self.in_flight.load(Ordering::Acquire) == 0 && !self.reading_head.load(Ordering::Acquire)
-        {
-            self.head_since.store(self.now_ms(), Ordering::Release);
-            self.reading_head.store(true, Ordering::Release);
-        }
-    }
-
-    /// Since when the connection has been idle between requests (no request in flight, no
-    /// head being read), if it is.
-    fn idle_since(&self) -> Option<Instant> {
-        if self.in_flight.load(Ordering::Acquire) > 0 || self.reading_head.load(Ordering::Acquire) {
-            return None;
-        }
-        Some(self.opened + Duration::from_millis(self.idle_since.load(Ordering::Acquire)))
-    }
-
-    /// When this connection must be closed if nothing changes, or `None` while busy.
-    fn deadline(&self, header_timeout: Duration, idle_timeout: Duration) -> Option<Instant> {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return None;
-        }
-        let (since, limit) = if self.reading_head.load(Ordering::Acquire) {
-            (self.head_since.load(Ordering::Acquire), header_timeout)
-        } else {
-            (self.idle_since.load(Ordering::Acquire), idle_timeout)
-        };
-        Some(self.opened + Duration::from_millis(since) + limit)
-    }
-}
+use crate::runtime::Shared;
 
 pin_project_lite::pin_project! {
     /// A socket that tells its `ConnState` when request bytes arrive (under TLS: records),
@@ -211,9 +119,10 @@ pub fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     listener: usize,
-    shared: Arc<Shared>,
+    connections: Arc<Connections>,
     permit: OwnedSemaphorePermit,
 ) -> Served {
+    let shared = &connections.shared;
     // Over `limits.max_connections_per_ip`: close at once (dropping the stream).
     let Some(per_ip) = shared.per_ip.open(peer.ip()) else {
         return Served {
@@ -244,7 +153,7 @@ pub fn serve_connection(
     };
     Served {
         core: Some(Core {
-            shared,
+            connections,
             peer,
             _permit: permit,
             _per_ip: per_ip,
@@ -255,7 +164,7 @@ pub fn serve_connection(
 
 /// What a connection holds for its whole life, serving or hibernated.
 pub(super) struct Core {
-    pub(super) shared: Arc<Shared>,
+    pub(super) connections: Arc<Connections>,
     pub(super) peer: SocketAddr,
     _permit: OwnedSemaphorePermit,
     _per_ip: Option<IpGuard>,
@@ -263,7 +172,7 @@ pub(super) struct Core {
 
 impl Drop for Core {
     fn drop(&mut self) {
-        self.shared.drain.connection_closed();
+        self.connections.shared.drain.connection_closed();
     }
 }
 
@@ -287,7 +196,11 @@ pub struct Served {
 /// A hibernated connection's next request (or its end): a task to serve it.
 pub(super) fn resumed(io: Watched<TcpStream>, core: Core) -> Served {
     Served {
-        serving: Some(Box::pin(resume(io, core.peer, core.shared.clone()))),
+        serving: Some(Box::pin(resume(
+            io,
+            core.peer,
+            core.connections.shared.clone(),
+        ))),
         core: Some(core),
     }
 }
@@ -303,8 +216,8 @@ impl Future for Served {
         let idle = std::task::ready!(serving.as_mut().poll(cx));
         this.serving = None;
         if let (Some(Idle { io, deadline }), Some(core)) = (idle, this.core.take()) {
-            let shared = core.shared.clone();
-            shared.drain.dorms.hibernate(io, core, deadline);
+            let connections = core.connections.clone();
+            connections.dorms.hibernate(io, core, deadline);
         }
         this.core = None;
         Poll::Ready(())
@@ -336,7 +249,7 @@ async fn serve_tls(
     };
     let info = TlsInfo::of(stream.get_ref().1);
     shared.metrics.tls_handshakes[info.version as usize].inc();
-    let _ = state.tls.set(info);
+    state.set_tls(info);
     drive(stream, peer, state, shared).await
 }
 

@@ -20,7 +20,7 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use super::conn::{Core, Watched};
-use super::ConnState;
+use crate::connection::ConnState;
 
 /// How often at most the dorm thread looks for connections whose deadline passed: they are
 /// closed at most this late.
@@ -46,11 +46,23 @@ struct Beds {
     rows: Vec<Option<Bed>>,
     free: Vec<u32>,
     used: usize,
+    /// Mirrors `used` for `torii_connections_hibernated` (`Drain::hibernated_connections`),
+    /// stored under the lock on every way in and out (hibernate, wake-up, idle timeout,
+    /// drain).
+    gauge: Arc<std::sync::atomic::AtomicUsize>,
     /// The earliest deadline the thread knows of.
     next: Option<Instant>,
     draining: bool,
     /// The dorm thread, while it runs.
     thread: Option<Thread>,
+}
+
+impl Beds {
+    /// Publishes `used` to the gauge.
+    fn count(&self) {
+        self.gauge
+            .store(self.used, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// How to reach the dorm thread.
@@ -134,13 +146,14 @@ impl Dorms {
             worker: Handle::current(),
         });
         beds.used += 1;
+        beds.count();
     }
 
-    /// How many connections hibernate now (`torii_connections_hibernated`): the rows in
-    /// use, counted under the lock on every way in and out (hibernate, wake-up, idle
-    /// timeout, drain).
-    pub(crate) fn hibernated(&self) -> usize {
-        self.beds.lock().expect("poisoned").used
+    /// Dorms that keep their count of hibernated connections in `gauge`.
+    pub(crate) fn with_gauge(gauge: Arc<std::sync::atomic::AtomicUsize>) -> Dorms {
+        let dorms = Dorms::default();
+        dorms.beds.lock().expect("poisoned").gauge = gauge;
+        dorms
     }
 
     /// The drain started: every hibernated connection is closed, and none is taken in.
@@ -150,6 +163,7 @@ impl Dorms {
             beds.draining = true;
             beds.free.clear();
             beds.used = 0;
+            beds.count();
             if let Some(thread) = &beds.thread {
                 let _ = thread.waker.wake();
             }
@@ -207,6 +221,7 @@ fn run(beds: &Mutex<Beds>, mut poll: mio::Poll) {
                     }
                 }
                 b.used -= closed.len();
+                b.count();
                 b.next = next;
                 at = next.unwrap_or(now).max(now + SWEEP_EVERY);
             }
@@ -235,6 +250,7 @@ fn run(beds: &Mutex<Beds>, mut poll: mio::Poll) {
                 };
                 b.free.push(event.token().0 as u32);
                 b.used -= 1;
+                b.count();
                 bed
             };
             wake_up(poll.registry(), bed);
@@ -260,7 +276,7 @@ fn wake_up(registry: &mio::Registry, bed: Bed) {
     worker.spawn(async move {
         match TcpStream::from_std(socket) {
             Ok(io) => {
-                let metrics = core.shared.metrics.clone();
+                let metrics = core.connections.shared.metrics.clone();
                 super::conn::resumed(Watched { io, state, metrics }, core).await;
             }
             Err(e) => tracing::debug!(peer = %core.peer, "connection ended: {e}"),

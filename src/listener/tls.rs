@@ -1,7 +1,7 @@
 //! TLS termination: a listener's rustls config (TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`,
 //! session resumption), its SNI certificate resolver, and the handshake's outcome.
 //!
-//! A config generation (`server::Runtime`) holds one `Acceptor` per TLS listener, built
+//! A config generation (`runtime::Runtime`) holds one `Acceptor` per TLS listener, built
 //! from certificates read at load time; a reload (SIGHUP) re-reads them and swaps the whole
 //! generation, so new connections get the new certificates while open ones keep theirs.
 //! The session cache and ticket keys (`Resumption`) outlive reloads, so clients resume

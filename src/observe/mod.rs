@@ -15,8 +15,7 @@ pub use access_log::AccessLog;
 
 use crate::cache::status::CacheStatus;
 use crate::config::{RouteId, ServerAddr};
-use crate::listener::ConnState;
-use crate::server::Runtime;
+use crate::connection::ConnState;
 use metrics::{cache_outcome, GroupMetrics, RouteMetrics, CACHE_OUTCOMES};
 
 /// One request/response exchange, carried by the response body and recorded when the body
@@ -84,13 +83,14 @@ impl Exchange {
         }
     }
 
-    /// Notes the route, upstream group and cache outcome to count this exchange under.
-    pub fn observe(&mut self, runtime: &Runtime) {
-        let Some(id) = self.record.route else { return };
-        self.route = runtime.route_metrics.get(id.0).cloned();
-        if let Some(Some(group)) = runtime.route_groups.get(id.0) {
-            self.group = Some(group.metrics.clone());
+    /// Notes the metrics of the route and upstream group, and the cache outcome, to count
+    /// this exchange under; nothing is counted when no route matched.
+    pub fn observe(&mut self, route: Option<Arc<RouteMetrics>>, group: Option<Arc<GroupMetrics>>) {
+        if self.record.route.is_none() {
+            return;
         }
+        self.route = route;
+        self.group = group;
         self.outcome = cache_outcome(self.record.cache);
     }
 }

@@ -22,11 +22,11 @@ use tokio::time::Instant;
 use crate::body::RespBody;
 use crate::cache::status::{Bypass, CacheStatus, X_CACHE};
 use crate::config::{Action, Route};
+use crate::connection::ConnState;
 use crate::error::ProxyError;
 use crate::limits;
-use crate::listener::ConnState;
 use crate::observe::{Exchange, Record};
-use crate::server::{Runtime, Shared};
+use crate::runtime::{Runtime, Shared};
 use crate::upstream::{self, HeadAs, Patience, PickContext, RawTail, ReqBody, UpstreamBody};
 
 /// The `Via` torii adds to every response (a pre-encoded hit carries it in its lines).
@@ -169,7 +169,11 @@ fn finish(
         }
     }
     exchange.record.status = resp.status();
-    exchange.observe(runtime);
+    let (route, group) = match exchange.record.route {
+        Some(id) => runtime.metrics_of(id),
+        None => (None, None),
+    };
+    exchange.observe(route, group);
     let (parts, body) = resp.into_parts();
     Response::from_parts(parts, body.with_exchange(exchange))
 }

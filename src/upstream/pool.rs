@@ -1,7 +1,7 @@
 //! One server's keep-alive connections.
 //!
-//! HTTP/1 (`h1.rs`): idle connections wait in a stack (the most recently idle is reused
-//! first, so a surplus left over from a burst ages out). A request takes one that is still
+//! HTTP/1 (`h1/`): idle connections wait in a stack (`h1::IdleStack`: the most recently
+//! idle is reused first, so a surplus left over from a burst ages out). A request takes one that is still
 //! open, or opens a new one, and runs the exchange from its own task; the response body
 //! puts the connection back when it has been read to its clean end (at once when it came
 //! with the head). No task per connection, none per request, no key hashed: the pool is
@@ -10,7 +10,6 @@
 //! HTTP/2 (`h2`, `h2c`): one multiplexed hyper connection, its handle cloned for each
 //! request and replaced when it closes.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,10 +18,9 @@ use http::uri::{Parts, PathAndQuery};
 use http::{Request, Response, Uri};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::time::Instant;
 
 use super::connect::{ConnectError, Connector};
-use super::h1::{self, Answer, Failure};
+use super::h1::{self, Answer, Failure, IdleStack};
 use super::{framing_fault, Error, HeadAs, ReqBody, UpstreamBody};
 use crate::config::{ServerAddr, Upstream};
 
@@ -32,13 +30,10 @@ type H2 = http2::SendRequest<ReqBody>;
 pub struct Pool {
     addr: ServerAddr,
     h2: bool,
-    max_idle: usize,
-    idle_timeout: Duration,
     /// Longest wait for each read of a response body (`response_timeout`).
     stall: Duration,
-    /// Idle HTTP/1 connections, oldest first. A std Mutex: held for a push or a pop,
-    /// never across an await.
-    idle: Mutex<VecDeque<Idle>>,
+    /// Idle HTTP/1 connections; shared with the response bodies that put them back.
+    idle: Arc<IdleStack>,
     /// The shared HTTP/2 connection, if one is open.
     shared: Mutex<Option<H2>>,
     /// Held while an HTTP/2 connection is being opened, so that a burst of requests
@@ -61,21 +56,16 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-/// An idle HTTP/1 connection in the pool.
-struct Idle {
-    conn: h1::Conn,
-    since: Instant,
-}
-
 impl Pool {
     pub fn new(addr: ServerAddr, config: &Upstream) -> Arc<Pool> {
         Arc::new(Pool {
             addr,
             h2: config.protocol.is_h2(),
-            max_idle: config.pool_max_idle,
-            idle_timeout: config.pool_idle_timeout,
             stall: config.response_timeout,
-            idle: Mutex::new(VecDeque::new()),
+            idle: Arc::new(IdleStack::new(
+                config.pool_max_idle,
+                config.pool_idle_timeout,
+            )),
             shared: Mutex::new(None),
             opening: tokio::sync::Mutex::new(()),
             failed_opens: AtomicU64::new(0),
@@ -135,7 +125,7 @@ impl Pool {
         fresh: bool,
         head_as: HeadAs,
     ) -> Result<Response<UpstreamBody>, Error> {
-        let idle = if fresh { None } else { self.take_idle() };
+        let idle = if fresh { None } else { self.idle.take() };
         let reused = idle.is_some();
         let conn = match idle {
             Some(conn) => conn,
@@ -162,7 +152,7 @@ impl Pool {
         Ok(match answer {
             Answer::Response { head, body } => {
                 let (parts, ()) = head.into_parts();
-                Response::from_parts(parts, body.into_body(self, self.stall))
+                Response::from_parts(parts, body.into_body(&self.idle, self.stall))
             }
             Answer::Upgraded(head, tunnel) => {
                 let (parts, ()) = head.into_parts();
@@ -217,48 +207,6 @@ impl Pool {
             source: Box::new(source),
             stale,
         }
-    }
-
-    /// The most recently idle connection that is still open and in time, if any.
-    fn take_idle(&self) -> Option<h1::Conn> {
-        let now = Instant::now();
-        let mut idle = self.idle.lock().expect("poisoned");
-        while let Some(mut entry) = idle.pop_back() {
-            if now.saturating_duration_since(entry.since) >= self.idle_timeout {
-                // Older ones are older still; closed outside the lock.
-                let expired = std::mem::take(&mut *idle);
-                drop(idle);
-                drop(expired);
-                return None;
-            }
-            if entry.conn.alive() {
-                return Some(entry.conn);
-            }
-        }
-        None
-    }
-
-    /// Back on the stack after its exchange, from the response body at its clean end.
-    pub(super) fn put_back(&self, conn: h1::Conn) {
-        if self.max_idle == 0 {
-            return;
-        }
-        let entry = Idle {
-            conn,
-            since: Instant::now(),
-        };
-        let evicted = {
-            let mut idle = self.idle.lock().expect("poisoned");
-            let evicted = if idle.len() >= self.max_idle {
-                idle.pop_front()
-            } else {
-                None
-            };
-            idle.push_back(entry);
-            evicted
-        };
-        // Closed outside the lock.
-        drop(evicted);
     }
 
     /// Opens the shared HTTP/2 connection, unless another request just did.
@@ -322,11 +270,11 @@ impl Pool {
     /// Starts, once, the task that closes idle HTTP/1 connections past `idle_timeout`
     /// when no request comes to find them (checkout drops them too). It ends with the pool.
     fn start_sweeping(self: &Arc<Pool>) {
-        if self.max_idle == 0 || self.sweeping.swap(true, Ordering::Relaxed) {
+        if !self.idle.keeps() || self.sweeping.swap(true, Ordering::Relaxed) {
             return;
         }
         let pool = Arc::downgrade(self);
-        let every = (self.idle_timeout / 2).max(Duration::from_millis(10));
+        let every = (self.idle.idle_timeout() / 2).max(Duration::from_millis(10));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -334,36 +282,13 @@ impl Pool {
             loop {
                 tick.tick().await;
                 let Some(pool) = pool.upgrade() else { return };
-                pool.sweep();
+                pool.idle.sweep();
             }
         });
     }
 
-    /// Drops the connections idle past `idle_timeout` and those the server closed.
-    fn sweep(&self) {
-        let now = Instant::now();
-        let stale: Vec<Idle> = {
-            let mut idle = self.idle.lock().expect("poisoned");
-            let expired = idle
-                .iter()
-                .take_while(|e| now.saturating_duration_since(e.since) >= self.idle_timeout)
-                .count();
-            let mut stale: Vec<Idle> = idle.drain(..expired).collect();
-            let mut i = 0;
-            while i < idle.len() {
-                if !idle[i].conn.alive() {
-                    stale.extend(idle.remove(i));
-                } else {
-                    i += 1;
-                }
-            }
-            stale
-        };
-        drop(stale);
-    }
-
     /// Idle HTTP/1 connections.
     pub fn idle(&self) -> usize {
-        self.idle.lock().expect("poisoned").len()
+        self.idle.len()
     }
 }

@@ -33,7 +33,7 @@ use tokio::time::Instant;
 
 use crate::cache::object::CachedObject;
 use crate::cache::UrlMatch;
-use crate::config::{BreakerSettings, RedisTarget, SharedSettings};
+use crate::config::{redact, BreakerSettings, RedisTarget, SharedSettings};
 use crate::upstream::breaker::{Admit, Breaker, State};
 
 /// Why a shared-tier call did not answer. Never shown to a downstream client: every
@@ -740,20 +740,6 @@ impl Drop for Call<'_> {
         if b.state == (State::HalfOpen { probing: true }) {
             b.state = State::HalfOpen { probing: false };
         }
-    }
-}
-
-/// A Redis URL without its password, for logs: `redis://user:***@host:6379`.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    match rest.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_string(),
     }
 }
 
