@@ -225,17 +225,26 @@ async fn purge(req: Request<Incoming>, shared: &Shared) -> Response<RespBody> {
                 Some(Action::Proxy { cache: Some(p), .. }) => p.key.clone(),
                 _ => key::KeySpec::default(),
             };
-            let canonical = key::canonical_url(&spec, "http", authority.as_str(), pq.as_str());
+            let canonical = key::canonical_url(
+                &spec,
+                uri.scheme_str().unwrap_or("http"),
+                authority.as_str(),
+                pq.as_str(),
+            );
             (canonical.clone(), Target::Urls(UrlMatch::Exact(canonical)))
         }
         (None, Some(prefix), None) if prefix.starts_with('/') => (
             prefix.clone(),
             Target::Urls(UrlMatch::PathPrefix(prefix.clone())),
         ),
-        (None, Some(prefix), None) if prefix.starts_with("http://") => (
-            prefix.clone(),
-            Target::Urls(UrlMatch::Prefix(prefix.to_ascii_lowercase())),
-        ),
+        (None, Some(prefix), None)
+            if prefix.starts_with("http://") || prefix.starts_with("https://") =>
+        {
+            (
+                prefix.clone(),
+                Target::Urls(UrlMatch::Prefix(prefix.to_ascii_lowercase())),
+            )
+        }
         (None, Some(prefix), None) => {
             return json(
                 StatusCode::BAD_REQUEST,
@@ -252,7 +261,26 @@ async fn purge(req: Request<Incoming>, shared: &Shared) -> Response<RespBody> {
             );
         }
     };
-    let report = cache.purge(&target, purge.soft).await;
+    // A URL or URL prefix reaches the http and the https copies (the key holds the scheme).
+    let targets = match target {
+        Target::Urls(UrlMatch::Exact(url)) => key::both_schemes(&url)
+            .into_iter()
+            .map(|u| Target::Urls(UrlMatch::Exact(u)))
+            .collect(),
+        Target::Urls(UrlMatch::Prefix(url)) => key::both_schemes(&url)
+            .into_iter()
+            .map(|u| Target::Urls(UrlMatch::Prefix(u)))
+            .collect(),
+        other => vec![other],
+    };
+    let mut report = cache.purge(&targets[0], purge.soft).await;
+    for target in &targets[1..] {
+        let more = cache.purge(target, purge.soft).await;
+        report.purged.memory += more.purged.memory;
+        report.purged.disk += more.purged.disk;
+        report.purged.shared += more.purged.shared;
+        report.warning = report.warning.or(more.warning);
+    }
     let purged = report.purged;
     tracing::info!(
         "purge {what}: {} in memory, {} on disk, {} in the shared tier{}; scope {}",

@@ -252,12 +252,14 @@ impl Cache {
         self: &Arc<Self>,
         primary: &str,
         req_headers: &HeaderMap,
+        norm: &policy::VaryNormalise,
     ) -> Option<Arc<CachedObject>> {
         let first = self.get(primary).await?;
         if !first.headers.contains_key(VARIANTS_MARKER) {
             return Some(first);
         }
-        let secondary = policy::secondary_key(first.headers.get_all(header::VARY), req_headers)?;
+        let secondary =
+            policy::secondary_key(first.headers.get_all(header::VARY), req_headers, norm)?;
         self.get(&variant_key(primary, &secondary)).await
     }
 
@@ -267,12 +269,14 @@ impl Cache {
         &self,
         primary: &str,
         req_headers: &HeaderMap,
+        norm: &policy::VaryNormalise,
     ) -> Option<Arc<CachedObject>> {
         let first = self.memory.get(primary)?;
         if !first.headers.contains_key(VARIANTS_MARKER) {
             return Some(first);
         }
-        let secondary = policy::secondary_key(first.headers.get_all(header::VARY), req_headers)?;
+        let secondary =
+            policy::secondary_key(first.headers.get_all(header::VARY), req_headers, norm)?;
         self.memory.get(&variant_key(primary, &secondary))
     }
 

@@ -16,6 +16,7 @@ use super::model::*;
 use super::units::{parse_duration, parse_size};
 use super::Problem;
 
+mod cache_rfc;
 mod tls;
 use tls::{listener, upstream_protocol};
 
@@ -145,6 +146,7 @@ pub fn validate_in(file: FileConfig, base: Option<&Path>) -> Result<Config, Vec<
     }
     let limits = limits(&mut c, file.limits.unwrap_or_default());
     let log = log(&mut c, file.log.unwrap_or_default());
+    let targeted_fields = cache_rfc::targeted_fields(&mut c, file.cache.as_ref());
     let cache = cache_settings(&mut c, file.cache.unwrap_or_default());
 
     let mut upstreams = BTreeMap::new();
@@ -169,6 +171,7 @@ pub fn validate_in(file: FileConfig, base: Option<&Path>) -> Result<Config, Vec<
             routes.push(route);
         }
     }
+    cache_rfc::apply_targeted_fields(&mut routes, targeted_fields);
     if routes.is_empty() && c.problems.is_empty() {
         c.problems.push(Problem {
             span: None,
@@ -1161,7 +1164,7 @@ fn route_cache(
         }
         key.cookies = k.cookies.clone().unwrap_or_default();
     }
-    let policy = CachePolicy {
+    let mut policy = CachePolicy {
         store,
         key,
         max_object_size: c.size(&s.max_object_size, &p("max_object_size"), d.max_object_size),
@@ -1170,8 +1173,9 @@ fn route_cache(
         keep: c.duration(&s.keep, &p("keep"), d.keep),
         hit_for_miss: c.duration(&s.hit_for_miss, &p("hit_for_miss"), d.hit_for_miss),
         refresh_ahead: s.refresh_ahead.unwrap_or(d.refresh_ahead),
-        freshness_id: 0,
-    }
-    .with_freshness_id();
+        ..d
+    };
+    cache_rfc::route_options(c, s, path, &mut policy);
+    let policy = policy.with_freshness_id();
     (caching && s.enabled.unwrap_or(true)).then(|| Arc::new(policy))
 }
