@@ -261,26 +261,8 @@ async fn purge(req: Request<Incoming>, shared: &Shared) -> Response<RespBody> {
             );
         }
     };
-    // A URL or URL prefix reaches the http and the https copies (the key holds the scheme).
-    let targets = match target {
-        Target::Urls(UrlMatch::Exact(url)) => key::both_schemes(&url)
-            .into_iter()
-            .map(|u| Target::Urls(UrlMatch::Exact(u)))
-            .collect(),
-        Target::Urls(UrlMatch::Prefix(url)) => key::both_schemes(&url)
-            .into_iter()
-            .map(|u| Target::Urls(UrlMatch::Prefix(u)))
-            .collect(),
-        other => vec![other],
-    };
-    let mut report = cache.purge(&targets[0], purge.soft).await;
-    for target in &targets[1..] {
-        let more = cache.purge(target, purge.soft).await;
-        report.purged.memory += more.purged.memory;
-        report.purged.disk += more.purged.disk;
-        report.purged.shared += more.purged.shared;
-        report.warning = report.warning.or(more.warning);
-    }
+    // A URL or URL prefix reaches the http and the https copies alike (`UrlMatch`).
+    let report = cache.purge(&target, purge.soft).await;
     let purged = report.purged;
     tracing::info!(
         "purge {what}: {} in memory, {} on disk, {} in the shared tier{}; scope {}",

@@ -497,26 +497,10 @@ pub async fn purge_request(
 ) -> Response<RespBody> {
     let primary = primary_key(policy, "http", host, path_and_query, req_headers);
     let url = key::url_of(&primary).to_string();
-    // The http and the https copy of the URL.
-    let mut report = None::<cache::PurgeReport>;
-    for url in key::both_schemes(&url) {
-        let one = cache
-            .purge(&Target::Urls(UrlMatch::Exact(url)), false)
-            .await;
-        report = Some(match report {
-            None => one,
-            Some(mut r) => {
-                r.purged.memory += one.purged.memory;
-                r.purged.disk += one.purged.disk;
-                r.purged.shared += one.purged.shared;
-                r.warning = r.warning.or(one.warning);
-                r
-            }
-        });
-    }
-    let Some(report) = report else {
-        return Response::new(RespBody::empty());
-    };
+    // `UrlMatch` reaches the http and the https copy of the URL alike.
+    let report = cache
+        .purge(&Target::Urls(UrlMatch::Exact(url.clone())), false)
+        .await;
     let purged = report.purged;
     let mut body = serde_json::json!({ "purged": purged.memory.max(purged.disk).max(purged.shared), "url": url, "memory": purged.memory, "disk": purged.disk, "shared": purged.shared, "scope": report.scope });
     if let Some(w) = report.warning {
@@ -559,10 +543,8 @@ pub fn invalidate(
         };
         let url = key::canonical_url(&policy.key, "http", authority.as_str(), pq.as_str());
         // Before the response goes out: the client's next GET must not see the old copy,
-        // over http or https.
-        for url in key::both_schemes(&url) {
-            cache.invalidate(&UrlMatch::Exact(url));
-        }
+        // over http or https (`UrlMatch` reaches both).
+        cache.invalidate(&UrlMatch::Exact(url));
     }
 }
 
