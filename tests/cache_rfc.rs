@@ -603,3 +603,103 @@ async fn vary_normalise_maps_accept_language_to_the_listed_languages() {
         "at most one variant per listed language"
     );
 }
+
+// === Config: the new keys load, and mistakes point at FILE:LINE:COL with a hint ===
+
+fn config_problems(text: &str) -> Vec<String> {
+    match torii::config::load_str("t.toml", text) {
+        Ok(_) => vec![],
+        Err(e) => e.to_string().lines().map(String::from).collect(),
+    }
+}
+
+fn find<'a>(p: &'a [String], needle: &str) -> &'a str {
+    p.iter()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no {needle:?} in {p:#?}"))
+}
+
+#[test]
+fn config_cache_rfc_keys_load() {
+    let text = r#"
+[cache]
+targeted_fields = ["Torii-Cache-Control", "cdn-cache-control"]
+[upstreams.app]
+servers = ["127.0.0.1:3000"]
+[[routes]]
+upstream = "app"
+[routes.cache]
+client_directives = "ignore"
+status_ttl = { "404" = "1m", "5xx" = "5s", "503" = "1s" }
+vary_normalise = { "Accept-Language" = ["en", "de"] }
+[[routes]]
+path = "/plain"
+upstream = "app"
+"#;
+    let config = torii::config::load_str("t.toml", text).unwrap_or_else(|e| panic!("{e}"));
+    let policy = |i: usize| match &config.routes[i].action {
+        torii::config::Action::Proxy { cache: Some(p), .. } => p.clone(),
+        _ => panic!("route {i} caches"),
+    };
+    let (p, plain) = (policy(0), policy(1));
+    assert!(p.ignore_client_directives && !plain.ignore_client_directives);
+    let names: Vec<&str> = p.store.targeted_fields.iter().map(|n| n.as_str()).collect();
+    assert_eq!(names, ["torii-cache-control", "cdn-cache-control"]);
+    assert_eq!(plain.store.targeted_fields, p.store.targeted_fields);
+    assert_eq!(
+        p.store.status_ttl(StatusCode::NOT_FOUND),
+        Some(Duration::from_secs(60))
+    );
+    assert_eq!(
+        p.store.status_ttl(StatusCode::BAD_GATEWAY),
+        Some(Duration::from_secs(5))
+    );
+    assert_eq!(
+        p.store.status_ttl(StatusCode::SERVICE_UNAVAILABLE),
+        Some(Duration::from_secs(1))
+    );
+    assert_eq!(p.vary.list("accept-language").unwrap(), ["en", "de"]);
+    // Settings that change freshness change the memo id.
+    assert_ne!(p.freshness_id, plain.freshness_id);
+    // Defaults: CDN-Cache-Control only, honour, no TTLs, no lists.
+    let d = torii::config::CachePolicy::default();
+    assert_eq!(d.store.targeted_fields[0].as_str(), "cdn-cache-control");
+    assert!(!d.ignore_client_directives && d.store.status_ttl.is_empty());
+    assert!(d.vary.lists.is_empty());
+}
+
+#[test]
+fn config_cache_rfc_mistakes_point_at_the_key() {
+    let text = r#"
+[cache]
+targeted_fields = ["Cache-Control", "bad name", "CDN-Cache-Control", "cdn-cache-control"]
+[upstreams.app]
+servers = ["127.0.0.1:3000"]
+[[routes]]
+upstream = "app"
+[routes.cache]
+client_directives = "shield"
+status_ttl = { "4x" = "1m", "304" = "1m", "5xx" = "soon", "404" = "0s" }
+vary_normalise = { "Accept-Encoding" = ["gzip"], "Accept-Language" = [], "X-Lang" = ["en", "a, b", "EN"] }
+"#;
+    let p = config_problems(text);
+    assert!(
+        find(&p, "is not a targeted field").starts_with("t.toml:3:20: cache.targeted_fields[0]")
+    );
+    assert!(find(&p, "is not a targeted field").contains("hint:"));
+    assert!(find(&p, "\"bad name\" is not a header field name")
+        .starts_with("t.toml:3:37: cache.targeted_fields[1]"));
+    assert!(find(&p, "cdn-cache-control is listed twice").contains("hint: list each field once"));
+    assert!(find(&p, "unknown mode \"shield\"")
+        .starts_with("t.toml:9:21: routes[0].cache.client_directives"));
+    assert!(find(&p, "unknown mode \"shield\"").contains("hint: use \"honour\""));
+    assert!(find(&p, "\"4x\" is not a status").starts_with("t.toml:10:16:"));
+    assert!(find(&p, "\"4x\" is not a status").contains("hint: use a status from 200 to 599"));
+    assert!(find(&p, "304 responses are never stored").contains("hint:"));
+    assert!(find(&p, "routes[0].cache.status_ttl.\"5xx\"").contains("hint: durations look like"));
+    assert!(find(&p, "must be more than 0").contains("status_ttl.\"404\""));
+    assert!(find(&p, "Accept-Encoding is always normalised").contains("hint: remove this entry"));
+    assert!(find(&p, "empty list").contains("vary_normalise.\"Accept-Language\""));
+    assert!(find(&p, "\"a, b\" is not a single value").contains("hint: one value per entry"));
+    assert!(find(&p, "\"EN\" is listed twice").contains("hint: list each value once"));
+}
