@@ -225,17 +225,26 @@ async fn purge(req: Request<Incoming>, shared: &Shared) -> Response<RespBody> {
                 Some(Action::Proxy { cache: Some(p), .. }) => p.key.clone(),
                 _ => key::KeySpec::default(),
             };
-            let canonical = key::canonical_url(&spec, "http", authority.as_str(), pq.as_str());
+            let canonical = key::canonical_url(
+                &spec,
+                uri.scheme_str().unwrap_or("http"),
+                authority.as_str(),
+                pq.as_str(),
+            );
             (canonical.clone(), Target::Urls(UrlMatch::Exact(canonical)))
         }
         (None, Some(prefix), None) if prefix.starts_with('/') => (
             prefix.clone(),
             Target::Urls(UrlMatch::PathPrefix(prefix.clone())),
         ),
-        (None, Some(prefix), None) if prefix.starts_with("http://") => (
-            prefix.clone(),
-            Target::Urls(UrlMatch::Prefix(prefix.to_ascii_lowercase())),
-        ),
+        (None, Some(prefix), None)
+            if prefix.starts_with("http://") || prefix.starts_with("https://") =>
+        {
+            (
+                prefix.clone(),
+                Target::Urls(UrlMatch::Prefix(prefix.to_ascii_lowercase())),
+            )
+        }
         (None, Some(prefix), None) => {
             return json(
                 StatusCode::BAD_REQUEST,
@@ -252,6 +261,7 @@ async fn purge(req: Request<Incoming>, shared: &Shared) -> Response<RespBody> {
             );
         }
     };
+    // A URL or URL prefix reaches the http and the https copies alike (`UrlMatch`).
     let report = cache.purge(&target, purge.soft).await;
     let purged = report.purged;
     tracing::info!(

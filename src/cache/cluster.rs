@@ -42,12 +42,14 @@ impl Cache {
         self: &Arc<Self>,
         primary: &str,
         req_headers: &HeaderMap,
+        norm: &policy::VaryNormalise,
     ) -> Option<Arc<CachedObject>> {
         let first = self.get_shared(primary).await?;
         if !first.headers.contains_key(VARIANTS_MARKER) {
             return Some(first);
         }
-        let secondary = policy::secondary_key(first.headers.get_all(header::VARY), req_headers)?;
+        let secondary =
+            policy::secondary_key(first.headers.get_all(header::VARY), req_headers, norm)?;
         self.get_shared(&variant_key(primary, &secondary)).await
     }
 
@@ -95,6 +97,7 @@ impl Cache {
         self: &Arc<Self>,
         primary: &str,
         req_headers: &HeaderMap,
+        norm: &policy::VaryNormalise,
         max_wait: Duration,
         usable: impl Fn(&CachedObject) -> bool,
     ) -> LeaseOutcome {
@@ -111,7 +114,7 @@ impl Cache {
                     .expect("poisoned")
                     .insert(primary.to_string());
                 // Another node may have stored it between our lookup and the lease.
-                if let Some(obj) = self.lookup_shared(primary, req_headers).await {
+                if let Some(obj) = self.lookup_shared(primary, req_headers, norm).await {
                     if usable(&obj) {
                         self.release_lease(primary);
                         return LeaseOutcome::Found(obj);
@@ -126,7 +129,7 @@ impl Cache {
                 loop {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(50));
-                    if let Some(obj) = self.lookup_shared(primary, req_headers).await {
+                    if let Some(obj) = self.lookup_shared(primary, req_headers, norm).await {
                         if usable(&obj) {
                             return LeaseOutcome::Found(obj);
                         }
@@ -138,7 +141,7 @@ impl Cache {
                         Ok(true) => {}
                         Ok(false) => {
                             // Given back: the object was written just before, if at all.
-                            return match self.lookup_shared(primary, req_headers).await {
+                            return match self.lookup_shared(primary, req_headers, norm).await {
                                 Some(obj) if usable(&obj) => LeaseOutcome::Found(obj),
                                 _ => LeaseOutcome::Fetch,
                             };

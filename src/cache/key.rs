@@ -88,6 +88,19 @@ pub fn primary_key(
     key
 }
 
+/// A canonical URL (or URL prefix) under both schemes, `http://…` then `https://…`, for
+/// purges and invalidations that must reach the copies of both. Anything else (a
+/// path-only URL of a `host = false` key) is returned alone.
+pub fn both_schemes(url: &str) -> Vec<String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(rest) => vec![format!("http://{rest}"), format!("https://{rest}")],
+        None => vec![url.to_string()],
+    }
+}
+
 /// The URL part (first line) of a key built by [`primary_key`]; used for
 /// prefix purges.
 pub fn url_of(key: &str) -> &str {

@@ -40,12 +40,14 @@ use tier::shared::{SharedTier, Target};
 /// the `Vary` field, and each variant is stored under `variant_key(primary, secondary)`.
 const VARIANTS_MARKER: &str = "x-torii-variants";
 
-/// Which URLs a purge reaches.
+/// Which URLs a purge reaches. The scheme is part of a key (http and https copies are
+/// stored apart), but not of what a purge means: an `http://` or `https://` URL or prefix
+/// reaches the copies of both schemes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UrlMatch {
-    /// This canonical URL exactly (all its variants).
+    /// This canonical URL exactly (all its variants, both schemes).
     Exact(String),
-    /// Every URL starting with this (scheme://host/…).
+    /// Every URL starting with this (scheme://host/…, both schemes).
     Prefix(String),
     /// Every URL, on any host, whose path starts with this (`/static/`).
     PathPrefix(String),
@@ -54,11 +56,23 @@ pub enum UrlMatch {
 impl UrlMatch {
     pub fn matches(&self, url: &str) -> bool {
         match self {
-            UrlMatch::Exact(u) => url == u,
-            UrlMatch::Prefix(p) => url.starts_with(p.as_str()),
+            UrlMatch::Exact(u) => {
+                url == u
+                    || matches!((without_scheme(url), without_scheme(u)), (Some(a), Some(b)) if a == b)
+            }
+            UrlMatch::Prefix(p) => {
+                url.starts_with(p.as_str())
+                    || matches!((without_scheme(url), without_scheme(p)), (Some(a), Some(b)) if a.starts_with(b))
+            }
             UrlMatch::PathPrefix(p) => url_path(url).starts_with(p.as_str()),
         }
     }
+}
+
+/// `host/path?q` of an `http://` or `https://` URL.
+fn without_scheme(url: &str) -> Option<&str> {
+    url.strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
 }
 
 /// The path (and query) of `scheme://host/path?q`, or the input when it is already a path.
@@ -252,12 +266,14 @@ impl Cache {
         self: &Arc<Self>,
         primary: &str,
         req_headers: &HeaderMap,
+        norm: &policy::VaryNormalise,
     ) -> Option<Arc<CachedObject>> {
         let first = self.get(primary).await?;
         if !first.headers.contains_key(VARIANTS_MARKER) {
             return Some(first);
         }
-        let secondary = policy::secondary_key(first.headers.get_all(header::VARY), req_headers)?;
+        let secondary =
+            policy::secondary_key(first.headers.get_all(header::VARY), req_headers, norm)?;
         self.get(&variant_key(primary, &secondary)).await
     }
 
@@ -267,12 +283,14 @@ impl Cache {
         &self,
         primary: &str,
         req_headers: &HeaderMap,
+        norm: &policy::VaryNormalise,
     ) -> Option<Arc<CachedObject>> {
         let first = self.memory.get(primary)?;
         if !first.headers.contains_key(VARIANTS_MARKER) {
             return Some(first);
         }
-        let secondary = policy::secondary_key(first.headers.get_all(header::VARY), req_headers)?;
+        let secondary =
+            policy::secondary_key(first.headers.get_all(header::VARY), req_headers, norm)?;
         self.memory.get(&variant_key(primary, &secondary))
     }
 
@@ -619,6 +637,12 @@ mod tests {
         assert!(UrlMatch::PathPrefix("/static/".into()).matches("http://b:81/static/app.js"));
         assert!(!UrlMatch::PathPrefix("/static/".into()).matches("http://b/other/static/"));
         assert_eq!(url_path("http://h"), "/");
+        // Both schemes' copies, never another host's.
+        assert!(UrlMatch::Exact("http://a/x".into()).matches("https://a/x"));
+        assert!(UrlMatch::Exact("https://a/x".into()).matches("http://a/x"));
+        assert!(!UrlMatch::Exact("http://a/x".into()).matches("https://b/x"));
+        assert!(UrlMatch::Prefix("http://a/x".into()).matches("https://a/xy"));
+        assert!(!UrlMatch::Prefix("https://a/x".into()).matches("http://b/x"));
     }
 
     #[tokio::test]

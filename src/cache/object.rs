@@ -111,6 +111,7 @@ fn encode_fields(headers: &HeaderMap, extra: &[u8]) -> Option<Bytes> {
     for (name, value) in headers {
         if [CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION, AGE].contains(name)
             || name.as_str() == "x-cache"
+            || name == crate::cache::policy::OWN_TARGETED_FIELD
         {
             continue;
         }
@@ -147,6 +148,8 @@ pub struct CachedObject {
 pub struct ObjectMemo(
     std::sync::OnceLock<(u64, crate::cache::policy::Freshness)>,
     std::sync::OnceLock<Option<Bytes>>,
+    /// The largest `Age` (seconds) sent for this object: a later one is never smaller.
+    std::sync::atomic::AtomicU64,
 );
 
 impl ObjectMemo {
@@ -166,7 +169,14 @@ impl ObjectMemo {
 
 impl Clone for ObjectMemo {
     fn clone(&self) -> Self {
-        ObjectMemo::default()
+        // A copy (a soft purge's stale copy) is the same object to clients: its Age
+        // goes on from where this one's is.
+        let memo = ObjectMemo::default();
+        memo.2.store(
+            self.2.load(std::sync::atomic::Ordering::Relaxed),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        memo
     }
 }
 
@@ -183,6 +193,18 @@ impl std::fmt::Debug for ObjectMemo {
 }
 
 impl CachedObject {
+    /// The `Age` to send for this object, given its current age in seconds: never less
+    /// than an `Age` already sent for it (a wall clock stepping back, or freshness
+    /// computed under another policy, must not make it go backwards). One atomic
+    /// operation, no allocation.
+    pub fn age_to_send(&self, age_secs: u64) -> u64 {
+        let sent = self
+            .memo
+            .2
+            .fetch_max(age_secs, std::sync::atomic::Ordering::Relaxed);
+        sent.max(age_secs)
+    }
+
     /// The stored fields encoded once as [`hyper::RawFields`] lines, then the lines
     /// `extra` (those a hit adds), built on first use: every field but the framing ones
     /// (hyper writes `Content-Length` from the body). `extra` counts on the first use

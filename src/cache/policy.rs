@@ -7,14 +7,20 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 
 mod conditional;
+mod date;
 mod invalidation;
+mod normalise;
 #[cfg(test)]
 mod props;
+mod targeted;
 #[cfg(test)]
 mod tests;
 
 pub use conditional::{merge_304, not_modified, response_304_matches, validators_for};
+pub use date::parse_http_date;
 pub use invalidation::invalidated_uris;
+pub use normalise::{accept_encoding, pick_listed, VaryNormalise, CODINGS};
+pub use targeted::{default_targeted_fields, response_cache_control, targeted, OWN_TARGETED_FIELD};
 
 /// Largest delta-seconds value represented (RFC 9111 §1.2.2): bigger values saturate to 2^31 s.
 pub const DELTA_SECONDS_MAX: u64 = 1 << 31;
@@ -109,7 +115,7 @@ impl CacheControl {
         }
     }
 
-    fn apply(&mut self, name: &str, value: Option<&[u8]>) {
+    pub(crate) fn apply(&mut self, name: &str, value: Option<&[u8]>) {
         let delta_or_zero = || value.and_then(parse_delta).unwrap_or(Duration::ZERO);
         match name {
             "max-age" if self.max_age.is_none() => self.max_age = Some(delta_or_zero()),
@@ -324,6 +330,17 @@ pub fn request_cache_control(req_headers: &HeaderMap) -> CacheControl {
     cc
 }
 
+/// Request directives as a route with `client_directives = "ignore"` reads them
+/// (origin shielding, as Varnish does by default): `no-cache` (and `Pragma:
+/// no-cache`), `max-age` and `min-fresh` no longer bypass a fresh object;
+/// `only-if-cached`, `no-store`, `max-stale` and `stale-if-error` still count.
+pub fn shielded(mut cc: CacheControl) -> CacheControl {
+    cc.no_cache = None;
+    cc.max_age = None;
+    cc.min_fresh = None;
+    cc
+}
+
 // ---------------------------------------------------------------------------
 // Storage (RFC 9111 §3)
 // ---------------------------------------------------------------------------
@@ -345,6 +362,32 @@ pub struct StoreOptions {
     pub heuristic_fraction: f64,
     /// Cap on the heuristic lifetime (default 1 day).
     pub max_heuristic: Duration,
+    /// Targeted cache-control fields (RFC 9213), in precedence order (default
+    /// `CDN-Cache-Control`): the first valid one replaces `Cache-Control` and `Expires`.
+    pub targeted_fields: Vec<HeaderName>,
+    /// Lifetimes for responses of these statuses without explicit freshness (negative
+    /// caching; default none). The narrowest matching range wins.
+    pub status_ttl: Vec<StatusTtl>,
+}
+
+/// A lifetime for the statuses `from..=to` (`"404"` or `"5xx"` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusTtl {
+    pub from: u16,
+    pub to: u16,
+    pub ttl: Duration,
+}
+
+impl StoreOptions {
+    /// The `status_ttl` lifetime for `status`: the narrowest matching range's.
+    pub fn status_ttl(&self, status: StatusCode) -> Option<Duration> {
+        let code = status.as_u16();
+        self.status_ttl
+            .iter()
+            .filter(|t| (t.from..=t.to).contains(&code))
+            .min_by_key(|t| t.to - t.from)
+            .map(|t| t.ttl)
+    }
 }
 
 impl Default for StoreOptions {
@@ -356,6 +399,8 @@ impl Default for StoreOptions {
             forced_ttl: None,
             heuristic_fraction: 0.1,
             max_heuristic: Duration::from_secs(86_400),
+            targeted_fields: default_targeted_fields(),
+            status_ttl: Vec::new(),
         }
     }
 }
@@ -424,8 +469,13 @@ pub fn status_understood(status: StatusCode) -> bool {
 /// Whether a shared cache may store this response (RFC 9111 §3).
 ///
 /// Only GET responses are stored (HEAD may be answered from them); 1xx, 206
-/// and 304 are never stored; qualified `private` is treated like bare
-/// `private`. See [`NoStoreReason`] for the checks, in order.
+/// and 304 are never stored. The response's directives come from
+/// [`response_cache_control`] (a targeted field replaces `Cache-Control` and
+/// `Expires`, RFC 9213). Qualified `private="…"` and `no-cache="…"` do not
+/// prevent storing: the listed fields are left out of the stored response
+/// ([`unshared_fields`]), `Set-Cookie` included. Any status with explicit
+/// freshness, or a `status_ttl`, is storable. See [`NoStoreReason`] for the
+/// checks, in order.
 pub fn storable(
     req_method: &Method,
     req_headers: &HeaderMap,
@@ -441,7 +491,7 @@ pub fn storable(
         return Err(NoStoreReason::Status);
     }
     let req_cc = CacheControl::from_headers(req_headers);
-    let cc = CacheControl::from_headers(resp_headers);
+    let (cc, targeted) = response_cache_control(resp_headers, opts);
     let understood = status_understood(resp_status);
     if cc.must_understand && !understood {
         return Err(NoStoreReason::Status);
@@ -450,7 +500,7 @@ pub fn storable(
     if req_cc.no_store || (cc.no_store && !(cc.must_understand && understood)) {
         return Err(NoStoreReason::NoStore);
     }
-    if cc.private.is_some() && !opts.ignore_no_cache_private {
+    if cc.private == Some(FieldScope::All) && !opts.ignore_no_cache_private {
         return Err(NoStoreReason::Private);
     }
     if req_headers.contains_key(header::AUTHORIZATION)
@@ -458,7 +508,10 @@ pub fn storable(
     {
         return Err(NoStoreReason::Authorization);
     }
-    if resp_headers.contains_key(header::SET_COOKIE) && !opts.allow_set_cookie {
+    if resp_headers.contains_key(header::SET_COOKIE)
+        && !opts.allow_set_cookie
+        && !unshared(&cc, opts).contains(&header::SET_COOKIE)
+    {
         return Err(NoStoreReason::SetCookie);
     }
     if list_contains(resp_headers, &header::VARY, "*") {
@@ -466,8 +519,9 @@ pub fn storable(
     }
     let has_freshness = cc.max_age.is_some()
         || cc.s_maxage.is_some()
-        || resp_headers.contains_key(header::EXPIRES)
+        || (!targeted && resp_headers.contains_key(header::EXPIRES))
         || cc.public
+        || opts.status_ttl(resp_status).is_some()
         || is_heuristically_cacheable(resp_status)
         || opts.default_ttl.is_some()
         || opts.forced_ttl.is_some();
@@ -475,6 +529,46 @@ pub fn storable(
         return Err(NoStoreReason::NoFreshness);
     }
     Ok(())
+}
+
+/// Whether a response carries explicit freshness (`max-age`, `s-maxage`, or
+/// `Expires`, from a targeted field when one is valid) or the route gives its
+/// status a `status_ttl`: what lets a response of any status, 5xx included, be
+/// stored and reused (RFC 9111 §3, §4.2.1).
+pub fn has_explicit_freshness(
+    status: StatusCode,
+    resp_headers: &HeaderMap,
+    opts: &StoreOptions,
+) -> bool {
+    let (cc, targeted) = response_cache_control(resp_headers, opts);
+    cc.max_age.is_some()
+        || cc.s_maxage.is_some()
+        || (!targeted && resp_headers.contains_key(header::EXPIRES))
+        || opts.status_ttl(status).is_some()
+}
+
+/// Fields a qualified `private="…"` or `no-cache="…"` keeps out of the stored
+/// response (RFC 9111 §5.2.2.4, §5.2.2.7): a shared cache stores the rest. Empty
+/// when `ignore_no_cache_private`.
+pub fn unshared_fields(resp_headers: &HeaderMap, opts: &StoreOptions) -> Vec<HeaderName> {
+    unshared(&response_cache_control(resp_headers, opts).0, opts)
+}
+
+fn unshared(cc: &CacheControl, opts: &StoreOptions) -> Vec<HeaderName> {
+    if opts.ignore_no_cache_private {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for scope in [&cc.no_cache, &cc.private] {
+        if let Some(FieldScope::Fields(fields)) = scope {
+            out.extend(
+                fields
+                    .iter()
+                    .filter_map(|f| HeaderName::from_bytes(f.as_bytes()).ok()),
+            );
+        }
+    }
+    out
 }
 
 fn list_contains(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
@@ -490,8 +584,7 @@ fn header_date(headers: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
 }
 
 fn parse_date(value: &HeaderValue) -> Option<SystemTime> {
-    let s = value.to_str().ok()?;
-    httpdate::parse_http_date(s.trim()).ok()
+    parse_http_date(value.to_str().ok()?)
 }
 
 // ---------------------------------------------------------------------------
@@ -499,10 +592,12 @@ fn parse_date(value: &HeaderValue) -> Option<SystemTime> {
 // ---------------------------------------------------------------------------
 
 /// Freshness lifetime of a response (RFC 9111 §4.2.1), in this order:
-/// `opts.forced_ttl`; `s-maxage`; `max-age`; `Expires - Date` (invalid or
-/// past `Expires` gives 0); heuristic `heuristic_fraction * (Date -
-/// Last-Modified)` capped at `max_heuristic`, for heuristically cacheable
-/// statuses or `public` responses (§4.2.2); `opts.default_ttl`; else 0.
+/// `opts.forced_ttl`; `s-maxage`; `max-age` (from a targeted field when one is
+/// valid, RFC 9213); `Expires - Date` (not with a targeted field; an `Expires`
+/// in none of the three HTTP-date formats, or in the past, gives 0);
+/// `opts.status_ttl` for the status; heuristic `heuristic_fraction * (Date -
+/// Last-Modified)` capped at `max_heuristic`, only for heuristically cacheable
+/// statuses (RFC 9110 §15.1, RFC 9111 §4.2.2); `opts.default_ttl`; else 0.
 /// A missing or invalid `Date` is taken as `now` (the response time).
 pub fn freshness_lifetime(
     status: StatusCode,
@@ -513,17 +608,26 @@ pub fn freshness_lifetime(
     if let Some(ttl) = opts.forced_ttl {
         return ttl;
     }
-    let cc = CacheControl::from_headers(resp_headers);
+    let (cc, targeted) = response_cache_control(resp_headers, opts);
     let date = header_date(resp_headers, &header::DATE).unwrap_or(now);
-    explicit_lifetime(&cc, resp_headers, date)
-        .or_else(|| heuristic_lifetime(status, &cc, resp_headers, opts, date))
+    explicit_lifetime(&cc, targeted, resp_headers, date)
+        .or_else(|| opts.status_ttl(status))
+        .or_else(|| heuristic_lifetime(status, resp_headers, opts, date))
         .or(opts.default_ttl)
         .unwrap_or(Duration::ZERO)
 }
 
-fn explicit_lifetime(cc: &CacheControl, headers: &HeaderMap, date: SystemTime) -> Option<Duration> {
+fn explicit_lifetime(
+    cc: &CacheControl,
+    targeted: bool,
+    headers: &HeaderMap,
+    date: SystemTime,
+) -> Option<Duration> {
     if let Some(d) = cc.s_maxage.or(cc.max_age) {
         return Some(d);
+    }
+    if targeted {
+        return None;
     }
     let expires = headers.get(header::EXPIRES)?;
     Some(
@@ -535,12 +639,11 @@ fn explicit_lifetime(cc: &CacheControl, headers: &HeaderMap, date: SystemTime) -
 
 fn heuristic_lifetime(
     status: StatusCode,
-    cc: &CacheControl,
     headers: &HeaderMap,
     opts: &StoreOptions,
     date: SystemTime,
 ) -> Option<Duration> {
-    if !(is_heuristically_cacheable(status) || cc.public) {
+    if !is_heuristically_cacheable(status) {
         return None;
     }
     let last_modified = header_date(headers, &header::LAST_MODIFIED)?;
@@ -613,8 +716,9 @@ pub struct Freshness {
     /// Stale responses must not be served without validation on a client's
     /// `max-stale` (`must-revalidate`, `proxy-revalidate` or `s-maxage`).
     pub must_revalidate: bool,
-    /// Every reuse needs successful validation (response `no-cache`, bare or
-    /// qualified, unless `ignore_no_cache_private`).
+    /// Every reuse needs successful validation (bare response `no-cache`, unless
+    /// `ignore_no_cache_private`; a qualified one only keeps its fields out of
+    /// the stored response).
     pub no_cache: bool,
     /// Response `immutable` (informational).
     pub immutable: bool,
@@ -635,7 +739,7 @@ impl Freshness {
         request_time: SystemTime,
         response_time: SystemTime,
     ) -> Self {
-        let cc = CacheControl::from_headers(resp_headers);
+        let (cc, _) = response_cache_control(resp_headers, opts);
         let explicit_revalidate = cc.must_revalidate || cc.proxy_revalidate;
         let window = |d: Option<Duration>| {
             if explicit_revalidate {
@@ -651,7 +755,7 @@ impl Freshness {
             stale_while_revalidate: window(cc.stale_while_revalidate),
             stale_if_error: window(cc.stale_if_error),
             must_revalidate: explicit_revalidate || cc.s_maxage.is_some(),
-            no_cache: cc.no_cache.is_some() && !opts.ignore_no_cache_private,
+            no_cache: cc.no_cache == Some(FieldScope::All) && !opts.ignore_no_cache_private,
             immutable: cc.immutable,
         }
     }
@@ -817,10 +921,12 @@ fn reuse_ignoring_only_if_cached(
 /// `name=value` (all field lines joined by `,`, members trimmed) or just
 /// `name` when the request lacks the field. Bytes outside visible ASCII and
 /// `%` are percent-encoded, so distinct values never collide. No `Vary`
-/// gives `Some("")`.
+/// gives `Some("")`. Fields `norm` normalises (`Accept-Encoding` always, to one
+/// coding; listed ones to one listed value) become `name=normalised value`.
 pub fn secondary_key<'a>(
     vary: impl IntoIterator<Item = &'a HeaderValue>,
     req_headers: &HeaderMap,
+    norm: &VaryNormalise,
 ) -> Option<String> {
     let mut names: Vec<String> = Vec::new();
     for value in vary {
@@ -839,6 +945,9 @@ pub fn secondary_key<'a>(
     let lines: Vec<String> = names
         .iter()
         .map(|name| {
+            if let Some(value) = norm.value(name, req_headers) {
+                return format!("{}={}", escape(name.as_bytes()), escape(value.as_bytes()));
+            }
             let values: Vec<&[u8]> = req_headers
                 .get_all(name.as_str())
                 .iter()

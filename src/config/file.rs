@@ -170,6 +170,8 @@ pub struct CacheSection {
     pub disk: Option<Spanned<DiskSection>>,
     pub purge_allow: Option<Vec<Spanned<String>>>,
     pub shared: Option<Spanned<SharedSection>>,
+    /// Targeted cache-control fields (RFC 9213), in precedence order.
+    pub targeted_fields: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `[cache.shared]`: the Redis/Valkey tier shared by a cluster of torii nodes.
@@ -207,7 +209,17 @@ pub struct RouteCacheSection {
     pub hit_for_miss: Option<Spanned<String>>,
     pub refresh_ahead: Option<bool>,
     pub key: Option<KeySection>,
+    /// `"honour"` (default) or `"ignore"` (origin shielding).
+    pub client_directives: Option<Spanned<String>>,
+    /// `{ "404" = "1m", "5xx" = "5s" }`: lifetimes by status, for responses without
+    /// explicit freshness.
+    pub status_ttl: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
+    /// `{ "Accept-Language" = ["en", "de"] }`: the values a selecting field maps to.
+    pub vary_normalise: Option<Spanned<VaryLists>>,
 }
+
+/// `vary_normalise`: a field name and the values it maps to, each with its span.
+pub type VaryLists = BTreeMap<Spanned<String>, Spanned<Vec<Spanned<String>>>>;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -706,8 +706,15 @@ pub struct CachePolicy {
     pub hit_for_miss: Duration,
     /// Refresh hot entries in the background shortly before they expire. Default on.
     pub refresh_ahead: bool,
-    /// A digest of the settings a stored object's freshness depends on (`store`, `grace`,
-    /// `stale_if_error`): equal settings, equal id. A hit reuses the freshness computed for
+    /// `client_directives = "ignore"` (origin shielding): a request's `no-cache`,
+    /// `max-age`, `min-fresh` and `Pragma: no-cache` do not bypass a fresh object.
+    /// Default `false` ("honour", RFC 9111 §5.2.1).
+    pub ignore_client_directives: bool,
+    /// `vary_normalise`: selecting request fields mapped to listed values (and
+    /// `Accept-Encoding`, always normalised to one coding).
+    pub vary: crate::cache::policy::VaryNormalise,
+    /// A digest of the settings a stored object's freshness depends on (`store`, with its
+    /// targeted fields and status TTLs, `grace`, `stale_if_error`): equal settings, equal id. A hit reuses the freshness computed for
     /// an object under the same id instead of parsing its headers again.
     pub freshness_id: u64,
 }
@@ -736,6 +743,8 @@ impl Default for CachePolicy {
             keep: Duration::from_secs(3600),
             hit_for_miss: Duration::from_secs(30),
             refresh_ahead: true,
+            ignore_client_directives: false,
+            vary: Default::default(),
             freshness_id: 0,
         };
         policy.with_freshness_id()

@@ -36,18 +36,39 @@ pub struct Ctx<'a> {
     pub req_headers: HeaderMap,
     /// The host the request was for (key and purge).
     pub host: String,
+    /// The scheme the client used (`http` or `https`): part of the key.
+    pub scheme: &'static str,
     /// The primary key, when the first look (`serve_hit`) already built it.
     pub primary: Option<String>,
 }
 
-/// The primary key and URL of a request on a caching route.
+/// The primary key and URL of a request on a caching route; `scheme` is the one the
+/// client used, so http and https copies are stored apart.
 pub fn primary_key(
     policy: &CachePolicy,
+    scheme: &str,
     host: &str,
     path_and_query: &str,
     req_headers: &HeaderMap,
 ) -> String {
-    key::primary_key(&policy.key, true, "http", host, path_and_query, req_headers)
+    key::primary_key(&policy.key, true, scheme, host, path_and_query, req_headers)
+}
+
+/// The request's directives as the route reads them: all of them (RFC 9111 §5.2.1), or,
+/// with `client_directives = "ignore"`, without those that would bypass a fresh object.
+fn request_directives(policy: &CachePolicy, req_headers: &HeaderMap) -> policy::CacheControl {
+    let cc = policy::request_cache_control(req_headers);
+    if policy.ignore_client_directives {
+        policy::shielded(cc)
+    } else {
+        cc
+    }
+}
+
+/// Removes what a response to a client never carries from the cache: torii's own
+/// targeted field (RFC 9213).
+fn strip_own_fields(headers: &mut HeaderMap) {
+    headers.remove(policy::OWN_TARGETED_FIELD);
 }
 
 /// What the first, synchronous look at the cache found for a request.
@@ -67,12 +88,13 @@ pub enum FirstLook {
 pub fn serve_hit<B>(
     cache: &Cache,
     policy: &CachePolicy,
+    scheme: &str,
     host: &str,
     req: &Request<B>,
 ) -> FirstLook {
     let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let primary = primary_key(policy, host, pq, req.headers());
-    let Some(obj) = cache.lookup_memory(&primary, req.headers()) else {
+    let primary = primary_key(policy, scheme, host, pq, req.headers());
+    let Some(obj) = cache.lookup_memory(&primary, req.headers(), &policy.vary) else {
         // `only-if-cached` (a Cache-Control directive) must get its 504 from the cache
         // step, never the origin.
         let only_if_cached = || {
@@ -87,7 +109,7 @@ pub fn serve_hit<B>(
     };
     let now = cache.now();
     let fresh = freshness(&obj, policy);
-    let req_cc = policy::request_cache_control(req.headers());
+    let req_cc = request_directives(policy, req.headers());
     if policy::request_decision(&req_cc, &fresh, now) != Reuse::Fresh
         || (policy.refresh_ahead && refresh_window(&fresh, now).is_some())
     {
@@ -132,7 +154,7 @@ fn respond_raw(
     // the connection's next request, idle or not.
     resp.extensions_mut().insert(hyper::RawFields {
         lines,
-        age: Some(fresh.age(now).as_secs()),
+        age: Some(obj.age_to_send(fresh.age(now).as_secs())),
     });
     Some(resp)
 }
@@ -154,15 +176,21 @@ pub async fn serve(
                 .uri()
                 .path_and_query()
                 .map_or("/", |pq| pq.as_str());
-            primary_key(ctx.policy, &ctx.host, pq, &ctx.req_headers)
+            primary_key(ctx.policy, ctx.scheme, &ctx.host, pq, &ctx.req_headers)
         }
     };
-    let req_cc = policy::request_cache_control(&ctx.req_headers);
+    let req_cc = request_directives(ctx.policy, &ctx.req_headers);
     let is_head = upstream_req.method() == Method::HEAD;
     // The client's conditionals are answered here, from the stored (or new) response.
     strip_conditionals(upstream_req.headers_mut());
+    // The origin is asked for the variant the response will be stored as: one coding,
+    // and the listed value of each `vary_normalise` field.
+    ctx.policy.vary.rewrite_request(upstream_req.headers_mut());
 
-    let stored = ctx.cache.lookup(&primary, &ctx.req_headers).await;
+    let stored = ctx
+        .cache
+        .lookup(&primary, &ctx.req_headers, &ctx.policy.vary)
+        .await;
     // Why the origin is asked, should it be.
     let mut miss = Miss::Absent;
     if let Some(obj) = &stored {
@@ -214,6 +242,7 @@ pub async fn serve(
         let resp = fetch(&ctx, upstream_req, record).await?;
         let (mut parts, body) = resp.into_parts();
         super::strip_hop_by_hop(&mut parts.headers, false);
+        strip_own_fields(&mut parts.headers);
         return Ok(Response::from_parts(parts, RespBody::upstream(body)));
     }
 
@@ -228,7 +257,7 @@ pub async fn serve(
             let wait = ctx.group.config.response_timeout;
             match ctx
                 .cache
-                .lease(&primary, &ctx.req_headers, wait, usable)
+                .lease(&primary, &ctx.req_headers, &ctx.policy.vary, wait, usable)
                 .await
             {
                 LeaseOutcome::Fetch => Some(guard),
@@ -256,7 +285,11 @@ pub async fn serve(
                 .await
                 .is_some()
             {
-                if let Some(obj) = ctx.cache.lookup(&primary, &ctx.req_headers).await {
+                if let Some(obj) = ctx
+                    .cache
+                    .lookup(&primary, &ctx.req_headers, &ctx.policy.vary)
+                    .await
+                {
                     let fresh = freshness(&obj, ctx.policy);
                     if policy::request_decision(&req_cc, &fresh, ctx.cache.now()).serves_stored() {
                         ctx.cache.stats.coalesced.fetch_add(1, Relaxed);
@@ -304,10 +337,16 @@ pub async fn serve(
                 }
             }
             let resp = failed?;
-            ctx.cache.stats.misses.fetch_add(1, Relaxed);
-            let (mut parts, body) = resp.into_parts();
-            super::strip_hop_by_hop(&mut parts.headers, false);
-            return Ok(Response::from_parts(parts, RespBody::upstream(body)));
+            // A 5xx with explicit freshness (or a `status_ttl`) is stored like any other
+            // response (RFC 9111 §4.2.1); one without is relayed.
+            if !policy::has_explicit_freshness(resp.status(), resp.headers(), &ctx.policy.store) {
+                ctx.cache.stats.misses.fetch_add(1, Relaxed);
+                let (mut parts, body) = resp.into_parts();
+                super::strip_hop_by_hop(&mut parts.headers, false);
+                strip_own_fields(&mut parts.headers);
+                return Ok(Response::from_parts(parts, RespBody::upstream(body)));
+            }
+            resp
         }
     };
 
@@ -392,7 +431,7 @@ pub async fn serve(
         ctx.cache
             .mark_uncacheable(&primary, ctx.policy.hit_for_miss);
     }
-    if stored.is_some() && template.is_none() {
+    if stored.is_some() && template.is_none() && !parts.status.is_server_error() {
         // The new response replaces the stored one, even when it can't be stored itself
         // (in the shared tier too, so no node refills the old copy from there).
         let url = UrlMatch::Exact(key::url_of(&primary).to_string());
@@ -402,6 +441,7 @@ pub async fn serve(
             ctx.cache.purge_urls(&url, false).await;
         }
     }
+    strip_own_fields(&mut parts.headers);
     let client_not_modified = template.is_some()
         && parts.status == StatusCode::OK
         && policy::not_modified(&ctx.req_headers, &parts.headers);
@@ -455,8 +495,9 @@ pub async fn purge_request(
     path_and_query: &str,
     req_headers: &HeaderMap,
 ) -> Response<RespBody> {
-    let primary = primary_key(policy, host, path_and_query, req_headers);
+    let primary = primary_key(policy, "http", host, path_and_query, req_headers);
     let url = key::url_of(&primary).to_string();
+    // `UrlMatch` reaches the http and the https copy of the URL alike.
     let report = cache
         .purge(&Target::Urls(UrlMatch::Exact(url.clone())), false)
         .await;
@@ -481,16 +522,18 @@ pub async fn purge_request(
 
 /// Invalidates what an unsafe request changed (RFC 9111 §4.4): the target URI and same-origin
 /// `Location` / `Content-Location`.
+#[allow(clippy::too_many_arguments)]
 pub fn invalidate(
     cache: &Arc<Cache>,
     policy: &CachePolicy,
     method: &Method,
     status: StatusCode,
+    scheme: &str,
     host: &str,
     pq: &str,
     resp_headers: &HeaderMap,
 ) {
-    let uris = policy::invalidated_uris(method, status, "http", host, pq, resp_headers);
+    let uris = policy::invalidated_uris(method, status, scheme, host, pq, resp_headers);
     for uri in uris {
         let Ok(uri) = uri.parse::<http::Uri>() else {
             continue;
@@ -499,7 +542,8 @@ pub fn invalidate(
             continue;
         };
         let url = key::canonical_url(&policy.key, "http", authority.as_str(), pq.as_str());
-        // Before the response goes out: the client's next GET must not see the old copy.
+        // Before the response goes out: the client's next GET must not see the old copy,
+        // over http or https (`UrlMatch` reaches both).
         cache.invalidate(&UrlMatch::Exact(url));
     }
 }
@@ -564,7 +608,7 @@ fn to_store(
     if stale_until <= response_time {
         return None;
     }
-    let secondary = policy::secondary_key(headers.get_all(header::VARY), req_headers)?;
+    let secondary = policy::secondary_key(headers.get_all(header::VARY), req_headers, &p.vary)?;
     let key = if secondary.is_empty() {
         primary.to_string()
     } else {
@@ -598,12 +642,22 @@ fn to_store(
             stale_until,
         },
         status: *status,
-        headers: headers.clone(),
+        headers: stored_headers(headers, &p.store),
         body: Bytes::new(),
         memo: Default::default(),
     };
     let index = (!secondary.is_empty()).then(|| Cache::variants_index(primary, &obj));
     Some((obj, index))
+}
+
+/// The fields of a response as stored: without those a qualified `no-cache="…"` or
+/// `private="…"` names (RFC 9111 §5.2.2.4, §5.2.2.7).
+fn stored_headers(headers: &HeaderMap, opts: &policy::StoreOptions) -> HeaderMap {
+    let mut stored = headers.clone();
+    for name in policy::unshared_fields(headers, opts) {
+        stored.remove(name);
+    }
+    stored
 }
 
 /// The stored object updated by a 304 (RFC 9111 §4.3.4): merged headers, new times.
@@ -644,7 +698,7 @@ fn respond_stored(
     fresh: &Freshness,
     now: SystemTime,
 ) -> Response<RespBody> {
-    let age = HeaderValue::from(fresh.age(now).as_secs());
+    let age = HeaderValue::from(obj.age_to_send(fresh.age(now).as_secs()));
     if obj.status == StatusCode::OK && policy::not_modified(req_headers, &obj.headers) {
         return not_modified_response(&obj.headers, Some(age));
     }
@@ -657,6 +711,7 @@ fn respond_stored(
     *resp.status_mut() = obj.status;
     let headers = resp.headers_mut();
     *headers = obj.headers.clone();
+    strip_own_fields(headers);
     headers.insert(header::AGE, age);
     if is_head && !headers.contains_key(header::CONTENT_LENGTH) {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(obj.body.len()));

@@ -291,7 +291,7 @@ fn admit<'r>(
             let key_host = host
                 .as_deref()
                 .unwrap_or_else(|| group.config.servers[0].addr.authority.as_str());
-            match cached::serve_hit(cache, policy, key_host, req) {
+            match cached::serve_hit(cache, policy, record.scheme(), key_host, req) {
                 cached::FirstLook::Hit(resp) => {
                     record.cache = Some(CacheStatus::Hit);
                     resp
@@ -464,6 +464,7 @@ async fn proxy(
             pick,
             req_headers,
             host: key_host.to_string(),
+            scheme: record.scheme(),
             primary: match looked {
                 Looked::Slow(primary) => Some(primary),
                 Looked::Not | Looked::Pass => None,
@@ -546,6 +547,9 @@ async fn proxy(
     lend_headers(&mut parts.headers, upstream_head.headers);
     strip_hop_by_hop(&mut parts.headers, false);
     if let Some((policy, cache)) = caching {
+        parts
+            .headers
+            .remove(crate::cache::policy::OWN_TARGETED_FIELD);
         if pass {
             // Hit-for-pass: a miss the cache step was not asked about.
             cache.stats.misses.fetch_add(1, Ordering::Relaxed);
@@ -556,6 +560,7 @@ async fn proxy(
                 policy,
                 &method,
                 parts.status,
+                record.scheme(),
                 key_host,
                 downstream_pq,
                 &parts.headers,

@@ -9,6 +9,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cache_scheme;
 mod downstream;
 mod process;
 mod upstream;

@@ -247,11 +247,9 @@ fn s3_private_not_stored_by_shared_cache_unless_ignored() {
         store(Method::GET, &[], 200, &resp),
         Err(NoStoreReason::Private)
     );
+    // Qualified: stored without the listed fields (s5_2_2_7_qualified_fields_left_out).
     let qualified = [("cache-control", "private=\"x-user\", max-age=60")];
-    assert_eq!(
-        store(Method::GET, &[], 200, &qualified),
-        Err(NoStoreReason::Private)
-    );
+    assert_eq!(store(Method::GET, &[], 200, &qualified), Ok(()));
     let opts = StoreOptions {
         ignore_no_cache_private: true,
         ..Default::default()
@@ -413,7 +411,7 @@ fn s4_2_2_heuristic_is_fraction_of_last_modified_age_capped() {
         lifetime(200, &[("date", &d), ("last-modified", &old)], &o),
         s(86_400)
     );
-    // Not heuristically cacheable: no heuristic, unless `public`.
+    // Not heuristically cacheable (RFC 9110 §15.1): no heuristic, `public` or not.
     assert_eq!(
         lifetime(302, &[("date", &d), ("last-modified", &lm)], &o),
         s(0)
@@ -423,7 +421,7 @@ fn s4_2_2_heuristic_is_fraction_of_last_modified_age_capped() {
         ("last-modified", lm.as_str()),
         ("cache-control", "public"),
     ];
-    assert_eq!(lifetime(302, &public, &o), s(100));
+    assert_eq!(lifetime(302, &public, &o), s(0));
 }
 
 #[test]
@@ -872,7 +870,7 @@ fn vary_key(vary: &[&str], req: &[(&str, &str)]) -> Option<String> {
         .iter()
         .map(|v| HeaderValue::from_str(v).expect("vary"))
         .collect();
-    secondary_key(&values, &hm(req))
+    secondary_key(&values, &hm(req), &VaryNormalise::default())
 }
 
 #[test]
@@ -881,7 +879,11 @@ fn s4_1_vary_star_never_matches() {
     assert_eq!(vary_key(&[], &[]), Some(String::new()));
     let resp = hm(&[("vary", "Accept"), ("vary", "*")]);
     assert_eq!(
-        secondary_key(resp.get_all(header::VARY), &HeaderMap::new()),
+        secondary_key(
+            resp.get_all(header::VARY),
+            &HeaderMap::new(),
+            &VaryNormalise::default()
+        ),
         None
     );
 }
@@ -902,16 +904,242 @@ fn s4_1_names_normalised() {
 
 #[test]
 fn s4_1_values_normalised_whitespace_and_lines() {
+    let v = ["accept-language"];
+    let a = vary_key(&v, &[("accept-language", "de ,  en")]);
+    let b = vary_key(&v, &[("accept-language", "de"), ("accept-language", "en")]);
+    assert_eq!(a, b);
+    assert_ne!(a, vary_key(&v, &[("accept-language", "en, de")]));
+    // Absent and empty differ.
+    assert_ne!(vary_key(&v, &[]), vary_key(&v, &[("accept-language", "")]));
+}
+
+#[test]
+fn s4_1_accept_encoding_is_one_coding() {
     let v = ["accept-encoding"];
     let a = vary_key(&v, &[("accept-encoding", "gzip ,  br")]);
-    let b = vary_key(
-        &v,
-        &[("accept-encoding", "gzip"), ("accept-encoding", "br")],
+    assert_eq!(a, vary_key(&v, &[("accept-encoding", "br, gzip")]));
+    assert_eq!(
+        a,
+        vary_key(
+            &v,
+            &[("accept-encoding", "gzip"), ("accept-encoding", "br")]
+        )
     );
-    assert_eq!(a, b);
-    assert_ne!(a, vary_key(&v, &[("accept-encoding", "br, gzip")]));
-    // Absent and empty differ.
-    assert_ne!(vary_key(&v, &[]), vary_key(&v, &[("accept-encoding", "")]));
+    assert_eq!(a.as_deref(), Some("accept-encoding=br"));
+    // Absent is identity, like an explicit identity.
+    assert_eq!(
+        vary_key(&v, &[]),
+        vary_key(&v, &[("accept-encoding", "identity")])
+    );
+    assert_eq!(
+        vary_key(&v, &[("accept-encoding", "deflate")]).as_deref(),
+        Some("accept-encoding=identity")
+    );
+}
+
+#[test]
+fn s4_1_listed_field_maps_to_one_value() {
+    let norm = VaryNormalise {
+        lists: vec![(
+            HeaderName::from_static("accept-language"),
+            vec!["en".into(), "de".into()],
+        )],
+    };
+    let key = |v: &str| {
+        secondary_key(
+            &[HeaderValue::from_static("Accept-Language")],
+            &hm(&[("accept-language", v)]),
+            &norm,
+        )
+    };
+    assert_eq!(
+        key("de-DE, de;q=0.9").as_deref(),
+        Some("accept-language=de")
+    );
+    assert_eq!(key("fr").as_deref(), Some("accept-language=en"));
+    assert_eq!(key("en-GB"), key("en-US,en;q=0.5"));
+}
+
+// ----- RFC 9213, qualified directives, status TTLs, Expires -------------------
+
+#[test]
+fn rfc9213_targeted_field_decides_storing_and_freshness() {
+    let o = StoreOptions::default();
+    let resp = hm(&[
+        ("cache-control", "no-store"),
+        ("cdn-cache-control", "max-age=60"),
+    ]);
+    assert_eq!(
+        storable(&Method::GET, &HeaderMap::new(), StatusCode::OK, &resp, &o),
+        Ok(())
+    );
+    assert_eq!(freshness_lifetime(StatusCode::OK, &resp, &o, t(NOW)), s(60));
+    let resp = hm(&[
+        ("cache-control", "max-age=60"),
+        ("cdn-cache-control", "no-store"),
+    ]);
+    assert_eq!(
+        storable(&Method::GET, &HeaderMap::new(), StatusCode::OK, &resp, &o),
+        Err(NoStoreReason::NoStore)
+    );
+    // A targeted field replaces Expires too (RFC 9213 §2.1).
+    let resp = hm(&[
+        ("date", &date(NOW)),
+        ("expires", &date(NOW + 600)),
+        ("cdn-cache-control", "must-revalidate"),
+    ]);
+    assert_eq!(freshness_lifetime(StatusCode::OK, &resp, &o, t(NOW)), s(0));
+    assert!(!has_explicit_freshness(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &resp,
+        &o
+    ));
+    // Not on the list: ignored.
+    let none = StoreOptions {
+        targeted_fields: Vec::new(),
+        ..Default::default()
+    };
+    let resp = hm(&[
+        ("cache-control", "max-age=5"),
+        ("cdn-cache-control", "max-age=60"),
+    ]);
+    assert_eq!(
+        freshness_lifetime(StatusCode::OK, &resp, &none, t(NOW)),
+        s(5)
+    );
+}
+
+#[test]
+fn s4_2_1_any_status_with_explicit_freshness() {
+    let o = StoreOptions::default();
+    for status in [500u16, 502, 503, 504, 403, 302] {
+        let st = StatusCode::from_u16(status).expect("status");
+        let resp = hm(&[("cache-control", "max-age=30")]);
+        assert!(has_explicit_freshness(st, &resp, &o), "{status}");
+        assert_eq!(
+            storable(&Method::GET, &HeaderMap::new(), st, &resp, &o),
+            Ok(())
+        );
+        assert_eq!(freshness_lifetime(st, &resp, &o, t(NOW)), s(30));
+        let bare = hm(&[("date", &date(NOW)), ("last-modified", &date(NOW - 1000))]);
+        assert!(!has_explicit_freshness(st, &bare, &o), "{status}");
+        assert_eq!(freshness_lifetime(st, &bare, &o, t(NOW)), s(0), "{status}");
+    }
+}
+
+#[test]
+fn status_ttl_for_statuses_without_explicit_freshness() {
+    let o = StoreOptions {
+        status_ttl: vec![
+            StatusTtl {
+                from: 500,
+                to: 599,
+                ttl: s(5),
+            },
+            StatusTtl {
+                from: 404,
+                to: 404,
+                ttl: s(60),
+            },
+            StatusTtl {
+                from: 503,
+                to: 503,
+                ttl: s(1),
+            },
+        ],
+        ..Default::default()
+    };
+    let none = HeaderMap::new();
+    let lt = |code: u16, h: &HeaderMap| {
+        freshness_lifetime(StatusCode::from_u16(code).expect("status"), h, &o, t(NOW))
+    };
+    assert_eq!(lt(404, &none), s(60));
+    assert_eq!(lt(500, &none), s(5));
+    assert_eq!(lt(503, &none), s(1));
+    assert_eq!(lt(410, &none), s(0));
+    // Explicit freshness wins.
+    assert_eq!(lt(404, &hm(&[("cache-control", "max-age=3")])), s(3));
+    assert!(has_explicit_freshness(StatusCode::BAD_GATEWAY, &none, &o));
+    assert_eq!(
+        storable(
+            &Method::GET,
+            &HeaderMap::new(),
+            StatusCode::BAD_GATEWAY,
+            &none,
+            &o
+        ),
+        Ok(())
+    );
+}
+
+#[test]
+fn s5_2_2_7_qualified_fields_left_out() {
+    let o = StoreOptions::default();
+    let resp = hm(&[
+        (
+            "cache-control",
+            "max-age=60, private=\"Set-Cookie\", no-cache=\"x-user\"",
+        ),
+        ("set-cookie", "a=b"),
+        ("x-user", "alice"),
+    ]);
+    assert_eq!(
+        storable(&Method::GET, &HeaderMap::new(), StatusCode::OK, &resp, &o),
+        Ok(())
+    );
+    assert_eq!(
+        unshared_fields(&resp, &o),
+        vec![HeaderName::from_static("x-user"), header::SET_COOKIE]
+    );
+    let f = Freshness::from_response(StatusCode::OK, &resp, &o, t(NOW), t(NOW));
+    assert!(
+        !f.no_cache,
+        "a qualified no-cache does not force revalidation"
+    );
+    // Without the qualification, Set-Cookie still prevents storing.
+    let resp = hm(&[("cache-control", "max-age=60"), ("set-cookie", "a=b")]);
+    assert_eq!(
+        storable(&Method::GET, &HeaderMap::new(), StatusCode::OK, &resp, &o),
+        Err(NoStoreReason::SetCookie)
+    );
+}
+
+#[test]
+fn s5_3_expires_formats_and_garbage() {
+    let o = StoreOptions::default();
+    let d = date(NOW);
+    for expires in [
+        "Tue, 14 Nov 2023 22:23:20 GMT",
+        "TUESDAY, 14-NOV-23 22:23:20 GMT",
+        "tue nov 14 22:23:20 2023",
+    ] {
+        let resp = hm(&[("date", &d), ("expires", expires)]);
+        assert_eq!(
+            freshness_lifetime(StatusCode::OK, &resp, &o, t(NOW)),
+            s(1_700_000_600 - NOW),
+            "{expires}"
+        );
+    }
+    for garbage in ["0", "-1", "never", "2023-11-14T22:23:20Z"] {
+        let resp = hm(&[("date", &d), ("expires", garbage)]);
+        assert_eq!(
+            freshness_lifetime(StatusCode::OK, &resp, &o, t(NOW)),
+            s(0),
+            "{garbage}"
+        );
+    }
+}
+
+#[test]
+fn shielded_request_keeps_only_if_cached_and_no_store() {
+    let c = shielded(cc(
+        "no-cache, max-age=0, min-fresh=10, only-if-cached, no-store, max-stale=5",
+    ));
+    assert_eq!(c.no_cache, None);
+    assert_eq!(c.max_age, None);
+    assert_eq!(c.min_fresh, None);
+    assert!(c.only_if_cached && c.no_store);
+    assert_eq!(c.max_stale, Some(MaxStale::Limit(s(5))));
 }
 
 #[test]
@@ -921,6 +1149,12 @@ fn s4_1_non_utf8_values_do_not_collide() {
     let mut b = HeaderMap::new();
     b.insert("x-v", HeaderValue::from_bytes(b"\xe8").expect("obs-text"));
     let vary = [HeaderValue::from_static("x-v")];
-    assert_ne!(secondary_key(&vary, &a), secondary_key(&vary, &b));
-    assert_eq!(secondary_key(&vary, &a).as_deref(), Some("x-v=%E9"));
+    assert_ne!(
+        secondary_key(&vary, &a, &VaryNormalise::default()),
+        secondary_key(&vary, &b, &VaryNormalise::default())
+    );
+    assert_eq!(
+        secondary_key(&vary, &a, &VaryNormalise::default()).as_deref(),
+        Some("x-v=%E9")
+    );
 }

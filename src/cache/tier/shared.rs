@@ -552,7 +552,14 @@ impl SharedTier {
     /// When Redis is unavailable, slow or failing.
     pub async fn purge(&self, target: &Target) -> Result<usize, Error> {
         match target {
-            Target::Urls(UrlMatch::Exact(url)) => self.purge_url(url).await,
+            // The URL's copies under both schemes (see `UrlMatch`).
+            Target::Urls(UrlMatch::Exact(url)) => {
+                let mut deleted = 0;
+                for url in crate::cache::key::both_schemes(url) {
+                    deleted += self.purge_url(&url).await?;
+                }
+                Ok(deleted)
+            }
             Target::Urls(m) => {
                 let mut cursor = "0".to_string();
                 let mut deleted = 0;

@@ -17,6 +17,7 @@ use super::units::{parse_duration, parse_size};
 use super::Problem;
 
 mod cache;
+mod cache_rfc;
 mod route;
 mod server;
 mod tls;
@@ -156,6 +157,7 @@ pub fn validate_in(file: FileConfig, base: Option<&Path>) -> Result<Config, Vec<
     }
     let limits = limits(&mut c, file.limits.unwrap_or_default());
     let log = log(&mut c, file.log.unwrap_or_default());
+    let targeted_fields = cache_rfc::targeted_fields(&mut c, file.cache.as_ref());
     let cache = cache_settings(&mut c, file.cache.unwrap_or_default());
 
     let mut upstreams = BTreeMap::new();
@@ -180,6 +182,7 @@ pub fn validate_in(file: FileConfig, base: Option<&Path>) -> Result<Config, Vec<
             routes.push(route);
         }
     }
+    cache_rfc::apply_targeted_fields(&mut routes, targeted_fields);
     if routes.is_empty() && c.problems.is_empty() {
         c.problems.push(Problem {
             span: None,

@@ -346,7 +346,7 @@ pub(super) fn route_cache(
         }
         key.cookies = k.cookies.clone().unwrap_or_default();
     }
-    let policy = CachePolicy {
+    let mut policy = CachePolicy {
         store,
         key,
         max_object_size: c.size(&s.max_object_size, &p("max_object_size"), d.max_object_size),
@@ -355,8 +355,9 @@ pub(super) fn route_cache(
         keep: c.duration(&s.keep, &p("keep"), d.keep),
         hit_for_miss: c.duration(&s.hit_for_miss, &p("hit_for_miss"), d.hit_for_miss),
         refresh_ahead: s.refresh_ahead.unwrap_or(d.refresh_ahead),
-        freshness_id: 0,
-    }
-    .with_freshness_id();
+        ..d
+    };
+    super::cache_rfc::route_options(c, s, path, &mut policy);
+    let policy = policy.with_freshness_id();
     (caching && s.enabled.unwrap_or(true)).then(|| Arc::new(policy))
 }
