@@ -16,6 +16,7 @@ use super::model::*;
 use super::units::{parse_duration, parse_size};
 use super::Problem;
 
+mod range;
 mod tls;
 use tls::{listener, upstream_protocol};
 
@@ -1165,6 +1166,7 @@ fn route_cache(
         store,
         key,
         max_object_size: c.size(&s.max_object_size, &p("max_object_size"), d.max_object_size),
+        range_fill_max: range::range_fill_max(c, s, path, d.range_fill_max),
         grace: c.duration(&s.grace, &p("grace"), d.grace),
         stale_if_error: c.duration(&s.stale_if_error, &p("stale_if_error"), d.stale_if_error),
         keep: c.duration(&s.keep, &p("keep"), d.keep),
