@@ -195,9 +195,14 @@ pub(super) async fn answer_miss(
     }
 }
 
+/// A 206 without `Content-Length` whose range is at most this (or `range_fill_max`) is
+/// read whole before it is relayed, and checked against its `Content-Range`.
+const CHECKED_206: u64 = 1 << 20;
+
 /// Sends the client's range to the origin as it came (with its `If-Range`) and relays the
 /// answer, unstored. A 206 without `Content-Length` is read whole when its range is at
-/// most `range_fill_max`, so that one shorter or longer than its `Content-Range` is a 502.
+/// most `CHECKED_206` or `range_fill_max`, so that one shorter or longer than its
+/// `Content-Range` is a 502 (a larger one streams, and a short one breaks off).
 async fn forward_range(
     ctx: &Ctx<'_>,
     mut req: Request<ReqBody>,
@@ -211,7 +216,7 @@ async fn forward_range(
         && !parts.headers.contains_key(header::CONTENT_LENGTH))
     .then(|| range::check_origin_206(&parts.headers).ok().flatten())
     .flatten()
-    .filter(|&n| n <= ctx.policy.range_fill_max);
+    .filter(|&n| n <= ctx.policy.range_fill_max.max(CHECKED_206));
     let Some(want) = announced else {
         return Ok(Response::from_parts(parts, RespBody::upstream(body)));
     };
