@@ -230,7 +230,7 @@ pub fn partial(
             })
         }
         Ranges::Satisfiable(list) => {
-            let boundary = boundary(body);
+            let boundary = boundary(body, list);
             let mut out = BytesMut::new();
             for &(a, b) in list {
                 out.put_slice(b"\r\n--");
@@ -266,14 +266,15 @@ fn content_range(a: u64, b: u64, len: u64) -> HeaderValue {
     HeaderValue::from_str(&format!("bytes {a}-{b}/{len}")).expect("ascii")
 }
 
-/// A boundary that occurs nowhere in `body` (§14.6: it must not appear in the parts).
-fn boundary(body: &[u8]) -> String {
+/// A boundary that occurs in none of the parts (§14.6: it must not appear in them).
+fn boundary(body: &[u8], parts: &[(u64, u64)]) -> String {
     let mut seed = body.len() as u64 ^ 0x746f_7269_6962_6f75;
     loop {
         let candidate = format!("torii-{seed:016x}");
-        if !body
-            .windows(candidate.len())
-            .any(|w| w == candidate.as_bytes())
+        let finder = memchr::memmem::Finder::new(candidate.as_bytes());
+        if parts
+            .iter()
+            .all(|&(a, b)| finder.find(&body[a as usize..=b as usize]).is_none())
         {
             return candidate;
         }
@@ -494,6 +495,18 @@ mod tests {
             out.push((cr, data));
         }
         out
+    }
+
+    #[test]
+    fn boundary_avoids_the_parts() {
+        let plain = boundary(&[b'x'; 44], &[(0, 43)]);
+        assert_eq!(plain.len(), 22);
+        let body = format!("{plain}{plain}");
+        let other = boundary(body.as_bytes(), &[(0, 20), (21, 43)]);
+        assert_ne!(plain, other);
+        assert!(!body.contains(&other));
+        // Only the parts count: the boundary may occur elsewhere in the object.
+        assert_eq!(boundary(body.as_bytes(), &[(1, 2)]), plain);
     }
 
     use proptest::prelude::*;
