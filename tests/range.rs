@@ -465,6 +465,13 @@ async fn head_and_conditionals_keep_working_with_ranges() {
     assert!(!origin.requests("/im")[0].1.contains_key("if-match"));
     eventually_hit(&torii.url("/im")).await;
     assert_eq!(origin.hits("/im"), 1);
+    // A HEAD miss is relayed, its precondition judged on the origin's answer.
+    origin.set("/head-im", Reply::new(OBJ).header("etag", "\"v2\""));
+    let (s, _, _) = send("HEAD", &torii.url("/head-im"), &[("if-match", "\"v1\"")]).await;
+    assert_eq!(s, StatusCode::PRECONDITION_FAILED);
+    let (s, _, _) = send("HEAD", &torii.url("/head-im"), &[("if-match", "\"v2\"")]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(origin.hits("/head-im"), 2);
 }
 
 /// Waits until `url` is answered from the cache (the background fill may still be running).
@@ -634,4 +641,73 @@ fn any_range_set_answers_416_or_the_objects_own_bytes() {
         );
     }
     drop(torii);
+}
+
+#[tokio::test]
+async fn a_stale_object_revalidated_for_a_range_answers_it() {
+    let origin = Origin::start().await;
+    origin.set_fn("/reval", |req| {
+        if req
+            .headers
+            .get("if-none-match")
+            .is_some_and(|v| v == "\"v2\"")
+        {
+            Reply::new("").status(304).header("etag", "\"v2\"")
+        } else {
+            Reply::new(OBJ)
+                .header("cache-control", "max-age=10")
+                .header("etag", "\"v2\"")
+        }
+    });
+    let torii = proxy(&origin, "grace = \"0s\"\nrefresh_ahead = false").await;
+    let url = torii.url("/reval");
+    assert_eq!(range(&url, &[]).await.0, StatusCode::OK);
+    torii.advance_clock(&origin, std::time::Duration::from_secs(20));
+    let (s, h, b) = range(&url, &[("range", "bytes=3-5")]).await;
+    assert_eq!((s, b.as_str()), (StatusCode::PARTIAL_CONTENT, "345"));
+    assert_eq!(hv(&h, "x-cache"), "REVALIDATED");
+    let asked = origin.requests("/reval");
+    assert_eq!(asked.len(), 2);
+    assert!(
+        !asked[1].1.contains_key("range"),
+        "the whole object is revalidated"
+    );
+    // A new version on revalidation: the range comes from it, and it is stored.
+    origin.set(
+        "/reval",
+        Reply::new("ABCDEFGHIJKLMNOPQRST")
+            .header("cache-control", "max-age=10")
+            .header("etag", "\"v3\""),
+    );
+    torii.advance_clock(&origin, std::time::Duration::from_secs(20));
+    let (s, h, b) = range(&url, &[("range", "bytes=3-5")]).await;
+    assert_eq!(
+        (s, b.as_str(), hv(&h, "x-cache")),
+        (StatusCode::PARTIAL_CONTENT, "DEF", "MISS")
+    );
+    let (s, h, b) = range(&url, &[("range", "bytes=-2")]).await;
+    assert_eq!(
+        (s, b.as_str(), hv(&h, "x-cache")),
+        (StatusCode::PARTIAL_CONTENT, "ST", "HIT")
+    );
+    assert_eq!(origin.hits("/reval"), 3);
+}
+
+#[tokio::test]
+async fn a_head_miss_with_a_range_is_relayed_with_its_if_range() {
+    let origin = Origin::start().await;
+    ranged_origin(&origin, "/hr", Bytes::from_static(b"0123456789"));
+    let torii = proxy(&origin, "").await;
+    let (s, h, _) = send(
+        "HEAD",
+        &torii.url("/hr"),
+        &[("range", "bytes=2-4"), ("if-range", "\"big\"")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(hv(&h, "content-range"), "bytes 2-4/10");
+    let asked = origin.requests("/hr");
+    assert_eq!(asked[0].0, http::Method::HEAD);
+    assert_eq!(hv(&asked[0].1, "range"), "bytes=2-4");
+    assert_eq!(hv(&asked[0].1, "if-range"), "\"big\"");
 }

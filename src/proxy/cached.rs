@@ -223,6 +223,11 @@ pub async fn serve(
         range::restore(upstream_req.headers_mut(), &ctx.req_headers);
         let resp = fetch(&ctx, upstream_req, record).await?;
         let (mut parts, body) = resp.into_parts();
+        if parts.status.is_success()
+            && cache::range::precondition_failed(&ctx.req_headers, &parts.headers)
+        {
+            return Ok(range::precondition_failed());
+        }
         super::strip_hop_by_hop(&mut parts.headers, false);
         return Ok(Response::from_parts(parts, RespBody::upstream(body)));
     }
