@@ -420,11 +420,8 @@ pub async fn serve(
         }
     }
     if let (Some(reforward), StatusCode::OK) = (reforward, parts.status) {
-        let (ctx, length) = (&ctx, length);
-        return range::answer_miss(
-            ctx, parts, body, template, flight, length, reforward, record,
-        )
-        .await;
+        let (fill, head) = ((template, flight, length), (parts, body));
+        return range::answer_miss(&ctx, head, fill, reforward, record).await;
     }
     let client_not_modified = template.is_some()
         && parts.status == StatusCode::OK

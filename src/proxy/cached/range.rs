@@ -122,21 +122,26 @@ pub(super) fn check_answer(
     })
 }
 
+/// What the cache step prepared to store a response: the object without its body (and
+/// its `Vary` marker), the flight its followers wait on, the announced `Content-Length`.
+pub(super) type Fill = (
+    Option<(CachedObject, Option<CachedObject>)>,
+    Option<FlightGuard>,
+    Option<u64>,
+);
+
 /// A miss for a GET with `Range` whose origin answered 200: the whole body is read (up to
 /// `range_fill_max`), stored when it may be (its flight's followers get it), and the range
 /// answered from it. A larger body is dropped and the range forwarded as it came.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn answer_miss(
     ctx: &Ctx<'_>,
-    parts: http::response::Parts,
-    body: UpstreamBody,
-    template: Option<(CachedObject, Option<CachedObject>)>,
-    flight: Option<FlightGuard>,
-    length: Option<u64>,
+    (parts, body): (http::response::Parts, UpstreamBody),
+    (template, flight, length): Fill,
     reforward: Request<ReqBody>,
     record: &mut Record,
 ) -> Result<Response<RespBody>, ProxyError> {
-    let limit = ctx.policy.range_fill_max;
+    // Never more than could be stored (a route's smaller max_object_size counts).
+    let limit = ctx.policy.range_fill_max.min(ctx.policy.max_object_size);
     if length.is_some_and(|l| l > limit) {
         drop((body, flight));
         return forward_range(ctx, reforward, record).await;
