@@ -314,7 +314,7 @@ pub fn check_origin_206(headers: &HeaderMap) -> Result<Option<u64>, &'static str
     if complete != "*" && digits(complete).is_none_or(|l| b >= l) {
         return Err(bad);
     }
-    let want = b - a + 1;
+    let want = (b - a).checked_add(1).ok_or(bad)?;
     if let Some(cl) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -363,6 +363,23 @@ mod tests {
         assert_eq!(parse(many.as_bytes(), 1000), Ranges::Ignore);
         assert_eq!(parse(b"bytes=0-60,40-99", 100), Ranges::Ignore);
         assert_eq!(parse(b"bytes=200-300,0-1", 100), sat(&[(0, 1)]));
+        let max = u64::MAX;
+        assert_eq!(
+            parse(format!("bytes=0-{max}").as_bytes(), 100),
+            sat(&[(0, 99)])
+        );
+        assert_eq!(
+            parse(format!("bytes=-{max}").as_bytes(), 100),
+            sat(&[(0, 99)])
+        );
+        assert_eq!(
+            parse(format!("bytes={max}-").as_bytes(), 100),
+            Ranges::Unsatisfiable
+        );
+        assert_eq!(
+            parse(format!("bytes=0-{max},0-{max}").as_bytes(), max - 1),
+            Ranges::Ignore
+        );
     }
 
     #[test]
@@ -455,6 +472,8 @@ mod tests {
         assert!(check_origin_206(&h("bytes 0-100/100", None)).is_err());
         assert!(check_origin_206(&h("bytes 9-0/100", None)).is_err());
         assert!(check_origin_206(&HeaderMap::new()).is_err());
+        assert!(check_origin_206(&h("bytes 0-18446744073709551615/*", None)).is_err());
+        assert!(check_origin_206(&h("bytes 0-99999999999999999999/*", None)).is_err());
     }
 
     /// Splits a `multipart/byteranges` body into its parts' (Content-Range, bytes).
