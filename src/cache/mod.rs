@@ -12,6 +12,7 @@ pub mod fill;
 pub mod key;
 pub mod object;
 pub mod policy;
+pub mod range;
 pub mod status;
 pub mod tier;
 

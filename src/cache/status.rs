@@ -61,6 +61,8 @@ pub enum Bypass {
     Method,
     /// A protocol upgrade (WebSocket).
     Upgrade,
+    /// A GET or HEAD with a request body: passed to the origin, never stored.
+    Body,
 }
 
 /// Every `X-Cache` value, in the order metrics index them (`CacheStatus::index`).
@@ -104,6 +106,7 @@ impl CacheStatus {
             CacheStatus::Bypass(Bypass::Off) => "bypass-off",
             CacheStatus::Bypass(Bypass::Method) => "bypass-method",
             CacheStatus::Bypass(Bypass::Upgrade) => "bypass-upgrade",
+            CacheStatus::Bypass(Bypass::Body) => "bypass-body",
             CacheStatus::Pass => "pass",
         }
     }

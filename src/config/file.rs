@@ -203,6 +203,7 @@ pub struct RouteCacheSection {
     pub ignore_no_cache: Option<bool>,
     pub allow_set_cookie: Option<bool>,
     pub max_object_size: Option<Spanned<String>>,
+    pub range_fill_max: Option<Spanned<String>>,
     pub grace: Option<Spanned<String>>,
     pub stale_if_error: Option<Spanned<String>>,
     pub keep: Option<Spanned<String>>,

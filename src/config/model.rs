@@ -696,6 +696,10 @@ pub struct CachePolicy {
     pub key: crate::cache::key::KeySpec,
     /// Larger responses pass through unstored. Default 64 MiB.
     pub max_object_size: u64,
+    /// A range request that misses fetches the whole object when it is at most this large
+    /// (then stores it and answers the range from it); a larger one has its range
+    /// forwarded as it is, unstored. Default 16 MiB; 0 always forwards the range.
+    pub range_fill_max: u64,
     /// Minimum stale-while-revalidate window ("grace"). Default 10 s.
     pub grace: Duration,
     /// Minimum stale-if-error window. Default 5 min.
@@ -738,6 +742,7 @@ impl Default for CachePolicy {
             store: Default::default(),
             key: Default::default(),
             max_object_size: 64 << 20,
+            range_fill_max: 16 << 20,
             grace: Duration::from_secs(10),
             stale_if_error: Duration::from_secs(300),
             keep: Duration::from_secs(3600),

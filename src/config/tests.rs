@@ -445,3 +445,45 @@ fn passwords_stay_out_of_logs() {
     assert_eq!(redact("redis://h:6379"), "redis://h:6379");
     assert_eq!(redact("unix:///run/redis.sock"), "unix:///run/redis.sock");
 }
+
+#[test]
+fn range_fill_max_is_a_size_within_max_object_size() {
+    let route = |cache: &str| {
+        format!("[upstreams.app]\nservers = [\"127.0.0.1:3000\"]\n[[routes]]\nupstream = \"app\"\n[routes.cache]\n{cache}\n")
+    };
+    let policy = |text: &str| {
+        let config = load_str("t.toml", text).unwrap();
+        match &config.routes[0].action {
+            Action::Proxy { cache, .. } => cache.clone().unwrap(),
+            _ => unreachable!(),
+        }
+    };
+    assert_eq!(policy(&route("")).range_fill_max, 16 << 20);
+    assert_eq!(
+        policy(&route("range_fill_max = \"1MiB\"")).range_fill_max,
+        1 << 20
+    );
+    assert_eq!(policy(&route("range_fill_max = \"0\"")).range_fill_max, 0);
+    let p = problems(&route("range_fill_max = \"lots\""));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].starts_with("t.toml:6:18: routes[0].cache.range_fill_max"),
+        "{}",
+        p[0]
+    );
+    assert!(p[0].contains("hint: sizes look like"), "{}", p[0]);
+    let p = problems(&route(
+        "max_object_size = \"1MiB\"\nrange_fill_max = \"2MiB\"",
+    ));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].starts_with("t.toml:7:18: routes[0].cache.range_fill_max"),
+        "{}",
+        p[0]
+    );
+    assert!(
+        p[0].contains("hint: a range miss could never store"),
+        "{}",
+        p[0]
+    );
+}

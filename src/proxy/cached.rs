@@ -1,5 +1,8 @@
 //! The cache step of the request path: lookup, freshness decision, coalesced fetch,
 //! revalidation, stale serving, background refresh, and storing as the body streams.
+//! Range requests: `range`.
+
+mod range;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -116,7 +119,10 @@ pub fn serve_hit<B>(
         return FirstLook::Slow(primary);
     }
     cache.stats.hits.fetch_add(1, Relaxed);
-    let raw = req.version() <= Version::HTTP_11 && req.method() == Method::GET;
+    // A range or a precondition is answered from the header map (`respond_stored`).
+    let raw = req.version() <= Version::HTTP_11
+        && req.method() == Method::GET
+        && !cache::range::asks(req.headers());
     FirstLook::Hit(
         raw.then(|| respond_raw(&obj, req.headers(), &fresh, now))
             .flatten()
@@ -181,11 +187,13 @@ pub async fn serve(
     };
     let req_cc = request_directives(ctx.policy, &ctx.req_headers);
     let is_head = upstream_req.method() == Method::HEAD;
-    // The client's conditionals are answered here, from the stored (or new) response.
+    // The client's conditionals are answered here, from the stored (or new) response,
+    // and so is its range (from the whole object; `range`).
     strip_conditionals(upstream_req.headers_mut());
     // The origin is asked for the variant the response will be stored as: one coding,
     // and the listed value of each `vary_normalise` field.
     ctx.policy.vary.rewrite_request(upstream_req.headers_mut());
+    let range_asked = upstream_req.headers_mut().remove(header::RANGE).is_some();
 
     let stored = ctx
         .cache
@@ -237,10 +245,17 @@ pub async fn serve(
     record.cache = Some(CacheStatus::Miss(miss));
 
     if is_head && stored.is_none() {
-        // A HEAD miss is relayed as is; only GET responses are stored.
+        // A HEAD miss is relayed as is (a range with its If-Range); only GET responses
+        // are stored.
         ctx.cache.stats.misses.fetch_add(1, Relaxed);
+        range::restore(upstream_req.headers_mut(), &ctx.req_headers);
         let resp = fetch(&ctx, upstream_req, record).await?;
         let (mut parts, body) = resp.into_parts();
+        if parts.status.is_success()
+            && cache::range::precondition_failed(&ctx.req_headers, &parts.headers)
+        {
+            return Ok(range::precondition_failed());
+        }
         super::strip_hop_by_hop(&mut parts.headers, false);
         strip_own_fields(&mut parts.headers);
         return Ok(Response::from_parts(parts, RespBody::upstream(body)));
@@ -309,6 +324,8 @@ pub async fn serve(
         }
     };
 
+    // Should the object be too large to answer the range from, the range goes as it came.
+    let reforward = (range_asked && !is_head).then(|| range::copy_head(&upstream_req));
     if let Some(obj) = &stored {
         upstream_req
             .headers_mut()
@@ -442,9 +459,17 @@ pub async fn serve(
         }
     }
     strip_own_fields(&mut parts.headers);
+    if let (Some(reforward), StatusCode::OK) = (reforward, parts.status) {
+        let (fill, head) = ((template, flight, length), (parts, body));
+        return range::answer_miss(&ctx, head, fill, reforward, record).await;
+    }
     let client_not_modified = template.is_some()
         && parts.status == StatusCode::OK
         && policy::not_modified(&ctx.req_headers, &parts.headers);
+    // If-Match / If-Unmodified-Since fail for the new response (RFC 9110 §13.1.1, §13.1.4).
+    let client_failed = parts.status == StatusCode::OK
+        && cache::range::precondition_failed(&ctx.req_headers, &parts.headers);
+    let filling = template.is_some();
     let body = match template {
         Some((obj, index)) => {
             let max = ctx
@@ -458,6 +483,12 @@ pub async fn serve(
         }
         None => RespBody::upstream(body),
     };
+    if client_failed {
+        if filling {
+            tokio::spawn(drain(body));
+        }
+        return Ok(range::precondition_failed());
+    }
     if client_not_modified {
         // The body still streams into the cache in the background.
         tokio::spawn(drain(body));
@@ -474,10 +505,12 @@ async fn fetch(
     record: &mut Record,
 ) -> Result<Response<UpstreamBody>, upstream::Error> {
     let (mut parts, body) = req.into_parts();
+    let asked_range = parts.headers.contains_key(header::RANGE);
     let forwarded = ctx
         .group
         .forward(&mut parts, body, &ctx.pick, HeadAs::Map, Patience::Queue)
         .await?;
+    range::check_answer(&forwarded, asked_range)?;
     record.upstream = Some(forwarded.backend);
     Ok(forwarded.response)
 }
@@ -699,6 +732,14 @@ fn respond_stored(
     now: SystemTime,
 ) -> Response<RespBody> {
     let age = HeaderValue::from(obj.age_to_send(fresh.age(now).as_secs()));
+    if cache::range::asks(req_headers) {
+        let (status, body) = (obj.status, &obj.body);
+        if let Some(resp) =
+            range::answer(status, &obj.headers, body, req_headers, is_head, Some(&age))
+        {
+            return resp;
+        }
+    }
     if obj.status == StatusCode::OK && policy::not_modified(req_headers, &obj.headers) {
         return not_modified_response(&obj.headers, Some(age));
     }

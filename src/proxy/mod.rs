@@ -277,7 +277,10 @@ fn admit<'r>(
             upstream,
             cache: Some(policy),
             ..
-        } if matches!(*req.method(), Method::GET | Method::HEAD) && !is_upgrade(req.headers()) => {
+        } if matches!(*req.method(), Method::GET | Method::HEAD)
+            && !is_upgrade(req.headers())
+            && req.body().is_end_stream() =>
+        {
             let (Some(cache), Some(Some(group))) =
                 (&runtime.cache, runtime.route_groups.get(route.id.0))
             else {
@@ -380,8 +383,12 @@ async fn proxy(
     let downstream_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let (mut parts, body) = req.into_parts();
-    let downstream_headers = (caching.is_some() && cacheable_method && !wants_upgrade && !pass)
-        .then(|| parts.headers.clone());
+    // A GET or HEAD with a body passes: the origin may read it, so its answer is not the
+    // URL's (RFC 9110 §9.3.1).
+    let with_body = cacheable_method && !body.is_end_stream();
+    let downstream_headers =
+        (caching.is_some() && cacheable_method && !wants_upgrade && !pass && !with_body)
+            .then(|| parts.headers.clone());
     let method = parts.method.clone();
     // A clone of the URI shares its bytes: no copy of the path and query.
     let downstream_uri = parts.uri.clone();
@@ -483,6 +490,7 @@ async fn proxy(
         (Some(_), true) => CacheStatus::Pass,
         (None, _) => CacheStatus::Bypass(Bypass::Off),
         (Some(_), false) if wants_upgrade => CacheStatus::Bypass(Bypass::Upgrade),
+        (Some(_), false) if with_body => CacheStatus::Bypass(Bypass::Body),
         (Some(_), false) => CacheStatus::Bypass(Bypass::Method),
     };
     record.cache = Some(status);

@@ -350,6 +350,7 @@ pub(super) fn route_cache(
         store,
         key,
         max_object_size: c.size(&s.max_object_size, &p("max_object_size"), d.max_object_size),
+        range_fill_max: super::range::range_fill_max(c, s, path, d.range_fill_max),
         grace: c.duration(&s.grace, &p("grace"), d.grace),
         stale_if_error: c.duration(&s.stale_if_error, &p("stale_if_error"), d.stale_if_error),
         keep: c.duration(&s.keep, &p("keep"), d.keep),
