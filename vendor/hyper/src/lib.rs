@@ -122,12 +122,13 @@ pub use http::{header, HeaderMap, Method, Request, Response, StatusCode, Uri, Ve
 
 pub use crate::error::{Error, Result};
 
-/// torii patch: a response extension holding whole field lines (`name: value\r\n`
-/// each) that an HTTP/1 server writes verbatim right after the status line, then an
-/// `Age` line when `age` is set. torii uses it to send a stored response's fields,
-/// encoded once, on every cache hit. The lines must hold a `Date` (hyper then adds
-/// none) and leave out the framing fields (`Content-Length`, `Transfer-Encoding`,
-/// `Connection`), which hyper writes itself; HTTP/2 ignores the extension.
+// torii patch 06: pre-encoded response fields, written verbatim by an HTTP/1 server.
+/// A response extension holding whole field lines (`name: value\r\n` each) that an
+/// HTTP/1 server writes verbatim right after the status line, then an `Age` line when
+/// `age` is set. torii uses it to send a stored response's fields, encoded once, on
+/// every cache hit. The lines must hold a `Date` (hyper then adds none) and leave out
+/// the framing fields (`Content-Length`, `Transfer-Encoding`, `Connection`), which hyper
+/// writes itself; HTTP/2 ignores the extension.
 #[derive(Clone, Debug)]
 pub struct RawFields {
     /// Whole field lines, each ending in CRLF.

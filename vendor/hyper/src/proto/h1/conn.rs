@@ -404,12 +404,6 @@ where
                     }
                     Err(e) => {
                         debug!("incoming body decode error: {}", e);
-                        // torii patch: nothing after the bad body will be read, so the
-                        // unread input must not hold the (error) response back.
-                        #[cfg(feature = "server")]
-                        if T::is_server() {
-                            self.io.stop_flush_pipeline();
-                        }
                         (Reading::Closed, Poll::Ready(Some(Err(e))))
                     }
                 }
@@ -518,7 +512,7 @@ where
     fn force_io_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         debug_assert!(!self.state.is_read_closed());
 
-        // torii patch: without growing the read buffer (see `poll_read_watching`).
+        // torii patch 09: without growing the read buffer (see `poll_read_watching`).
         let result = ready!(self.io.poll_read_watching(cx));
         Poll::Ready(result.map_err(|e| {
             trace!(error = %e, "force_io_read; io error");
@@ -601,9 +595,8 @@ where
         self.io.can_buffer()
     }
 
-    /// Whether bytes are sitting in the write buffer waiting to be flushed.
-    /// torii patch: a keep-alive server connection between two messages: idle, nothing
-    /// read ahead or left to write, no upgrade or error pending.
+    // torii patch 07: a keep-alive server connection between two messages: idle, nothing
+    // read ahead or left to write, no upgrade or error pending.
     #[cfg(feature = "server")]
     pub(crate) fn is_idle_between_messages(&self) -> bool {
         self.state.is_idle()
@@ -615,6 +608,7 @@ where
             && !self.io.has_buffered_write()
     }
 
+    /// Whether bytes are sitting in the write buffer waiting to be flushed.
     pub(crate) fn has_buffered_write(&self) -> bool {
         self.io.has_buffered_write()
     }
@@ -862,10 +856,6 @@ where
                 // Drop the cached headers so as to not trigger a debug
                 // assert in `write_head`...
                 self.state.cached_headers.take();
-                // torii patch: with pipeline flushing on, the unread bad input would
-                // otherwise hold this response back until the connection is dropped.
-                #[cfg(feature = "server")]
-                self.io.stop_flush_pipeline();
                 self.write_head(msg, None);
                 self.state.error = Some(err);
                 return Ok(());
@@ -877,8 +867,9 @@ where
     }
 
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // torii patch: a connection that reads no further request (closing, or its read
-        // side done) must not hold its last response back for input it will never read.
+        // torii patch 05: a connection that reads no further request (closing, or its read
+        // side done: a request head or body that failed to parse, `Connection: close`) must
+        // not hold its last response back for input it will never read.
         #[cfg(feature = "server")]
         if T::is_server() && (!self.state.wants_keep_alive() || self.state.is_read_closed()) {
             self.io.stop_flush_pipeline();
@@ -886,7 +877,7 @@ where
         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
         self.try_keep_alive(cx);
         trace!("flushed({}): {:?}", T::LOG, self.state);
-        // torii patch: an idle keep-alive connection gives its buffers back (8 KiB to
+        // torii patch 04: an idle keep-alive connection gives its buffers back (8 KiB to
         // read, 8 KiB or more to write) instead of holding them while it waits.
         #[cfg(feature = "server")]
         if T::is_server()
@@ -933,11 +924,6 @@ where
     }
 
     pub(crate) fn close_read(&mut self) {
-        // torii patch: once reading stops, unread input must not hold a response back.
-        #[cfg(feature = "server")]
-        if T::is_server() {
-            self.io.stop_flush_pipeline();
-        }
         self.state.close_read();
     }
 

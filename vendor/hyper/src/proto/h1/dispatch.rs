@@ -404,9 +404,9 @@ where
                             Ok(frame) => frame,
                             Err(e) => {
                                 *clear_body = true;
-                                // torii: what was buffered (the head, body bytes that came
-                                // before the failure) goes out before the connection is cut,
-                                // so the client sees a truncated message, not none at all.
+                                // torii patch 08: what was buffered (the head, body bytes that
+                                // came before the failure) goes out before the connection is
+                                // cut, so the client sees a truncated message, not none at all.
                                 let _ = self.conn.poll_flush(cx);
                                 return Poll::Ready(Err(crate::Error::new_user_body(e)));
                             }
@@ -577,9 +577,9 @@ cfg_server! {
         Bs: Body,
         I: Read + Write + Unpin,
     {
-        /// torii patch: whether this server connection sits between two requests with
-        /// nothing in flight or buffered, so that taking it apart (`into_parts`) and serving
-        /// the IO again later with a new connection loses nothing.
+        // torii patch 07: whether this server connection sits between two requests with
+        // nothing in flight or buffered, so that taking it apart (`into_parts`) and serving
+        // the IO again later with a new connection loses nothing.
         pub(crate) fn is_idle_between_messages(&self) -> bool {
             !self.is_closing
                 && self.body_tx.0.is_none()

@@ -29,8 +29,8 @@ pub(crate) const DEFAULT_MAX_BUFFER_SIZE: usize = 8192 + 4096 * 100;
 /// forces a flush if the queue gets this big.
 const MAX_BUF_LIST_BUFFERS: usize = 16;
 
-/// torii patch: with the `Flatten` strategy (which pipeline flushing forces), a buffer this
-/// large or larger is queued after the flattened bytes instead of copied into them.
+// torii patch 10: with the `Flatten` strategy (which pipeline flushing forces), a buffer this
+// large or larger is queued after the flattened bytes instead of copied into them.
 const FLATTEN_MAX: usize = INIT_BUFFER_SIZE;
 
 pub(crate) struct Buffered<T, B> {
@@ -78,8 +78,7 @@ where
         }
     }
 
-    #[cfg(feature = "server")]
-    /// torii patch: an error response must go out even while unread (bad) input remains.
+    // torii patch 05: pipeline flushing off for good: the connection reads no further request.
     #[cfg(feature = "server")]
     pub(crate) fn stop_flush_pipeline(&mut self) {
         self.flush_pipeline = false;
@@ -165,8 +164,8 @@ where
         self.write_buf.remaining() > 0
     }
 
-    /// torii patch: frees the read buffer and the write buffer when both are empty; they
-    /// are allocated again (8 KiB each) when the next message arrives.
+    // torii patch 04: frees the read buffer and the write buffer when both are empty; they
+    // are allocated again (8 KiB each) when the next message arrives.
     #[cfg(feature = "server")]
     pub(crate) fn release_idle_buffers(&mut self) {
         if self.read_buf.is_empty() {
@@ -176,7 +175,7 @@ where
     }
 
     pub(crate) fn can_buffer(&self) -> bool {
-        // torii patch: the write buffer stays bounded with pipeline flushing too; without
+        // torii patch 03: the write buffer stays bounded with pipeline flushing too; without
         // this a slow reader made the server buffer a whole streamed body in memory.
         self.write_buf.can_buffer()
     }
@@ -255,11 +254,11 @@ where
         self.poll_read_io(cx, true)
     }
 
-    /// torii patch: a read that only watches a busy connection (for its close, or what a
-    /// client sends ahead) reads into the room the buffer has, growing it only when it is
-    /// full. Growing it there reallocated it on every request: the request being served
-    /// still holds the bytes its head was parsed from, so the buffer can't be reclaimed in
-    /// place: a new buffer for every request that waits on something.
+    // torii patch 09: a read that only watches a busy connection (for its close, or what a
+    // client sends ahead) reads into the room the buffer has, growing it only when it is
+    // full. Growing it there reallocated it on every request: the request being served
+    // still holds the bytes its head was parsed from, so the buffer can't be reclaimed in
+    // place: a new buffer for every request that waits on something.
     pub(crate) fn poll_read_watching(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         self.poll_read_io(cx, false)
     }
@@ -274,6 +273,7 @@ where
                 .max()
                 .saturating_sub(self.read_buf.len()),
         );
+        // torii patch 09: grows the buffer for a watching read only when it is full.
         let room = self.read_buf_remaining_mut();
         if room < next && (grow || room == 0) {
             self.read_buf.reserve(next);
@@ -313,21 +313,21 @@ where
     }
 
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // torii patch: hold writes back for pipelined input only while there is room left.
-        // torii patch: and only for a pipelined request, not for the stray CRLF a client
+        // torii patch 03: hold writes back for pipelined input only while there is room left.
+        // torii patch 05: and only for a pipelined request, not for the stray CRLF a client
         // may send after a body (RFC 9112 §2.2), which would hold the response back forever.
-        // torii patch: and not while a large buffer is queued (see `FLATTEN_MAX`): no
-        // further head can be written until it is flushed.
         if self.flush_pipeline
             && self.read_buf.iter().any(|&b| b != b'\r' && b != b'\n')
             && self.write_buf.can_buffer()
+            // torii patch 10: and not while a large buffer is queued (see `FLATTEN_MAX`): no
+            // further head can be written until it is flushed.
             && self.can_headers_buf()
         {
             Poll::Ready(Ok(()))
         } else if self.write_buf.remaining() == 0 {
             Pin::new(&mut self.io).poll_flush(cx)
         } else {
-            // torii patch: large buffers are queued after the flattened bytes (see
+            // torii patch 10: large buffers are queued after the flattened bytes (see
             // `FLATTEN_MAX`); with any queued, the vectored path below writes both.
             if let WriteStrategy::Flatten = self.write_buf.strategy {
                 if !self.write_buf.queue.has_remaining() {
@@ -572,9 +572,9 @@ impl<T: AsRef<[u8]>> Buf for Cursor<T> {
     }
 }
 
-/// Appends all of `buf` to `bytes` (torii patch: one loop for `WriteBuf::buffer` and
-/// `WriteBuf::headers_mut`). perf: This is a little faster than <Vec as BufMut>>::put, but
-/// accomplishes the same result.
+// torii patch 10: one loop for `WriteBuf::buffer` and `WriteBuf::headers_mut`.
+/// Appends all of `buf` to `bytes`. perf: This is a little faster than <Vec as BufMut>>::put,
+/// but accomplishes the same result.
 fn extend_from_buf(bytes: &mut Vec<u8>, buf: &mut impl Buf) {
     loop {
         let slice = buf.chunk();
@@ -614,7 +614,7 @@ impl<B: Buf> WriteBuf<B> {
     pub(super) fn buffer<BB: Buf + Into<B>>(&mut self, mut buf: BB) {
         debug_assert!(buf.has_remaining());
         match self.strategy {
-            // torii patch: a large buffer (a cached 1 MiB body) is queued as it is, not
+            // torii patch 10: a large buffer (a cached 1 MiB body) is queued as it is, not
             // copied (the `Queue` arm): it goes out with the flattened bytes before it in
             // one vectored write. Whatever comes after it while it waits is queued behind
             // it, in order, and no new head is written until the queue is flushed
@@ -632,6 +632,7 @@ impl<B: Buf> WriteBuf<B> {
                 );
                 extend_from_buf(&mut head.bytes, &mut buf);
             }
+            // torii patch 10: the `Queue` arm also takes what the `Flatten` arm leaves.
             WriteStrategy::Flatten | WriteStrategy::Queue => {
                 trace!(
                     self.len = self.remaining(),
@@ -644,12 +645,12 @@ impl<B: Buf> WriteBuf<B> {
     }
 
     fn can_buffer(&self) -> bool {
-        // torii patch: one rule for both strategies (`Flatten` queues large buffers too).
+        // torii patch 10: one rule for both strategies (`Flatten` queues large buffers too).
         self.queue.bufs_cnt() < MAX_BUF_LIST_BUFFERS && self.remaining() < self.max_buf_size
     }
 
     fn headers_mut(&mut self) -> &mut Cursor<Vec<u8>> {
-        // torii patch: bytes still queued (a large buffer, see `FLATTEN_MAX`) go out before
+        // torii patch 10: bytes still queued (a large buffer, see `FLATTEN_MAX`) go out before
         // anything written here from now on: a head written while they wait (hyper's own
         // error answer to a pipelined request it can't parse, a 100 Continue) goes after a
         // copy of them. Heads of responses wait for the queue instead (`can_headers_buf`).
@@ -657,13 +658,14 @@ impl<B: Buf> WriteBuf<B> {
             self.headers.maybe_unshift(self.queue.remaining());
             extend_from_buf(&mut self.headers.bytes, &mut self.queue);
         }
+        // torii patch 04: allocated again on first use after `release`.
         if self.headers.bytes.capacity() == 0 {
             self.headers.bytes.reserve(INIT_BUFFER_SIZE);
         }
         &mut self.headers
     }
 
-    /// torii patch: drops the (possibly large, after a flattened body) write buffer.
+    // torii patch 04: drops the (possibly large, after a flattened body) write buffer.
     #[cfg(feature = "server")]
     fn release(&mut self) {
         if self.remaining() == 0 && self.headers.bytes.capacity() > 0 {

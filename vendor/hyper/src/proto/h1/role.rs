@@ -357,7 +357,7 @@ impl Http1Transaction for Server {
         }
 
         if is_te && is_cl {
-            // torii patch: RFC 9112 §6.1 allows rejecting a request with both framings;
+            // torii patch 02: RFC 9112 §6.1 allows rejecting a request with both framings;
             // a proxy must, since the next hop might read it the other way (smuggling).
             debug!("request with both content-length and transfer-encoding, bad request");
             return Err(Parse::transfer_encoding_invalid());
@@ -468,7 +468,7 @@ impl Http1Transaction for Server {
             extend(dst, b"\r\n");
         }
 
-        // torii patch: pre-encoded fields (see `crate::RawFields`), which hold the Date.
+        // torii patch 06: pre-encoded fields (see `crate::RawFields`), which hold the Date.
         if let Some(raw) = msg.head.extensions.get::<crate::RawFields>() {
             extend(dst, &raw.lines);
             if let Some(age) = raw.age {

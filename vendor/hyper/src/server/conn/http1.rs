@@ -140,8 +140,9 @@ where
         self.conn.disable_keep_alive();
     }
 
-    /// torii patch: whether the connection is between two requests with nothing in flight,
-    /// read ahead or left to write. Such a connection can be taken apart with
+    // torii patch 07: `is_idle`, so that an idle keep-alive connection can be held as its IO.
+    /// Whether the connection is between two requests with nothing in flight, read ahead
+    /// or left to write. Such a connection can be taken apart with
     /// [`into_parts`](Self::into_parts) and its IO served later by a new `Connection`
     /// (with the same service) without losing anything: a server can so hold an idle
     /// keep-alive connection as its socket alone.
@@ -567,7 +568,8 @@ where
         self.inner.map(|conn| conn.into_parts())
     }
 
-    /// torii patch: see [`Connection::is_idle`]; never true once upgraded.
+    // torii patch 07: `is_idle` of an upgradeable connection.
+    /// See [`Connection::is_idle`]; never true once upgraded.
     pub fn is_idle(&self) -> bool {
         self.inner.as_ref().is_some_and(Connection::is_idle)
     }
