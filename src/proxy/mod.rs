@@ -86,6 +86,15 @@ pub fn handle(
     };
     Handled::Waiting(Box::pin(async move {
         let route = &runtime.config.routes[route.0];
+        // An origin's interim (1xx) answers go on to an HTTP/1.1 client (hyper writes what
+        // `ConnState` queues: torii patch 11); never to HTTP/1.0 (RFC 9110 §15.2), nor yet
+        // to HTTP/2. They are never stored.
+        let conn = &*exchange.conn;
+        let relay = move |head: Response<()>| conn.relay_interim(head);
+        let interim: upstream::Interim<'_> = match req.version() {
+            Version::HTTP_11 => Some(&relay),
+            _ => None,
+        };
         let result = proxy(
             req,
             peer,
@@ -94,6 +103,7 @@ pub fn handle(
             looked,
             &runtime,
             &mut exchange.record,
+            interim,
         )
         .await;
         finish(result, exchange, &runtime, &shared, peer)
@@ -335,6 +345,7 @@ async fn proxy(
     looked: Looked,
     runtime: &Runtime,
     record: &mut Record,
+    interim: upstream::Interim<'_>,
 ) -> Result<Response<RespBody>, ProxyError> {
     let pass = matches!(looked, Looked::Pass);
     let Action::Proxy {
@@ -476,6 +487,7 @@ async fn proxy(
                 Looked::Slow(primary) => Some(primary),
                 Looked::Not | Looked::Pass => None,
             },
+            interim,
         };
         let result = cached::serve(ctx, upstream_req, record).await;
         if record.cache.is_some_and(CacheStatus::from_store) {
@@ -511,6 +523,7 @@ async fn proxy(
             &pick,
             head_as,
             Patience::Queue,
+            interim,
         )
         .await;
     record.upstream_time = Some(sent.elapsed());
