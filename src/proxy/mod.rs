@@ -337,6 +337,8 @@ fn admit<'r>(
 }
 
 /// Relays a request to the route's upstream group and its response back.
+// Each argument is a different part of the request's context.
+#[allow(clippy::too_many_arguments)]
 async fn proxy(
     mut req: Request<Incoming>,
     peer: SocketAddr,

@@ -404,6 +404,7 @@ impl Group {
 
     /// One exchange with server `index` (over a new connection if `fresh`): the response
     /// head within `response_timeout` (and before `deadline`).
+    #[allow(clippy::too_many_arguments)]
     async fn send_once(
         &self,
         index: usize,
