@@ -2,6 +2,7 @@
 //! an HTTP/1.1 client on the wire before the final answer, are never stored, and their
 //! fields never leak into the final response or the stored one; a hit never replays them.
 //! `100 Continue` goes to a client that sent `Expect` once (hyper's own), never twice.
+//! The same for HTTP/2 clients (prior knowledge), stream by stream.
 
 mod support;
 
@@ -264,4 +265,156 @@ async fn expect_100_continue_is_answered_once_not_twice() {
     assert_eq!(wire.matches("HTTP/1.1 100").count(), 1, "{wire}");
     assert_eq!(wire.matches("HTTP/1.1 103").count(), 1, "{wire}");
     assert!(wire.ends_with("hello"), "{wire}");
+}
+
+/// An HTTP/2 client (prior knowledge, cleartext) on torii.
+async fn h2_client(torii: &Torii) -> h2::client::SendRequest<bytes::Bytes> {
+    let tcp = TcpStream::connect(torii.addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    send
+}
+
+/// Sends `GET path` on `client`; the response, still to be awaited.
+async fn h2_get(
+    client: &mut h2::client::SendRequest<bytes::Bytes>,
+    path: &str,
+) -> h2::client::ResponseFuture {
+    let req = http::Request::get(format!("http://example.com{path}"))
+        .body(())
+        .unwrap();
+    let ready = client.clone().ready();
+    *client = tokio::time::timeout(WAIT, ready).await.unwrap().unwrap();
+    client.send_request(req, true).unwrap().0
+}
+
+/// The next interim head of `response`, or `None` once its final head has come.
+async fn h2_interim(response: &mut h2::client::ResponseFuture) -> Option<http::Response<()>> {
+    let next = std::future::poll_fn(|cx| response.poll_informational(cx));
+    tokio::time::timeout(WAIT, next)
+        .await
+        .expect("no interim or final head")
+        .map(|r| r.unwrap())
+}
+
+/// The final response: its head and its whole body.
+async fn h2_final(response: h2::client::ResponseFuture) -> (http::response::Parts, Vec<u8>) {
+    let (head, mut body) = tokio::time::timeout(WAIT, response)
+        .await
+        .unwrap()
+        .unwrap()
+        .into_parts();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(WAIT, body.data()).await.unwrap() {
+        let chunk = chunk.unwrap();
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+        bytes.extend_from_slice(&chunk);
+    }
+    (head, bytes)
+}
+
+#[tokio::test]
+async fn early_hints_reach_an_http2_client_first_and_are_never_stored() {
+    let origin = HintingOrigin::start(false).await;
+    let torii = torii(&origin, true).await;
+    let mut client = h2_client(&torii).await;
+    let mut response = h2_get(&mut client, "/page").await;
+    // The 102 and the 103 arrive while the origin still holds its final answer.
+    let processing = h2_interim(&mut response).await.expect("a 102");
+    assert_eq!(processing.status(), 102);
+    let hints = h2_interim(&mut response).await.expect("a 103");
+    assert_eq!(hints.status(), 103);
+    let fields = hints.headers();
+    assert_eq!(fields["link"], "</hint.css>; rel=preload; as=style");
+    assert_eq!(fields["x-hint"], "yes");
+    // Hop-by-hop fields (and the ones `Connection` names) are stripped: h2 forbids them.
+    assert!(!fields.contains_key("connection"), "{fields:?}");
+    assert!(!fields.contains_key("x-hop"), "{fields:?}");
+    origin.release();
+    assert!(
+        h2_interim(&mut response).await.is_none(),
+        "a third interim head"
+    );
+    let (head, body) = h2_final(response).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(body, b"hello");
+    let links: Vec<_> = head.headers.get_all("link").iter().collect();
+    assert_eq!(
+        links,
+        ["</final.css>; rel=stylesheet"],
+        "{:?}",
+        head.headers
+    );
+    assert!(!head.headers.contains_key("x-hint"), "{:?}", head.headers);
+    assert_eq!(head.headers["x-cache"], "MISS");
+
+    // A hit, on the same connection: the final answer's fields only, and no 1xx replayed.
+    let mut response = h2_get(&mut client, "/page").await;
+    assert!(
+        h2_interim(&mut response).await.is_none(),
+        "a hit replayed a 1xx"
+    );
+    let (head, body) = h2_final(response).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(body, b"hello");
+    assert_eq!(head.headers["x-cache"], "HIT");
+    let links: Vec<_> = head.headers.get_all("link").iter().collect();
+    assert_eq!(
+        links,
+        ["</final.css>; rel=stylesheet"],
+        "{:?}",
+        head.headers
+    );
+    assert!(
+        !head.headers.contains_key("x-hint"),
+        "stored: {:?}",
+        head.headers
+    );
+    assert_eq!(origin.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn interim_answers_on_concurrent_http2_streams_go_with_their_own_request() {
+    let origin = HintingOrigin::start(false).await;
+    let torii = torii(&origin, false).await;
+    let mut client = h2_client(&torii).await;
+    // Two streams in flight at once, each held at the origin until both had their hints.
+    let mut first = h2_get(&mut client, "/a").await;
+    let mut second = h2_get(&mut client, "/b").await;
+    for response in [&mut first, &mut second] {
+        assert_eq!(h2_interim(response).await.unwrap().status(), 102);
+        assert_eq!(h2_interim(response).await.unwrap().status(), 103);
+    }
+    origin.release();
+    origin.release();
+    for response in [first, second] {
+        let mut response = response;
+        assert!(
+            h2_interim(&mut response).await.is_none(),
+            "a third interim head"
+        );
+        let (head, body) = h2_final(response).await;
+        assert_eq!(head.status, 200);
+        assert_eq!(body, b"hello");
+        assert!(!head.headers.contains_key("x-hint"), "{:?}", head.headers);
+    }
+    assert_eq!(origin.hits.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn an_http2_request_without_interim_answers_is_unchanged() {
+    // No origin hint at all: a plain answer, no interim head.
+    let origin = Origin::start().await;
+    origin.set("/plain", Reply::new("plain"));
+    let torii = Torii::to(&origin, "").await;
+    let mut client = h2_client(&torii).await;
+    for _ in 0..3 {
+        let mut response = h2_get(&mut client, "/plain").await;
+        assert!(h2_interim(&mut response).await.is_none());
+        let (head, body) = h2_final(response).await;
+        assert_eq!(head.status, 200);
+        assert_eq!(body, b"plain");
+    }
 }

@@ -87,12 +87,19 @@ pub fn handle(
     Handled::Waiting(Box::pin(async move {
         let route = &runtime.config.routes[route.0];
         // An origin's interim (1xx) answers go on to an HTTP/1.1 client (hyper writes what
-        // `ConnState` queues: torii patch 11); never to HTTP/1.0 (RFC 9110 §15.2), nor yet
-        // to HTTP/2. They are never stored.
+        // `ConnState` queues) and to an HTTP/2 one (hyper sends, on this request's stream,
+        // what this future hands it while polled); both torii patch 11. Never to HTTP/1.0
+        // (RFC 9110 §15.2); never stored.
         let conn = &*exchange.conn;
         let relay = move |head: Response<()>| conn.relay_interim(head);
+        let relay_h2 = |head: Response<()>| {
+            // Given back only if not called from within this stream's poll, which the
+            // upstream exchange (polled inline by this future) always is.
+            let _ = hyper::ext::send_informational(head);
+        };
         let interim: upstream::Interim<'_> = match req.version() {
             Version::HTTP_11 => Some(&relay),
+            Version::HTTP_2 => Some(&relay_h2),
             _ => None,
         };
         let result = proxy(

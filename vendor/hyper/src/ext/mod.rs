@@ -77,6 +77,13 @@ pub trait InformationalSource: Send + Sync {
         cx: &mut std::task::Context<'_>,
     ) -> Option<http::Response<()>>;
 }
+// torii patch 11: the same for the service of an HTTP/2 server stream.
+#[cfg(all(feature = "http2", feature = "server"))]
+mod h2_informational;
+#[cfg(all(feature = "http2", feature = "server"))]
+pub(crate) use h2_informational::polling as h2_informational_polling;
+#[cfg(all(feature = "http2", feature = "server"))]
+pub use h2_informational::send_informational;
 #[cfg(all(feature = "http1", feature = "client"))]
 pub(crate) use informational::OnInformational;
 #[cfg(all(feature = "http1", feature = "client", feature = "ffi"))]
