@@ -41,6 +41,7 @@ pub mod config;
 pub mod connection;
 pub mod demo;
 pub mod error;
+pub mod identity;
 pub mod limits;
 pub mod listener;
 pub mod observe;
