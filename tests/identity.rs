@@ -187,3 +187,244 @@ async fn access_lists_refuse_before_the_cache_and_the_upstream() {
         StatusCode::OK
     );
 }
+
+// === 3. PROXY protocol ===
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const ECHO: &[u8] = b"GET /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+
+async fn proxy_listener(origin: &Origin, mode: &str, extra: &str) -> Torii {
+    Torii::start(
+        &format!(
+            "[server]\nadmin = \"off\"\n[log]\naccess = \"off\"\n[limits]\nheader_timeout = \"1s\"\n\
+             {extra}\n[[listeners]]\naddr = \"127.0.0.1:0\"\nproxy_protocol = \"{mode}\"\n\
+             [upstreams.app]\nservers = [\"{{origin}}\"]\n[[routes]]\nupstream = \"app\"\n"
+        ),
+        Some(origin),
+    )
+    .await
+}
+
+/// Sends `pieces` one write at a time (a pause between: split segments), then reads until
+/// the connection closes.
+async fn send_pieces(addr: SocketAddr, pieces: &[&[u8]]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    for piece in pieces {
+        if stream.write_all(piece).await.is_err() {
+            break;
+        }
+        stream.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn v2(command: u8, family: u8, body: &[u8]) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.push(0x20 | command);
+    h.push(family);
+    h.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    h.extend_from_slice(body);
+    h
+}
+
+fn v2_tcp4(src: [u8; 4], tlvs: &[u8]) -> Vec<u8> {
+    let mut body = src.to_vec();
+    body.extend_from_slice(&[127, 0, 0, 1]);
+    body.extend_from_slice(&4711u16.to_be_bytes());
+    body.extend_from_slice(&80u16.to_be_bytes());
+    body.extend_from_slice(tlvs);
+    v2(1, 0x11, &body)
+}
+
+#[tokio::test]
+async fn proxy_v1_and_v2_name_the_client_even_in_pieces() {
+    let origin = Origin::start().await;
+    let torii = proxy_listener(&origin, "any", "").await;
+    let v1 = b"PROXY TCP4 192.0.2.10 127.0.0.1 56324 80\r\n";
+    let resp = send_pieces(torii.addr, &[v1, ECHO]).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert_eq!(echoed_xff(&resp), "192.0.2.10", "{resp}");
+    // The header split over several segments, the request in the same write as its end.
+    let with_echo = |line: &[u8]| [line, ECHO].concat();
+    let tail = with_echo(b"::1 1 80\r\n");
+    let resp = send_pieces(torii.addr, &[b"PRO", b"XY TCP6 2001:db8::9 ", &tail]).await;
+    assert_eq!(echoed_xff(&resp), "2001:db8::9", "{resp}");
+    let tail = with_echo(b"127.0.0.1 1 80\r\n");
+    let resp = send_pieces(torii.addr, &[b"PROXY TCP4 192.0.2.11 ", &tail]).await;
+    assert_eq!(echoed_xff(&resp), "192.0.2.11", "{resp}");
+    // v2 with TLVs (AWS-style VPC endpoint id, CRC), written a byte at first then the rest.
+    let mut tlvs = vec![0xEA, 0, 5, 1, b'v', b'p', b'c', b'e'];
+    tlvs.extend_from_slice(&[0x03, 0, 4, 0, 0, 0, 0]);
+    let header = v2_tcp4([198, 51, 100, 7], &tlvs);
+    let resp = send_pieces(
+        torii.addr,
+        &[&header[..1], &header[1..20], &header[20..], ECHO],
+    )
+    .await;
+    assert_eq!(echoed_xff(&resp), "198.51.100.7", "{resp}");
+    // LOCAL (the balancer's health check): the peer.
+    let resp = send_pieces(torii.addr, &[&v2(0, 0, &[]), ECHO]).await;
+    assert_eq!(echoed_xff(&resp), "127.0.0.1", "{resp}");
+    let resp = send_pieces(torii.addr, &[b"PROXY UNKNOWN\r\n", ECHO]).await;
+    assert_eq!(echoed_xff(&resp), "127.0.0.1", "{resp}");
+}
+
+#[tokio::test]
+async fn bad_proxy_headers_close_the_connection_and_forward_nothing() {
+    let origin = Origin::start().await;
+    let torii = proxy_listener(&origin, "any", "").await;
+    let v1 = b"PROXY TCP4 192.0.2.10 127.0.0.1 56324 80\r\n".as_slice();
+    let long = [b"PROXY TCP4 ".as_slice(), &[b'1'; 120], b"\r\n"].concat();
+    let mut v4_as_v6 = v2_tcp4([198, 51, 100, 7], &[]);
+    v4_as_v6[13] = 0x21;
+    let mut past = v2_tcp4([198, 51, 100, 7], &[]);
+    past[15] += 40; // claims 40 bytes more than are sent
+    let tlv_past = v2_tcp4([198, 51, 100, 7], &[0x04, 0, 200, 1]);
+    let too_long = v2(1, 0x11, &[0; 5000]);
+    let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        ("no header", vec![ECHO.to_vec()]),
+        ("truncated v1", vec![b"PROXY TCP4 192.0.2.10".to_vec()]),
+        ("line too long", vec![long]),
+        (
+            "mixed families v1",
+            vec![
+                b"PROXY TCP4 2001:db8::1 127.0.0.1 1 80\r\n".to_vec(),
+                ECHO.to_vec(),
+            ],
+        ),
+        ("mixed families v2", vec![v4_as_v6, ECHO.to_vec()]),
+        ("length past the buffer", vec![past]),
+        ("TLV past the header", vec![tlv_past, ECHO.to_vec()]),
+        ("over the v2 bound", vec![too_long, ECHO.to_vec()]),
+        ("twice", vec![v1.to_vec(), v1.to_vec(), ECHO.to_vec()]),
+        (
+            "garbage",
+            vec![b"\x16\x03\x01 hello".to_vec(), ECHO.to_vec()],
+        ),
+    ];
+    for (what, pieces) in &cases {
+        let pieces: Vec<&[u8]> = pieces.iter().map(Vec::as_slice).collect();
+        let resp = send_pieces(torii.addr, &pieces).await;
+        assert!(!resp.contains(" 200 "), "{what}: {resp}");
+        // The next connection is unaffected.
+        let resp = send_pieces(torii.addr, &[v1, ECHO]).await;
+        assert_eq!(echoed_xff(&resp), "192.0.2.10", "after {what}: {resp}");
+    }
+    assert_eq!(origin.hits("/echo"), cases.len());
+    // A header that never comes: closed after limits.header_timeout.
+    let started = std::time::Instant::now();
+    let resp = send_pieces(torii.addr, &[b"PROXY "]).await;
+    assert!(resp.is_empty(), "{resp}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // A v1 listener refuses v2, and a v2 listener v1.
+    let only_v1 = proxy_listener(&origin, "v1", "").await;
+    let resp = send_pieces(only_v1.addr, &[&v2_tcp4([1, 2, 3, 4], &[]), ECHO]).await;
+    assert!(resp.is_empty(), "{resp}");
+    let only_v2 = proxy_listener(&origin, "v2", "").await;
+    let resp = send_pieces(only_v2.addr, &[v1, ECHO]).await;
+    assert!(resp.is_empty(), "{resp}");
+    assert_eq!(origin.hits("/echo"), cases.len());
+}
+
+#[tokio::test]
+async fn per_ip_caps_count_the_proxy_address_also_after_hibernation() {
+    let origin = Origin::start().await;
+    let torii = proxy_listener(&origin, "v1", "max_connections_per_ip = 1").await;
+    // One connection held open from 192.0.2.1; another from it is closed; 192.0.2.2 is not.
+    let mut held = TcpStream::connect(torii.addr).await.unwrap();
+    held.write_all(b"PROXY TCP4 192.0.2.1 127.0.0.1 1 80\r\nGET /echo HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = vec![0; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), held.read(&mut first))
+        .await
+        .unwrap()
+        .unwrap();
+    let first = String::from_utf8_lossy(&first[..n]).into_owned();
+    assert_eq!(echoed_xff(&first), "192.0.2.1", "{first}");
+    let resp = send_pieces(
+        torii.addr,
+        &[b"PROXY TCP4 192.0.2.1 127.0.0.1 2 80\r\n", ECHO],
+    )
+    .await;
+    assert!(resp.is_empty(), "{resp}");
+    let resp = send_pieces(
+        torii.addr,
+        &[b"PROXY TCP4 192.0.2.2 127.0.0.1 2 80\r\n", ECHO],
+    )
+    .await;
+    assert_eq!(echoed_xff(&resp), "192.0.2.2", "{resp}");
+    // The held connection, idle long enough to hibernate, still is 192.0.2.1's.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let resp = send_pieces(
+        torii.addr,
+        &[b"PROXY TCP4 192.0.2.1 127.0.0.1 3 80\r\n", ECHO],
+    )
+    .await;
+    assert!(resp.is_empty(), "{resp}");
+    held.write_all(ECHO).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), held.read_to_end(&mut out)).await;
+    let resp = String::from_utf8_lossy(&out);
+    assert_eq!(echoed_xff(&resp), "192.0.2.1", "{resp}");
+    // Once it is closed, 192.0.2.1 may connect again.
+    let resp = send_pieces(
+        torii.addr,
+        &[b"PROXY TCP4 192.0.2.1 127.0.0.1 4 80\r\n", ECHO],
+    )
+    .await;
+    assert_eq!(echoed_xff(&resp), "192.0.2.1", "{resp}");
+}
+
+#[tokio::test]
+async fn proxy_header_comes_before_the_tls_handshake() {
+    let origin = Origin::start().await;
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let torii = Torii::start(
+        &format!(
+            "[server]\nadmin = \"off\"\n[log]\naccess = \"off\"\n\
+             [[listeners]]\naddr = \"127.0.0.1:0\"\nproxy_protocol = \"v2\"\n\
+             [listeners.tls]\ncert = \"{dir}/examples/tls/example.pem\"\nkey = \"{dir}/examples/tls/example.key\"\n\
+             [upstreams.app]\nservers = [\"{{origin}}\"]\n[[routes]]\nupstream = \"app\"\n"
+        ),
+        Some(&origin),
+    )
+    .await;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = rustls_pki_types::CertificateDer::from_pem_file(format!("{dir}/examples/tls/ca.pem"))
+        .unwrap();
+    roots.add(ca).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let mut tcp = TcpStream::connect(torii.addr).await.unwrap();
+    tcp.write_all(&v2_tcp4([203, 0, 113, 50], &[0x01, 0, 2, b'h', b'2']))
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    tls.write_all(ECHO).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+    let resp = String::from_utf8_lossy(&out);
+    assert_eq!(echoed_xff(&resp), "203.0.113.50", "{resp}");
+    assert!(resp.contains("x-forwarded-proto: https"), "{resp}");
+    // Without the header, the handshake never starts: closed.
+    let tcp = TcpStream::connect(torii.addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    assert!(connector.connect(name, tcp).await.is_err());
+}
