@@ -57,6 +57,7 @@ fn main() {
             keep_path: false,
         },
         rate_limit: None,
+        access: None,
     };
     let router = Router::new(&[
         route(0, HostMatch::Any, "/"),

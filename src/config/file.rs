@@ -30,6 +30,7 @@ pub struct ListenerSection {
     pub tls: Option<Spanned<TlsSection>>,
     pub redirect_https: Option<Spanned<bool>>,
     pub https_port: Option<Spanned<i64>>,
+    pub proxy_protocol: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -57,6 +58,7 @@ pub struct ServerSection {
     pub workers: Option<Spanned<i64>>,
     pub runtime: Option<Spanned<String>>,
     pub drain_timeout: Option<Spanned<String>>,
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,6 +146,15 @@ pub struct RouteSection {
     pub redirect: Option<Spanned<RedirectSection>>,
     pub cache: Option<Spanned<RouteCacheSection>>,
     pub rate_limit: Option<Spanned<RateLimitSection>>,
+    pub access: Option<Spanned<AccessSection>>,
+}
+
+/// `routes[].access = { allow = [...], deny = [...] }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessSection {
+    pub allow: Option<Vec<Spanned<String>>>,
+    pub deny: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -200,6 +200,7 @@ impl Config {
                 workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
                 runtime: RuntimeKind::ThreadPerCore,
                 drain_timeout: std::time::Duration::from_secs(30),
+                trusted_proxies: Vec::new(),
             },
             limits: Limits::default(),
             log: Log {
@@ -218,6 +219,7 @@ impl Config {
                     cache: Some(Arc::new(CachePolicy::default())),
                 },
                 rate_limit: None,
+                access: None,
             }],
         })
     }

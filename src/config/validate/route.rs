@@ -254,6 +254,7 @@ pub(super) fn route(
         path: route_path,
         action,
         rate_limit,
+        access: super::identity::access(c, s, path),
     })
 }
 
