@@ -143,7 +143,18 @@ pub struct RouteSection {
     pub respond: Option<Spanned<RespondSection>>,
     pub redirect: Option<Spanned<RedirectSection>>,
     pub cache: Option<Spanned<RouteCacheSection>>,
+    pub compress: Option<Spanned<CompressSection>>,
     pub rate_limit: Option<Spanned<RateLimitSection>>,
+}
+
+/// `routes[].compress`: on by default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressSection {
+    pub enabled: Option<bool>,
+    pub codings: Option<Spanned<Vec<Spanned<String>>>>,
+    pub min_size: Option<Spanned<String>>,
+    pub types: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
