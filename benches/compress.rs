@@ -79,6 +79,7 @@ fn row(name: &str, data: &[u8], (t, len): (Duration, usize)) {
 }
 
 fn main() {
+    hit_decision();
     for (label, data) in [
         ("text (src + README)", corpus_text()),
         ("JSON", corpus_json()),
@@ -99,12 +100,20 @@ fn main() {
                 }),
             );
         }
-        for q in [1, 3, 4, 5, 6, 9] {
+        for (q, lgwin) in [
+            (1, 22),
+            (4, 22),
+            (4, 18),
+            (5, 22),
+            (5, 18),
+            (6, 22),
+            (9, 22),
+        ] {
             row(
-                &format!("br q{q}"),
+                &format!("br q{q} lgwin {lgwin}"),
                 &data,
                 best(|| {
-                    let mut e = brotli::CompressorWriter::new(Vec::new(), 4096, q, 22);
+                    let mut e = brotli::CompressorWriter::new(Vec::new(), 4096, q, lgwin);
                     e.write_all(&data).unwrap();
                     e.into_inner().len()
                 }),
@@ -124,5 +133,50 @@ fn main() {
                 best(|| encode_all(c, &data).unwrap().len()),
             );
         }
+    }
+}
+
+/// The decision a fresh hit on a compressing route pays before taking the raw fast path
+/// (`proxy::compress::hit_as_is`), ns per call.
+fn hit_decision() {
+    use http::{HeaderMap, HeaderValue, StatusCode};
+    use std::hint::black_box;
+    let config = torii::config::Compress::default();
+    let mut br = HeaderMap::new();
+    br.insert(
+        "content-type",
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    br.insert("content-encoding", HeaderValue::from_static("br"));
+    br.insert("cache-control", HeaderValue::from_static("max-age=600"));
+    let mut png = HeaderMap::new();
+    png.insert("content-type", HeaderValue::from_static("image/png"));
+    png.insert("cache-control", HeaderValue::from_static("max-age=600"));
+    let mut req = HeaderMap::new();
+    req.insert(
+        "accept-encoding",
+        HeaderValue::from_static("gzip, deflate, br, zstd"),
+    );
+    println!("\n| fresh hit, decision before the raw path | ns/call |\n|---|---|");
+    for (name, stored, cfg) in [
+        ("stored br, client takes br", &br, Some(&config)),
+        ("image/png, not compressible", &png, Some(&config)),
+        ("route without compression", &png, None),
+    ] {
+        let n = 2_000_000u32;
+        let t = cpu();
+        for _ in 0..n {
+            black_box(torii::proxy::compress::hit_as_is(
+                black_box(cfg),
+                StatusCode::OK,
+                black_box(stored),
+                50_000,
+                black_box(&req),
+            ));
+        }
+        println!(
+            "| {name} | {:.0} |",
+            (cpu() - t).as_nanos() as f64 / f64::from(n)
+        );
     }
 }
