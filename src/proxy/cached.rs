@@ -124,13 +124,7 @@ pub fn serve_hit<B>(
     let raw = req.version() <= Version::HTTP_11
         && req.method() == Method::GET
         && !cache::range::asks(req.headers())
-        && super::compress::hit_as_is(
-            compress,
-            obj.status,
-            &obj.headers,
-            obj.body.len(),
-            req.headers(),
-        );
+        && super::compress::hit_as_is_stored(compress, &obj, req.headers());
     FirstLook::Hit(
         raw.then(|| respond_raw(&obj, req.headers(), &fresh, now))
             .flatten()

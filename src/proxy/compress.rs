@@ -243,6 +243,38 @@ pub fn hit_as_is(
     }
 }
 
+/// `hit_as_is` for a stored object, with what does not depend on the client computed
+/// once per object: an object that needs no work for any client (not encoded, and not to
+/// be compressed: its type, size, status or `no-transform`) costs one atomic load.
+pub fn hit_as_is_stored(
+    config: Option<&Compress>,
+    obj: &crate::cache::object::CachedObject,
+    req_headers: &HeaderMap,
+) -> bool {
+    let Some(c) = config else {
+        return true;
+    };
+    let inert = obj.memo.inert_or(c as *const Compress as usize, || {
+        !obj.headers.contains_key(header::CONTENT_ENCODING)
+            && (obj.status != StatusCode::OK
+                || (obj.body.len() as u64) < c.min_size
+                || !obj
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .is_some_and(|t| c.compressible(t.as_bytes()))
+                || no_transform(&obj.headers)
+                || obj.headers.contains_key(header::CONTENT_RANGE))
+    });
+    inert
+        || hit_as_is(
+            config,
+            obj.status,
+            &obj.headers,
+            obj.body.len(),
+            req_headers,
+        )
+}
+
 /// Whether a range can be answered from a stored object for this client: the object is
 /// not encoded, or in a coding the client accepts (else the whole object is sent, and
 /// decoded for it).
