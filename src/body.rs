@@ -10,6 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
 use crate::cache::fill::Fill;
+use crate::compress::{BoxError, Coder, Source, Transformed};
 use crate::observe::Exchange;
 use crate::upstream::UpstreamBody;
 
@@ -26,7 +27,58 @@ enum Kind {
     Full(Option<Bytes>),
     Upstream(UpstreamBody),
     /// An upstream body also being copied into the cache.
-    Fill(UpstreamBody, Option<Box<Fill>>),
+    Fill(Src, Option<Box<Fill>>),
+    /// Another body encoded or decoded on its way to the client (`proxy::compress`).
+    Coded(Box<Transformed<RespBody>>),
+}
+
+/// What a fill reads: the upstream body, or that body encoded, when the object stored is
+/// the encoded one (compress once).
+#[derive(Debug)]
+enum Src {
+    Plain(UpstreamBody),
+    Coded(Box<Transformed<UpstreamBody>>),
+}
+
+impl Body for Src {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Src::Plain(b) => Pin::new(b).poll_frame(cx),
+            Src::Coded(b) => Pin::new(&mut **b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Src::Plain(b) => b.is_end_stream(),
+            Src::Coded(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Src::Plain(b) => b.size_hint(),
+            Src::Coded(b) => b.size_hint(),
+        }
+    }
+}
+
+impl Source for UpstreamBody {}
+
+impl Source for RespBody {
+    fn abandon(&mut self) {
+        match &mut self.kind {
+            Kind::Fill(_, fill) => *fill = None,
+            Kind::Coded(t) => t.inner_mut().abandon(),
+            Kind::Full(_) | Kind::Upstream(_) => {}
+        }
+    }
 }
 
 impl RespBody {
@@ -55,8 +107,46 @@ impl RespBody {
     /// An upstream body that is stored in the cache as it streams, if it ends cleanly.
     pub fn filling(body: UpstreamBody, fill: Fill) -> RespBody {
         RespBody {
-            kind: Kind::Fill(body, Some(Box::new(fill))),
+            kind: Kind::Fill(Src::Plain(body), Some(Box::new(fill))),
             exchange: None,
+        }
+    }
+
+    /// This body run through `coder` (an encoder or a decoder).
+    pub fn transformed(mut self, coder: Coder) -> RespBody {
+        let exchange = self.exchange.take();
+        let kind = std::mem::replace(&mut self.kind, Kind::Full(None));
+        let inner = RespBody {
+            kind,
+            exchange: None,
+        };
+        RespBody {
+            kind: Kind::Coded(Box::new(Transformed::new(inner, coder))),
+            exchange,
+        }
+    }
+
+    /// The headers of the object a filling body will store, if it is filling.
+    pub fn fill_mut(&mut self) -> Option<&mut Fill> {
+        match &mut self.kind {
+            Kind::Fill(_, Some(fill)) => Some(fill),
+            _ => None,
+        }
+    }
+
+    /// For a filling body: encode the upstream body before it is stored, so the object
+    /// stored is the encoded one. False (nothing done) for any other body.
+    pub fn encode_before_fill(&mut self, coder: Coder) -> bool {
+        match &mut self.kind {
+            Kind::Fill(src @ Src::Plain(_), Some(_)) => {
+                let Src::Plain(body) = std::mem::replace(src, Src::Plain(UpstreamBody::Full(None)))
+                else {
+                    unreachable!()
+                };
+                *src = Src::Coded(Box::new(Transformed::new(body, coder)));
+                true
+            }
+            _ => false,
         }
     }
 
@@ -89,6 +179,7 @@ impl Body for RespBody {
         let polled = match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Kind::Coded(body) => Pin::new(&mut **body).poll_frame(cx),
             Kind::Fill(body, fill) => {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
                 match &polled {
@@ -100,7 +191,7 @@ impl Body for RespBody {
                         }
                         // hyper stops polling once the body says it has ended, so the
                         // last data frame may be the last poll.
-                        if body.is_end_stream() {
+                        if body.is_end_stream() && !fill.as_ref().is_some_and(|f| f.held) {
                             if let Some(f) = fill.take() {
                                 f.finish();
                             }
@@ -136,14 +227,18 @@ impl Body for RespBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
-            Kind::Upstream(body) | Kind::Fill(body, _) => body.is_end_stream(),
+            Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Fill(body, _) => body.is_end_stream(),
+            Kind::Coded(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Upstream(body) | Kind::Fill(body, _) => body.size_hint(),
+            Kind::Upstream(body) => body.size_hint(),
+            Kind::Fill(body, _) => body.size_hint(),
+            Kind::Coded(body) => body.size_hint(),
         }
     }
 }
@@ -169,7 +264,7 @@ impl Drop for RespBody {
 const ORPHAN_FRAME_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Reads the rest of `body` into `fill` and stores it if it ends cleanly and complete.
-async fn complete_fill(mut body: UpstreamBody, mut fill: Box<Fill>) {
+async fn complete_fill(mut body: Src, mut fill: Box<Fill>) {
     loop {
         match tokio::time::timeout(ORPHAN_FRAME_TIMEOUT, body.frame()).await {
             Ok(Some(Ok(frame))) => {

@@ -39,6 +39,7 @@ pub mod admin;
 pub mod body;
 pub mod cache;
 pub mod cli;
+pub mod compress;
 pub mod config;
 pub mod connection;
 pub mod demo;

@@ -22,6 +22,9 @@ pub struct Fill {
     max: usize,
     /// `Content-Length` of the response, when it had one.
     expected: Option<u64>,
+    /// Stored only once the body has said it ended (`Ready(None)`), not on its last
+    /// data frame: the body is read by a decoder that may still refuse it.
+    pub held: bool,
 }
 
 impl Fill {
@@ -42,7 +45,19 @@ impl Fill {
             len: 0,
             max,
             expected,
+            held: false,
         }
+    }
+
+    /// The fields of the object to be stored.
+    pub fn headers_mut(&mut self) -> &mut http::HeaderMap {
+        &mut self.template.headers
+    }
+
+    /// The body stored is not the one announced (it is encoded on its way): its length is
+    /// whatever it comes to.
+    pub fn unknown_length(&mut self) {
+        self.expected = None;
     }
 
     /// Takes a copy of the next chunk (a reference count, not the bytes). Returns false

@@ -150,6 +150,9 @@ pub struct ObjectMemo(
     std::sync::OnceLock<Option<Bytes>>,
     /// The largest `Age` (seconds) sent for this object: a later one is never smaller.
     std::sync::atomic::AtomicU64,
+    /// Whether the object needs no coding work for any client under one route's
+    /// compression settings (tagged by their address): `proxy::compress::hit_as_is`.
+    std::sync::OnceLock<(usize, bool)>,
 );
 
 impl ObjectMemo {
@@ -163,6 +166,17 @@ impl ObjectMemo {
             Some((kept, f)) if *kept == id => *f,
             Some(_) => compute(),
             None => self.0.get_or_init(|| (id, compute())).1,
+        }
+    }
+}
+
+impl ObjectMemo {
+    /// The value kept for `tag`, computing (and keeping, if none is kept yet) it.
+    pub fn inert_or(&self, tag: usize, compute: impl FnOnce() -> bool) -> bool {
+        match self.3.get() {
+            Some(&(kept, inert)) if kept == tag => inert,
+            Some(_) => compute(),
+            None => self.3.get_or_init(|| (tag, compute())).1,
         }
     }
 }

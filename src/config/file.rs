@@ -145,6 +145,7 @@ pub struct RouteSection {
     pub respond: Option<Spanned<RespondSection>>,
     pub redirect: Option<Spanned<RedirectSection>>,
     pub cache: Option<Spanned<RouteCacheSection>>,
+    pub compress: Option<Spanned<CompressSection>>,
     pub rate_limit: Option<Spanned<RateLimitSection>>,
     pub access: Option<Spanned<AccessSection>>,
 }
@@ -155,6 +156,16 @@ pub struct RouteSection {
 pub struct AccessSection {
     pub allow: Option<Vec<Spanned<String>>>,
     pub deny: Option<Vec<Spanned<String>>>,
+}
+
+/// `routes[].compress`: on by default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressSection {
+    pub enabled: Option<bool>,
+    pub codings: Option<Spanned<Vec<Spanned<String>>>>,
+    pub min_size: Option<Spanned<String>>,
+    pub types: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

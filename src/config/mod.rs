@@ -3,6 +3,7 @@
 //! Precedence: CLI flags (for `torii proxy`) > file > defaults. A config is always validated
 //! completely before it is used; on reload a bad file leaves the running config in place.
 
+pub mod compress;
 pub mod file;
 pub mod model;
 pub mod tls;
@@ -14,6 +15,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use compress::{Coding, Compress};
 pub use model::*;
 
 /// One thing wrong with a config, with where it is.
@@ -216,7 +218,12 @@ impl Config {
                 action: Action::Proxy {
                     upstream: name,
                     host_header: None,
-                    cache: Some(Arc::new(CachePolicy::default())),
+                    cache: Some(Arc::new({
+                        let mut policy = CachePolicy::default();
+                        policy.vary.identity_upstream = true;
+                        policy
+                    })),
+                    compress: Some(Arc::new(Compress::default())),
                 },
                 rate_limit: None,
                 access: None,

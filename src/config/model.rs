@@ -495,6 +495,8 @@ pub enum Action {
         host_header: Option<HeaderValue>,
         /// `None`: this route does not cache (X-Cache: BYPASS).
         cache: Option<Arc<CachePolicy>>,
+        /// `None`: torii never compresses or decodes this route's responses.
+        compress: Option<Arc<super::Compress>>,
     },
     Respond {
         status: StatusCode,

@@ -487,3 +487,91 @@ fn range_fill_max_is_a_size_within_max_object_size() {
         p[0]
     );
 }
+
+#[test]
+fn compress_is_on_by_default_and_checked_with_hints() {
+    let route = |compress: &str| {
+        format!(
+            "[upstreams.app]\nservers = [\"127.0.0.1:3000\"]\n[[routes]]\nupstream = \"app\"\n{compress}\n"
+        )
+    };
+    let compress_of = |text: &str| {
+        let config = load_str("t.toml", text).unwrap();
+        match &config.routes[0].action {
+            Action::Proxy {
+                compress, cache, ..
+            } => (
+                compress.clone(),
+                cache.as_ref().is_some_and(|p| p.vary.identity_upstream),
+            ),
+            _ => unreachable!(),
+        }
+    };
+    let (on, identity) = compress_of(&route(""));
+    assert_eq!(on.as_deref(), Some(&Compress::default()));
+    assert!(
+        identity,
+        "the origin is asked for identity when torii compresses"
+    );
+    let (off, identity) = compress_of(&route("compress = { enabled = false }"));
+    assert!(off.is_none() && !identity);
+    let (c, _) = compress_of(&route(
+        "compress = { codings = [\"gzip\", \"br\"], min_size = \"2KiB\", types = [\"Text/*\"] }",
+    ));
+    let c = c.unwrap();
+    assert_eq!(c.codings, vec![Coding::Gzip, Coding::Br]);
+    assert_eq!(
+        (c.min_size, c.types.clone()),
+        (2048, vec!["text/*".to_string()])
+    );
+
+    let p = problems(&route(
+        "compress = { codings = [\"gzip\", \"deflate\", \"gzip\"] }",
+    ));
+    assert_eq!(
+        p.iter().filter(|l| l.starts_with("t.toml:")).count(),
+        2,
+        "{p:?}"
+    );
+    let unknown = p.iter().find(|l| l.contains("unknown coding")).unwrap();
+    assert!(
+        unknown.starts_with("t.toml:5:33: routes[0].compress.codings"),
+        "{unknown}"
+    );
+    assert!(
+        p.iter().any(|l| l.contains("torii compresses with")),
+        "{p:?}"
+    );
+    assert!(p.iter().any(|l| l.contains("listed twice")), "{p:?}");
+    let p = problems(&route(
+        "compress = { types = [\"html\"], min_size = \"big\" }",
+    ));
+    assert!(
+        p.iter().any(|l| l.contains("routes[0].compress.types")
+            && l.contains("\"html\" is not a media type")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|l| l.contains("use \"type/subtype\" or \"type/*\"")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(|l| l.contains("routes[0].compress.min_size")),
+        "{p:?}"
+    );
+    let p = problems(&route("compress = { codings = [] }"));
+    assert!(
+        p.iter()
+            .any(|l| l.contains("compress = { enabled = false }")),
+        "{p:?}"
+    );
+    let p = problems(&route("compress = { level = 3 }"));
+    assert!(!p.is_empty(), "unknown keys are errors");
+    let p = problems("[[routes]]\nrespond = { status = 200 }\ncompress = { enabled = true }\n");
+    assert!(
+        p.iter()
+            .any(|l| l.contains("compress only applies to routes with an upstream")),
+        "{p:?}"
+    );
+}

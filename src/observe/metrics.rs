@@ -22,6 +22,7 @@ pub const UPSTREAM_EJECTIONS_TOTAL: &str = "torii_upstream_ejections_total";
 pub const UPSTREAM_PANIC: &str = "torii_upstream_panic";
 pub const UPSTREAM_PANIC_REQUESTS_TOTAL: &str = "torii_upstream_panic_requests_total";
 pub const REJECTIONS_TOTAL: &str = "torii_rejections_total";
+pub const COMPRESSIONS_TOTAL: &str = "torii_compressions_total";
 pub const CONNECTIONS_OPEN: &str = "torii_connections_open";
 pub const CONNECTIONS_HIBERNATED: &str = "torii_connections_hibernated";
 pub const CONNECTIONS_ACCEPTED_TOTAL: &str = "torii_connections_accepted_total";
@@ -143,6 +144,8 @@ pub struct Metrics {
     pub received_bytes: Counter,
     pub sent_bytes: Counter,
     pub rejections: [Counter; 3],
+    /// Bodies torii compressed, by `Coding::index` (`zstd`, `br`, `gzip`).
+    pub compressions: [Counter; 3],
     routes: Mutex<HashMap<String, Arc<RouteMetrics>>>,
     groups: Mutex<HashMap<String, Arc<GroupMetrics>>>,
     windows: Mutex<VecDeque<Window>>,
@@ -474,6 +477,20 @@ impl Metrics {
                 out,
                 "{REJECTIONS_TOTAL}{{reason=\"{reason}\"}} {}",
                 self.rejections[i].get()
+            );
+        }
+        header(
+            out,
+            COMPRESSIONS_TOTAL,
+            "counter",
+            "Response bodies torii compressed, by coding.",
+        );
+        for coding in crate::config::Coding::ALL {
+            let _ = writeln!(
+                out,
+                "{COMPRESSIONS_TOTAL}{{coding=\"{}\"}} {}",
+                coding.token(),
+                self.compressions[coding.index()].get()
             );
         }
         counter(

@@ -93,6 +93,7 @@ pub enum FirstLook {
 pub fn serve_hit<B>(
     cache: &Cache,
     policy: &CachePolicy,
+    compress: Option<&crate::config::Compress>,
     scheme: &str,
     host: &str,
     req: &Request<B>,
@@ -124,7 +125,8 @@ pub fn serve_hit<B>(
     // A range or a precondition is answered from the header map (`respond_stored`).
     let raw = req.version() <= Version::HTTP_11
         && req.method() == Method::GET
-        && !cache::range::asks(req.headers());
+        && !cache::range::asks(req.headers())
+        && super::compress::hit_as_is_stored(compress, &obj, req.headers());
     FirstLook::Hit(
         raw.then(|| respond_raw(&obj, req.headers(), &fresh, now))
             .flatten()
@@ -741,7 +743,8 @@ fn respond_stored(
     now: SystemTime,
 ) -> Response<RespBody> {
     let age = HeaderValue::from(obj.age_to_send(fresh.age(now).as_secs()));
-    if cache::range::asks(req_headers) {
+    if cache::range::asks(req_headers) && super::compress::range_servable(&obj.headers, req_headers)
+    {
         let (status, body) = (obj.status, &obj.body);
         if let Some(resp) =
             range::answer(status, &obj.headers, body, req_headers, is_head, Some(&age))

@@ -3,6 +3,7 @@
 //! limits → route → cache (`cached`) → upstream → response headers → observe.
 
 pub mod cached;
+pub mod compress;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -81,16 +82,25 @@ pub fn handle(
 
     let (route, host, looked) = match admit(&req, peer, li, &runtime, &mut exchange.record) {
         Ok(Next::Done(mut resp)) => {
+            let ask = exchange
+                .record
+                .route
+                .and_then(|id| compress::Ask::of(&req, &runtime.config.routes[id.0]));
             lend_headers(resp.headers_mut(), req.into_parts().0.headers);
-            return Handled::Ready(Some(finish(Ok(resp), exchange, &runtime, &shared, peer)));
+            let resp = finish(Ok(resp), exchange, &runtime, &shared, peer, ask);
+            return Handled::Ready(Some(resp));
         }
-        Err(e) => return Handled::Ready(Some(finish(Err(e), exchange, &runtime, &shared, peer))),
+        Err(e) => {
+            let resp = finish(Err(e), exchange, &runtime, &shared, peer, None);
+            return Handled::Ready(Some(resp));
+        }
         Ok(Next::Proxy {
             route,
             host,
             looked,
         }) => (route.id, host, looked),
     };
+    let ask = compress::Ask::of(&req, &runtime.config.routes[route.0]);
     Handled::Waiting(Box::pin(async move {
         let route = &runtime.config.routes[route.0];
         // An origin's interim (1xx) answers go on to an HTTP/1.1 client (hyper writes what
@@ -120,7 +130,7 @@ pub fn handle(
             interim,
         )
         .await;
-        finish(result, exchange, &runtime, &shared, peer)
+        finish(result, exchange, &runtime, &shared, peer, ask)
     }))
 }
 
@@ -159,9 +169,15 @@ fn finish(
     runtime: &Runtime,
     shared: &Shared,
     peer: SocketAddr,
+    ask: Option<compress::Ask>,
 ) -> Response<RespBody> {
     let mut resp = match result {
-        Ok(resp) => resp,
+        Ok(resp) => match &ask {
+            Some(ask) => {
+                compress::apply(resp, ask, runtime.config.limits.max_body, &shared.metrics)
+            }
+            None => resp,
+        },
         Err(e) => {
             let cause = upstream::error_chain(&e);
             match e.status() {
@@ -321,7 +337,11 @@ fn admit<'r>(
             let key_host = host
                 .as_deref()
                 .unwrap_or_else(|| group.config.servers[0].addr.authority.as_str());
-            match cached::serve_hit(cache, policy, record.scheme(), key_host, req) {
+            let compress = match &route.action {
+                Action::Proxy { compress, .. } => compress.as_deref(),
+                _ => None,
+            };
+            match cached::serve_hit(cache, policy, compress, record.scheme(), key_host, req) {
                 cached::FirstLook::Hit(resp) => {
                     record.cache = Some(CacheStatus::Hit);
                     resp
@@ -370,6 +390,7 @@ async fn proxy(
     let Action::Proxy {
         host_header,
         cache: route_cache,
+        compress,
         ..
     } = &route.action
     else {
@@ -529,7 +550,11 @@ async fn proxy(
     // `X-Cache` and `Via` the response step would add to its map (hyper's h2 server writes
     // no raw lines, so never for HTTP/2).
     let head_as = match (record.version, &method) {
-        (Version::HTTP_10 | Version::HTTP_11, &Method::GET) if !wants_upgrade => {
+        // A response torii may compress is read from its fields (`compress::apply`).
+        (Version::HTTP_10 | Version::HTTP_11, &Method::GET)
+            if !wants_upgrade
+                && !compress::may_encode(compress.as_deref(), upstream_req.headers()) =>
+        {
             HeadAs::RawLines(raw_tail(status))
         }
         _ => HeadAs::Map,

@@ -14,6 +14,10 @@ pub const CODINGS: [&str; 4] = ["br", "zstd", "gzip", "identity"];
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct VaryNormalise {
     pub lists: Vec<(HeaderName, Vec<String>)>,
+    /// The route compresses (`routes[].compress`): `Accept-Encoding` normalises to
+    /// `identity` for every request, so the origin is asked for identity and one stored
+    /// object serves every client (torii encodes or decodes it per client).
+    pub identity_upstream: bool,
 }
 
 impl VaryNormalise {
@@ -29,6 +33,9 @@ impl VaryNormalise {
     /// when torii normalises it: always for `accept-encoding`, and for listed fields.
     pub fn value<'a>(&'a self, name: &str, req_headers: &HeaderMap) -> Option<&'a str> {
         if name == "accept-encoding" {
+            if self.identity_upstream {
+                return Some("identity");
+            }
             return Some(accept_encoding(req_headers));
         }
         let list = self.list(name)?;
@@ -39,7 +46,11 @@ impl VaryNormalise {
     /// it will be stored as: `Accept-Encoding` is the chosen coding, listed fields the
     /// chosen value.
     pub fn rewrite_request(&self, headers: &mut HeaderMap) {
-        let coding = accept_encoding(headers);
+        let coding = if self.identity_upstream {
+            "identity"
+        } else {
+            accept_encoding(headers)
+        };
         headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(coding));
         for (name, list) in &self.lists {
             let chosen = pick_listed(name.as_str(), list, headers);
@@ -218,6 +229,7 @@ mod tests {
                 HeaderName::from_static("accept-language"),
                 vec!["en".into(), "de".into()],
             )],
+            identity_upstream: false,
         };
         let mut h = req("accept-encoding", "gzip, deflate");
         h.insert("accept-language", HeaderValue::from_static("de-AT"));

@@ -944,6 +944,7 @@ fn s4_1_listed_field_maps_to_one_value() {
             HeaderName::from_static("accept-language"),
             vec!["en".into(), "de".into()],
         )],
+        identity_upstream: false,
     };
     let key = |v: &str| {
         secondary_key(

@@ -169,13 +169,27 @@ pub(super) fn route(
             }
             return None;
         }
-        let cache = route_cache(c, s.cache.as_ref(), path, caching);
+        let mut cache = route_cache(c, s.cache.as_ref(), path, caching);
+        let compress = super::compress::compress(c, s.compress.as_ref(), path);
+        if let (Some(policy), Some(_)) = (&mut cache, &compress) {
+            // torii makes the codings itself: the origin is asked for identity, and one
+            // stored object serves every client (README, "Compression").
+            Arc::make_mut(policy).vary.identity_upstream = true;
+        }
         Action::Proxy {
             upstream: key,
             host_header,
             cache,
+            compress,
         }
     } else if let Some(respond) = &s.respond {
+        if let Some(compress) = &s.compress {
+            c.report(
+                compress.span(),
+                format!("{path}.compress"),
+                "compress only applies to routes with an upstream",
+            );
+        }
         let r = respond.get_ref();
         let status = status(
             c,
