@@ -55,8 +55,10 @@ fn main() {
             status: StatusCode::FOUND,
             to: "/".into(),
             keep_path: false,
+            regex: None,
         },
         rate_limit: None,
+        rules: None,
     };
     let router = Router::new(&[
         route(0, HostMatch::Any, "/"),

@@ -21,6 +21,45 @@ pub struct FileConfig {
     /// addition to the plain ones in `server.listen`.
     #[serde(default)]
     pub listeners: Vec<Spanned<ListenerSection>>,
+    /// `[defaults]`: settings every route inherits (header rules).
+    pub defaults: Option<DefaultsSection>,
+}
+
+/// `[defaults]`: header rules applied on every route, before the route's own.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultsSection {
+    pub headers: Option<HeadersSection>,
+}
+
+/// `headers = { request = {…}, response = {…} }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadersSection {
+    pub request: Option<HeaderRulesSection>,
+    pub response: Option<HeaderRulesSection>,
+}
+
+/// Field name to value template, each with its span.
+pub type HeaderValues = BTreeMap<Spanned<String>, Spanned<String>>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderRulesSection {
+    pub remove: Option<Vec<Spanned<String>>>,
+    pub set: Option<HeaderValues>,
+    pub add: Option<HeaderValues>,
+    pub set_if_absent: Option<HeaderValues>,
+}
+
+/// `rewrite = { strip_prefix = "/api" }`, `{ prefix = "/v2" }` or `{ regex, to }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewriteSection {
+    pub strip_prefix: Option<Spanned<String>>,
+    pub prefix: Option<Spanned<String>>,
+    pub regex: Option<Spanned<String>>,
+    pub to: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,6 +183,8 @@ pub struct RouteSection {
     pub redirect: Option<Spanned<RedirectSection>>,
     pub cache: Option<Spanned<RouteCacheSection>>,
     pub rate_limit: Option<Spanned<RateLimitSection>>,
+    pub headers: Option<HeadersSection>,
+    pub rewrite: Option<Spanned<RewriteSection>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -161,6 +202,7 @@ pub struct RedirectSection {
     pub to: Option<Spanned<String>>,
     pub status: Option<Spanned<i64>>,
     pub keep_path: Option<bool>,
+    pub regex: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

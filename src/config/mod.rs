@@ -5,6 +5,7 @@
 
 pub mod file;
 pub mod model;
+pub mod rules;
 pub mod tls;
 pub mod units;
 pub mod validate;
@@ -218,6 +219,7 @@ impl Config {
                     cache: Some(Arc::new(CachePolicy::default())),
                 },
                 rate_limit: None,
+                rules: None,
             }],
         })
     }

@@ -449,6 +449,8 @@ pub struct Route {
     pub action: Action,
     /// Requests per second per client (or header value); 429 beyond.
     pub rate_limit: Option<RateLimit>,
+    /// Header rules and path rewrite (`[defaults]` merged in); `None` when there are none.
+    pub rules: Option<Arc<super::rules::RouteRules>>,
 }
 
 /// What a route matches on the Host header.
@@ -479,8 +481,10 @@ pub enum Action {
     Redirect {
         status: StatusCode,
         to: String,
-        /// Append the request's path and query to `to`.
+        /// Append the request's path and query to `to` (without `regex`).
         keep_path: bool,
+        /// Matched against the raw path; `to` is expanded with its captures (`$1`).
+        regex: Option<regex::bytes::Regex>,
     },
 }
 

@@ -3,6 +3,7 @@
 //! limits → route → cache (`cached`) → upstream → response headers → observe.
 
 pub mod cached;
+pub mod rules;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,6 +22,7 @@ use tokio::time::Instant;
 
 use crate::body::RespBody;
 use crate::cache::status::{Bypass, CacheStatus, X_CACHE};
+use crate::config::rules::RouteRules;
 use crate::config::{Action, Route};
 use crate::connection::ConnState;
 use crate::error::ProxyError;
@@ -74,16 +76,35 @@ pub fn handle(
 
     let (route, host, looked) = match admit(&req, peer, li, &runtime, &mut exchange.record) {
         Ok(Next::Done(mut resp)) => {
+            let rules = rule_vars(&req, peer, &runtime, &exchange.record);
             lend_headers(resp.headers_mut(), req.into_parts().0.headers);
-            return Handled::Ready(Some(finish(Ok(resp), exchange, &runtime, &shared, peer)));
+            return Handled::Ready(Some(finish(
+                Ok(resp),
+                exchange,
+                &runtime,
+                &shared,
+                peer,
+                rules.as_ref(),
+            )));
         }
-        Err(e) => return Handled::Ready(Some(finish(Err(e), exchange, &runtime, &shared, peer))),
+        Err(e) => {
+            let rules = rule_vars(&req, peer, &runtime, &exchange.record);
+            return Handled::Ready(Some(finish(
+                Err(e),
+                exchange,
+                &runtime,
+                &shared,
+                peer,
+                rules.as_ref(),
+            )));
+        }
         Ok(Next::Proxy {
             route,
             host,
             looked,
         }) => (route.id, host, looked),
     };
+    let rules = rule_vars(&req, peer, &runtime, &exchange.record);
     Handled::Waiting(Box::pin(async move {
         let route = &runtime.config.routes[route.0];
         let result = proxy(
@@ -94,10 +115,40 @@ pub fn handle(
             looked,
             &runtime,
             &mut exchange.record,
+            rules.as_ref(),
         )
         .await;
-        finish(result, exchange, &runtime, &shared, peer)
+        finish(result, exchange, &runtime, &shared, peer, rules.as_ref())
     }))
+}
+
+/// A route's rules and what their variables stand for, when the route has any.
+type RuleVars = (Arc<RouteRules>, rules::Vars);
+
+fn rule_vars<B>(
+    req: &Request<B>,
+    peer: SocketAddr,
+    runtime: &Runtime,
+    record: &Record,
+) -> Option<RuleVars> {
+    let id = record.route?;
+    let route = runtime.config.routes.get(id.0)?;
+    let found = route.rules.as_ref()?;
+    let upstream = match &route.action {
+        Action::Proxy { upstream, .. } => upstream.0.clone(),
+        _ => String::new(),
+    };
+    let vars = rules::Vars {
+        client_ip: peer.ip(),
+        host: request_host(req).unwrap_or_default(),
+        scheme: record.scheme(),
+        method: req.method().clone(),
+        path_and_query: req.uri().path_and_query().cloned(),
+        request_id: String::new(),
+        route: id.0,
+        upstream,
+    };
+    Some((found.clone(), vars))
 }
 
 /// hyper keeps a response's header map (drained as it is written) for the connection's
@@ -135,6 +186,7 @@ fn finish(
     runtime: &Runtime,
     shared: &Shared,
     peer: SocketAddr,
+    rules: Option<&RuleVars>,
 ) -> Response<RespBody> {
     let mut resp = match result {
         Ok(resp) => resp,
@@ -167,6 +219,10 @@ fn finish(
         if let (Some(status), true) = (exchange.record.cache, exchange.record.error.is_none()) {
             headers.insert(X_CACHE, status.header());
         }
+    }
+    // Response rules, on every answer: after the lookup, on what the client is sent.
+    if let Some((rules, vars)) = rules {
+        rules::apply_response(&rules.response, &mut resp, vars);
     }
     exchange.record.status = resp.status();
     let (route, group) = match exchange.record.route {
@@ -255,7 +311,25 @@ fn admit<'r>(
         Action::Redirect {
             status,
             to,
+            regex: Some(regex),
+            ..
+        } => {
+            let location =
+                rules::redirect_location(regex, to, req.uri()).ok_or(ProxyError::NoRoute)?;
+            let mut resp = Response::new(RespBody::empty());
+            *resp.status_mut() = *status;
+            let location = HeaderValue::try_from(location)
+                .map_err(|_| ProxyError::BadRequest("invalid redirect target"))?;
+            resp.headers_mut().insert(header::LOCATION, location);
+            resp.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+            resp
+        }
+        Action::Redirect {
+            status,
+            to,
             keep_path,
+            regex: None,
         } => {
             let mut location = to.clone();
             if *keep_path {
@@ -279,7 +353,8 @@ fn admit<'r>(
             ..
         } if matches!(*req.method(), Method::GET | Method::HEAD)
             && !is_upgrade(req.headers())
-            && req.body().is_end_stream() =>
+            && req.body().is_end_stream()
+            && !route.rules.as_ref().is_some_and(|r| r.keyed) =>
         {
             let (Some(cache), Some(Some(group))) =
                 (&runtime.cache, runtime.route_groups.get(route.id.0))
@@ -327,6 +402,7 @@ fn admit<'r>(
 }
 
 /// Relays a request to the route's upstream group and its response back.
+#[allow(clippy::too_many_arguments)]
 async fn proxy(
     mut req: Request<Incoming>,
     peer: SocketAddr,
@@ -335,6 +411,7 @@ async fn proxy(
     looked: Looked,
     runtime: &Runtime,
     record: &mut Record,
+    rules: Option<&RuleVars>,
 ) -> Result<Response<RespBody>, ProxyError> {
     let pass = matches!(looked, Looked::Pass);
     let Action::Proxy {
@@ -386,7 +463,7 @@ async fn proxy(
     // A GET or HEAD with a body passes: the origin may read it, so its answer is not the
     // URL's (RFC 9110 §9.3.1).
     let with_body = cacheable_method && !body.is_end_stream();
-    let downstream_headers =
+    let mut downstream_headers =
         (caching.is_some() && cacheable_method && !wants_upgrade && !pass && !with_body)
             .then(|| parts.headers.clone());
     let method = parts.method.clone();
@@ -452,6 +529,29 @@ async fn proxy(
         headers.insert(X_FORWARDED_HOST, h);
     }
     headers.append(header::VIA, VIA);
+    // Request rules, before the cache key is built; the key takes the client's path, and
+    // the client's fields unless a rule changes a field the key names (`keyed`).
+    let mut rewritten_key = None;
+    if let Some((rules, vars)) = rules {
+        rules::apply(&rules.request, headers, vars);
+        if let (true, Some(h)) = (rules.keyed, downstream_headers.as_mut()) {
+            rules::apply(&rules.request, h, vars);
+        }
+        if let Some(rewrite) = &rules.rewrite {
+            parts.uri = rules::rewrite(rewrite, &parts.uri).ok_or(ProxyError::BadRequest(
+                "the rewritten path is not a valid target",
+            ))?;
+            if let (Some((policy, _)), Some(h)) = (caching, downstream_headers.as_ref()) {
+                rewritten_key = Some(cached::primary_key(
+                    policy,
+                    record.scheme(),
+                    key_host,
+                    downstream_pq,
+                    h,
+                ));
+            }
+        }
+    }
 
     let limits = &runtime.config.limits;
     let (upstream_body, body_fault) = if body.is_end_stream() {
@@ -474,7 +574,7 @@ async fn proxy(
             scheme: record.scheme(),
             primary: match looked {
                 Looked::Slow(primary) => Some(primary),
-                Looked::Not | Looked::Pass => None,
+                Looked::Not | Looked::Pass => rewritten_key,
             },
         };
         let result = cached::serve(ctx, upstream_req, record).await;

@@ -20,6 +20,7 @@ mod cache;
 mod cache_rfc;
 mod range;
 mod route;
+mod rules;
 mod server;
 mod tls;
 mod upstream;
@@ -169,6 +170,11 @@ pub fn validate_in(file: FileConfig, base: Option<&Path>) -> Result<Config, Vec<
         upstreams.insert(UpstreamName(name.get_ref().clone()), upstream);
     }
 
+    let defaults = rules::headers(
+        &mut c,
+        file.defaults.as_ref().and_then(|d| d.headers.as_ref()),
+        "defaults",
+    );
     let mut routes = Vec::new();
     for (index, section) in file.routes.iter().enumerate() {
         let path = format!("routes[{index}]");
@@ -179,6 +185,7 @@ pub fn validate_in(file: FileConfig, base: Option<&Path>) -> Result<Config, Vec<
             RouteId(index),
             &upstreams,
             cache.memory > 0,
+            &defaults,
         ) {
             routes.push(route);
         }

@@ -66,6 +66,7 @@ pub(super) fn route(
     id: RouteId,
     upstreams: &BTreeMap<UpstreamName, Upstream>,
     caching: bool,
+    defaults: &super::rules::HeaderTables,
 ) -> Option<Route> {
     let s = spanned.get_ref();
     let host = match &s.host {
@@ -211,6 +212,10 @@ pub(super) fn route(
         }
     } else if let Some(redirect) = &s.redirect {
         let r = redirect.get_ref();
+        let regex = r
+            .regex
+            .as_ref()
+            .and_then(|re| super::rules::regex(c, re, &format!("{path}.redirect.regex")));
         let to = match &r.to {
             Some(to)
                 if to.get_ref().parse::<http::Uri>().is_ok()
@@ -243,17 +248,27 @@ pub(super) fn route(
             status,
             to,
             keep_path: r.keep_path.unwrap_or(true),
+            regex,
         }
     } else {
         return None;
     };
     let rate_limit = s.rate_limit.as_ref().and_then(|r| rate_limit(c, r, path));
+    let keyed = match &action {
+        Action::Proxy {
+            cache: Some(policy),
+            ..
+        } => &policy.key.headers[..],
+        _ => &[],
+    };
+    let rules = super::rules::route_rules(c, defaults, s, path, keyed);
     Some(Route {
         id,
         host,
         path: route_path,
         action,
         rate_limit,
+        rules,
     })
 }
 

@@ -1,0 +1,303 @@
+//! Issue 18: header rules, path rewrites and redirects with captures, through real sockets.
+
+mod support;
+
+use http::StatusCode;
+use support::*;
+
+fn body_text(b: &bytes::Bytes) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// GET with extra request fields; the client never follows redirects.
+async fn get_with(
+    url: &str,
+    fields: &[(&str, &str)],
+) -> (StatusCode, http::HeaderMap, bytes::Bytes) {
+    use http_body_util::BodyExt;
+    let mut req = http::Request::get(url);
+    for (n, v) in fields {
+        req = req.header(*n, *v);
+    }
+    let body: Body = http_body_util::Empty::new().map_err(|e| match e {}).boxed();
+    let resp = client().request(req.body(body).unwrap()).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
+}
+
+const RULES: &str = r#"
+[server]
+admin = "off"
+[log]
+access = "off"
+[defaults.headers.response]
+set = { "X-Default" = "d" }
+[upstreams.app]
+servers = ["{origin}"]
+
+[[routes]]
+path = "/api/"
+upstream = "app"
+rewrite = { strip_prefix = "/api" }
+[routes.headers.request]
+set = { "X-Env" = "prod", "X-Client-IP" = "{client_ip}", "X-Vars" = "{scheme}|{method}|{path}|{query}|{route}|{upstream}|{host}" }
+add = { "X-Tag" = "edge" }
+remove = ["X-Debug"]
+[routes.headers.response]
+set = { "Strict-Transport-Security" = "max-age=63072000; includeSubDomains" }
+remove = ["X-Powered-By"]
+set_if_absent = { "Cache-Control" = "no-store", "X-Absent" = "yes" }
+
+[[routes]]
+path = "/v/"
+upstream = "app"
+rewrite = { prefix = "/v2" }
+
+[[routes]]
+path = "/old/"
+upstream = "app"
+rewrite = { regex = "^/old/(.*)$", to = "/echo/$1" }
+
+[[routes]]
+path = "/blog/"
+redirect = { regex = '^/blog/(\d+)$', to = "https://blog.example.com/p/$1", status = 301 }
+
+[[routes]]
+path = "/legacy"
+redirect = { to = "https://example.com/new", status = 308, keep_path = true }
+
+[[routes]]
+path = "/"
+upstream = "app"
+"#;
+
+#[tokio::test]
+async fn request_and_response_header_rules_with_variables() {
+    let origin = Origin::start().await;
+    origin.set(
+        "/echo",
+        Reply::new("x")
+            .header("x-powered-by", "php")
+            .header("x-absent", "origin"),
+    );
+    let torii = Torii::start(RULES, Some(&origin)).await;
+    let (_, headers, _) = get_with(
+        &torii.url("/api/echo?a=1"),
+        &[("x-debug", "1"), ("x-tag", "client")],
+    )
+    .await;
+    assert_eq!(
+        headers["strict-transport-security"],
+        "max-age=63072000; includeSubDomains"
+    );
+    assert!(!headers.contains_key("x-powered-by"), "{headers:?}");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(
+        headers["x-absent"], "origin",
+        "set_if_absent keeps the origin's"
+    );
+    assert_eq!(headers["x-default"], "d", "[defaults] inherited");
+    let (_, seen) = origin.requests("/echo").pop().unwrap();
+    assert_eq!(seen["x-env"], "prod");
+    assert_eq!(seen["x-client-ip"], "127.0.0.1");
+    assert!(!seen.contains_key("x-debug"));
+    let tags: Vec<_> = seen.get_all("x-tag").iter().collect();
+    assert_eq!(tags, ["client", "edge"], "add keeps the client's value");
+    assert_eq!(
+        seen["x-vars"],
+        format!("http|GET|/api/echo|a=1|0|app|{}", torii.addr).as_str()
+    );
+}
+
+#[tokio::test]
+async fn response_rules_apply_to_hits_and_the_origins_answer_is_stored() {
+    let origin = Origin::start().await;
+    origin.set(
+        "/c",
+        Reply::new("cached")
+            .header("cache-control", "max-age=60")
+            .header("x-powered-by", "php"),
+    );
+    let toml = RULES.replace(
+        "path = \"/v/\"",
+        "path = \"/c\"\nupstream = \"app\"\n[routes.headers.response]\nremove = [\"X-Powered-By\"]\nset = { \"X-R\" = \"{method} {path}\" }\n[[routes]]\npath = \"/v/\"",
+    );
+    let torii = Torii::start(&toml, Some(&origin)).await;
+    for (i, cache) in ["MISS", "HIT", "HIT"].iter().enumerate() {
+        let (status, headers, body) = get(&torii.url("/c")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body_text(&body), "cached");
+        assert_eq!(headers["x-cache"], *cache, "request {i}");
+        assert!(!headers.contains_key("x-powered-by"), "{i}: {headers:?}");
+        assert_eq!(headers["x-r"], "GET /c");
+        assert_eq!(headers["x-default"], "d");
+        assert_eq!(headers["via"], "1.1 torii");
+        if i > 0 {
+            assert!(headers.contains_key("age"), "{headers:?}");
+        }
+    }
+    assert_eq!(origin.hits("/c"), 1);
+}
+
+#[tokio::test]
+async fn rewrites_reach_the_upstream_and_the_key_keeps_the_clients_path() {
+    let origin = Origin::start().await;
+    let torii = Torii::start(RULES, Some(&origin)).await;
+    let (_, _, body) = get(&torii.url("/api/echo?q=1")).await;
+    assert!(
+        body_text(&body).starts_with("GET /echo?q=1 "),
+        "{}",
+        body_text(&body)
+    );
+    let (status, _, _) = get(&torii.url("/old/a%2Fb?z=2")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        origin.hits("/echo/a%2Fb"),
+        1,
+        "the raw path is captured as it came"
+    );
+    origin.set(
+        "/v2/v/x",
+        Reply::new("v2").header("cache-control", "max-age=60"),
+    );
+    let (_, h, body) = get(&torii.url("/v/x")).await;
+    assert_eq!(body_text(&body), "v2");
+    assert_eq!(h["x-cache"], "MISS");
+    let (_, h, _) = get(&torii.url("/v/x")).await;
+    assert_eq!(h["x-cache"], "HIT");
+    // The key is the client's path: a request for the rewritten path is another object.
+    let (_, h, _) = get(&torii.url("/v2/v/x")).await;
+    assert_eq!(h["x-cache"], "MISS");
+}
+
+#[tokio::test]
+async fn redirects_with_captures_and_the_old_form() {
+    let origin = Origin::start().await;
+    let torii = Torii::start(RULES, Some(&origin)).await;
+    let (status, headers, _) = get(&torii.url("/blog/42?ref=x")).await;
+    assert_eq!(status, 301);
+    assert_eq!(headers["location"], "https://blog.example.com/p/42?ref=x");
+    let (status, _, _) = get(&torii.url("/blog/abc")).await;
+    assert_eq!(status, 404, "no match: no route");
+    let (status, headers, _) = get(&torii.url("/legacy/a?b")).await;
+    assert_eq!(status, 308);
+    assert_eq!(headers["location"], "https://example.com/new/legacy/a?b");
+}
+
+#[tokio::test]
+async fn what_is_stored_is_the_origins_answer() {
+    // Two routes share one cache key (the host is not in it); only the first has rules.
+    let origin = Origin::start().await;
+    origin.set(
+        "/s",
+        Reply::new("s")
+            .header("cache-control", "max-age=60")
+            .header("x-powered-by", "php"),
+    );
+    let toml = r#"
+[server]
+admin = "off"
+[log]
+access = "off"
+[upstreams.app]
+servers = ["{origin}"]
+[[routes]]
+host = "a.test"
+upstream = "app"
+cache = { key = { host = false } }
+headers = { response = { remove = ["X-Powered-By"] } }
+[[routes]]
+upstream = "app"
+cache = { key = { host = false } }
+"#;
+    let torii = Torii::start(toml, Some(&origin)).await;
+    let (_, h, _) = get_with(&torii.url("/s"), &[("host", "a.test")]).await;
+    assert_eq!(h["x-cache"], "MISS");
+    assert!(!h.contains_key("x-powered-by"));
+    let (_, h, _) = get_with(&torii.url("/s"), &[("host", "b.test")]).await;
+    assert_eq!(h["x-cache"], "HIT");
+    assert_eq!(h["x-powered-by"], "php", "stored as the origin sent it");
+    let (_, h, _) = get_with(&torii.url("/s"), &[("host", "a.test")]).await;
+    assert_eq!(h["x-cache"], "HIT");
+    assert!(!h.contains_key("x-powered-by"), "rules after the lookup");
+}
+
+#[tokio::test]
+async fn a_rule_on_a_keyed_field_changes_the_key() {
+    let origin = Origin::start().await;
+    origin.set("/k", Reply::new("k").header("cache-control", "max-age=60"));
+    let toml = r#"
+[server]
+admin = "off"
+[log]
+access = "off"
+[upstreams.app]
+servers = ["{origin}"]
+[[routes]]
+upstream = "app"
+cache = { key = { headers = ["X-Tenant"] } }
+headers = { request = { set = { "X-Tenant" = "one" } } }
+"#;
+    let torii = Torii::start(toml, Some(&origin)).await;
+    let (_, h, _) = get_with(&torii.url("/k"), &[("x-tenant", "a")]).await;
+    assert_eq!(h["x-cache"], "MISS");
+    // Every client's X-Tenant becomes "one": one object for all.
+    let (_, h, _) = get_with(&torii.url("/k"), &[("x-tenant", "b")]).await;
+    assert_eq!(h["x-cache"], "HIT");
+    let (_, seen) = origin.requests("/k").pop().unwrap();
+    assert_eq!(seen["x-tenant"], "one");
+    assert_eq!(origin.hits("/k"), 1);
+}
+
+fn problems(text: &str) -> String {
+    match torii::config::load_str("t.toml", text) {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn check_reports_rule_mistakes_at_file_line_col() {
+    let base = "[upstreams.app]\nservers = [\"127.0.0.1:1\"]\n[[routes]]\nupstream = \"app\"\n";
+    let p = problems(&format!(
+        "{base}[routes.headers.request]\nset = {{ \"X-A\" = \"{{nope}}\" }}\n"
+    ));
+    assert!(p.contains("t.toml:6:"), "{p}");
+    assert!(p.contains("unknown variable {nope}"), "{p}");
+    assert!(p.contains("{client_ip}"), "hint lists them: {p}");
+    let p = problems(&format!(
+        "{base}[routes.headers.response]\nset = {{ \"Content-Length\" = \"1\" }}\n"
+    ));
+    assert!(p.contains("t.toml:6:") && p.contains("framing"), "{p}");
+    let p = problems(&format!(
+        "{base}[routes.headers.request]\nset = {{ \"Host\" = \"x\" }}\n"
+    ));
+    assert!(p.contains("host_header"), "{p}");
+    let p = problems(&format!(
+        "{base}rewrite = {{ regex = \"^/(a\", to = \"/$1\" }}\n"
+    ));
+    assert!(
+        p.contains("t.toml:5:") && p.contains("not a valid regex"),
+        "{p}"
+    );
+    let p = problems(&format!(
+        "{base}rewrite = {{ regex = \"(?=a)\", to = \"/\" }}\n"
+    ));
+    assert!(p.contains("not a valid regex"), "look-around refused: {p}");
+    let p = problems("[[routes]]\nredirect = { regex = \"[\", to = \"https://x/$1\" }\n");
+    assert!(
+        p.contains("t.toml:2:") && p.contains("redirect.regex"),
+        "{p}"
+    );
+    let p = problems(&format!("{base}rewrite = {{ prefix = \"v2\" }}\n"));
+    assert!(p.contains("not a path"), "{p}");
+    let p = problems("[defaults.headers.request]\nremove = [\"Connection\"]\n[upstreams.app]\nservers = [\"127.0.0.1:1\"]\n[[routes]]\nupstream = \"app\"\n");
+    assert!(
+        p.contains("t.toml:2:") && p.contains("defaults.headers.request.remove"),
+        "{p}"
+    );
+}
