@@ -301,3 +301,169 @@ fn check_reports_rule_mistakes_at_file_line_col() {
         "{p}"
     );
 }
+
+const GOOD_TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+fn seen(origin: &Origin, path: &str) -> http::HeaderMap {
+    origin.requests(path).pop().unwrap().1
+}
+
+#[tokio::test]
+async fn every_request_gets_an_id_sent_upstream_and_returned() {
+    let origin = Origin::start().await;
+    origin.set("/echo", Reply::new("e"));
+    origin.set(
+        "/h",
+        Reply::new("h")
+            .header("cache-control", "max-age=60")
+            .header("x-request-id", "origin-id"),
+    );
+    let torii = Torii::to(&origin, "").await;
+    let (_, h, _) = get_with(&torii.url("/echo"), &[("x-request-id", "client-id")]).await;
+    let id = h["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(id.len(), 32, "not trusted by default: {id}");
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(seen(&origin, "/echo")["x-request-id"], id.as_str());
+    // Hits (raw lines) and relayed answers carry the request's own ID, once.
+    let mut ids = Vec::new();
+    for cache in ["MISS", "HIT", "HIT"] {
+        let (_, h, _) = get(&torii.url("/h")).await;
+        assert_eq!(h["x-cache"], cache);
+        let all: Vec<_> = h.get_all("x-request-id").iter().collect();
+        assert_eq!(all.len(), 1, "{h:?}");
+        ids.push(all[0].clone());
+    }
+    assert!(ids[0] != ids[1] && ids[1] != ids[2], "{ids:?}");
+    // Errors too.
+    let (status, h, _) = get(&torii.url("/status/502")).await;
+    assert_eq!(status, 502);
+    assert!(h.contains_key("x-request-id"));
+
+    let trusting = Torii::start(
+        "[server]\nadmin = \"off\"\ntrust_request_id = true\n[log]\naccess = \"off\"\n[upstreams.app]\nservers = [\"{origin}\"]\n[[routes]]\nupstream = \"app\"\n",
+        Some(&origin),
+    )
+    .await;
+    let (_, h, _) = get_with(&trusting.url("/echo"), &[("x-request-id", "client-id")]).await;
+    assert_eq!(h["x-request-id"], "client-id");
+    assert_eq!(seen(&origin, "/echo")["x-request-id"], "client-id");
+    let (_, h, _) = get_with(&trusting.url("/echo"), &[("x-request-id", "bad id\"")]).await;
+    assert_eq!(h["x-request-id"].len(), 32, "a malformed one is replaced");
+}
+
+#[tokio::test]
+async fn trace_context_kept_replaced_or_started() {
+    let origin = Origin::start().await;
+    origin.set("/echo", Reply::new("e"));
+    let torii = Torii::to(&origin, "[tracing]\nsample = 1.0\n").await;
+    // Valid: the trace id and flags stay, the parent id is new, tracestate passes.
+    get_with(
+        &torii.url("/echo"),
+        &[("traceparent", GOOD_TP), ("tracestate", "v=1")],
+    )
+    .await;
+    let h = seen(&origin, "/echo");
+    let tp = h["traceparent"].to_str().unwrap();
+    assert!(
+        tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{tp}"
+    );
+    assert!(
+        tp.ends_with("-01") && tp != GOOD_TP && tp.len() == 55,
+        "{tp}"
+    );
+    assert_eq!(h["tracestate"], "v=1");
+    // Invalid (uppercase hex, zero ids, bad version): a new trace, tracestate dropped.
+    for bad in [
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "garbage",
+    ] {
+        get_with(
+            &torii.url("/echo"),
+            &[("traceparent", bad), ("tracestate", "v=1")],
+        )
+        .await;
+        let h = seen(&origin, "/echo");
+        let tp = h["traceparent"].to_str().unwrap();
+        assert!(
+            !tp.contains("4bf92f3577b34da6a3ce929d0e0e4736"),
+            "{bad} → {tp}"
+        );
+        assert!(
+            tp.starts_with("00-") && tp.ends_with("-01"),
+            "sampled per tracing.sample: {tp}"
+        );
+        assert!(!h.contains_key("tracestate"), "{bad}");
+    }
+    // None: a new trace; with the default sample (0) not sampled.
+    let plain = Torii::to(&origin, "").await;
+    get(&plain.url("/echo")).await;
+    let tp = seen(&origin, "/echo")["traceparent"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        tp.starts_with("00-") && tp.ends_with("-00") && tp.len() == 55,
+        "{tp}"
+    );
+    let off = Torii::to(&origin, "[tracing]\nenabled = false\n").await;
+    get(&off.url("/echo")).await;
+    assert!(!seen(&origin, "/echo").contains_key("traceparent"));
+}
+
+#[tokio::test]
+async fn request_and_trace_ids_in_both_log_formats() {
+    let origin = Origin::start().await;
+    for format in ["combined", "json"] {
+        let dir =
+            std::env::temp_dir().join(format!("torii-rules-log-{}-{format}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let extra = format!(
+            "[log]\naccess = \"{}\"\nformat = \"{format}\"\n",
+            dir.display()
+        );
+        let torii = Torii::to(&origin, &extra).await;
+        let (_, h, _) = get_with(&torii.url("/echo"), &[("traceparent", GOOD_TP)]).await;
+        let id = h["x-request-id"].to_str().unwrap().to_string();
+        let mut text = String::new();
+        for _ in 0..100 {
+            text = std::fs::read_to_string(&dir).unwrap_or_default();
+            if text.contains(&id) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let _ = std::fs::remove_file(&dir);
+        assert!(text.contains(&id), "{format}: {text}");
+        assert!(
+            text.contains("4bf92f3577b34da6a3ce929d0e0e4736"),
+            "{format}: {text}"
+        );
+        if format == "json" {
+            let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+            assert_eq!(v["request_id"], id.as_str());
+            assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        } else {
+            assert!(
+                text.contains(&format!(
+                    "rid=\"{id}\" trace=4bf92f3577b34da6a3ce929d0e0e4736"
+                )),
+                "{text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn check_reports_identity_mistakes() {
+    let base = "[upstreams.app]\nservers = [\"127.0.0.1:1\"]\n[[routes]]\nupstream = \"app\"\n";
+    let p = problems(&format!("[tracing]\nsample = 1.5\n{base}"));
+    assert!(
+        p.contains("t.toml:2:") && p.contains("tracing.sample"),
+        "{p}"
+    );
+    let p = problems(&format!("[server]\ntrust_request_id = \"yes\"\n{base}"));
+    assert!(p.contains("t.toml:2:"), "{p}");
+}

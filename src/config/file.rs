@@ -23,6 +23,15 @@ pub struct FileConfig {
     pub listeners: Vec<Spanned<ListenerSection>>,
     /// `[defaults]`: settings every route inherits (header rules).
     pub defaults: Option<DefaultsSection>,
+    /// `[tracing]`: W3C Trace Context.
+    pub tracing: Option<TracingSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingSection {
+    pub enabled: Option<bool>,
+    pub sample: Option<Spanned<f64>>,
 }
 
 /// `[defaults]`: header rules applied on every route, before the route's own.
@@ -96,6 +105,7 @@ pub struct ServerSection {
     pub workers: Option<Spanned<i64>>,
     pub runtime: Option<Spanned<String>>,
     pub drain_timeout: Option<Spanned<String>>,
+    pub trust_request_id: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

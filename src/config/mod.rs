@@ -221,6 +221,7 @@ impl Config {
                 rate_limit: None,
                 rules: None,
             }],
+            identity: Identity::default(),
         })
     }
 

@@ -4,6 +4,7 @@
 
 pub mod cached;
 pub mod rules;
+pub mod trace;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -60,7 +61,10 @@ pub fn handle(
     };
     // The listener's index in `server.listeners` (its TLS and redirect settings).
     let li = conn.listener;
+    let ids = trace::Ids::new(req.headers(), &runtime.config.identity);
     if runtime.access_log.is_some() {
+        record.request_id = Some(String::from_utf8_lossy(ids.request_id.as_bytes()).into_owned());
+        record.trace_id = ids.trace_hex();
         record.time = Some(SystemTime::now());
         record.client = Some(peer);
         record.target = req
@@ -76,7 +80,7 @@ pub fn handle(
 
     let (route, host, looked) = match admit(&req, peer, li, &runtime, &mut exchange.record) {
         Ok(Next::Done(mut resp)) => {
-            let rules = rule_vars(&req, peer, &runtime, &exchange.record);
+            let rules = rule_vars(&req, peer, &runtime, &exchange.record, &ids);
             lend_headers(resp.headers_mut(), req.into_parts().0.headers);
             return Handled::Ready(Some(finish(
                 Ok(resp),
@@ -85,10 +89,11 @@ pub fn handle(
                 &shared,
                 peer,
                 rules.as_ref(),
+                ids,
             )));
         }
         Err(e) => {
-            let rules = rule_vars(&req, peer, &runtime, &exchange.record);
+            let rules = rule_vars(&req, peer, &runtime, &exchange.record, &ids);
             return Handled::Ready(Some(finish(
                 Err(e),
                 exchange,
@@ -96,6 +101,7 @@ pub fn handle(
                 &shared,
                 peer,
                 rules.as_ref(),
+                ids,
             )));
         }
         Ok(Next::Proxy {
@@ -104,7 +110,7 @@ pub fn handle(
             looked,
         }) => (route.id, host, looked),
     };
-    let rules = rule_vars(&req, peer, &runtime, &exchange.record);
+    let rules = rule_vars(&req, peer, &runtime, &exchange.record, &ids);
     Handled::Waiting(Box::pin(async move {
         let route = &runtime.config.routes[route.0];
         let result = proxy(
@@ -116,9 +122,18 @@ pub fn handle(
             &runtime,
             &mut exchange.record,
             rules.as_ref(),
+            &ids,
         )
         .await;
-        finish(result, exchange, &runtime, &shared, peer, rules.as_ref())
+        finish(
+            result,
+            exchange,
+            &runtime,
+            &shared,
+            peer,
+            rules.as_ref(),
+            ids,
+        )
     }))
 }
 
@@ -130,6 +145,7 @@ fn rule_vars<B>(
     peer: SocketAddr,
     runtime: &Runtime,
     record: &Record,
+    ids: &trace::Ids,
 ) -> Option<RuleVars> {
     let id = record.route?;
     let route = runtime.config.routes.get(id.0)?;
@@ -144,7 +160,7 @@ fn rule_vars<B>(
         scheme: record.scheme(),
         method: req.method().clone(),
         path_and_query: req.uri().path_and_query().cloned(),
-        request_id: String::new(),
+        request_id: String::from_utf8_lossy(ids.request_id.as_bytes()).into_owned(),
         route: id.0,
         upstream,
     };
@@ -187,6 +203,7 @@ fn finish(
     shared: &Shared,
     peer: SocketAddr,
     rules: Option<&RuleVars>,
+    ids: trace::Ids,
 ) -> Response<RespBody> {
     let mut resp = match result {
         Ok(resp) => resp,
@@ -220,6 +237,9 @@ fn finish(
             headers.insert(X_CACHE, status.header());
         }
     }
+    // After any raw lines (left out of them: `cache::object`, `upstream::h1::head`).
+    resp.headers_mut()
+        .insert(trace::X_REQUEST_ID, ids.request_id);
     // Response rules, on every answer: after the lookup, on what the client is sent.
     if let Some((rules, vars)) = rules {
         rules::apply_response(&rules.response, &mut resp, vars);
@@ -412,6 +432,7 @@ async fn proxy(
     runtime: &Runtime,
     record: &mut Record,
     rules: Option<&RuleVars>,
+    ids: &trace::Ids,
 ) -> Result<Response<RespBody>, ProxyError> {
     let pass = matches!(looked, Looked::Pass);
     let Action::Proxy {
@@ -529,6 +550,7 @@ async fn proxy(
         headers.insert(X_FORWARDED_HOST, h);
     }
     headers.append(header::VIA, VIA);
+    ids.to_upstream(headers);
     // Request rules, before the cache key is built; the key takes the client's path, and
     // the client's fields unless a rule changes a field the key names (`keyed`).
     let mut rewritten_key = None;

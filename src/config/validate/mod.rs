@@ -144,6 +144,11 @@ pub fn validate_in(file: FileConfig, base: Option<&Path>) -> Result<Config, Vec<
         problems: Vec::new(),
     };
     let server_section = file.server.unwrap_or_default();
+    let identity = rules::identity(
+        &mut c,
+        server_section.trust_request_id.as_ref(),
+        file.tracing.as_ref(),
+    );
     let listen_given = server_section.listen.is_some();
     let mut server = server(&mut c, server_section, !file.listeners.is_empty());
     if !file.listeners.is_empty() {
@@ -208,6 +213,7 @@ pub fn validate_in(file: FileConfig, base: Option<&Path>) -> Result<Config, Vec<
             cache,
             upstreams,
             routes,
+            identity,
         })
     } else {
         Err(c.problems)

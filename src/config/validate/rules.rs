@@ -249,6 +249,33 @@ fn rewrite(
     Some(Rewrite::Regex(re, to))
 }
 
+/// `server.trust_request_id` and `[tracing]`.
+pub(super) fn identity(
+    c: &mut Checker,
+    trust: Option<&Spanned<bool>>,
+    tracing: Option<&file::TracingSection>,
+) -> super::super::Identity {
+    let d = super::super::Identity::default();
+    let sample = match tracing.and_then(|t| t.sample.as_ref()) {
+        None => d.sample,
+        Some(v) if (0.0..=1.0).contains(v.get_ref()) => *v.get_ref(),
+        Some(v) => {
+            c.report(
+                v.span(),
+                "tracing.sample",
+                format!("{} is not a share from 0.0 to 1.0", v.get_ref()),
+            );
+            c.hint("e.g. sample = 0.01 marks one new trace in a hundred sampled");
+            d.sample
+        }
+    };
+    super::super::Identity {
+        trust_request_id: trust.map_or(d.trust_request_id, |t| *t.get_ref()),
+        trace_context: tracing.and_then(|t| t.enabled).unwrap_or(d.trace_context),
+        sample,
+    }
+}
+
 /// A route's rules: `defaults` first, then its own. `None` when it has none.
 pub(super) fn route_rules(
     c: &mut Checker,
