@@ -467,3 +467,49 @@ fn check_reports_identity_mistakes() {
     let p = problems(&format!("[server]\ntrust_request_id = \"yes\"\n{base}"));
     assert!(p.contains("t.toml:2:"), "{p}");
 }
+
+#[tokio::test]
+async fn odd_paths_match_the_raw_form_deterministically() {
+    let origin = Origin::start().await;
+    let torii = Torii::start(RULES, Some(&origin)).await;
+    // Percent-encoding is not decoded: `%2F` is three bytes, `%62log` is not `blog`.
+    let (status, _, _) = get(&torii.url("/blog/%34%32")).await;
+    assert_eq!(status, 404, "\\d+ does not match %34%32");
+    let (status, headers, _) = get(&torii.url("/blog/42")).await;
+    assert_eq!(
+        (status.as_u16(), &headers["location"]),
+        (
+            301,
+            &"https://blog.example.com/p/42"
+                .parse::<http::HeaderValue>()
+                .unwrap()
+        )
+    );
+    // Bytes that are not UTF-8: the same answer every time.
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let text = raw(
+            torii.addr,
+            b"GET /old/\xff\xfe HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            std::time::Duration::from_secs(5),
+        )
+        .await;
+        answers.push(text.lines().next().unwrap_or("").to_string());
+    }
+    // hyper refuses a target with bytes outside ASCII before any rule sees it.
+    assert_eq!(answers, ["HTTP/1.1 400 Bad Request"; 2]);
+}
+
+#[test]
+fn the_example_config_loads_with_its_rules() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let text = std::fs::read_to_string(dir.join("torii.toml")).unwrap();
+    let config = torii::config::load_str_in("torii.toml", &text, Some(&dir))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.routes.iter().any(|r| r
+        .rules
+        .as_ref()
+        .is_some_and(|r| r.rewrite.is_some() && !r.request.is_empty())));
+    assert!(config.identity.trace_context);
+    assert!(!config.identity.trust_request_id);
+}
