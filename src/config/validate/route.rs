@@ -217,8 +217,9 @@ pub(super) fn route(
             .as_ref()
             .and_then(|re| super::rules::regex(c, re, &format!("{path}.redirect.regex")));
         let to = match &r.to {
+            // With a regex, `to` holds `$1` / `${name}`: checked once filled in.
             Some(to)
-                if to.get_ref().parse::<http::Uri>().is_ok()
+                if (regex.is_some() || to.get_ref().parse::<http::Uri>().is_ok())
                     && HeaderValue::from_str(to.get_ref()).is_ok() =>
             {
                 to.get_ref().clone()

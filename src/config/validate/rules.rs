@@ -245,8 +245,14 @@ fn rewrite(
         return None;
     };
     let re = regex(c, re, &p("regex"))?;
-    let to = path_like(c, to, "to")?;
-    Some(Rewrite::Regex(re, to))
+    // `to` holds `$1` / `${name}`: the path it makes is checked once filled in (400 if bad).
+    let t = to.get_ref();
+    if !t.starts_with('/') || t.contains(['?', '#', ' ']) || HeaderValue::from_str(t).is_err() {
+        c.report(to.span(), p("to"), format!("{t:?} is not a path"));
+        c.hint("a path starting with '/', without a query, e.g. \"/new/$1\"");
+        return None;
+    }
+    Some(Rewrite::Regex(re, t.clone()))
 }
 
 /// `server.trust_request_id` and `[tracing]`.
