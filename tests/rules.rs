@@ -513,3 +513,33 @@ fn the_example_config_loads_with_its_rules() {
     assert!(config.identity.trace_context);
     assert!(!config.identity.trust_request_id);
 }
+
+#[tokio::test]
+async fn request_id_and_env_variables() {
+    std::env::set_var("TORII_RULES_TEST_REGION", "eu-west");
+    let origin = Origin::start().await;
+    origin.set("/v", Reply::new("v"));
+    let toml = r#"
+[server]
+admin = "off"
+[log]
+access = "off"
+[upstreams.app]
+servers = ["{origin}"]
+[[routes]]
+upstream = "app"
+headers = { request = { set = { "X-Rid" = "rid={request_id}", "X-Region" = "{env.TORII_RULES_TEST_REGION}" } }, response = { set = { "X-Rid-Back" = "{request_id}" } } }
+"#;
+    let torii = Torii::start(toml, Some(&origin)).await;
+    let (_, h, _) = get(&torii.url("/v")).await;
+    let id = h["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(h["x-rid-back"], id.as_str());
+    let seen = seen(&origin, "/v");
+    assert_eq!(seen["x-rid"], format!("rid={id}").as_str());
+    assert_eq!(seen["x-region"], "eu-west");
+    let p = problems(&toml.replace("TORII_RULES_TEST_REGION", "TORII_RULES_TEST_UNSET"));
+    assert!(
+        p.contains("TORII_RULES_TEST_UNSET") && p.contains("is not set"),
+        "{p}"
+    );
+}
