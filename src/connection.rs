@@ -2,7 +2,8 @@
 //! the proxy and observe. A leaf: it uses nothing of torii but the TLS handshake's outcome.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
+use std::task::Context;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -25,6 +26,11 @@ pub struct ConnState {
     pub listener: usize,
     /// Set once the TLS handshake is done; never set on plain connections.
     tls: OnceLock<TlsInfo>,
+    /// Interim (1xx) heads for the HTTP/1.1 request in flight, which hyper takes (torii
+    /// patch 11) before it writes the final head; `interim_queued` says whether there are
+    /// any, so that a request without them takes no lock. Empty, it allocates nothing.
+    interim: Mutex<Vec<http::Response<()>>>,
+    interim_queued: AtomicBool,
 }
 
 impl ConnState {
@@ -38,7 +44,17 @@ impl ConnState {
             // A new connection owes us a request head right away.
             reading_head: AtomicBool::new(true),
             head_since: AtomicU64::new(0),
+            interim: Mutex::new(Vec::new()),
+            interim_queued: AtomicBool::new(false),
         }
+    }
+
+    /// Queues an interim (1xx) head for the HTTP/1.1 request in flight on this connection:
+    /// hyper writes it before the final head. Call it from the request's own future (the
+    /// connection's task), which hyper polls before it looks at the queue.
+    pub fn relay_interim(&self, head: http::Response<()>) {
+        self.interim.lock().expect("poisoned").push(head);
+        self.interim_queued.store(true, Ordering::Release);
     }
 
     /// Notes the TLS handshake's outcome (once; later calls are ignored).
@@ -109,5 +125,22 @@ impl ConnState {
             (self.idle_since.load(Ordering::Acquire), idle_timeout)
         };
         Some(self.opened + Duration::from_millis(since) + limit)
+    }
+}
+
+/// hyper (torii patch 11) takes the interim heads of an HTTP/1 connection from here.
+impl hyper::ext::InformationalSource for ConnState {
+    fn next_informational(&self, _cx: &mut Context<'_>) -> Option<http::Response<()>> {
+        if !self.interim_queued.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut queue = self.interim.lock().expect("poisoned");
+        if queue.is_empty() {
+            self.interim_queued.store(false, Ordering::Release);
+            // The allocation goes with the last head.
+            *queue = Vec::new();
+            return None;
+        }
+        Some(queue.remove(0))
     }
 }

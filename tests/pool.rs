@@ -145,6 +145,7 @@ async fn exchange(
             &torii::upstream::PickContext::default(),
             torii::upstream::HeadAs::Map,
             torii::upstream::Patience::Queue,
+            None,
         )
         .await
         .map_err(|e| torii::upstream::error_chain(&e))?

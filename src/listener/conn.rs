@@ -403,6 +403,8 @@ async fn serve_h1<I: Stream>(
         runtime
             .http1
             .serve_connection(TokioIo::new(io), service)
+            // Interim (1xx) answers an origin sent, queued by the proxy in `ConnState`.
+            .informational(state.clone())
             .with_upgrades(),
     );
     drop(runtime);

@@ -43,6 +43,8 @@ pub struct Ctx<'a> {
     pub scheme: &'static str,
     /// The primary key, when the first look (`serve_hit`) already built it.
     pub primary: Option<String>,
+    /// Where the origin's interim (1xx) answers go (relayed to the client, never stored).
+    pub interim: upstream::Interim<'a>,
 }
 
 /// The primary key and URL of a request on a caching route; `scheme` is the one the
@@ -508,7 +510,14 @@ async fn fetch(
     let asked_range = parts.headers.contains_key(header::RANGE);
     let forwarded = ctx
         .group
-        .forward(&mut parts, body, &ctx.pick, HeadAs::Map, Patience::Queue)
+        .forward(
+            &mut parts,
+            body,
+            &ctx.pick,
+            HeadAs::Map,
+            Patience::Queue,
+            ctx.interim,
+        )
         .await?;
     range::check_answer(&forwarded, asked_range)?;
     record.upstream = Some(forwarded.backend);
@@ -883,7 +892,7 @@ fn spawn_refresh(
         // the stored copy as it is.
         let (mut head, body) = req.into_parts();
         let Ok(forwarded) = group
-            .forward(&mut head, body, &pick, HeadAs::Map, Patience::Never)
+            .forward(&mut head, body, &pick, HeadAs::Map, Patience::Never, None)
             .await
         else {
             return;

@@ -113,6 +113,22 @@ pub fn handle(
     let rules = rule_vars(&req, peer, &runtime, &exchange.record, &ids);
     Handled::Waiting(Box::pin(async move {
         let route = &runtime.config.routes[route.0];
+        // An origin's interim (1xx) answers go on to an HTTP/1.1 client (hyper writes what
+        // `ConnState` queues) and to an HTTP/2 one (hyper sends, on this request's stream,
+        // what this future hands it while polled); both torii patch 11. Never to HTTP/1.0
+        // (RFC 9110 §15.2); never stored.
+        let conn = &*exchange.conn;
+        let relay = move |head: Response<()>| conn.relay_interim(head);
+        let relay_h2 = |head: Response<()>| {
+            // Given back only if not called from within this stream's poll, which the
+            // upstream exchange (polled inline by this future) always is.
+            let _ = hyper::ext::send_informational(head);
+        };
+        let interim: upstream::Interim<'_> = match req.version() {
+            Version::HTTP_11 => Some(&relay),
+            Version::HTTP_2 => Some(&relay_h2),
+            _ => None,
+        };
         let result = proxy(
             req,
             peer,
@@ -121,6 +137,7 @@ pub fn handle(
             looked,
             &runtime,
             &mut exchange.record,
+            interim,
             rules.as_ref(),
             &ids,
         )
@@ -422,6 +439,7 @@ fn admit<'r>(
 }
 
 /// Relays a request to the route's upstream group and its response back.
+// Each argument is a different part of the request's context.
 #[allow(clippy::too_many_arguments)]
 async fn proxy(
     mut req: Request<Incoming>,
@@ -431,6 +449,7 @@ async fn proxy(
     looked: Looked,
     runtime: &Runtime,
     record: &mut Record,
+    interim: upstream::Interim<'_>,
     rules: Option<&RuleVars>,
     ids: &trace::Ids,
 ) -> Result<Response<RespBody>, ProxyError> {
@@ -598,6 +617,7 @@ async fn proxy(
                 Looked::Slow(primary) => Some(primary),
                 Looked::Not | Looked::Pass => rewritten_key,
             },
+            interim,
         };
         let result = cached::serve(ctx, upstream_req, record).await;
         if record.cache.is_some_and(CacheStatus::from_store) {
@@ -633,6 +653,7 @@ async fn proxy(
             &pick,
             head_as,
             Patience::Queue,
+            interim,
         )
         .await;
     record.upstream_time = Some(sent.elapsed());

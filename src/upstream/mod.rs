@@ -137,6 +137,12 @@ pub fn is_chunked(value: &[u8]) -> bool {
     value.trim_ascii().eq_ignore_ascii_case(b"chunked")
 }
 
+/// Where a request's interim (1xx) answers go: each head (hop-by-hop fields removed) is
+/// handed to the callback as it arrives, before the final answer; without one (`None`)
+/// they are skipped. `100 Continue` never is handed on (torii does not forward `Expect`;
+/// hyper answers the client's itself). HTTP/1 servers only: an HTTP/2 server's are skipped.
+pub type Interim<'a> = Option<&'a (dyn Fn(Response<()>) + Sync)>;
+
 /// How a caller takes a response head from an upstream server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeadAs {
@@ -311,6 +317,7 @@ impl Group {
         ctx: &PickContext,
         head_as: HeadAs,
         patience: Patience,
+        interim: Interim<'_>,
     ) -> Result<Forwarded, Error> {
         let deadline = self.config.timeout.map(|t| Instant::now() + t);
         self.requests.fetch_add(1, Ordering::Relaxed);
@@ -344,7 +351,9 @@ impl Group {
                 }
             }
             let result = self
-                .send_once(index, parts, try_body, deadline, met_stale, head_as)
+                .send_once(
+                    index, parts, try_body, deadline, met_stale, head_as, interim,
+                )
                 .await;
             drop(slot);
             if let Err(e) = &result {
@@ -395,6 +404,7 @@ impl Group {
 
     /// One exchange with server `index` (over a new connection if `fresh`): the response
     /// head within `response_timeout` (and before `deadline`).
+    #[allow(clippy::too_many_arguments)]
     async fn send_once(
         &self,
         index: usize,
@@ -403,6 +413,7 @@ impl Group {
         deadline: Option<Instant>,
         fresh: bool,
         head_as: HeadAs,
+        interim: Interim<'_>,
     ) -> Result<Response<UpstreamBody>, Error> {
         let mut timeout = self.config.response_timeout;
         if let Some(d) = deadline {
@@ -411,7 +422,7 @@ impl Group {
         let backend = &self.backends[index];
         let exchange = backend
             .pool
-            .send(&self.connector, head, body, fresh, head_as);
+            .send(&self.connector, head, body, fresh, head_as, interim);
         match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(Error::ResponseTimeout {
@@ -431,7 +442,7 @@ impl Group {
         let (head, body) = req.into_parts();
         self.backends[index]
             .pool
-            .send(&self.connector, &head, body, false, HeadAs::Map)
+            .send(&self.connector, &head, body, false, HeadAs::Map, None)
             .await
     }
 

@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::connect::{ConnectError, Connector};
 use super::h1::{self, Answer, Failure, IdleStack};
-use super::{framing_fault, Error, HeadAs, ReqBody, UpstreamBody};
+use super::{framing_fault, Error, HeadAs, Interim, ReqBody, UpstreamBody};
 use crate::config::{ServerAddr, Upstream};
 
 type H2 = http2::SendRequest<ReqBody>;
@@ -105,6 +105,7 @@ impl Pool {
         body: ReqBody,
         fresh: bool,
         head_as: HeadAs,
+        interim: Interim<'_>,
     ) -> Result<Response<UpstreamBody>, Error> {
         if self.h2 {
             let mut req = Request::new(body);
@@ -113,7 +114,8 @@ impl Pool {
             *req.headers_mut() = head.headers.clone();
             self.send_h2(connector, req).await
         } else {
-            self.send_h1(connector, head, body, fresh, head_as).await
+            self.send_h1(connector, head, body, fresh, head_as, interim)
+                .await
         }
     }
 
@@ -124,6 +126,7 @@ impl Pool {
         body: ReqBody,
         fresh: bool,
         head_as: HeadAs,
+        interim: Interim<'_>,
     ) -> Result<Response<UpstreamBody>, Error> {
         let idle = if fresh { None } else { self.idle.take() };
         let reused = idle.is_some();
@@ -135,20 +138,20 @@ impl Pool {
                 conn
             }
         };
-        let answer =
-            conn.exchange(head, body, head_as)
-                .await
-                .map_err(|failed| match failed.failure {
-                    Failure::Framing(what) => Error::Protocol {
-                        backend: self.addr.clone(),
-                        what,
-                    },
-                    failure => Error::Exchange {
-                        backend: self.addr.clone(),
-                        source: Box::new(failure),
-                        stale: reused && failed.unanswered,
-                    },
-                })?;
+        let answer = conn
+            .exchange(head, body, head_as, interim)
+            .await
+            .map_err(|failed| match failed.failure {
+                Failure::Framing(what) => Error::Protocol {
+                    backend: self.addr.clone(),
+                    what,
+                },
+                failure => Error::Exchange {
+                    backend: self.addr.clone(),
+                    source: Box::new(failure),
+                    stale: reused && failed.unanswered,
+                },
+            })?;
         Ok(match answer {
             Answer::Response { head, body } => {
                 let (parts, ()) = head.into_parts();

@@ -38,7 +38,7 @@ use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use super::connect::Stream;
-use super::{BoxError, HeadAs, RawTail, ReqBody};
+use super::{BoxError, HeadAs, Interim, RawTail, ReqBody};
 use body::Framing;
 use encode::{encode_head, BodyFraming, Send};
 
@@ -149,13 +149,15 @@ impl Conn {
         }
     }
 
-    /// Sends the request `head` and `body` (streamed) and reads the response head, skipping
-    /// interim 1xx answers other than 101. The body is read later, from the `Answer`.
+    /// Sends the request `head` and `body` (streamed) and reads the response head; interim
+    /// 1xx answers other than 101 go to `interim` (see [`Interim`]), or are skipped. The
+    /// body is read later, from the `Answer`.
     pub async fn exchange(
         mut self,
         head: &http::request::Parts,
         body: ReqBody,
         head_as: HeadAs,
+        interim: Interim<'_>,
     ) -> Result<Answer, Failed> {
         let head_request = head.method == Method::HEAD;
         // Raw lines for a GET only: its answer's fields frame its body as they say.
@@ -171,10 +173,11 @@ impl Conn {
             done: false,
         };
         let mut answered = false;
-        let parsed =
-            std::future::poll_fn(|cx| self.poll_exchange(cx, &mut send, &mut answered, raw))
-                .await
-                .map_err(|f| Failed::new(f, answered))?;
+        let parsed = std::future::poll_fn(|cx| {
+            self.poll_exchange(cx, &mut send, &mut answered, raw, interim)
+        })
+        .await
+        .map_err(|f| Failed::new(f, answered))?;
         self.out.clear();
         let Parsed {
             head,
@@ -227,6 +230,7 @@ impl Conn {
         send: &mut Send,
         answered: &mut bool,
         raw: Option<RawTail>,
+        interim: Interim<'_>,
     ) -> Poll<Result<Parsed, Failure>> {
         loop {
             // The request: the head, then the body frame by frame, as far as it goes now.
@@ -277,6 +281,11 @@ impl Conn {
                     {
                         // 100 Continue, 103 Early Hints: the answer is yet to come.
                         self.unread(&parsed.tail);
+                        if let Some(relay) = interim {
+                            if parsed.head.status() != StatusCode::CONTINUE {
+                                relay(parsed.head);
+                            }
+                        }
                         continue;
                     }
                     return Poll::Ready(Ok(parsed));

@@ -58,6 +58,32 @@ pub use h1_reason_phrase::ReasonPhrase;
 mod informational;
 #[cfg(all(feature = "http1", feature = "client"))]
 pub use informational::on_informational;
+
+// torii patch 11: interim (1xx) responses a server's service sends before its final one.
+#[cfg(all(feature = "http1", feature = "server"))]
+/// Where an HTTP/1 server connection takes interim (1xx) response heads from, to write them
+/// before the final response of the request in flight (see
+/// [`Connection::informational`](crate::server::conn::http1::Connection::informational)).
+///
+/// The connection asks while a response is pending: after each poll of the service's
+/// future, and before it writes the final head. Heads queued from the service's own
+/// future (the same task) are so written without a wake-up; a source fed from elsewhere
+/// registers `cx`'s waker. Only 1xx statuses other than 101 are written, and only to an
+/// HTTP/1.1 client that has not been sent its final head; others are dropped.
+pub trait InformationalSource: Send + Sync {
+    /// The next interim head to write now, if any.
+    fn next_informational(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> Option<http::Response<()>>;
+}
+// torii patch 11: the same for the service of an HTTP/2 server stream.
+#[cfg(all(feature = "http2", feature = "server"))]
+mod h2_informational;
+#[cfg(all(feature = "http2", feature = "server"))]
+pub(crate) use h2_informational::polling as h2_informational_polling;
+#[cfg(all(feature = "http2", feature = "server"))]
+pub use h2_informational::send_informational;
 #[cfg(all(feature = "http1", feature = "client"))]
 pub(crate) use informational::OnInformational;
 #[cfg(all(feature = "http1", feature = "client", feature = "ffi"))]

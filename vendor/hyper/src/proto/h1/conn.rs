@@ -613,6 +613,35 @@ where
         self.io.has_buffered_write()
     }
 
+    // torii patch 11: an interim (1xx, not 101) head, written before the final one to an
+    // HTTP/1.1 peer (RFC 9110 §15.2: never to HTTP/1.0); dropped otherwise.
+    #[cfg(feature = "server")]
+    pub(crate) fn write_informational(&mut self, head: http::Response<()>) {
+        let status = head.status();
+        if !T::is_server()
+            || !status.is_informational()
+            || status == http::StatusCode::SWITCHING_PROTOCOLS
+            || self.state.version != Version::HTTP_11
+            || !matches!(self.state.writing, Writing::Init)
+            || !self.io.can_headers_buf()
+        {
+            return;
+        }
+        let buf = self.io.headers_buf();
+        buf.extend_from_slice(b"HTTP/1.1 ");
+        buf.extend_from_slice(status.as_str().as_bytes());
+        buf.push(b' ');
+        buf.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        buf.extend_from_slice(b"\r\n");
+        for (name, value) in head.headers() {
+            buf.extend_from_slice(name.as_str().as_bytes());
+            buf.extend_from_slice(b": ");
+            buf.extend_from_slice(value.as_bytes());
+            buf.extend_from_slice(b"\r\n");
+        }
+        buf.extend_from_slice(b"\r\n");
+    }
+
     pub(crate) fn write_head(&mut self, head: MessageHead<T::Outgoing>, body: Option<BodyLength>) {
         if let Some(encoder) = self.encode_head(head, body) {
             self.state.writing = if !encoder.is_eof() {

@@ -40,6 +40,10 @@ pub(crate) trait Dispatch {
         -> crate::Result<()>;
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ()>>;
     fn should_poll(&self) -> bool;
+    // torii patch 11: an interim (1xx) head to write before the final one (servers only).
+    fn next_informational(&mut self, _cx: &mut Context<'_>) -> Option<http::Response<()>> {
+        None
+    }
 }
 
 cfg_server! {
@@ -48,6 +52,8 @@ cfg_server! {
     pub(crate) struct Server<S: HttpService<B>, B> {
         in_flight: Pin<Box<Option<S::Future>>>,
         pub(crate) service: S,
+        // torii patch 11: where interim (1xx) heads come from, if anywhere.
+        informational: Option<std::sync::Arc<dyn crate::ext::InformationalSource>>,
     }
 }
 
@@ -361,7 +367,13 @@ where
                 && self.conn.can_write_head()
                 && self.dispatch.should_poll()
             {
-                if let Some(msg) = ready!(Pin::new(&mut self.dispatch).poll_msg(cx)) {
+                let polled = Pin::new(&mut self.dispatch).poll_msg(cx);
+                // torii patch 11: interim heads the service queued (even in the poll that gave
+                // its final answer) go before its final head.
+                while let Some(head) = self.dispatch.next_informational(cx) {
+                    self.conn.write_informational(head);
+                }
+                if let Some(msg) = ready!(polled) {
                     let (head, body) = msg.map_err(crate::Error::new_user_service)?;
 
                     let body_type = if body.is_end_stream() {
@@ -587,6 +599,14 @@ cfg_server! {
                 && self.dispatch.in_flight.is_none()
                 && self.conn.is_idle_between_messages()
         }
+
+        // torii patch 11: see `Connection::informational`.
+        pub(crate) fn set_informational(
+            &mut self,
+            source: std::sync::Arc<dyn crate::ext::InformationalSource>,
+        ) {
+            self.dispatch.informational = Some(source);
+        }
     }
 
     impl<S, B> Server<S, B>
@@ -597,6 +617,8 @@ cfg_server! {
             Server {
                 in_flight: Box::pin(None),
                 service,
+                // torii patch 11: none unless `Connection::informational` gives one.
+                informational: None,
             }
         }
 
@@ -666,6 +688,11 @@ cfg_server! {
 
         fn should_poll(&self) -> bool {
             self.in_flight.is_some()
+        }
+
+        // torii patch 11: from the source `Connection::informational` gave, if any.
+        fn next_informational(&mut self, cx: &mut Context<'_>) -> Option<http::Response<()>> {
+            self.informational.as_ref()?.next_informational(cx)
         }
     }
 }

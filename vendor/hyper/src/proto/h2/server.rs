@@ -446,7 +446,22 @@ where
                     fut: h,
                     connect_parts,
                 } => {
-                    let res = match h.poll(cx) {
+                    // torii patch 11: interim heads the service's future sent (through
+                    // `ext::send_informational`) while polled go out now, before any final one.
+                    let reply = &mut *me.reply;
+                    let polled = crate::ext::h2_informational_polling(
+                        || h.poll(cx),
+                        |mut head| {
+                            super::strip_connection_headers(
+                                head.headers_mut(),
+                                super::MessageKind::Response,
+                            );
+                            if let Err(_e) = reply.send_informational(head) {
+                                debug!("send informational response error: {}", _e);
+                            }
+                        },
+                    );
+                    let res = match polled {
                         Poll::Ready(Ok(r)) => r,
                         Poll::Pending => {
                             // Response is not yet ready, so we want to check if the client has sent a

@@ -150,6 +150,14 @@ where
         self.conn.is_idle_between_messages()
     }
 
+    // torii patch 11: interim (1xx) responses, taken from `source` while a response is pending.
+    /// Writes the interim (1xx) heads `source` gives (see
+    /// [`InformationalSource`](crate::ext::InformationalSource)) before each final response.
+    pub fn informational(mut self, source: Arc<dyn crate::ext::InformationalSource>) -> Self {
+        self.conn.set_informational(source);
+        self
+    }
+
     /// Return the inner IO object, and additional information.
     ///
     /// If the IO object has been "rewound" the io will not contain those bytes rewound.
