@@ -63,6 +63,7 @@ fn main() {
         },
         rate_limit: None,
         rules: None,
+        access: None,
     };
     let router = Router::new(&[
         route(0, HostMatch::Any, "/"),

@@ -19,6 +19,9 @@ pub enum ProxyError {
     /// 405: a method this client may not use here (PURGE from a non-allowed address).
     #[error("{0}")]
     Forbidden(&'static str),
+    /// 403: the route's `access` list refuses this client address.
+    #[error("access denied: {0}")]
+    Denied(&'static str),
     /// 413, connection closed: the body is larger than `limits.max_body`.
     #[error("request body larger than limits.max_body")]
     BodyTooLarge,
@@ -39,6 +42,7 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::Forbidden(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::Denied(_) => StatusCode::FORBIDDEN,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,

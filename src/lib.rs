@@ -6,10 +6,12 @@
 //!
 //! ```text
 //! listener (accept, workers, timeouts, drain)  -> src/listener/
+//!   -> PROXY protocol header (v1, v2)          -> src/listener/proxy_protocol.rs
 //!   -> TLS (rustls: SNI, ALPN, resumption)     -> src/listener/tls.rs
 //!   -> downstream HTTP/1.1 & HTTP/2 (hyper)    -> src/listener/conn.rs
 //!      (what a connection is doing)            -> src/connection.rs
 //!   -> proxy::handle: the whole path           -> src/proxy/mod.rs
+//!      client identity (trusted proxies)      -> src/identity.rs
 //!      admit (sync: answers hits at once)
 //!        limits (framing, Host, sizes)         -> src/limits/
 //!        route (host + path -> route)          -> src/route/
@@ -41,6 +43,7 @@ pub mod config;
 pub mod connection;
 pub mod demo;
 pub mod error;
+pub mod identity;
 pub mod limits;
 pub mod listener;
 pub mod observe;

@@ -163,6 +163,7 @@ fn proxy_config(args: ProxyArgs) -> Result<Config, String> {
                 addr,
                 tls: None,
                 redirect_https: Some(port),
+                proxy_protocol: config::ProxyProtocol::Off,
             });
         }
     }

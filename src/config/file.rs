@@ -78,6 +78,7 @@ pub struct ListenerSection {
     pub tls: Option<Spanned<TlsSection>>,
     pub redirect_https: Option<Spanned<bool>>,
     pub https_port: Option<Spanned<i64>>,
+    pub proxy_protocol: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -106,6 +107,7 @@ pub struct ServerSection {
     pub runtime: Option<Spanned<String>>,
     pub drain_timeout: Option<Spanned<String>>,
     pub trust_request_id: Option<Spanned<bool>>,
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -195,6 +197,15 @@ pub struct RouteSection {
     pub rate_limit: Option<Spanned<RateLimitSection>>,
     pub headers: Option<HeadersSection>,
     pub rewrite: Option<Spanned<RewriteSection>>,
+    pub access: Option<Spanned<AccessSection>>,
+}
+
+/// `routes[].access = { allow = [...], deny = [...] }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessSection {
+    pub allow: Option<Vec<Spanned<String>>>,
+    pub deny: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -201,6 +201,7 @@ impl Config {
                 workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
                 runtime: RuntimeKind::ThreadPerCore,
                 drain_timeout: std::time::Duration::from_secs(30),
+                trusted_proxies: Vec::new(),
             },
             limits: Limits::default(),
             log: Log {
@@ -220,6 +221,7 @@ impl Config {
                 },
                 rate_limit: None,
                 rules: None,
+                access: None,
             }],
             identity: Identity::default(),
         })

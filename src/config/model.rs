@@ -59,6 +59,8 @@ pub struct Server {
     pub runtime: RuntimeKind,
     /// How long SIGTERM waits for in-flight requests. Default: 30 s.
     pub drain_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` / `Forwarded: for=` name the client. Default: none.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Server {
@@ -77,6 +79,26 @@ pub struct Listener {
     /// `Some(port)`: answer every request with `308` to `https://HOST[:port]/path?query`
     /// (the port left out when 443), like nginx's `return 308 https://$host$request_uri`.
     pub redirect_https: Option<u16>,
+    /// Whether connections start with a PROXY protocol header. Default: off.
+    pub proxy_protocol: ProxyProtocol,
+}
+
+/// `listeners[].proxy_protocol`: which PROXY protocol header versions a listener reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProxyProtocol {
+    #[default]
+    Off,
+    V1,
+    V2,
+    Any,
+}
+
+/// `routes[].access`: which client addresses a route serves. Deny wins; an empty allow
+/// list allows everyone not denied.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Access {
+    pub allow: Vec<IpNet>,
+    pub deny: Vec<IpNet>,
 }
 
 impl Listener {
@@ -86,6 +108,7 @@ impl Listener {
             addr,
             tls: None,
             redirect_https: None,
+            proxy_protocol: ProxyProtocol::Off,
         }
     }
 
@@ -474,6 +497,8 @@ pub struct Route {
     pub rate_limit: Option<RateLimit>,
     /// Header rules and path rewrite (`[defaults]` merged in); `None` when there are none.
     pub rules: Option<Arc<super::rules::RouteRules>>,
+    /// Allow/deny by client address; `None`: everyone (and no cost).
+    pub access: Option<Arc<Access>>,
 }
 
 /// What a route matches on the Host header.

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use super::tls::TlsInfo;
 use super::Connections;
+use crate::config::ProxyProtocol;
 use crate::connection::ConnState;
 use crate::limits::IpGuard;
 use crate::observe::metrics::Metrics;
@@ -123,6 +124,35 @@ pub fn serve_connection(
     permit: OwnedSemaphorePermit,
 ) -> Served {
     let shared = &connections.shared;
+    let runtime = shared.current();
+    let proxy_protocol = runtime
+        .config
+        .server
+        .listeners
+        .get(listener)
+        .map_or(ProxyProtocol::Off, |l| l.proxy_protocol);
+    if proxy_protocol != ProxyProtocol::Off {
+        // The per-IP cap waits for the header's address (`proxied`).
+        shared.drain.connection_opened();
+        let serving: Serving = Box::pin(proxied(
+            stream,
+            peer,
+            listener,
+            proxy_protocol,
+            runtime.config.limits.header_timeout,
+            shared.clone(),
+        ));
+        return Served {
+            core: Some(Core {
+                connections,
+                peer,
+                _permit: permit,
+                _per_ip: None,
+            }),
+            serving: Some(serving),
+        };
+    }
+    drop(runtime);
     // Over `limits.max_connections_per_ip`: close at once (dropping the stream).
     let Some(per_ip) = shared.per_ip.open(peer.ip()) else {
         return Served {
@@ -131,6 +161,21 @@ pub fn serve_connection(
         };
     };
     shared.drain.connection_opened();
+    let serving = start(stream, peer, listener, shared);
+    Served {
+        core: Some(Core {
+            connections,
+            peer,
+            _permit: permit,
+            _per_ip: per_ip,
+        }),
+        serving: Some(serving),
+    }
+}
+
+/// Serving a connection from `peer` (the client, or the PROXY header's source): plain, or
+/// TLS on a TLS listener.
+fn start(stream: TcpStream, peer: SocketAddr, listener: usize, shared: &Arc<Shared>) -> Serving {
     let state = Arc::new(ConnState::new(listener));
     let watched = Watched {
         io: stream,
@@ -138,7 +183,7 @@ pub fn serve_connection(
         metrics: shared.metrics.clone(),
     };
     let runtime = shared.current();
-    let serving: Serving = match runtime.tls.get(listener).cloned().flatten() {
+    match runtime.tls.get(listener).cloned().flatten() {
         None => Box::pin(drive(watched, peer, state, shared.clone())),
         // Its own box: the TLS stream (rustls' state and buffers) would otherwise size
         // every plain connection's box too.
@@ -150,16 +195,37 @@ pub fn serve_connection(
             state,
             shared.clone(),
         )),
-    };
-    Served {
-        core: Some(Core {
-            connections,
-            peer,
-            _permit: permit,
-            _per_ip: per_ip,
-        }),
-        serving: Some(serving),
     }
+}
+
+/// A `proxy_protocol` listener's connection: the PROXY header first (within `timeout`,
+/// before any TLS handshake), whose source is the client from then on, for the per-IP cap
+/// too; then as any other. No valid header: the connection is closed, nothing read past it.
+async fn proxied(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    listener: usize,
+    accept: ProxyProtocol,
+    timeout: Duration,
+    shared: Arc<Shared>,
+) -> Option<Idle> {
+    let read = super::proxy_protocol::read(&mut stream, accept);
+    let client = match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(source)) => source.unwrap_or(peer),
+        Ok(Err(why)) => {
+            tracing::debug!(%peer, "PROXY header refused: {why}");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "PROXY header timed out");
+            return None;
+        }
+    };
+    let per_ip = shared.per_ip.open(client.ip())?;
+    let mut idle = start(stream, client, listener, &shared).await?;
+    // Hibernated, the connection keeps its client and its place under the per-IP cap.
+    idle.client = Some((client, per_ip));
+    Some(idle)
 }
 
 /// What a connection holds for its whole life, serving or hibernated.
@@ -184,6 +250,8 @@ type Serving = Pin<Box<dyn Future<Output = Option<Idle>> + Send>>;
 struct Idle {
     io: Watched<TcpStream>,
     deadline: Instant,
+    /// On a `proxy_protocol` listener: the PROXY header's client and its per-IP count.
+    client: Option<(SocketAddr, Option<IpGuard>)>,
 }
 
 /// A connection's task (see [`serve_connection`]): it ends when the connection does, or
@@ -215,7 +283,19 @@ impl Future for Served {
         };
         let idle = std::task::ready!(serving.as_mut().poll(cx));
         this.serving = None;
-        if let (Some(Idle { io, deadline }), Some(core)) = (idle, this.core.take()) {
+        if let (
+            Some(Idle {
+                io,
+                deadline,
+                client,
+            }),
+            Some(mut core),
+        ) = (idle, this.core.take())
+        {
+            if let Some((peer, per_ip)) = client {
+                core.peer = peer;
+                core._per_ip = per_ip;
+            }
             let connections = core.connections.clone();
             connections.dorms.hibernate(io, core, deadline);
         }
@@ -426,6 +506,7 @@ async fn serve_h1<I: Stream>(
     Some(Idle {
         io: prefixed.io.into_plain()?,
         deadline,
+        client: None,
     })
 }
 

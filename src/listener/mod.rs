@@ -3,6 +3,7 @@
 
 mod conn;
 mod dorm;
+pub mod proxy_protocol;
 pub mod tls;
 mod workers;
 

@@ -27,6 +27,7 @@ use crate::config::rules::RouteRules;
 use crate::config::{Action, Route};
 use crate::connection::ConnState;
 use crate::error::ProxyError;
+use crate::identity;
 use crate::limits;
 use crate::observe::{Exchange, Record};
 use crate::runtime::{Runtime, Shared};
@@ -46,12 +47,18 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// idle or not, so a request that is answered at once (a hit, a fixed answer, an error)
 /// is returned ready, and only one that goes on to the upstream gets a (boxed) future.
 pub fn handle(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     peer: SocketAddr,
     shared: Arc<Shared>,
     conn: Arc<ConnState>,
 ) -> Handled {
     let runtime = shared.current();
+    // From here on `peer` is the client (trusted proxies resolved, see `identity`).
+    let peer = identity::resolve(
+        peer,
+        req.headers_mut(),
+        &runtime.config.server.trusted_proxies,
+    );
     let mut record = Record {
         start: Some(Instant::now()),
         method: req.method().clone(),
@@ -331,6 +338,9 @@ fn admit<'r>(
         .lookup(host.as_deref(), req.uri().path())
         .ok_or(ProxyError::NoRoute)?;
     record.route = Some(route.id);
+    if let Some(access) = &route.access {
+        crate::route::access::check(access, peer.ip())?;
+    }
     if let Some(Some(limiter)) = runtime.rate_limits.get(route.id.0) {
         limiter.check(req, peer.ip())?;
     }

@@ -4,6 +4,8 @@
 //! beats a route without host; among routes with the same host match, the longest path prefix
 //! wins; among equals, the one written first.
 
+pub mod access;
+
 use crate::config::{HostMatch, Route};
 
 /// Routes in lookup order.
@@ -99,6 +101,7 @@ mod tests {
             },
             rate_limit: None,
             rules: None,
+            access: None,
         }
     }
 

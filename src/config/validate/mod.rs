@@ -18,6 +18,7 @@ use super::Problem;
 
 mod cache;
 mod cache_rfc;
+mod identity;
 mod range;
 mod route;
 mod rules;

@@ -270,6 +270,7 @@ pub(super) fn route(
         action,
         rate_limit,
         rules,
+        access: super::identity::access(c, s, path),
     })
 }
 

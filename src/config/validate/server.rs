@@ -63,6 +63,7 @@ pub(super) fn server(c: &mut Checker, s: file::ServerSection, more_listeners: bo
         workers,
         runtime,
         drain_timeout,
+        trusted_proxies: super::identity::trusted_proxies(c, &s),
     }
 }
 

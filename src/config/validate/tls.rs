@@ -195,6 +195,7 @@ pub(super) fn listener(
         addr: addr?,
         tls,
         redirect_https,
+        proxy_protocol: super::identity::proxy_protocol(c, s, path),
     })
 }
 
