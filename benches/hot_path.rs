@@ -10,6 +10,10 @@
 //!   histogram record                       6.6
 //!   counter add                            3.5
 //!   upstream response head parse + map     729 (this round, same VM: the one figure from that run)
+//! Request IDs and trace context (issue 18; dev profile at opt-level 2, not the release
+//! LTO build, same shared VM): request ID + new trace 116, request ID + incoming
+//! traceparent 244, ID + traceparent onto the upstream request 223; a hit pays the first
+//! or second (~0.4-0.9 % of a hit), a proxied request one of them plus the third.
 //! A hit costs ~28 µs of server CPU in ../shared/bench hit-1k, so metric recording (two
 //! counter adds and one histogram record per request, ~15 ns) is below 0.1 % of it; the
 //! key build and the freshness re-parse (~1.6 µs together) are the first targets.
@@ -55,8 +59,10 @@ fn main() {
             status: StatusCode::FOUND,
             to: "/".into(),
             keep_path: false,
+            regex: None,
         },
         rate_limit: None,
+        rules: None,
         access: None,
     };
     let router = Router::new(&[
@@ -137,6 +143,26 @@ fn main() {
     });
     let c = Counter::default();
     bench("counter add", 10_000_000, || c.add(black_box(1)));
+
+    // Every request: its ID and trace (`proxy::trace`), default settings.
+    let identity = torii::config::Identity::default();
+    let plain = HeaderMap::new();
+    bench("request ID + new trace", 1_000_000, || {
+        black_box(torii::proxy::trace::Ids::new(black_box(&plain), &identity));
+    });
+    let mut traced = HeaderMap::new();
+    traced.insert(
+        "traceparent",
+        HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+    );
+    bench("request ID + incoming traceparent", 1_000_000, || {
+        black_box(torii::proxy::trace::Ids::new(black_box(&traced), &identity));
+    });
+    let ids = torii::proxy::trace::Ids::new(&traced, &identity);
+    let mut upstream = HeaderMap::with_capacity(8);
+    bench("ID + traceparent onto upstream request", 1_000_000, || {
+        ids.to_upstream(black_box(&mut upstream));
+    });
 
     // What nginx answers for a 1 KiB static file (the bench's pass-1k), with its body.
     let mut answer =

@@ -111,6 +111,8 @@ fn encode_fields(headers: &HeaderMap, extra: &[u8]) -> Option<Bytes> {
     for (name, value) in headers {
         if [CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION, AGE].contains(name)
             || name.as_str() == "x-cache"
+            // Each answer carries its own request's ID (`proxy::trace`).
+            || name.as_str() == "x-request-id"
             || name == crate::cache::policy::OWN_TARGETED_FIELD
         {
             continue;

@@ -21,6 +21,54 @@ pub struct FileConfig {
     /// addition to the plain ones in `server.listen`.
     #[serde(default)]
     pub listeners: Vec<Spanned<ListenerSection>>,
+    /// `[defaults]`: settings every route inherits (header rules).
+    pub defaults: Option<DefaultsSection>,
+    /// `[tracing]`: W3C Trace Context.
+    pub tracing: Option<TracingSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingSection {
+    pub enabled: Option<bool>,
+    pub sample: Option<Spanned<f64>>,
+}
+
+/// `[defaults]`: header rules applied on every route, before the route's own.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultsSection {
+    pub headers: Option<HeadersSection>,
+}
+
+/// `headers = { request = {…}, response = {…} }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadersSection {
+    pub request: Option<HeaderRulesSection>,
+    pub response: Option<HeaderRulesSection>,
+}
+
+/// Field name to value template, each with its span.
+pub type HeaderValues = BTreeMap<Spanned<String>, Spanned<String>>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderRulesSection {
+    pub remove: Option<Vec<Spanned<String>>>,
+    pub set: Option<HeaderValues>,
+    pub add: Option<HeaderValues>,
+    pub set_if_absent: Option<HeaderValues>,
+}
+
+/// `rewrite = { strip_prefix = "/api" }`, `{ prefix = "/v2" }` or `{ regex, to }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewriteSection {
+    pub strip_prefix: Option<Spanned<String>>,
+    pub prefix: Option<Spanned<String>>,
+    pub regex: Option<Spanned<String>>,
+    pub to: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -58,6 +106,7 @@ pub struct ServerSection {
     pub workers: Option<Spanned<i64>>,
     pub runtime: Option<Spanned<String>>,
     pub drain_timeout: Option<Spanned<String>>,
+    pub trust_request_id: Option<Spanned<bool>>,
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
 }
 
@@ -147,6 +196,8 @@ pub struct RouteSection {
     pub cache: Option<Spanned<RouteCacheSection>>,
     pub compress: Option<Spanned<CompressSection>>,
     pub rate_limit: Option<Spanned<RateLimitSection>>,
+    pub headers: Option<HeadersSection>,
+    pub rewrite: Option<Spanned<RewriteSection>>,
     pub access: Option<Spanned<AccessSection>>,
 }
 
@@ -183,6 +234,7 @@ pub struct RedirectSection {
     pub to: Option<Spanned<String>>,
     pub status: Option<Spanned<i64>>,
     pub keep_path: Option<bool>,
+    pub regex: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,6 +6,7 @@
 pub mod compress;
 pub mod file;
 pub mod model;
+pub mod rules;
 pub mod tls;
 pub mod units;
 pub mod validate;
@@ -226,8 +227,10 @@ impl Config {
                     compress: Some(Arc::new(Compress::default())),
                 },
                 rate_limit: None,
+                rules: None,
                 access: None,
             }],
+            identity: Identity::default(),
         })
     }
 

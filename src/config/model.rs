@@ -20,6 +20,29 @@ pub struct Config {
     pub cache: CacheSettings,
     pub upstreams: BTreeMap<UpstreamName, Upstream>,
     pub routes: Vec<Route>,
+    /// Request IDs and trace context (`server.trust_request_id`, `[tracing]`).
+    pub identity: Identity,
+}
+
+/// How requests are identified: `X-Request-Id` and W3C Trace Context.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Identity {
+    /// Keep a client's `X-Request-Id` (when well-formed) instead of a new one. Default off.
+    pub trust_request_id: bool,
+    /// Handle `traceparent` (`tracing.enabled`). Default on.
+    pub trace_context: bool,
+    /// The share of new traces marked sampled (`tracing.sample`). Default 0.
+    pub sample: f64,
+}
+
+impl Default for Identity {
+    fn default() -> Identity {
+        Identity {
+            trust_request_id: false,
+            trace_context: true,
+            sample: 0.0,
+        }
+    }
 }
 
 /// How torii listens and runs.
@@ -472,6 +495,8 @@ pub struct Route {
     pub action: Action,
     /// Requests per second per client (or header value); 429 beyond.
     pub rate_limit: Option<RateLimit>,
+    /// Header rules and path rewrite (`[defaults]` merged in); `None` when there are none.
+    pub rules: Option<Arc<super::rules::RouteRules>>,
     /// Allow/deny by client address; `None`: everyone (and no cost).
     pub access: Option<Arc<Access>>,
 }
@@ -506,8 +531,10 @@ pub enum Action {
     Redirect {
         status: StatusCode,
         to: String,
-        /// Append the request's path and query to `to`.
+        /// Append the request's path and query to `to` (without `regex`).
         keep_path: bool,
+        /// Matched against the raw path; `to` is expanded with its captures (`$1`).
+        regex: Option<regex::bytes::Regex>,
     },
 }
 

@@ -145,6 +145,12 @@ fn combined(r: &Record) -> String {
         r.tls.map_or("-", |v| v.as_str()),
         r.cache.map_or("-", |c| c.reason())
     );
+    let _ = write!(
+        line,
+        " rid=\"{}\" trace={}",
+        escape(r.request_id.as_deref().unwrap_or("-")),
+        r.trace_id.as_deref().unwrap_or("-")
+    );
     if !r.complete {
         line.push_str(" incomplete");
     }
@@ -174,6 +180,8 @@ fn json(r: &Record) -> String {
         "complete": r.complete,
         "cache": r.cache.map(|c| c.reason()),
         "error": r.error,
+        "request_id": r.request_id,
+        "trace_id": r.trace_id,
     });
     let mut line = value.to_string();
     line.push('\n');

@@ -28,6 +28,10 @@ pub const CONNECTIONS_HIBERNATED: &str = "torii_connections_hibernated";
 pub const CONNECTIONS_ACCEPTED_TOTAL: &str = "torii_connections_accepted_total";
 pub const TLS_HANDSHAKES_TOTAL: &str = "torii_tls_handshakes_total";
 pub const TLS_HANDSHAKE_ERRORS_TOTAL: &str = "torii_tls_handshake_errors_total";
+pub const HEADER_RULE_DROPS_TOTAL: &str = "torii_header_rule_drops_total";
+/// Header rule values dropped because they held CR, LF or NUL (or were otherwise not a
+/// valid field value) once their variables were filled in.
+pub static HEADER_RULE_DROPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 pub const RECEIVED_BYTES_TOTAL: &str = "torii_received_bytes_total";
 pub const SENT_BYTES_TOTAL: &str = "torii_sent_bytes_total";
 pub const CACHE_HITS_TOTAL: &str = "torii_cache_hits_total";
@@ -517,6 +521,12 @@ impl Metrics {
             TLS_HANDSHAKE_ERRORS_TOTAL,
             "Downstream TLS handshakes that failed or timed out.",
             self.tls_handshake_errors.get(),
+        );
+        counter(
+            out,
+            HEADER_RULE_DROPS_TOTAL,
+            "Header rule values dropped: invalid (CR, LF, NUL) after their variables were filled in.",
+            HEADER_RULE_DROPS.load(std::sync::atomic::Ordering::Relaxed),
         );
         counter(
             out,

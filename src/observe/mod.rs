@@ -56,6 +56,9 @@ pub struct Record {
     pub tls: Option<crate::config::TlsVersion>,
     /// What the cache step decided (`None`: not a proxied request).
     pub cache: Option<CacheStatus>,
+    /// `X-Request-Id` and the W3C trace id, for the log (set only when it is on).
+    pub request_id: Option<String>,
+    pub trace_id: Option<String>,
 }
 
 impl Record {

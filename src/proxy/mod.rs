@@ -4,6 +4,8 @@
 
 pub mod cached;
 pub mod compress;
+pub mod rules;
+pub mod trace;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,6 +24,7 @@ use tokio::time::Instant;
 
 use crate::body::RespBody;
 use crate::cache::status::{Bypass, CacheStatus, X_CACHE};
+use crate::config::rules::RouteRules;
 use crate::config::{Action, Route};
 use crate::connection::ConnState;
 use crate::error::ProxyError;
@@ -66,7 +69,10 @@ pub fn handle(
     };
     // The listener's index in `server.listeners` (its TLS and redirect settings).
     let li = conn.listener;
+    let ids = trace::Ids::new(req.headers(), &runtime.config.identity);
     if runtime.access_log.is_some() {
+        record.request_id = Some(String::from_utf8_lossy(ids.request_id.as_bytes()).into_owned());
+        record.trace_id = ids.trace_hex();
         record.time = Some(SystemTime::now());
         record.client = Some(peer);
         record.target = req
@@ -86,13 +92,35 @@ pub fn handle(
                 .record
                 .route
                 .and_then(|id| compress::Ask::of(&req, &runtime.config.routes[id.0]));
+            let rules = rule_vars(&req, peer, &runtime, &exchange.record, &ids);
             lend_headers(resp.headers_mut(), req.into_parts().0.headers);
-            let resp = finish(Ok(resp), exchange, &runtime, &shared, peer, ask);
-            return Handled::Ready(Some(resp));
+            return Handled::Ready(Some(finish(
+                Ok(resp),
+                exchange,
+                &runtime,
+                &shared,
+                peer,
+                Answering {
+                    ask,
+                    rules: rules.as_ref(),
+                    ids,
+                },
+            )));
         }
         Err(e) => {
-            let resp = finish(Err(e), exchange, &runtime, &shared, peer, None);
-            return Handled::Ready(Some(resp));
+            let rules = rule_vars(&req, peer, &runtime, &exchange.record, &ids);
+            return Handled::Ready(Some(finish(
+                Err(e),
+                exchange,
+                &runtime,
+                &shared,
+                peer,
+                Answering {
+                    ask: None,
+                    rules: rules.as_ref(),
+                    ids,
+                },
+            )));
         }
         Ok(Next::Proxy {
             route,
@@ -101,6 +129,7 @@ pub fn handle(
         }) => (route.id, host, looked),
     };
     let ask = compress::Ask::of(&req, &runtime.config.routes[route.0]);
+    let rules = rule_vars(&req, peer, &runtime, &exchange.record, &ids);
     Handled::Waiting(Box::pin(async move {
         let route = &runtime.config.routes[route.0];
         // An origin's interim (1xx) answers go on to an HTTP/1.1 client (hyper writes what
@@ -128,10 +157,53 @@ pub fn handle(
             &runtime,
             &mut exchange.record,
             interim,
+            rules.as_ref(),
+            &ids,
         )
         .await;
-        finish(result, exchange, &runtime, &shared, peer, ask)
+        finish(
+            result,
+            exchange,
+            &runtime,
+            &shared,
+            peer,
+            Answering {
+                ask,
+                rules: rules.as_ref(),
+                ids,
+            },
+        )
     }))
+}
+
+/// A route's rules and what their variables stand for, when the route has any.
+type RuleVars = (Arc<RouteRules>, rules::Vars);
+
+fn rule_vars<B>(
+    req: &Request<B>,
+    peer: SocketAddr,
+    runtime: &Runtime,
+    record: &Record,
+    ids: &trace::Ids,
+) -> Option<RuleVars> {
+    let id = record.route?;
+    let route = runtime.config.routes.get(id.0)?;
+    let found = route.rules.as_ref()?;
+    let upstream = match &route.action {
+        Action::Proxy { upstream, .. } => upstream.0.clone(),
+        _ => String::new(),
+    };
+    let vars = rules::Vars {
+        client_ip: peer.ip(),
+        host: request_host(req).unwrap_or_default(),
+        scheme: record.scheme(),
+        method: req.method().clone(),
+        path_and_query: req.uri().path_and_query().cloned(),
+        request_id: String::from_utf8_lossy(ids.request_id.as_bytes()).into_owned(),
+        route: id.0,
+        upstream,
+    };
+    Some((found.clone(), vars))
 }
 
 /// hyper keeps a response's header map (drained as it is written) for the connection's
@@ -161,6 +233,14 @@ impl Future for Handled {
     }
 }
 
+/// What the response step needs of the request it answers: its compression ask, its
+/// route's response rules with their variables, and its request and trace ids.
+struct Answering<'a> {
+    ask: Option<compress::Ask>,
+    rules: Option<&'a RuleVars>,
+    ids: trace::Ids,
+}
+
 /// The response step: an error becomes its response (logged, counted), `Via` is added,
 /// and the exchange rides on the body until it ends (access log, metrics).
 fn finish(
@@ -169,8 +249,9 @@ fn finish(
     runtime: &Runtime,
     shared: &Shared,
     peer: SocketAddr,
-    ask: Option<compress::Ask>,
+    answering: Answering<'_>,
 ) -> Response<RespBody> {
+    let Answering { ask, rules, ids } = answering;
     let mut resp = match result {
         Ok(resp) => match &ask {
             Some(ask) => {
@@ -207,6 +288,13 @@ fn finish(
         if let (Some(status), true) = (exchange.record.cache, exchange.record.error.is_none()) {
             headers.insert(X_CACHE, status.header());
         }
+    }
+    // After any raw lines (left out of them: `cache::object`, `upstream::h1::head`).
+    resp.headers_mut()
+        .insert(trace::X_REQUEST_ID, ids.request_id);
+    // Response rules, on every answer: after the lookup, on what the client is sent.
+    if let Some((rules, vars)) = rules {
+        rules::apply_response(&rules.response, &mut resp, vars);
     }
     exchange.record.status = resp.status();
     let (route, group) = match exchange.record.route {
@@ -298,7 +386,25 @@ fn admit<'r>(
         Action::Redirect {
             status,
             to,
+            regex: Some(regex),
+            ..
+        } => {
+            let location =
+                rules::redirect_location(regex, to, req.uri()).ok_or(ProxyError::NoRoute)?;
+            let mut resp = Response::new(RespBody::empty());
+            *resp.status_mut() = *status;
+            let location = HeaderValue::try_from(location)
+                .map_err(|_| ProxyError::BadRequest("invalid redirect target"))?;
+            resp.headers_mut().insert(header::LOCATION, location);
+            resp.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+            resp
+        }
+        Action::Redirect {
+            status,
+            to,
             keep_path,
+            regex: None,
         } => {
             let mut location = to.clone();
             if *keep_path {
@@ -322,7 +428,8 @@ fn admit<'r>(
             ..
         } if matches!(*req.method(), Method::GET | Method::HEAD)
             && !is_upgrade(req.headers())
-            && req.body().is_end_stream() =>
+            && req.body().is_end_stream()
+            && !route.rules.as_ref().is_some_and(|r| r.keyed) =>
         {
             let (Some(cache), Some(Some(group))) =
                 (&runtime.cache, runtime.route_groups.get(route.id.0))
@@ -385,6 +492,8 @@ async fn proxy(
     runtime: &Runtime,
     record: &mut Record,
     interim: upstream::Interim<'_>,
+    rules: Option<&RuleVars>,
+    ids: &trace::Ids,
 ) -> Result<Response<RespBody>, ProxyError> {
     let pass = matches!(looked, Looked::Pass);
     let Action::Proxy {
@@ -437,7 +546,7 @@ async fn proxy(
     // A GET or HEAD with a body passes: the origin may read it, so its answer is not the
     // URL's (RFC 9110 §9.3.1).
     let with_body = cacheable_method && !body.is_end_stream();
-    let downstream_headers =
+    let mut downstream_headers =
         (caching.is_some() && cacheable_method && !wants_upgrade && !pass && !with_body)
             .then(|| parts.headers.clone());
     let method = parts.method.clone();
@@ -503,6 +612,30 @@ async fn proxy(
         headers.insert(X_FORWARDED_HOST, h);
     }
     headers.append(header::VIA, VIA);
+    ids.to_upstream(headers);
+    // Request rules, before the cache key is built; the key takes the client's path, and
+    // the client's fields unless a rule changes a field the key names (`keyed`).
+    let mut rewritten_key = None;
+    if let Some((rules, vars)) = rules {
+        rules::apply(&rules.request, headers, vars);
+        if let (true, Some(h)) = (rules.keyed, downstream_headers.as_mut()) {
+            rules::apply(&rules.request, h, vars);
+        }
+        if let Some(rewrite) = &rules.rewrite {
+            parts.uri = rules::rewrite(rewrite, &parts.uri).ok_or(ProxyError::BadRequest(
+                "the rewritten path is not a valid target",
+            ))?;
+            if let (Some((policy, _)), Some(h)) = (caching, downstream_headers.as_ref()) {
+                rewritten_key = Some(cached::primary_key(
+                    policy,
+                    record.scheme(),
+                    key_host,
+                    downstream_pq,
+                    h,
+                ));
+            }
+        }
+    }
 
     let limits = &runtime.config.limits;
     let (upstream_body, body_fault) = if body.is_end_stream() {
@@ -525,7 +658,7 @@ async fn proxy(
             scheme: record.scheme(),
             primary: match looked {
                 Looked::Slow(primary) => Some(primary),
-                Looked::Not | Looked::Pass => None,
+                Looked::Not | Looked::Pass => rewritten_key,
             },
             interim,
         };

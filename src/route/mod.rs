@@ -97,8 +97,10 @@ mod tests {
                 status: http::StatusCode::FOUND,
                 to: "/".into(),
                 keep_path: false,
+                regex: None,
             },
             rate_limit: None,
+            rules: None,
             access: None,
         }
     }

@@ -22,6 +22,7 @@ mod compress;
 mod identity;
 mod range;
 mod route;
+mod rules;
 mod server;
 mod tls;
 mod upstream;
@@ -145,6 +146,11 @@ pub fn validate_in(file: FileConfig, base: Option<&Path>) -> Result<Config, Vec<
         problems: Vec::new(),
     };
     let server_section = file.server.unwrap_or_default();
+    let identity = rules::identity(
+        &mut c,
+        server_section.trust_request_id.as_ref(),
+        file.tracing.as_ref(),
+    );
     let listen_given = server_section.listen.is_some();
     let mut server = server(&mut c, server_section, !file.listeners.is_empty());
     if !file.listeners.is_empty() {
@@ -171,6 +177,11 @@ pub fn validate_in(file: FileConfig, base: Option<&Path>) -> Result<Config, Vec<
         upstreams.insert(UpstreamName(name.get_ref().clone()), upstream);
     }
 
+    let defaults = rules::headers(
+        &mut c,
+        file.defaults.as_ref().and_then(|d| d.headers.as_ref()),
+        "defaults",
+    );
     let mut routes = Vec::new();
     for (index, section) in file.routes.iter().enumerate() {
         let path = format!("routes[{index}]");
@@ -181,6 +192,7 @@ pub fn validate_in(file: FileConfig, base: Option<&Path>) -> Result<Config, Vec<
             RouteId(index),
             &upstreams,
             cache.memory > 0,
+            &defaults,
         ) {
             routes.push(route);
         }
@@ -203,6 +215,7 @@ pub fn validate_in(file: FileConfig, base: Option<&Path>) -> Result<Config, Vec<
             cache,
             upstreams,
             routes,
+            identity,
         })
     } else {
         Err(c.problems)

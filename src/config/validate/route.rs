@@ -66,6 +66,7 @@ pub(super) fn route(
     id: RouteId,
     upstreams: &BTreeMap<UpstreamName, Upstream>,
     caching: bool,
+    defaults: &super::rules::HeaderTables,
 ) -> Option<Route> {
     let s = spanned.get_ref();
     let host = match &s.host {
@@ -225,9 +226,14 @@ pub(super) fn route(
         }
     } else if let Some(redirect) = &s.redirect {
         let r = redirect.get_ref();
+        let regex = r
+            .regex
+            .as_ref()
+            .and_then(|re| super::rules::regex(c, re, &format!("{path}.redirect.regex")));
         let to = match &r.to {
+            // With a regex, `to` holds `$1` / `${name}`: checked once filled in.
             Some(to)
-                if to.get_ref().parse::<http::Uri>().is_ok()
+                if (regex.is_some() || to.get_ref().parse::<http::Uri>().is_ok())
                     && HeaderValue::from_str(to.get_ref()).is_ok() =>
             {
                 to.get_ref().clone()
@@ -257,17 +263,27 @@ pub(super) fn route(
             status,
             to,
             keep_path: r.keep_path.unwrap_or(true),
+            regex,
         }
     } else {
         return None;
     };
     let rate_limit = s.rate_limit.as_ref().and_then(|r| rate_limit(c, r, path));
+    let keyed = match &action {
+        Action::Proxy {
+            cache: Some(policy),
+            ..
+        } => &policy.key.headers[..],
+        _ => &[],
+    };
+    let rules = super::rules::route_rules(c, defaults, s, path, keyed);
     Some(Route {
         id,
         host,
         path: route_path,
         action,
         rate_limit,
+        rules,
         access: super::identity::access(c, s, path),
     })
 }

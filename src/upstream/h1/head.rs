@@ -146,6 +146,8 @@ pub fn parse_head(buf: &mut BytesMut, raw: Option<RawTail>) -> Result<Option<Par
                 !hop(name)
                     && !name.eq_ignore_ascii_case(b"content-length")
                     && !name.eq_ignore_ascii_case(extra.replaces.as_bytes())
+                    // The response step sets the request's own (`proxy::trace`).
+                    && !name.eq_ignore_ascii_case(b"x-request-id")
             };
             let room: usize = spans
                 .iter()
