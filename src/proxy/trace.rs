@@ -217,6 +217,14 @@ fn random_nonzero_8() -> [u8; 8] {
 mod tests {
     use super::*;
 
+    /// Trace context on (off by default).
+    fn traced() -> Identity {
+        Identity {
+            trace_context: true,
+            ..Identity::default()
+        }
+    }
+
     const GOOD: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
     #[test]
@@ -248,15 +256,15 @@ mod tests {
         h.insert(TRACEPARENT, HeaderValue::from_static(GOOD));
         let trusting = Identity {
             trust_request_id: true,
-            ..Identity::default()
+            ..traced()
         };
         let ids = Ids::new(&h, &trusting);
         assert_eq!(ids.request_id, "abc-1");
-        let ids = Ids::new(&h, &Identity::default());
+        let ids = Ids::new(&h, &traced());
         assert_eq!(ids.request_id.len(), 32);
         assert_ne!(
             ids.request_id,
-            Ids::new(&h, &Identity::default()).request_id
+            Ids::new(&h, &traced()).request_id
         );
         let mut up = HeaderMap::new();
         ids.to_upstream(&mut up);
@@ -271,7 +279,7 @@ mod tests {
         assert_eq!(Ids::new(&h, &trusting).request_id.len(), 32);
         let always = Identity {
             sample: 1.0,
-            ..Identity::default()
+            ..traced()
         };
         let fresh = Ids::new(&HeaderMap::new(), &always).trace.unwrap();
         assert_eq!((fresh.flags, fresh.kept), (1, false));
