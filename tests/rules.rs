@@ -355,7 +355,7 @@ async fn every_request_gets_an_id_sent_upstream_and_returned() {
 async fn trace_context_kept_replaced_or_started() {
     let origin = Origin::start().await;
     origin.set("/echo", Reply::new("e"));
-    let torii = Torii::to(&origin, "[tracing]\nsample = 1.0\n").await;
+    let torii = Torii::to(&origin, "[tracing]\nenabled = true\nsample = 1.0\n").await;
     // Valid: the trace id and flags stay, the parent id is new, tracestate passes.
     get_with(
         &torii.url("/echo"),
@@ -398,7 +398,7 @@ async fn trace_context_kept_replaced_or_started() {
         assert!(!h.contains_key("tracestate"), "{bad}");
     }
     // None: a new trace; with the default sample (0) not sampled.
-    let plain = Torii::to(&origin, "").await;
+    let plain = Torii::to(&origin, "[tracing]\nenabled = true\n").await;
     get(&plain.url("/echo")).await;
     let tp = seen(&origin, "/echo")["traceparent"]
         .to_str()
@@ -421,7 +421,7 @@ async fn request_and_trace_ids_in_both_log_formats() {
             std::env::temp_dir().join(format!("torii-rules-log-{}-{format}", std::process::id()));
         let _ = std::fs::remove_file(&dir);
         let extra = format!(
-            "[log]\naccess = \"{}\"\nformat = \"{format}\"\n",
+            "[log]\naccess = \"{}\"\nformat = \"{format}\"\n[tracing]\nenabled = true\n",
             dir.display()
         );
         let torii = Torii::to(&origin, &extra).await;

@@ -262,10 +262,7 @@ mod tests {
         assert_eq!(ids.request_id, "abc-1");
         let ids = Ids::new(&h, &traced());
         assert_eq!(ids.request_id.len(), 32);
-        assert_ne!(
-            ids.request_id,
-            Ids::new(&h, &traced()).request_id
-        );
+        assert_ne!(ids.request_id, Ids::new(&h, &traced()).request_id);
         let mut up = HeaderMap::new();
         ids.to_upstream(&mut up);
         let tp = up[&TRACEPARENT].to_str().unwrap();
