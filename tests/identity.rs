@@ -362,8 +362,11 @@ async fn per_ip_caps_count_the_proxy_address_also_after_hibernation() {
     )
     .await;
     assert_eq!(echoed_xff(&resp), "192.0.2.2", "{resp}");
-    // The held connection, idle long enough to hibernate, still is 192.0.2.1's.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The held connection, once it hibernates, still is 192.0.2.1's.
+    wait_until_async("the held connection hibernates", PATIENCE, || async {
+        torii.metric("torii_connections_hibernated").await == Some(1.0)
+    })
+    .await;
     let resp = send_pieces(
         torii.addr,
         &[b"PROXY TCP4 192.0.2.1 127.0.0.1 3 80\r\n", ECHO],
