@@ -20,22 +20,6 @@ fn config(servers: &str, group: &str, cache: &str) -> String {
     )
 }
 
-fn list(origins: &[&Origin]) -> String {
-    origins
-        .iter()
-        .map(|o| format!("\"{}\"", o.addr))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-async fn origins(n: usize) -> Vec<Origin> {
-    let mut v = Vec::new();
-    for i in 0..n {
-        v.push(Origin::named(&format!("o{i}")).await);
-    }
-    v
-}
-
 /// GET with extra request headers.
 async fn get_with(url: &str, headers: &[(&str, &str)]) -> (StatusCode, http::HeaderMap, String) {
     use http_body_util::BodyExt;
@@ -306,18 +290,15 @@ async fn the_access_log_says_the_cache_outcome() {
         .unwrap();
     let _ = client.request(req).await.unwrap();
     // The log is written when each body ends, by a writer thread: wait for four lines.
-    let mut lines = Vec::new();
-    for _ in 0..500 {
-        lines = std::fs::read_to_string(&log)
+    let read = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
             .unwrap_or_default()
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .collect();
-        if lines.len() >= 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    wait_until("four access-log lines", PATIENCE, || read().len() >= 4).await;
+    let lines = read();
     let outcomes: Vec<_> = lines.iter().map(|l| l["cache"].clone()).collect();
     assert_eq!(
         outcomes,

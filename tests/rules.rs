@@ -427,14 +427,9 @@ async fn request_and_trace_ids_in_both_log_formats() {
         let torii = Torii::to(&origin, &extra).await;
         let (_, h, _) = get_with(&torii.url("/echo"), &[("traceparent", GOOD_TP)]).await;
         let id = h["x-request-id"].to_str().unwrap().to_string();
-        let mut text = String::new();
-        for _ in 0..100 {
-            text = std::fs::read_to_string(&dir).unwrap_or_default();
-            if text.contains(&id) {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        let read = || std::fs::read_to_string(&dir).unwrap_or_default();
+        wait_until("the request is logged", PATIENCE, || read().contains(&id)).await;
+        let text = read();
         let _ = std::fs::remove_file(&dir);
         assert!(text.contains(&id), "{format}: {text}");
         assert!(

@@ -20,22 +20,6 @@ fn config(servers: &str, group: &str) -> String {
     )
 }
 
-fn list(origins: &[&Origin]) -> String {
-    origins
-        .iter()
-        .map(|o| format!("\"{}\"", o.addr))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-async fn origins(n: usize) -> Vec<Origin> {
-    let mut v = Vec::new();
-    for i in 0..n {
-        v.push(Origin::named(&format!("o{i}")).await);
-    }
-    v
-}
-
 /// Sends `req` and returns the status and body.
 async fn send(req: Request<Body>) -> (StatusCode, http::HeaderMap, String) {
     let resp = client().request(req).await.unwrap();

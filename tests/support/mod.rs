@@ -689,3 +689,21 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// `n` origins named `o0`, `o1`, … (their names answer `/name`).
+pub async fn origins(n: usize) -> Vec<Origin> {
+    let mut v = Vec::new();
+    for i in 0..n {
+        v.push(Origin::named(&format!("o{i}")).await);
+    }
+    v
+}
+
+/// `origins` as a TOML list of `"host:port"` servers.
+pub fn list(origins: &[&Origin]) -> String {
+    origins
+        .iter()
+        .map(|o| format!("\"{}\"", o.addr))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
