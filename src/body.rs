@@ -134,6 +134,16 @@ impl RespBody {
         }
     }
 
+    /// Drops a hit's re-encoding fill (`Fill::recode`): the body goes out as stored, so
+    /// there is nothing new to store.
+    pub fn drop_recode(&mut self) {
+        if let Kind::Fill(_, fill @ Some(_)) = &mut self.kind {
+            if fill.as_ref().is_some_and(|f| f.is_recode()) {
+                *fill = None;
+            }
+        }
+    }
+
     /// For a filling body: encode the upstream body before it is stored, so the object
     /// stored is the encoded one. False (nothing done) for any other body.
     pub fn encode_before_fill(&mut self, coder: Coder) -> bool {

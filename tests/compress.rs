@@ -194,6 +194,47 @@ async fn compressed_once_stored_and_decoded_for_identity_clients() {
 }
 
 #[tokio::test]
+async fn an_object_stored_as_identity_is_encoded_once_on_its_first_compressing_hit() {
+    let origin = Origin::start().await;
+    let body = text(30_000);
+    origin.set("/plain-first", page(&body));
+    let torii = proxy(&origin, "", "").await;
+    let url = torii.url("/plain-first");
+
+    // The first client takes no coding: the object is stored as identity.
+    let (_, h, b) = get_ae(&url, "").await;
+    assert_eq!(hv(&h, "x-cache"), "MISS");
+    assert_eq!(hv(&h, "content-encoding"), "<none>");
+    assert_eq!(b, body.as_bytes());
+    assert_eq!(compressions(&torii, "gzip").await, 0.0);
+
+    // The first gzip client is compressed for, and its encoding replaces the object.
+    let (_, h, first) = get_ae(&url, "gzip").await;
+    assert_eq!(hv(&h, "x-cache"), "HIT");
+    assert_eq!(hv(&h, "content-encoding"), "gzip");
+    assert_eq!(decode("gzip", &first), body.as_bytes());
+    // Later gzip clients get the stored encoding: no more compression.
+    for _ in 0..3 {
+        let (_, h, b) = get_ae(&url, "gzip").await;
+        assert_eq!(hv(&h, "x-cache"), "HIT");
+        assert_eq!(hv(&h, "content-encoding"), "gzip");
+        assert_eq!(hv(&h, "etag"), "W/\"v1\"");
+        assert_eq!(b, first);
+    }
+    assert_eq!(compressions(&torii, "gzip").await, 1.0);
+    // Identity clients now get the stored gzip decoded; a zstd client gets it decoded
+    // too (one stored variant per object), nothing is compressed again.
+    for ae in ["", "zstd"] {
+        let (s, h, b) = get_ae(&url, ae).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(hv(&h, "content-encoding"), "<none>", "{ae}");
+        assert_eq!(b, body.as_bytes(), "{ae}");
+    }
+    assert_eq!(compressions(&torii, "zstd").await, 0.0);
+    assert_eq!(origin.hits("/plain-first"), 1);
+}
+
+#[tokio::test]
 async fn no_transform_head_ranges_small_and_other_types_are_not_compressed() {
     let origin = Origin::start().await;
     let body = text(20_000);

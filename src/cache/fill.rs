@@ -25,6 +25,9 @@ pub struct Fill {
     /// Stored only once the body has said it ended (`Ready(None)`), not on its last
     /// data frame: the body is read by a decoder that may still refuse it.
     pub held: bool,
+    /// Set for a hit's copy of a stored identity object (`Fill::recode`): stored only
+    /// if the response step encodes it, and the claim is given back if it is not.
+    recode: Option<Arc<CachedObject>>,
 }
 
 impl Fill {
@@ -46,7 +49,41 @@ impl Fill {
             max,
             expected,
             held: false,
+            recode: None,
         }
+    }
+
+    /// For a hit on `obj`, a stored identity object that the response step may encode:
+    /// a fill that stores the encoded variant in its place (same key and freshness), so
+    /// the next client for that coding gets it without compressing again (compress
+    /// once). `None` when another hit is already doing so.
+    pub fn recode(cache: Arc<Cache>, obj: &Arc<CachedObject>) -> Option<Fill> {
+        if !obj.memo.claim_recode() {
+            return None;
+        }
+        let template = CachedObject {
+            meta: obj.meta.clone(),
+            status: obj.status,
+            headers: obj.headers.clone(),
+            body: Bytes::new(),
+            memo: Default::default(),
+        };
+        let max = obj.body.len().saturating_add(4096);
+        let mut fill = Fill::new(
+            cache,
+            None,
+            template,
+            None,
+            max,
+            Some(obj.body.len() as u64),
+        );
+        fill.recode = Some(obj.clone());
+        Some(fill)
+    }
+
+    /// Whether this fill is a hit's re-encoding (`recode`): worth storing only encoded.
+    pub fn is_recode(&self) -> bool {
+        self.recode.is_some()
     }
 
     /// The fields of the object to be stored.
@@ -73,6 +110,9 @@ impl Fill {
 
     /// The body ended cleanly: store the object and hand it to the followers.
     pub fn finish(mut self) {
+        // Stored or refused, the claim stays taken: the object is replaced, or is one
+        // that does not fit encoded either.
+        self.recode = None;
         if self.expected.is_some_and(|e| e != self.len as u64) {
             return; // shorter or longer than announced: never store
         }
@@ -113,6 +153,15 @@ fn empty() -> CachedObject {
         headers: http::HeaderMap::new(),
         body: Bytes::new(),
         memo: Default::default(),
+    }
+}
+
+impl Drop for Fill {
+    fn drop(&mut self) {
+        // Abandoned (not encoded, cut, too big): another hit may try.
+        if let Some(obj) = self.recode.take() {
+            obj.memo.release_recode();
+        }
     }
 }
 

@@ -155,6 +155,9 @@ pub struct ObjectMemo(
     /// Whether the object needs no coding work for any client under one route's
     /// compression settings (tagged by their address): `proxy::compress::hit_as_is`.
     std::sync::OnceLock<(usize, bool)>,
+    /// Whether a hit is storing this (identity) object's encoded variant in its place
+    /// (`Fill::recode`): one at a time.
+    std::sync::atomic::AtomicBool,
 );
 
 impl ObjectMemo {
@@ -180,6 +183,18 @@ impl ObjectMemo {
             Some(_) => compute(),
             None => self.3.get_or_init(|| (tag, compute())).1,
         }
+    }
+}
+
+impl ObjectMemo {
+    /// Claims the re-encoding of this object for one hit; false if another hit has it.
+    pub fn claim_recode(&self) -> bool {
+        !self.4.swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// Gives a claim back (the re-encoding did not store anything).
+    pub fn release_recode(&self) {
+        self.4.store(false, std::sync::atomic::Ordering::Release);
     }
 }
 

@@ -21,7 +21,7 @@ pub struct FileConfig {
     /// addition to the plain ones in `server.listen`.
     #[serde(default)]
     pub listeners: Vec<Spanned<ListenerSection>>,
-    /// `[defaults]`: settings every route inherits (header rules).
+    /// `[defaults]`: settings every route inherits (header rules, compression).
     pub defaults: Option<DefaultsSection>,
     /// `[tracing]`: W3C Trace Context.
     pub tracing: Option<TracingSection>,
@@ -34,11 +34,13 @@ pub struct TracingSection {
     pub sample: Option<Spanned<f64>>,
 }
 
-/// `[defaults]`: header rules applied on every route, before the route's own.
+/// `[defaults]`: header rules applied on every route, before the route's own, and the
+/// compression every proxy route starts from.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DefaultsSection {
     pub headers: Option<HeadersSection>,
+    pub compress: Option<Spanned<CompressSection>>,
 }
 
 /// `headers = { request = {…}, response = {…} }`.

@@ -575,3 +575,45 @@ fn compress_is_on_by_default_and_checked_with_hints() {
         "{p:?}"
     );
 }
+
+#[test]
+fn defaults_compress_is_what_routes_start_from() {
+    let config = |defaults: &str| {
+        format!(
+            "[defaults]\ncompress = {defaults}\n[upstreams.app]\nservers = [\"127.0.0.1:3000\"]\n\
+             [[routes]]\npath = \"/a\"\nupstream = \"app\"\n\
+             [[routes]]\npath = \"/b\"\nupstream = \"app\"\ncompress = {{ min_size = \"4KiB\" }}\n\
+             [[routes]]\npath = \"/c\"\nupstream = \"app\"\ncompress = {{ enabled = true }}\n"
+        )
+    };
+    let compress_of = |text: &str| -> Vec<Option<Compress>> {
+        let config = load_str("t.toml", text).unwrap();
+        config
+            .routes
+            .iter()
+            .map(|r| match &r.action {
+                Action::Proxy { compress, .. } => compress.as_deref().cloned(),
+                _ => unreachable!(),
+            })
+            .collect()
+    };
+    let c = compress_of(&config("{ codings = [\"gzip\"], min_size = \"100\" }"));
+    let a = c[0].as_ref().unwrap();
+    assert_eq!((a.codings.clone(), a.min_size), (vec![Coding::Gzip], 100));
+    // A route's own key replaces the one it names; the rest come from [defaults].
+    let b = c[1].as_ref().unwrap();
+    assert_eq!((b.codings.clone(), b.min_size), (vec![Coding::Gzip], 4096));
+    assert_eq!(b.types, Compress::default().types);
+    // Off by default for every route, back on where a route says so.
+    let c = compress_of(&config("{ enabled = false }"));
+    assert!(c[0].is_none() && c[1].is_none());
+    assert_eq!(c[2].as_ref(), Some(&Compress::default()));
+    // Checked once, at its own place.
+    let p = problems(&config("{ codings = [\"lzma\"] }"));
+    let bad: Vec<_> = p.iter().filter(|l| l.starts_with("t.toml:")).collect();
+    assert_eq!(bad.len(), 1, "{p:?}");
+    assert!(
+        bad[0].starts_with("t.toml:2:25: defaults.compress.codings"),
+        "{p:?}"
+    );
+}

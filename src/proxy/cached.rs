@@ -91,7 +91,7 @@ pub enum FirstLook {
 /// The hit path: a fresh object in the memory tier answers `req` (a GET or HEAD on a
 /// caching route) before anything is prepared for the upstream.
 pub fn serve_hit<B>(
-    cache: &Cache,
+    cache: &Arc<Cache>,
     policy: &CachePolicy,
     compress: Option<&crate::config::Compress>,
     scheme: &str,
@@ -123,23 +123,56 @@ pub fn serve_hit<B>(
     }
     cache.stats.hits.fetch_add(1, Relaxed);
     // A range or a precondition is answered from the header map (`respond_stored`).
+    let as_is = super::compress::hit_as_is_stored(compress, &obj, req.headers());
     let raw = req.version() <= Version::HTTP_11
         && req.method() == Method::GET
         && !cache::range::asks(req.headers())
-        && super::compress::hit_as_is_stored(compress, &obj, req.headers());
+        && as_is;
     FirstLook::Hit(
         raw.then(|| respond_raw(&obj, req.headers(), &fresh, now))
             .flatten()
             .unwrap_or_else(|| {
-                respond_stored(
+                let resp = respond_stored(
                     &obj,
                     req.headers(),
                     req.method() == Method::HEAD,
                     &fresh,
                     now,
-                )
+                );
+                if as_is {
+                    resp
+                } else {
+                    recode(cache, &obj, req, resp)
+                }
             }),
     )
+}
+
+/// A hit on a stored identity object that this client's response will be encoded for
+/// (`compress::hit_as_is` said no): its body also goes into a fill that stores the
+/// encoded variant in the object's place (`Fill::recode`), so later hits for that
+/// coding cost no compression. Anything else is left as it is.
+fn recode<B>(
+    cache: &Arc<Cache>,
+    obj: &Arc<CachedObject>,
+    req: &Request<B>,
+    resp: Response<RespBody>,
+) -> Response<RespBody> {
+    if req.method() != Method::GET
+        || resp.status() != StatusCode::OK
+        || obj.status != StatusCode::OK
+        || obj.body.is_empty()
+        || obj.headers.contains_key(header::CONTENT_ENCODING)
+        || cache::range::asks(req.headers())
+    {
+        return resp;
+    }
+    let Some(fill) = Fill::recode(cache.clone(), obj) else {
+        return resp;
+    };
+    let (parts, _) = resp.into_parts();
+    let body = RespBody::filling(UpstreamBody::Full(Some(obj.body.clone())), fill);
+    Response::from_parts(parts, body)
 }
 
 /// `respond_stored` for a fresh HTTP/1 GET hit: the stored fields go out as the

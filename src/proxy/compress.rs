@@ -6,7 +6,9 @@
 //! the first response is encoded for the client that asked *before* it is stored, so the
 //! object stored is the encoded one (compressed once). A later client that accepts that
 //! coding gets the object as stored (the fresh-hit fast path, no work); one that does not
-//! gets it decoded to identity. One origin fetch serves every client.
+//! gets it decoded to identity. One origin fetch serves every client. An object stored as
+//! identity (its first client took no coding) is encoded by the first hit that compresses
+//! it, and that encoding replaces it (`cached::recode`, `Fill::recode`).
 
 use std::sync::Arc;
 
@@ -318,6 +320,9 @@ pub fn apply(
     if ask.range && matches!(plan, Plan::Encode(_)) {
         // Ranges are of the identity body: never compressed.
         plan = Plan::AsIs { vary: true };
+    }
+    if !matches!(plan, Plan::Encode(_)) {
+        body.drop_recode();
     }
     match plan {
         Plan::AsIs { vary: false } => {}

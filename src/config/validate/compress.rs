@@ -8,17 +8,50 @@ use super::super::compress::{Coding, Compress};
 use super::super::file;
 use super::Checker;
 
+/// What a route's `compress` starts from: `[defaults] compress`, or the built-in one.
+pub(super) struct Base {
+    settings: Arc<Compress>,
+    enabled: bool,
+}
+
+/// `[defaults] compress`: checked once; every route's `compress` starts from it (a
+/// route's own keys replace the ones they name).
+pub(super) fn defaults(c: &mut Checker, section: Option<&Spanned<file::CompressSection>>) -> Base {
+    let built_in = Base {
+        settings: Arc::new(Compress::default()),
+        enabled: true,
+    };
+    let Some(section) = section else {
+        return built_in;
+    };
+    let (settings, enabled) = settings(c, section.get_ref(), "defaults", &built_in);
+    Base {
+        settings: Arc::new(settings),
+        enabled,
+    }
+}
+
 /// The route's compression: on by default (`compress = { enabled = false }` turns it off).
 pub(super) fn compress(
     c: &mut Checker,
     section: Option<&Spanned<file::CompressSection>>,
     path: &str,
+    base: &Base,
 ) -> Option<Arc<Compress>> {
-    let d = Compress::default();
     let Some(section) = section else {
-        return Some(Arc::new(d));
+        return base.enabled.then(|| base.settings.clone());
     };
-    let s = section.get_ref();
+    let (out, enabled) = settings(c, section.get_ref(), path, base);
+    enabled.then(|| Arc::new(out))
+}
+
+fn settings(
+    c: &mut Checker,
+    s: &file::CompressSection,
+    path: &str,
+    base: &Base,
+) -> (Compress, bool) {
+    let d = &*base.settings;
     let p = |key: &str| format!("{path}.compress.{key}");
     let mut out = Compress {
         min_size: c.size(&s.min_size, &p("min_size"), d.min_size),
@@ -74,7 +107,7 @@ pub(super) fn compress(
             c.hint("to turn compression off, use compress = { enabled = false }");
         }
     }
-    s.enabled.unwrap_or(true).then(|| Arc::new(out))
+    (out, s.enabled.unwrap_or(base.enabled))
 }
 
 /// `type/subtype` or `type/*`, in token characters (RFC 9110 §8.3.1).

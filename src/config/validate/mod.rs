@@ -18,6 +18,13 @@ use super::Problem;
 
 mod cache;
 mod cache_rfc;
+
+/// `[defaults]`, checked once: what every route starts from.
+struct Defaults {
+    headers: rules::HeaderTables,
+    compress: compress::Base,
+}
+
 mod compress;
 mod identity;
 mod range;
@@ -177,11 +184,17 @@ pub fn validate_in(file: FileConfig, base: Option<&Path>) -> Result<Config, Vec<
         upstreams.insert(UpstreamName(name.get_ref().clone()), upstream);
     }
 
-    let defaults = rules::headers(
-        &mut c,
-        file.defaults.as_ref().and_then(|d| d.headers.as_ref()),
-        "defaults",
-    );
+    let defaults = Defaults {
+        headers: rules::headers(
+            &mut c,
+            file.defaults.as_ref().and_then(|d| d.headers.as_ref()),
+            "defaults",
+        ),
+        compress: compress::defaults(
+            &mut c,
+            file.defaults.as_ref().and_then(|d| d.compress.as_ref()),
+        ),
+    };
     let mut routes = Vec::new();
     for (index, section) in file.routes.iter().enumerate() {
         let path = format!("routes[{index}]");

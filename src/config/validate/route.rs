@@ -66,7 +66,7 @@ pub(super) fn route(
     id: RouteId,
     upstreams: &BTreeMap<UpstreamName, Upstream>,
     caching: bool,
-    defaults: &super::rules::HeaderTables,
+    defaults: &super::Defaults,
 ) -> Option<Route> {
     let s = spanned.get_ref();
     let host = match &s.host {
@@ -171,7 +171,7 @@ pub(super) fn route(
             return None;
         }
         let mut cache = route_cache(c, s.cache.as_ref(), path, caching);
-        let compress = super::compress::compress(c, s.compress.as_ref(), path);
+        let compress = super::compress::compress(c, s.compress.as_ref(), path, &defaults.compress);
         if let (Some(policy), Some(_)) = (&mut cache, &compress) {
             // torii makes the codings itself: the origin is asked for identity, and one
             // stored object serves every client (README, "Compression").
@@ -276,7 +276,7 @@ pub(super) fn route(
         } => &policy.key.headers[..],
         _ => &[],
     };
-    let rules = super::rules::route_rules(c, defaults, s, path, keyed);
+    let rules = super::rules::route_rules(c, &defaults.headers, s, path, keyed);
     Some(Route {
         id,
         host,
