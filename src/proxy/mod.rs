@@ -195,7 +195,7 @@ fn rule_vars<B>(
     };
     let vars = rules::Vars {
         client_ip: peer.ip(),
-        host: request_host(req).unwrap_or_default(),
+        host: request_host(req).map_or_else(String::new, |h| h.to_string()),
         scheme: record.scheme(),
         method: req.method().clone(),
         path_and_query: req.uri().path_and_query().cloned(),
@@ -325,7 +325,7 @@ enum Next<'r> {
     /// The rest of the path (`proxy`): the cache step's slow paths and the upstream.
     Proxy {
         route: &'r Route,
-        host: Option<String>,
+        host: Option<ReqHost>,
         /// What the first look at the cache found (hit-for-pass, or the key to go on with).
         looked: Looked,
     },
@@ -487,7 +487,7 @@ async fn proxy(
     mut req: Request<Incoming>,
     peer: SocketAddr,
     route: &Route,
-    host: Option<String>,
+    host: Option<ReqHost>,
     looked: Looked,
     runtime: &Runtime,
     record: &mut Record,
@@ -801,14 +801,33 @@ fn redirect_https<B>(
 }
 
 /// The host a request is for: the URI authority (HTTP/2, absolute-form) or the Host header.
-fn request_host<B>(req: &Request<B>) -> Option<String> {
+/// Held as the request's own bytes (a reference count, no copy).
+#[derive(Debug, Clone)]
+enum ReqHost {
+    Authority(http::uri::Authority),
+    /// A `Host` value that is text (checked when taken).
+    Header(HeaderValue),
+}
+
+impl std::ops::Deref for ReqHost {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            ReqHost::Authority(a) => a.as_str(),
+            ReqHost::Header(h) => h.to_str().unwrap_or_default(),
+        }
+    }
+}
+
+fn request_host<B>(req: &Request<B>) -> Option<ReqHost> {
     if let Some(authority) = req.uri().authority() {
-        return Some(authority.as_str().to_string());
+        return Some(ReqHost::Authority(authority.clone()));
     }
     req.headers()
         .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
+        .filter(|h| h.to_str().is_ok())
+        .map(|h| ReqHost::Header(h.clone()))
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
