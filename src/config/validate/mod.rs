@@ -16,6 +16,7 @@ use super::model::*;
 use super::units::{parse_duration, parse_size};
 use super::Problem;
 
+mod auth;
 mod cache;
 mod cache_rfc;
 mod compress;
@@ -182,10 +183,13 @@ pub fn validate_in(file: FileConfig, base: Option<&Path>) -> Result<Config, Vec<
         file.defaults.as_ref().and_then(|d| d.headers.as_ref()),
         "defaults",
     );
+    let default_auth = file.defaults.as_ref().and_then(|d| {
+        auth::route_auth(&mut c, d.auth.as_ref(), "defaults.auth", &upstreams, base)
+    });
     let mut routes = Vec::new();
     for (index, section) in file.routes.iter().enumerate() {
         let path = format!("routes[{index}]");
-        if let Some(route) = route(
+        if let Some(mut route) = route(
             &mut c,
             section,
             &path,
@@ -194,6 +198,9 @@ pub fn validate_in(file: FileConfig, base: Option<&Path>) -> Result<Config, Vec<
             cache.memory > 0,
             &defaults,
         ) {
+            let own = section.get_ref().auth.as_ref();
+            route.auth = auth::route_auth(&mut c, own, &format!("{path}.auth"), &upstreams, base)
+                .or_else(|| default_auth.clone());
             routes.push(route);
         }
     }
