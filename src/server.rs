@@ -120,7 +120,9 @@ impl Runtime {
             .map(|route| {
                 let settings = route.auth.as_deref()?;
                 let metrics = route_metrics[route.id.0].clone();
-                Some(Arc::new(crate::auth::Guard::new(settings, &group_of, metrics)))
+                Some(Arc::new(crate::auth::Guard::new(
+                    settings, &group_of, metrics,
+                )))
             })
             .collect();
         let mut tls = Vec::new();

@@ -87,12 +87,23 @@ impl Basic {
             keep_authorization: self.keep_authorization,
         };
         let challenge = || Inner::Refuse(Refusal::Challenge(self.challenge.clone()));
-        let Some(value) = req.headers.get(header::AUTHORIZATION) else {
+        let mut values = req.headers.get_all(header::AUTHORIZATION).iter();
+        let Some(value) = values.next() else {
             return challenge();
         };
+        // Two credentials: which one the next hop would read is anyone's guess.
+        if values.next().is_some() {
+            self.state.charge(req.client, Instant::now());
+            return challenge();
+        }
         let now = Instant::now();
         let key = digest(&[value.as_bytes()]);
-        if self.state.verified.get(&key).is_some_and(|until| until > now) {
+        if self
+            .state
+            .verified
+            .get(&key)
+            .is_some_and(|until| until > now)
+        {
             return Inner::Pass(passed);
         }
         if let Some(retry_after) = self.state.locked_out(req.client, now) {

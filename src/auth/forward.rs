@@ -39,6 +39,7 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 type Fields = Arc<[(HeaderName, HeaderValue)]>;
+type Passes = quick_cache::sync::Cache<Digest, (Instant, Fields)>;
 
 pub struct Forward {
     shared: Arc<Shared>,
@@ -48,7 +49,8 @@ struct Shared {
     group: Option<Arc<Group>>,
     path: http::uri::PathAndQuery,
     names: Arc<[HeaderName]>,
-    cache: Option<(Duration, quick_cache::sync::Cache<Digest, (Instant, Fields)>)>,
+    /// `cache`: how long a pass is kept, and the passes by credential digest (until when).
+    cache: Option<(Duration, Passes)>,
 }
 
 impl Forward {
@@ -67,12 +69,19 @@ impl Forward {
 
     pub(super) fn check(&self, req: &Asking<'_>) -> Inner {
         let key = self.shared.cache.as_ref().map(|(_, cache)| {
-            let authorization = req
-                .headers
-                .get(header::AUTHORIZATION)
-                .map_or(&b""[..], |v| v.as_bytes());
-            let mut parts = vec![authorization];
-            parts.extend(req.headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()));
+            // Every value of both, as the auth service sees them, each list led by its
+            // length, so that no two different sets of fields make the same key.
+            let auth: Vec<&[u8]> = (req.headers.get_all(header::AUTHORIZATION).iter())
+                .map(|v| v.as_bytes())
+                .collect();
+            let cookies: Vec<&[u8]> = (req.headers.get_all(header::COOKIE).iter())
+                .map(|v| v.as_bytes())
+                .collect();
+            let (n_auth, n_cookies) = (auth.len().to_be_bytes(), cookies.len().to_be_bytes());
+            let mut parts: Vec<&[u8]> = vec![&n_auth];
+            parts.extend(auth);
+            parts.push(&n_cookies);
+            parts.extend(cookies);
             let key = digest(&parts);
             (key, cache.get(&key))
         });
@@ -220,6 +229,8 @@ impl Pending {
         }
         // The body is whole now: its length is the one hyper writes.
         parts.headers.remove(header::CONTENT_LENGTH);
-        Err(Refusal::Relayed(Box::new(Response::from_parts(parts, body))))
+        Err(Refusal::Relayed(Box::new(Response::from_parts(
+            parts, body,
+        ))))
     }
 }

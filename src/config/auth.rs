@@ -10,7 +10,8 @@ use std::time::Duration;
 use http::uri::PathAndQuery;
 use http::HeaderName;
 
-use super::model::UpstreamName;
+// Through the parent (which re-exports `model`): `model` names `Auth`.
+use crate::config::UpstreamName;
 
 /// Who may use a route.
 #[derive(Debug, Clone)]
@@ -175,10 +176,10 @@ fn classify(hash: &str) -> Result<PasswordHash, String> {
         return Ok(PasswordHash::Bcrypt(hash.to_string()));
     }
     if hash.starts_with("$argon2id$") {
-        let parsed =
-            argon2::PasswordHash::new(hash).map_err(|e| format!("a malformed argon2id hash: {e}"))?;
-        let params = argon2::Params::try_from(&parsed)
-            .map_err(|e| format!("argon2id parameters: {e}"))?;
+        let parsed = argon2::PasswordHash::new(hash)
+            .map_err(|e| format!("a malformed argon2id hash: {e}"))?;
+        let params =
+            argon2::Params::try_from(&parsed).map_err(|e| format!("argon2id parameters: {e}"))?;
         if params.m_cost() > MAX_ARGON2_M_KIB
             || params.t_cost() > MAX_ARGON2_T
             || params.p_cost() > MAX_ARGON2_P
@@ -210,7 +211,9 @@ mod tests {
 
     #[test]
     fn weak_hashes_refused_with_their_line() {
-        let bcrypt = bcrypt::hash_with_salt("pw", 4, [7; 16]).unwrap().to_string();
+        let bcrypt = bcrypt::hash_with_salt("pw", 4, [7; 16])
+            .unwrap()
+            .to_string();
         let text = format!(
             "# staff\n\nann:{bcrypt}\nbob:$apr1$abc$def\ncid:{{SHA}}qUqP5cyxm6YcTAhz05Hph5gvu9M=\ndan:plain\neve:$6$salt$x\nann:{bcrypt}\nnocolon\n"
         );
@@ -227,17 +230,26 @@ mod tests {
     #[test]
     fn bcrypt_and_argon2id_accepted_unknown_users_get_the_dummy() {
         use argon2::password_hash::{PasswordHasher, SaltString};
-        let bcrypt = bcrypt::hash_with_salt("pw", 4, [7; 16]).unwrap().to_string();
-        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
-        let params = argon2::Params::new(64, 1, 1, None).unwrap();
-        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-            .hash_password(b"pw", &salt)
+        let bcrypt = bcrypt::hash_with_salt("pw", 4, [7; 16])
             .unwrap()
             .to_string();
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        let params = argon2::Params::new(64, 1, 1, None).unwrap();
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+                .hash_password(b"pw", &salt)
+                .unwrap()
+                .to_string();
         let users = parse_htpasswd(&format!("ann:{bcrypt}\r\nbob:{argon}\n")).unwrap();
         assert_eq!(users.len(), 2);
-        assert!(matches!(users.hash_of("bob"), (PasswordHash::Argon2id(_), true)));
-        assert!(matches!(users.hash_of("zed"), (PasswordHash::Bcrypt(_), false)));
+        assert!(matches!(
+            users.hash_of("bob"),
+            (PasswordHash::Argon2id(_), true)
+        ));
+        assert!(matches!(
+            users.hash_of("zed"),
+            (PasswordHash::Bcrypt(_), false)
+        ));
         assert!(parse_htpasswd("# nobody\n").is_err());
         // The cost is only read, never run: a cost-15 hash is refused as written.
         let costly = bcrypt.replacen("$04$", "$15$", 1);

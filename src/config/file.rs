@@ -208,6 +208,8 @@ pub struct RouteSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSection {
+    /// `off = true`: no auth on this route, whatever `[defaults]` says.
+    pub off: Option<bool>,
     pub basic: Option<Spanned<BasicAuthSection>>,
     pub forward: Option<Spanned<ForwardAuthSection>>,
 }

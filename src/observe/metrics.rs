@@ -77,7 +77,8 @@ pub const REJECTION_REASONS: [&str; 3] = ["rate-limit", "queue-full", "queue-tim
 /// Why a request failed a route's `auth` (`torii_auth_failures_total{kind}`): no
 /// credentials, wrong or malformed ones, refused without checking (the address is locked
 /// out), refused by the forward-auth service, or the forward-auth service failed.
-pub const AUTH_FAILURE_KINDS: [&str; 5] = ["missing", "invalid", "locked-out", "denied", "unavailable"];
+pub const AUTH_FAILURE_KINDS: [&str; 5] =
+    ["missing", "invalid", "locked-out", "denied", "unavailable"];
 
 pub const TLS_VERSIONS: [&str; 2] = ["TLSv1.2", "TLSv1.3"];
 

@@ -86,8 +86,8 @@ pub fn handle(
     // a slot for per connection, idle or not) and into the response body.
     let mut exchange = Box::new(Exchange::start(conn, runtime.access_log.clone(), record));
 
-    let (route, host, looked, auth) = match admit(&mut req, peer, li, &runtime, &mut exchange.record)
-    {
+    let admitted = admit(&mut req, peer, li, &runtime, &mut exchange.record);
+    let (route, host, looked, auth) = match admitted {
         Ok(Next::Done(mut resp)) => {
             let ask = exchange
                 .record

@@ -18,7 +18,7 @@ use crate::config::model::{Upstream, UpstreamName};
 /// The longest forward-auth `cache` accepted: a revoked session stays valid this long.
 const MAX_CACHE: Duration = Duration::from_secs(3600);
 
-/// `auth` at `path` (default: none).
+/// `auth` at `path` (default: none); `None` too for `off = true`.
 pub(super) fn route_auth(
     c: &mut Checker,
     section: Option<&Spanned<file::AuthSection>>,
@@ -28,15 +28,22 @@ pub(super) fn route_auth(
 ) -> Option<Arc<Auth>> {
     let spanned = section?;
     let s = spanned.get_ref();
+    if let Some(off) = s.off {
+        if !off || s.basic.is_some() || s.forward.is_some() {
+            c.report(
+                spanned.span(),
+                path,
+                "`off` stands alone, and only as `off = true`",
+            );
+            c.hint("auth = { off = true } turns off the auth of [defaults] for this route");
+        }
+        return None;
+    }
     match (&s.basic, &s.forward) {
         (Some(basic), None) => basic_auth(c, basic, &format!("{path}.basic"), base),
         (None, Some(forward)) => forward_auth(c, forward, &format!("{path}.forward"), upstreams),
         (Some(_), Some(_)) => {
-            c.report(
-                spanned.span(),
-                path,
-                "`basic` and `forward` are exclusive",
-            );
+            c.report(spanned.span(), path, "`basic` and `forward` are exclusive");
             c.hint("keep one: auth = { basic = {…} } or auth = { forward = {…} }");
             None
         }
@@ -60,7 +67,10 @@ fn basic_auth(
         Some(r) => {
             let text = r.get_ref();
             // It is written inside a quoted string of `WWW-Authenticate`.
-            if text.is_empty() || text.chars().any(|ch| ch == '"' || ch == '\\' || ch.is_control())
+            if text.is_empty()
+                || text
+                    .chars()
+                    .any(|ch| ch == '"' || ch == '\\' || ch.is_control())
             {
                 c.report(
                     r.span(),
@@ -106,7 +116,9 @@ fn basic_auth(
                     format!("{shown}:{line}")
                 };
                 c.report(file_value.span(), key.clone(), format!("{at}: {why}"));
-                c.hint("lines are `user:hash` with bcrypt ($2y$, `htpasswd -B`) or $argon2id$ hashes");
+                c.hint(
+                    "lines are `user:hash` with bcrypt ($2y$, `htpasswd -B`) or $argon2id$ hashes",
+                );
             }
             return None;
         }
@@ -174,9 +186,14 @@ fn forward_auth(
     let mut copy_headers: Vec<HeaderName> = Vec::new();
     for (i, name) in s.copy_headers.iter().flatten().enumerate() {
         match HeaderName::from_bytes(name.get_ref().as_bytes()) {
+            // What header rules may not touch (hop-by-hop and framing fields, Host), and
+            // Authorization, which the client sent the auth service.
             Ok(h)
-                if !crate::upstream::is_hop_by_hop(h.as_str().as_bytes())
-                    && !matches!(h.as_str(), "host" | "content-length" | "authorization") =>
+                if !super::rules::FORBIDDEN.contains(&h.as_str())
+                    && !matches!(
+                        h.as_str(),
+                        "authorization" | "proxy-authorization" | "proxy-authenticate"
+                    ) =>
             {
                 if !copy_headers.contains(&h) {
                     copy_headers.push(h);
@@ -253,20 +270,46 @@ upstream = "app"
 auth = { forward = { upstream = "auth", path = "/verify" }, basic = { users_file = "x" } }
 "#;
         let p = problems(text);
-        let find = |s: &str| p.iter().find(|l| l.contains(s)).cloned().unwrap_or_default();
-        assert!(find("unknown upstream \"auht\"").starts_with("t.toml:8:33: routes[0].auth.forward.upstream"), "{p:?}");
+        let find = |s: &str| {
+            p.iter()
+                .find(|l| l.contains(s))
+                .cloned()
+                .unwrap_or_default()
+        };
+        assert!(
+            find("unknown upstream \"auht\"")
+                .starts_with("t.toml:8:33: routes[0].auth.forward.upstream"),
+            "{p:?}"
+        );
         assert!(find("defined are app, auth").contains("hint"), "{p:?}");
-        assert!(find("\"verify\" is not a path").contains("routes[0].auth.forward.path"), "{p:?}");
-        assert!(find("\"Connection\" cannot").contains("copy_headers[1]"), "{p:?}");
-        assert!(find("longer than 1h").contains("routes[0].auth.forward.cache"), "{p:?}");
-        assert!(find("exclusive").starts_with("t.toml:12:8: routes[1].auth"), "{p:?}");
+        assert!(
+            find("\"verify\" is not a path").contains("routes[0].auth.forward.path"),
+            "{p:?}"
+        );
+        assert!(
+            find("\"Connection\" cannot").contains("copy_headers[1]"),
+            "{p:?}"
+        );
+        assert!(
+            find("longer than 1h").contains("routes[0].auth.forward.cache"),
+            "{p:?}"
+        );
+        assert!(
+            find("exclusive").starts_with("t.toml:12:8: routes[1].auth"),
+            "{p:?}"
+        );
     }
 
     #[test]
     fn basic_auth_reads_the_file_and_defaults_apply() {
-        let bcrypt = bcrypt::hash_with_salt("pw", 4, [1; 16]).unwrap().to_string();
+        let bcrypt = bcrypt::hash_with_salt("pw", 4, [1; 16])
+            .unwrap()
+            .to_string();
         let good = file("good", &format!("ann:{bcrypt}\n"));
-        let weak = file("weak", &format!("ann:{bcrypt}\nbob:$apr1$x$y\ncid:secret\n"));
+        let weak = file(
+            "weak",
+            &format!("ann:{bcrypt}\nbob:$apr1$x$y\ncid:secret\n"),
+        );
         let text = format!(
             r#"
 [defaults]
@@ -275,6 +318,10 @@ auth = {{ basic = {{ realm = "staff", users_file = "{good}" }} }}
 servers = ["127.0.0.1:3000"]
 [[routes]]
 upstream = "app"
+[[routes]]
+path = "/open"
+upstream = "app"
+auth = {{ off = true }}
 [[routes]]
 path = "/weak"
 upstream = "app"
@@ -286,12 +333,30 @@ auth = {{ basic = {{ users_file = "/nonexistent/htpasswd" }} }}
 "#
         );
         let p = problems(&text);
-        assert_eq!(p.iter().filter(|l| l.contains("users_file")).count(), 3, "{p:?}");
-        let find = |s: &str| p.iter().find(|l| l.contains(s)).cloned().unwrap_or_default();
-        assert!(find("MD5-crypt").starts_with("t.toml:11:33: routes[1].auth.basic.users_file"), "{p:?}");
-        assert!(find("MD5-crypt").contains(&format!("{weak}:2: user \"bob\"")), "{p:?}");
+        assert_eq!(
+            p.iter().filter(|l| l.contains("users_file")).count(),
+            3,
+            "{p:?}"
+        );
+        let find = |s: &str| {
+            p.iter()
+                .find(|l| l.contains(s))
+                .cloned()
+                .unwrap_or_default()
+        };
+        assert!(
+            find("MD5-crypt").starts_with("t.toml:15:33: routes[2].auth.basic.users_file"),
+            "{p:?}"
+        );
+        assert!(
+            find("MD5-crypt").contains(&format!("{weak}:2: user \"bob\"")),
+            "{p:?}"
+        );
         assert!(find("plaintext").contains(&format!("{weak}:3:")), "{p:?}");
-        assert!(find("/nonexistent/htpasswd").contains("routes[2].auth.basic.users_file"), "{p:?}");
+        assert!(
+            find("/nonexistent/htpasswd").contains("routes[3].auth.basic.users_file"),
+            "{p:?}"
+        );
 
         let ok = text.split("[[routes]]\npath = \"/weak\"").next().unwrap();
         let config = load_str("t.toml", ok).unwrap();
@@ -303,5 +368,6 @@ auth = {{ basic = {{ users_file = "/nonexistent/htpasswd" }} }}
             }
             other => panic!("{other:?}"),
         }
+        assert!(config.routes[1].auth.is_none());
     }
 }

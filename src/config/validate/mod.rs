@@ -183,9 +183,10 @@ pub fn validate_in(file: FileConfig, base: Option<&Path>) -> Result<Config, Vec<
         file.defaults.as_ref().and_then(|d| d.headers.as_ref()),
         "defaults",
     );
-    let default_auth = file.defaults.as_ref().and_then(|d| {
-        auth::route_auth(&mut c, d.auth.as_ref(), "defaults.auth", &upstreams, base)
-    });
+    let default_auth = file
+        .defaults
+        .as_ref()
+        .and_then(|d| auth::route_auth(&mut c, d.auth.as_ref(), "defaults.auth", &upstreams, base));
     let mut routes = Vec::new();
     for (index, section) in file.routes.iter().enumerate() {
         let path = format!("routes[{index}]");
@@ -198,9 +199,10 @@ pub fn validate_in(file: FileConfig, base: Option<&Path>) -> Result<Config, Vec<
             cache.memory > 0,
             &defaults,
         ) {
-            let own = section.get_ref().auth.as_ref();
-            route.auth = auth::route_auth(&mut c, own, &format!("{path}.auth"), &upstreams, base)
-                .or_else(|| default_auth.clone());
+            route.auth = match section.get_ref().auth.as_ref() {
+                None => default_auth.clone(),
+                own => auth::route_auth(&mut c, own, &format!("{path}.auth"), &upstreams, base),
+            };
             routes.push(route);
         }
     }
