@@ -9,7 +9,8 @@
 //! - Every attempt that is not remembered counts against the client address as soon as it
 //!   is made, and is forgiven when it verifies: after `MAX_FAILURES` in `FAILURE_WINDOW`
 //!   the address is answered 429 without verifying anything until the window ends
-//!   (fail2ban-like; concurrent guesses count too).
+//!   (fail2ban-like; concurrent guesses count too). An IPv6 address counts as its /64,
+//!   which one host or site usually holds whole.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -145,11 +146,19 @@ fn credentials(value: &HeaderValue) -> Option<(String, Vec<u8>)> {
     Some((user, decoded[colon + 1..].to_vec()))
 }
 
+/// Whose failures an attempt from `client` counts as: the address, or an IPv6 /64.
+fn attempter(client: IpAddr) -> IpAddr {
+    match client.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
+    }
+}
+
 impl State {
     /// When `client` may try again, if it is locked out now.
     fn locked_out(&self, client: IpAddr, now: Instant) -> Option<Duration> {
         let failures = self.failures.lock().expect("poisoned");
-        let f = failures.get(&client.to_canonical())?;
+        let f = failures.get(&attempter(client))?;
         let ends = f.since + FAILURE_WINDOW;
         (f.count >= MAX_FAILURES && ends > now).then(|| ends - now)
     }
@@ -157,7 +166,7 @@ impl State {
     /// Counts one attempt from `client`.
     fn charge(&self, client: IpAddr, now: Instant) {
         let mut failures = self.failures.lock().expect("poisoned");
-        let client = client.to_canonical();
+        let client = attempter(client);
         if failures.len() >= TRACKED_MAX && !failures.contains_key(&client) {
             failures.retain(|_, f| f.since + FAILURE_WINDOW > now);
             if failures.len() >= TRACKED_MAX {
@@ -181,7 +190,7 @@ impl State {
     /// Forgives one attempt of `client` (it verified).
     fn forgive(&self, client: IpAddr) {
         let mut failures = self.failures.lock().expect("poisoned");
-        if let Some(f) = failures.get_mut(&client.to_canonical()) {
+        if let Some(f) = failures.get_mut(&attempter(client)) {
             f.count = f.count.saturating_sub(1);
         }
     }
@@ -299,7 +308,17 @@ mod tests {
         state.charge(ip, now);
         let later = now + FAILURE_WINDOW;
         assert_eq!(state.locked_out(ip, later), None);
-        // Another address is not affected.
+        // Another address is not affected; an IPv6 /64 is one attempter.
         assert_eq!(state.locked_out("192.0.2.2".parse().unwrap(), now), None);
+        let v6: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        for _ in 0..MAX_FAILURES {
+            state.charge(v6, now);
+        }
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert!(state.locked_out(same_64, now).is_some());
+        assert_eq!(
+            state.locked_out("2001:db8:1:3::1".parse().unwrap(), now),
+            None
+        );
     }
 }
