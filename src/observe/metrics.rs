@@ -73,13 +73,12 @@ pub const CACHE_OUTCOMES: [&str; 6] = [
 pub const STATUS_CLASSES: [&str; 6] = ["other", "1xx", "2xx", "3xx", "4xx", "5xx"];
 /// Why torii refused work itself.
 pub const REJECTION_REASONS: [&str; 3] = ["rate-limit", "queue-full", "queue-timeout"];
-/// TLS versions handshakes are counted under, indexed by `config::TlsVersion as usize`.
 /// Why a request failed a route's `auth` (`torii_auth_failures_total{kind}`): no
 /// credentials, wrong or malformed ones, refused without checking (the address is locked
 /// out), refused by the forward-auth service, or the forward-auth service failed.
 pub const AUTH_FAILURE_KINDS: [&str; 5] =
     ["missing", "invalid", "locked-out", "denied", "unavailable"];
-
+/// TLS versions handshakes are counted under, indexed by `config::TlsVersion as usize`.
 pub const TLS_VERSIONS: [&str; 2] = ["TLSv1.2", "TLSv1.3"];
 
 /// Index into `CACHE_OUTCOMES` of a cache decision (`none` for no decision).
