@@ -266,7 +266,11 @@ async fn a_stored_response_is_never_served_to_a_request_that_did_not_pass() {
         Reply::new("secret").header("cache-control", "max-age=300"),
     );
     let d = dir();
-    let users = write(d.path(), "htpasswd", &format!("ann:{}\n", bcrypt("ann-pw")));
+    let users = write(
+        d.path(),
+        "htpasswd",
+        &format!("ann:{}\nbob:{}\n", bcrypt("ann-pw"), bcrypt("bob-pw")),
+    );
     let config = basic_config(&users, "[cache]\nmemory = \"16MiB\"").replace(
         "upstream = \"app\"\nauth",
         "upstream = \"app\"\ncache = {}\nauth",
@@ -282,6 +286,10 @@ async fn a_stored_response_is_never_served_to_a_request_that_did_not_pass() {
     let (s, h, body) = send(&url, &[("authorization", &ann)]).await;
     assert_eq!((s, h["x-cache"].to_str().unwrap()), (StatusCode::OK, "HIT"));
     assert_eq!(&body[..], b"secret");
+    // Another user, verified (not remembered) first: the stored answer is shared by
+    // everyone who passed, as documented (the origin did not say `private`).
+    let (s, h, _) = send(&url, &[("authorization", &basic("bob", "bob-pw"))]).await;
+    assert_eq!((s, h["x-cache"].to_str().unwrap()), (StatusCode::OK, "HIT"));
 
     for headers in [
         vec![],
