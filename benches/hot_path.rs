@@ -52,6 +52,7 @@ fn bench(name: &str, iters: u64, mut f: impl FnMut()) {
 
 fn main() {
     let route = |id, host, path: &str| Route {
+        auth: None,
         id: RouteId(id),
         host,
         path: path.into(),

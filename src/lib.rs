@@ -15,6 +15,7 @@
 //!      admit (sync: answers hits at once)
 //!        limits (framing, Host, sizes)         -> src/limits/
 //!        route (host + path -> route)          -> src/route/
+//!        auth (basic, forward; typed Decision) -> src/auth/
 //!        cache (lookup, coalesce, store, purge)  -> src/cache/, src/proxy/cached.rs
 //!          memory -> disk -> shared (Redis)    -> src/cache/tier/
 //!        upstream (pick, queue, retry)         -> src/upstream/
@@ -36,6 +37,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod auth;
 pub mod body;
 pub mod cache;
 pub mod cli;

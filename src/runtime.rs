@@ -37,6 +37,9 @@ pub struct Runtime {
     pub route_groups: Vec<Option<Arc<Group>>>,
     /// Each route's rate limiter, by `RouteId`, when it has `rate_limit`.
     pub rate_limits: Vec<Option<Arc<RateLimiter>>>,
+    /// Each route's auth guard, by `RouteId`, when it has `auth`; built anew on every
+    /// reload (empty caches and lockouts, the users file as this generation read it).
+    pub auth: Vec<Option<Arc<crate::auth::Guard>>>,
     /// The downstream HTTP/1.1 and HTTP/2 connection builders, configured from `limits`
     /// (a connection's first bytes pick one: see `listener::conn`).
     pub http1: http1::Builder,

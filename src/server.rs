@@ -113,6 +113,18 @@ impl Runtime {
                 _ => None,
             })
             .collect();
+        let group_of = |name: &UpstreamName| upstreams.get(name).cloned();
+        let auth = config
+            .routes
+            .iter()
+            .map(|route| {
+                let settings = route.auth.as_deref()?;
+                let metrics = route_metrics[route.id.0].clone();
+                Some(Arc::new(crate::auth::Guard::new(
+                    settings, &group_of, metrics,
+                )))
+            })
+            .collect();
         let mut tls = Vec::new();
         for (i, listener) in config.server.listeners.iter().enumerate() {
             let acceptor = match &listener.tls {
@@ -149,6 +161,7 @@ impl Runtime {
             route_metrics,
             route_groups,
             rate_limits,
+            auth,
             http1,
             http2,
             tls,

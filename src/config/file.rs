@@ -41,6 +41,8 @@ pub struct TracingSection {
 pub struct DefaultsSection {
     pub headers: Option<HeadersSection>,
     pub compress: Option<Spanned<CompressSection>>,
+    /// Auth for every route without its own `auth`.
+    pub auth: Option<Spanned<AuthSection>>,
 }
 
 /// `headers = { request = {…}, response = {…} }`.
@@ -201,6 +203,34 @@ pub struct RouteSection {
     pub headers: Option<HeadersSection>,
     pub rewrite: Option<Spanned<RewriteSection>>,
     pub access: Option<Spanned<AccessSection>>,
+    pub auth: Option<Spanned<AuthSection>>,
+}
+
+/// `auth = { basic = {…} }` or `auth = { forward = {…} }` (exclusive).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// `off = true`: no auth on this route, whatever `[defaults]` says.
+    pub off: Option<bool>,
+    pub basic: Option<Spanned<BasicAuthSection>>,
+    pub forward: Option<Spanned<ForwardAuthSection>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthSection {
+    pub realm: Option<Spanned<String>>,
+    pub users_file: Option<Spanned<String>>,
+    pub forward_authorization: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardAuthSection {
+    pub upstream: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub copy_headers: Option<Vec<Spanned<String>>>,
+    pub cache: Option<Spanned<String>>,
 }
 
 /// `routes[].access = { allow = [...], deny = [...] }`.

@@ -3,6 +3,7 @@
 //! Precedence: CLI flags (for `torii proxy`) > file > defaults. A config is always validated
 //! completely before it is used; on reload a bad file leaves the running config in place.
 
+pub mod auth;
 pub mod compress;
 pub mod file;
 pub mod model;
@@ -229,6 +230,7 @@ impl Config {
                 rate_limit: None,
                 rules: None,
                 access: None,
+                auth: None,
             }],
             identity: Identity::default(),
         })

@@ -499,6 +499,8 @@ pub struct Route {
     pub rules: Option<Arc<super::rules::RouteRules>>,
     /// Allow/deny by client address; `None`: everyone (and no cost).
     pub access: Option<Arc<Access>>,
+    /// Basic or forward auth (the route's own, else `[defaults]`'s); `None`: no auth.
+    pub auth: Option<Arc<super::auth::Auth>>,
 }
 
 /// What a route matches on the Host header.

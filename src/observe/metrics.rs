@@ -28,6 +28,7 @@ pub const CONNECTIONS_HIBERNATED: &str = "torii_connections_hibernated";
 pub const CONNECTIONS_ACCEPTED_TOTAL: &str = "torii_connections_accepted_total";
 pub const TLS_HANDSHAKES_TOTAL: &str = "torii_tls_handshakes_total";
 pub const TLS_HANDSHAKE_ERRORS_TOTAL: &str = "torii_tls_handshake_errors_total";
+pub const AUTH_FAILURES_TOTAL: &str = "torii_auth_failures_total";
 pub const HEADER_RULE_DROPS_TOTAL: &str = "torii_header_rule_drops_total";
 /// Header rule values dropped because they held CR, LF or NUL (or were otherwise not a
 /// valid field value) once their variables were filled in.
@@ -72,6 +73,11 @@ pub const CACHE_OUTCOMES: [&str; 6] = [
 pub const STATUS_CLASSES: [&str; 6] = ["other", "1xx", "2xx", "3xx", "4xx", "5xx"];
 /// Why torii refused work itself.
 pub const REJECTION_REASONS: [&str; 3] = ["rate-limit", "queue-full", "queue-timeout"];
+/// Why a request failed a route's `auth` (`torii_auth_failures_total{kind}`): no
+/// credentials, wrong or malformed ones, refused without checking (the address is locked
+/// out), refused by the forward-auth service, or the forward-auth service failed.
+pub const AUTH_FAILURE_KINDS: [&str; 5] =
+    ["missing", "invalid", "locked-out", "denied", "unavailable"];
 /// TLS versions handshakes are counted under, indexed by `config::TlsVersion as usize`.
 pub const TLS_VERSIONS: [&str; 2] = ["TLSv1.2", "TLSv1.3"];
 
@@ -93,6 +99,8 @@ pub struct RouteMetrics {
     pub label: String,
     requests: Vec<Counter>,
     pub duration: Histogram,
+    /// Requests refused by the route's `auth`, by `AUTH_FAILURE_KINDS`.
+    pub auth_failures: [Counter; 5],
 }
 
 impl RouteMetrics {
@@ -101,6 +109,7 @@ impl RouteMetrics {
             label,
             requests: (0..36).map(|_| Counter::default()).collect(),
             duration: Histogram::default(),
+            auth_failures: Default::default(),
         }
     }
 
@@ -482,6 +491,24 @@ impl Metrics {
                 "{REJECTIONS_TOTAL}{{reason=\"{reason}\"}} {}",
                 self.rejections[i].get()
             );
+        }
+        header(
+            out,
+            AUTH_FAILURES_TOTAL,
+            "counter",
+            "Requests refused by a route's auth, by route and kind.",
+        );
+        for r in &routes {
+            for (i, kind) in AUTH_FAILURE_KINDS.iter().enumerate() {
+                let n = r.auth_failures[i].get();
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "{AUTH_FAILURES_TOTAL}{{route=\"{}\",kind=\"{kind}\"}} {n}",
+                        escape(&r.label)
+                    );
+                }
+            }
         }
         header(
             out,

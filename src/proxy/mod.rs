@@ -86,7 +86,8 @@ pub fn handle(
     // a slot for per connection, idle or not) and into the response body.
     let mut exchange = Box::new(Exchange::start(conn, runtime.access_log.clone(), record));
 
-    let (route, host, looked) = match admit(&req, peer, li, &runtime, &mut exchange.record) {
+    let admitted = admit(&mut req, peer, li, &runtime, &mut exchange.record);
+    let (route, host, looked, auth) = match admitted {
         Ok(Next::Done(mut resp)) => {
             let ask = exchange
                 .record
@@ -126,12 +127,51 @@ pub fn handle(
             route,
             host,
             looked,
-        }) => (route.id, host, looked),
+        }) => (route.id, host, looked, None),
+        Ok(Next::Auth {
+            route,
+            host,
+            pending,
+        }) => (route.id, host, Looked::Not, Some(pending)),
     };
     let ask = compress::Ask::of(&req, &runtime.config.routes[route.0]);
     let rules = rule_vars(&req, peer, &runtime, &exchange.record, &ids);
     Handled::Waiting(Box::pin(async move {
         let route = &runtime.config.routes[route.0];
+        let mut looked = looked;
+        if let Some(pending) = auth {
+            // Auth that needs a wait (`auth::Pending`); then the rest of `admit`, a hit
+            // included, for a request that passed.
+            let answered = match Box::pin(pending.settle()).await {
+                Ok(passed) => {
+                    passed.apply(req.headers_mut());
+                    match answer(&req, route, host.clone(), &runtime, &mut exchange.record) {
+                        Ok(Next::Proxy { looked: l, .. }) => {
+                            looked = l;
+                            None
+                        }
+                        Ok(Next::Done(resp)) => Some(Ok(resp)),
+                        Ok(Next::Auth { .. }) => unreachable!("`answer` does not check auth"),
+                        Err(e) => Some(Err(e)),
+                    }
+                }
+                Err(refusal) => Some(Ok(refusal.into_response())),
+            };
+            if let Some(result) = answered {
+                return finish(
+                    result,
+                    exchange,
+                    &runtime,
+                    &shared,
+                    peer,
+                    Answering {
+                        ask,
+                        rules: rules.as_ref(),
+                        ids,
+                    },
+                );
+            }
+        }
         // An origin's interim (1xx) answers go on to an HTTP/1.1 client (hyper writes what
         // `ConnState` queues) and to an HTTP/2 one (hyper sends, on this request's stream,
         // what this future hands it while polled); both torii patch 11. Never to HTTP/1.0
@@ -329,6 +369,13 @@ enum Next<'r> {
         /// What the first look at the cache found (hit-for-pass, or the key to go on with).
         looked: Looked,
     },
+    /// The route's auth needs a wait (`auth::Pending`); the rest of `admit` (`answer`)
+    /// follows once the request passed.
+    Auth {
+        route: &'r Route,
+        host: Option<ReqHost>,
+        pending: Box<crate::auth::Pending>,
+    },
 }
 
 /// What `admit`'s first look at the cache left for `proxy`.
@@ -341,10 +388,10 @@ enum Looked {
     Slow(String),
 }
 
-/// The synchronous front of the request path: limits, route, rate limit, and whatever can
-/// be answered without an await.
+/// The synchronous front of the request path: limits, route, access, rate limit, auth,
+/// and whatever can be answered without an await (`answer`).
 fn admit<'r>(
-    req: &Request<Incoming>,
+    req: &mut Request<Incoming>,
     peer: SocketAddr,
     listener: usize,
     runtime: &'r Runtime,
@@ -372,6 +419,41 @@ fn admit<'r>(
     if let Some(Some(limiter)) = runtime.rate_limits.get(route.id.0) {
         limiter.check(req, peer.ip())?;
     }
+    if let Some(Some(guard)) = runtime.auth.get(route.id.0) {
+        let asking = crate::auth::Asking {
+            headers: req.headers(),
+            method: req.method(),
+            uri: req.uri(),
+            host: host.as_deref(),
+            scheme: record.scheme(),
+            client: peer.ip(),
+        };
+        match guard.check(&asking) {
+            crate::auth::Decision::Pass(passed) => passed.apply(req.headers_mut()),
+            crate::auth::Decision::Refuse(refusal) => {
+                return Ok(Next::Done(refusal.into_response()))
+            }
+            crate::auth::Decision::Pending(pending) => {
+                return Ok(Next::Auth {
+                    route,
+                    host,
+                    pending,
+                })
+            }
+        }
+    }
+    answer(req, route, host, runtime, record)
+}
+
+/// The rest of `admit`, for a request that passed its route's checks: a fixed answer, a
+/// redirect, a hit from the memory tier, or on to `proxy`.
+fn answer<'r>(
+    req: &Request<Incoming>,
+    route: &'r Route,
+    host: Option<ReqHost>,
+    runtime: &'r Runtime,
+    record: &mut Record,
+) -> Result<Next<'r>, ProxyError> {
     let resp = match &route.action {
         Action::Respond {
             status,

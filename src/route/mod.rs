@@ -90,6 +90,7 @@ mod tests {
 
     fn route(id: usize, host: HostMatch, path: &str) -> Route {
         Route {
+            auth: None,
             id: RouteId(id),
             host,
             path: path.into(),

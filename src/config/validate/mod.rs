@@ -16,6 +16,7 @@ use super::model::*;
 use super::units::{parse_duration, parse_size};
 use super::Problem;
 
+mod auth;
 mod cache;
 mod cache_rfc;
 
@@ -195,10 +196,14 @@ pub fn validate_in(file: FileConfig, base: Option<&Path>) -> Result<Config, Vec<
             file.defaults.as_ref().and_then(|d| d.compress.as_ref()),
         ),
     };
+    let default_auth = file
+        .defaults
+        .as_ref()
+        .and_then(|d| auth::route_auth(&mut c, d.auth.as_ref(), "defaults.auth", &upstreams, base));
     let mut routes = Vec::new();
     for (index, section) in file.routes.iter().enumerate() {
         let path = format!("routes[{index}]");
-        if let Some(route) = route(
+        if let Some(mut route) = route(
             &mut c,
             section,
             &path,
@@ -207,6 +212,10 @@ pub fn validate_in(file: FileConfig, base: Option<&Path>) -> Result<Config, Vec<
             cache.memory > 0,
             &defaults,
         ) {
+            route.auth = match section.get_ref().auth.as_ref() {
+                None => default_auth.clone(),
+                own => auth::route_auth(&mut c, own, &format!("{path}.auth"), &upstreams, base),
+            };
             routes.push(route);
         }
     }

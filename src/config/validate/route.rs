@@ -285,6 +285,8 @@ pub(super) fn route(
         rate_limit,
         rules,
         access: super::identity::access(c, s, path),
+        // Set by `validate_in` (`auth::route_auth`), which has the config's directory.
+        auth: None,
     })
 }
 

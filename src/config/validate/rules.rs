@@ -16,7 +16,7 @@ use super::Checker;
 pub(super) type HeaderTables = (Vec<HeaderOp>, Vec<HeaderOp>);
 
 /// Fields header rules may not touch: hop-by-hop and framing fields, and `Host`.
-const FORBIDDEN: [&str; 9] = [
+pub(super) const FORBIDDEN: [&str; 9] = [
     "connection",
     "content-length",
     "transfer-encoding",
