@@ -9,6 +9,9 @@ use toml::Spanned;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    /// `include = ["conf.d/*.toml"]`: more files of upstreams, routes and listeners
+    /// (`config::include`); taken out when they are merged.
+    pub include: Option<Spanned<Vec<Spanned<String>>>>,
     pub server: Option<ServerSection>,
     pub limits: Option<LimitsSection>,
     pub log: Option<LogSection>,
@@ -108,6 +111,7 @@ pub struct ServerSection {
     pub drain_timeout: Option<Spanned<String>>,
     pub trust_request_id: Option<Spanned<bool>>,
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    pub log_format: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

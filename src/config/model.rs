@@ -61,6 +61,29 @@ pub struct Server {
     pub drain_timeout: Duration,
     /// Peers whose `X-Forwarded-For` / `Forwarded: for=` name the client. Default: none.
     pub trusted_proxies: Vec<IpNet>,
+    /// torii's own log on stderr (`server.log_format`; `TORII_LOG_FORMAT` overrides it).
+    /// Read at start only. Default: text.
+    pub log_format: ProcessLogFormat,
+}
+
+/// How torii's own log (stderr) is written: text (coloured only on a terminal) or one
+/// JSON object per line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ProcessLogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl ProcessLogFormat {
+    /// `"text"` or `"json"`.
+    pub fn parse(text: &str) -> Option<ProcessLogFormat> {
+        match text {
+            "text" => Some(ProcessLogFormat::Text),
+            "json" => Some(ProcessLogFormat::Json),
+            _ => None,
+        }
+    }
 }
 
 impl Server {
