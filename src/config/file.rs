@@ -263,6 +263,18 @@ pub struct SharedSection {
     pub prefix: Option<Spanned<String>>,
     pub breaker_failures: Option<Spanned<i64>>,
     pub breaker_retry: Option<Spanned<String>>,
+    /// `tls = { ca, cert, key, server_name }` for `rediss://` URLs.
+    pub tls: Option<Spanned<RedisTlsSection>>,
+}
+
+/// `[cache.shared.tls]`: how torii verifies Redis and proves who it is.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisTlsSection {
+    pub ca: Option<Spanned<String>>,
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    pub server_name: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
