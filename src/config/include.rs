@@ -46,7 +46,8 @@ pub struct Tree {
     pub sources: Vec<Source>,
 }
 
-/// Loads `text` (named `origin`, in directory `dir`) and everything it includes.
+/// Loads `text` (named `origin`, in directory `dir`; read from `path`, when it was a file)
+/// and everything it includes.
 ///
 /// # Errors
 /// The sources read so far and every problem found: TOML syntax, bad `${VAR}`s, includes
@@ -56,6 +57,7 @@ pub fn load(
     origin: &str,
     text: &str,
     dir: Option<&Path>,
+    path: Option<&Path>,
     vars: &Vars,
 ) -> Result<Tree, (Vec<Source>, Vec<Problem>)> {
     let mut loader = Loader {
@@ -63,7 +65,10 @@ pub fn load(
         sources: Vec::new(),
         next_base: 0,
         problems: Vec::new(),
-        stack: Vec::new(),
+        stack: path
+            .and_then(|p| std::fs::canonicalize(p).ok())
+            .into_iter()
+            .collect(),
     };
     let root = loader.parse(origin, text.to_string(), false);
     let Some((mut file, mut table)) = root else {

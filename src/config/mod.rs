@@ -83,7 +83,7 @@ pub fn load_with(
     base: Option<&Path>,
     vars: &Vars,
 ) -> Result<Config, Error> {
-    load_tree(origin, text, base, vars).map(|(config, _)| config)
+    load_tree(origin, text, base, None, vars).map(|(config, _)| config)
 }
 
 /// Loads, validates, and also returns the merged, substituted values (for `check --print`).
@@ -91,13 +91,14 @@ fn load_tree(
     origin: &str,
     text: &str,
     base: Option<&Path>,
+    path: Option<&Path>,
     vars: &Vars,
 ) -> Result<(Config, toml::Table), Error> {
     let include::Tree {
         file,
         table,
         sources,
-    } = include::load(origin, text, base, vars)
+    } = include::load(origin, text, base, path, vars)
         .map_err(|(sources, problems)| Error::Invalid { sources, problems })?;
     match validate::validate_in(file, base) {
         Ok(config) => Ok((config, table)),
@@ -124,7 +125,7 @@ fn load_file_with(path: &Path, vars: &Vars) -> Result<(Config, toml::Table), Err
         source,
     })?;
     let base = path.parent().filter(|p| !p.as_os_str().is_empty());
-    load_tree(&path.display().to_string(), &text, base, vars)
+    load_tree(&path.display().to_string(), &text, base, Some(path), vars)
 }
 
 pub(crate) fn parse_hint(message: &str) -> Option<String> {

@@ -24,7 +24,12 @@ pub fn render(mut table: toml::Table) -> String {
         }
     }
     redact_keys(&mut table);
-    toml::to_string_pretty(&table).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    let mut text =
+        toml::to_string_pretty(&table).unwrap_or_else(|e| format!("# cannot print: {e}\n"));
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text
 }
 
 fn redact_keys(table: &mut toml::Table) {
