@@ -10,18 +10,16 @@ const SECRET_KEYS: [&str; 3] = ["password", "token", "secret"];
 /// Redis URLs (`cache.shared.redis`, as the logs show them) and any value under a key
 /// naming a password, token or secret.
 pub fn render(mut table: toml::Table) -> String {
-    if let Some(redis) = table
+    if let Some(toml::Value::String(urls)) = table
         .get_mut("cache")
         .and_then(|c| c.get_mut("shared"))
         .and_then(|s| s.get_mut("redis"))
     {
-        if let toml::Value::String(urls) = redis {
-            *urls = urls
-                .split(',')
-                .map(|u| redact(u.trim()))
-                .collect::<Vec<_>>()
-                .join(",");
-        }
+        *urls = urls
+            .split(',')
+            .map(|u| redact(u.trim()))
+            .collect::<Vec<_>>()
+            .join(",");
     }
     redact_keys(&mut table);
     let mut text =
