@@ -365,3 +365,89 @@ fn issue_20_examples_check() {
         assert!(out.status.success(), "{example}: {}", stderr(&out));
     }
 }
+
+/// GET `url`: the body, or `None` when nothing answers or the status is not 200.
+async fn body_of(url: &str) -> Option<String> {
+    let resp = client().get(url.parse().unwrap()).await.ok()?;
+    if resp.status() != http::StatusCode::OK {
+        return None;
+    }
+    use http_body_util::BodyExt;
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some(String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn issue_20_sighup_reads_the_included_files_again() {
+    let dir = Dir::new();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    dir.write(
+        "main.toml",
+        &format!(
+            "include = [\"conf.d/*.toml\"]\n[server]\nlisten = [\"127.0.0.1:{port}\"]\nadmin = \"off\"\nworkers = 1\n\
+             [[routes]]\npath = \"/\"\nrespond = {{ status = 200, body = \"main\" }}\n"
+        ),
+    );
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(TORII)
+        .current_dir(dir.path())
+        .args(["run", "--config", "main.toml"])
+        .env("TORII_LOG", "info")
+        .env_remove("NOPE")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until_async("torii answers", PATIENCE, || async {
+        body_of(&format!("{base}/")).await.as_deref() == Some("main")
+    })
+    .await;
+    assert_eq!(
+        body_of(&format!("{base}/extra")).await.as_deref(),
+        Some("main")
+    );
+
+    let hup = |child: &std::process::Child| {
+        let status = Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    dir.write(
+        "conf.d/extra.toml",
+        "[[routes]]\npath = \"/extra\"\nrespond = { status = 200, body = \"${EXTRA_BODY:-extra}\" }\n",
+    );
+    hup(&child);
+    wait_until_async(
+        "the included route is served after SIGHUP",
+        PATIENCE,
+        || async { body_of(&format!("{base}/extra")).await.as_deref() == Some("extra") },
+    )
+    .await;
+
+    // A broken included file is refused; the running config keeps serving.
+    dir.write(
+        "conf.d/extra.toml",
+        "[[routes]]\npath = \"/extra\"\nupstream = \"${NOPE}\"\n",
+    );
+    hup(&child);
+    wait_until("the reload was refused, with the included file's line", PATIENCE, || {
+        std::fs::read_to_string(&log).is_ok_and(|t| {
+            t.contains("conf.d/extra.toml:3:12: routes[0].upstream: environment variable NOPE is not set")
+        })
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            body_of(&format!("{base}/extra")).await.as_deref(),
+            Some("extra")
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -35,8 +35,11 @@ const INCLUDABLE: [&str; 4] = ["upstreams", "routes", "listeners", "include"];
 /// Files one config may span, so a glob gone wrong cannot make torii read half a disk.
 const MAX_FILES: usize = 256;
 
-/// Largest config file read (also bounds the padding behind which included files parse).
+/// Largest config file read.
 const MAX_FILE_BYTES: u64 = 4 << 20;
+
+/// Largest sum of the files' sizes: bounds the padding an included file is parsed behind.
+const MAX_TOTAL_BYTES: usize = 8 << 20;
 
 /// The whole config: the merged file for validation, the merged values (substituted, for
 /// `torii check --print`), and the files it came from.
@@ -243,14 +246,19 @@ impl Loader<'_> {
     ) {
         let span = Some(pattern.span());
         let read = std::fs::canonicalize(path).and_then(|canonical| {
-            let len = std::fs::metadata(&canonical)?.len();
-            if len > MAX_FILE_BYTES {
+            // Read through `take`: a device or FIFO reports no length and may never end.
+            use std::io::Read as _;
+            let mut text = String::new();
+            std::fs::File::open(&canonical)?
+                .take(MAX_FILE_BYTES + 1)
+                .read_to_string(&mut text)?;
+            if text.len() as u64 > MAX_FILE_BYTES {
                 return Err(std::io::Error::other(format!(
                     "larger than {} MiB",
                     MAX_FILE_BYTES >> 20
                 )));
             }
-            Ok((std::fs::read_to_string(&canonical)?, canonical))
+            Ok((text, canonical))
         });
         let (text, canonical) = match read {
             Ok(read) => read,
@@ -280,11 +288,14 @@ impl Loader<'_> {
             );
             return;
         }
-        if self.sources.len() >= MAX_FILES {
+        if self.sources.len() >= MAX_FILES || self.next_base + text.len() > MAX_TOTAL_BYTES {
             self.report(
                 span,
                 "include",
-                format!("more than {MAX_FILES} config files"),
+                format!(
+                    "more than {MAX_FILES} config files, or more than {} MiB in all",
+                    MAX_TOTAL_BYTES >> 20
+                ),
                 "narrow the glob",
             );
             return;

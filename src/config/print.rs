@@ -3,12 +3,22 @@
 
 use super::model::redact;
 
-/// Keys whose values are secrets wherever they appear.
-const SECRET_KEYS: [&str; 3] = ["password", "token", "secret"];
+/// Keys whose values are secrets wherever they appear (lowercase; a key containing one).
+/// Header rules count: `set = { authorization = "Bearer ${TOKEN}" }`.
+const SECRET_KEYS: [&str; 8] = [
+    "password",
+    "token",
+    "secret",
+    "authorization",
+    "api-key",
+    "api_key",
+    "apikey",
+    "credential",
+];
 
 /// The merged, substituted values as TOML text, secrets replaced by `***`: passwords in
 /// Redis URLs (`cache.shared.redis`, as the logs show them) and any value under a key
-/// naming a password, token or secret.
+/// naming a password, token, secret, authorization, API key or credential.
 pub fn render(mut table: toml::Table) -> String {
     if let Some(toml::Value::String(urls)) = table
         .get_mut("cache")
@@ -62,11 +72,18 @@ mod tests {
             [upstreams.api]
             servers = ["127.0.0.1:1"]
             auth = { token = "abc", basic_password = "x" }
+            [routes.headers.request.set]
+            Authorization = "Bearer xyz"
             "#,
         )
         .unwrap();
         let text = render(table);
-        assert!(!text.contains("hunter2") && !text.contains("pw@") && !text.contains("abc"));
+        assert!(
+            !text.contains("hunter2")
+                && !text.contains("pw@")
+                && !text.contains("abc")
+                && !text.contains("xyz")
+        );
         assert!(
             text.contains("rediss://app:***@r1:6380,redis://:***@r2:6379"),
             "{text}"
