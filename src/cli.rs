@@ -143,9 +143,19 @@ pub struct PurgeArgs {
 }
 
 /// Writes the completion script of `shell` for the whole command line.
-pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+///
+/// # Errors
+/// When `out` cannot be written (a closed pipe is an error, not a panic).
+pub fn completions(
+    shell: clap_complete::Shell,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
     use clap::CommandFactory as _;
-    clap_complete::generate(shell, &mut Cli::command(), "torii", out);
+    // Generated into memory: clap_complete panics when its writer fails.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "torii", &mut script);
+    out.write_all(&script)?;
+    out.flush()
 }
 
 /// Writes the man page (section 1, roff).

@@ -23,7 +23,15 @@ fn main() -> ExitCode {
                 match printed {
                     // stdout holds only the TOML, so it can be saved and checked again.
                     Some(printed) => {
-                        print!("{printed}");
+                        use std::io::Write as _;
+                        let mut stdout = std::io::stdout();
+                        if let Err(e) = stdout
+                            .write_all(printed.as_bytes())
+                            .and_then(|()| stdout.flush())
+                        {
+                            eprintln!("torii check: cannot print: {e}");
+                            return ExitCode::FAILURE;
+                        }
                         eprintln!("{ok}");
                     }
                     None => println!("{ok}"),
@@ -59,8 +67,13 @@ fn main() -> ExitCode {
             }
         },
         Command::Completions { shell } => {
-            torii::cli::completions(shell, &mut std::io::stdout());
-            ExitCode::SUCCESS
+            match torii::cli::completions(shell, &mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("torii completions: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Man => match torii::cli::man(&mut std::io::stdout()) {
             Ok(()) => ExitCode::SUCCESS,
