@@ -7,11 +7,9 @@ mod support;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use http::StatusCode;
 use support::*;
-use tokio::time::Instant;
 
 /// A test certificate authority.
 struct Ca {
@@ -109,17 +107,11 @@ impl Redis {
             .spawn()
             .expect("redis-server not found: install it (.ci/run installs the Debian package)");
         let redis = Redis { port, child };
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if redis.ping(pki).await {
-                return redis;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server (TLS) did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until_async("redis-server (TLS) answers a PING", PATIENCE, || {
+            redis.ping(pki)
+        })
+        .await;
+        redis
     }
 
     fn url(&self) -> String {
