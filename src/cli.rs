@@ -28,7 +28,18 @@ pub enum Command {
         /// The TOML config file.
         #[arg(long, short, default_value = "torii.toml")]
         config: PathBuf,
+        /// Also print the effective config (after includes and ${VAR}) as TOML, secrets
+        /// redacted.
+        #[arg(long)]
+        print: bool,
     },
+    /// Print a shell completion script: torii completions bash > /etc/bash_completion.d/torii
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): torii man > /usr/share/man/man1/torii.1
+    Man,
     /// Purge cached entries through the admin API: a URL, a path prefix, or a tag.
     Purge(PurgeArgs),
     /// A live terminal view of a running torii (rates, percentiles, hit ratio, routes,
@@ -129,6 +140,31 @@ pub struct PurgeArgs {
     /// Mark entries stale (served within grace while revalidating) instead of removing them.
     #[arg(long)]
     pub soft: bool,
+}
+
+/// Writes the completion script of `shell` for the whole command line.
+///
+/// # Errors
+/// When `out` cannot be written (a closed pipe is an error, not a panic).
+pub fn completions(
+    shell: clap_complete::Shell,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    use clap::CommandFactory as _;
+    // Generated into memory: clap_complete panics when its writer fails.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "torii", &mut script);
+    out.write_all(&script)?;
+    out.flush()
+}
+
+/// Writes the man page (section 1, roff).
+///
+/// # Errors
+/// When `out` cannot be written.
+pub fn man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    use clap::CommandFactory as _;
+    clap_mangen::Man::new(Cli::command()).render(out)
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {

@@ -26,6 +26,7 @@
 //! admin listener (metrics, status page, purge)  -> src/admin/
 //! torii top (terminal view of /stats.json)     -> src/top.rs
 //! config: TOML -> file -> validate -> model    -> src/config/
+//!   ${VAR} and include, merged before validate -> src/config/{env,expand,include}.rs
 //!   certificates read and checked at load      -> src/config/tls.rs
 //! errors -> responses                          -> src/error.rs
 //! runtime state (generation, shared handles) -> src/runtime.rs

@@ -8,21 +8,34 @@ use torii::cli::{Cli, Command, ProxyArgs, PurgeArgs};
 use torii::config::{self, AccessTarget, Action, Config, DiskSettings, LogFormat, RuntimeKind};
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TORII_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // `run` sets up its log once its config (and so `server.log_format`) is read.
+    if !matches!(cli.command, Command::Run { .. }) {
+        torii::observe::process_log::init(None);
+    }
     match cli.command {
-        Command::Check { config } => match config::load_file(&config) {
-            Ok(c) => {
+        Command::Check { config, print } => match check(&config, print) {
+            Ok((c, printed)) => {
                 for warning in expiry_warnings(&c, std::time::SystemTime::now()) {
                     eprintln!("{}: warning: {warning}", config.display());
                 }
-                println!("{}: ok: {}", config.display(), c.summary());
+                let ok = format!("{}: ok: {}", config.display(), c.summary());
+                match printed {
+                    // stdout holds only the TOML, so it can be saved and checked again.
+                    Some(printed) => {
+                        use std::io::Write as _;
+                        let mut stdout = std::io::stdout();
+                        if let Err(e) = stdout
+                            .write_all(printed.as_bytes())
+                            .and_then(|()| stdout.flush())
+                        {
+                            eprintln!("torii check: cannot print: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                        eprintln!("{ok}");
+                    }
+                    None => println!("{ok}"),
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -31,7 +44,10 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config: path } => match config::load_file(&path) {
-            Ok(c) => finish(torii::process::run(c, Some(path))),
+            Ok(c) => {
+                torii::observe::process_log::init(Some(c.server.log_format));
+                finish(torii::process::run(c, Some(path)))
+            }
             Err(e) => {
                 eprintln!("{e}");
                 ExitCode::FAILURE
@@ -50,6 +66,22 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Completions { shell } => {
+            match torii::cli::completions(shell, &mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("torii completions: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Man => match torii::cli::man(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("torii man: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Demo { listen, admin } => finish(demo(listen, admin)),
         Command::Purge(args) => purge(args),
         Command::Top { admin } => match torii::top::run(&admin) {
@@ -59,6 +91,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// `torii check`: the config, and with `--print` the effective config as TOML.
+fn check(path: &std::path::Path, print: bool) -> Result<(Config, Option<String>), config::Error> {
+    if print {
+        config::load_file_printed(path).map(|(c, text)| (c, Some(text)))
+    } else {
+        config::load_file(path).map(|c| (c, None))
     }
 }
 

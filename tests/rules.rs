@@ -60,7 +60,7 @@ rewrite = { prefix = "/v2" }
 [[routes]]
 path = "/old/"
 upstream = "app"
-rewrite = { regex = "^/old/(?P<rest>.*)$", to = "/echo/${rest}" }
+rewrite = { regex = "^/old/(?P<rest>.*)$", to = "/echo/$${rest}" }
 
 [[routes]]
 path = "/blog/"

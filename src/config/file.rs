@@ -9,6 +9,9 @@ use toml::Spanned;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    /// `include = ["conf.d/*.toml"]`: more files of upstreams, routes and listeners
+    /// (`config::include`); taken out when they are merged.
+    pub include: Option<Spanned<Vec<Spanned<String>>>>,
     pub server: Option<ServerSection>,
     pub limits: Option<LimitsSection>,
     pub log: Option<LogSection>,
@@ -112,6 +115,7 @@ pub struct ServerSection {
     pub drain_timeout: Option<Spanned<String>>,
     pub trust_request_id: Option<Spanned<bool>>,
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    pub log_format: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -291,6 +295,18 @@ pub struct SharedSection {
     pub prefix: Option<Spanned<String>>,
     pub breaker_failures: Option<Spanned<i64>>,
     pub breaker_retry: Option<Spanned<String>>,
+    /// `tls = { ca, cert, key, server_name }` for `rediss://` URLs.
+    pub tls: Option<Spanned<RedisTlsSection>>,
+}
+
+/// `[cache.shared.tls]`: how torii verifies Redis and proves who it is.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisTlsSection {
+    pub ca: Option<Spanned<String>>,
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    pub server_name: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -5,19 +5,24 @@
 
 pub mod auth;
 pub mod compress;
+pub mod env;
+mod expand;
 pub mod file;
+pub mod include;
 pub mod model;
+pub mod print;
 pub mod rules;
 pub mod tls;
 pub mod units;
 pub mod validate;
 
-use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use compress::{Coding, Compress};
+pub use env::Vars;
+pub use include::Source;
 pub use model::*;
 
 /// One thing wrong with a config, with where it is.
@@ -31,7 +36,9 @@ pub struct Problem {
     pub hint: Option<String>,
 }
 
-/// A config that could not be loaded: the source name, its text, and every problem found.
+/// A config that could not be loaded: the files read (the main one first, then what it
+/// includes), and every problem found; a problem's span is in the files' shared offset
+/// space (`include::Source::base`).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot read {path}: {source}")]
@@ -40,10 +47,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("{}", render(.origin, .text, .problems))]
+    #[error("{}", render(.sources, .problems))]
     Invalid {
-        origin: String,
-        text: String,
+        sources: Vec<Source>,
         problems: Vec<Problem>,
     },
 }
@@ -59,42 +65,71 @@ impl Error {
 }
 
 /// Loads and validates a config from text; `origin` names it in messages (usually the path).
-/// Relative certificate paths are read from the current directory.
+/// Relative certificate paths are read from the current directory; `${VAR}`s come from the
+/// process environment.
 pub fn load_str(origin: &str, text: &str) -> Result<Config, Error> {
     load_str_in(origin, text, None)
 }
 
-/// Like `load_str`, with relative certificate, key and CA paths taken from `base`.
+/// Like `load_str`, with relative certificate, key and CA paths (and includes) taken from
+/// `base`.
 pub fn load_str_in(origin: &str, text: &str, base: Option<&Path>) -> Result<Config, Error> {
-    let invalid = |problems| Error::Invalid {
-        origin: origin.to_string(),
-        text: text.to_string(),
-        problems,
-    };
-    let parsed: file::FileConfig = toml::from_str(text).map_err(|e| {
-        invalid(vec![Problem {
-            span: e.span(),
-            path: String::new(),
-            message: e.message().trim().to_string(),
-            hint: parse_hint(e.message()),
-        }])
-    })?;
-    validate::validate_in(parsed, base).map_err(invalid)
+    load_with(origin, text, base, &Vars::Process)
 }
 
-/// Reads and validates a config file; relative paths in it (certificates, keys, CA files)
-/// are taken from the file's directory. The certificate files are read here too, so a
-/// reload (SIGHUP) picks up renewed certificates.
+/// Like `load_str_in`, with `${VAR}` values from `vars`.
+pub fn load_with(
+    origin: &str,
+    text: &str,
+    base: Option<&Path>,
+    vars: &Vars,
+) -> Result<Config, Error> {
+    load_tree(origin, text, base, None, vars).map(|(config, _)| config)
+}
+
+/// Loads, validates, and also returns the merged, substituted values (for `check --print`).
+fn load_tree(
+    origin: &str,
+    text: &str,
+    base: Option<&Path>,
+    path: Option<&Path>,
+    vars: &Vars,
+) -> Result<(Config, toml::Table), Error> {
+    let include::Tree {
+        file,
+        table,
+        sources,
+    } = include::load(origin, text, base, path, vars)
+        .map_err(|(sources, problems)| Error::Invalid { sources, problems })?;
+    match validate::validate_in(file, base) {
+        Ok(config) => Ok((config, table)),
+        Err(problems) => Err(Error::Invalid { sources, problems }),
+    }
+}
+
+/// Reads and validates a config file; relative paths in it (certificates, keys, CA files,
+/// includes) are taken from the file's directory; `${VAR}`s come from the environment. The
+/// certificate files are read here too, so a reload (SIGHUP) picks up renewed certificates.
 pub fn load_file(path: &Path) -> Result<Config, Error> {
+    load_file_with(path, &Vars::Process).map(|(config, _)| config)
+}
+
+/// `load_file`, also giving the effective config as TOML (after includes and `${VAR}`,
+/// secrets redacted) for `torii check --print`.
+pub fn load_file_printed(path: &Path) -> Result<(Config, String), Error> {
+    load_file_with(path, &Vars::Process).map(|(config, table)| (config, print::render(table)))
+}
+
+fn load_file_with(path: &Path, vars: &Vars) -> Result<(Config, toml::Table), Error> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
         path: path.to_path_buf(),
         source,
     })?;
     let base = path.parent().filter(|p| !p.as_os_str().is_empty());
-    load_str_in(&path.display().to_string(), &text, base)
+    load_tree(&path.display().to_string(), &text, base, Some(path), vars)
 }
 
-fn parse_hint(message: &str) -> Option<String> {
+pub(crate) fn parse_hint(message: &str) -> Option<String> {
     if message.contains("unknown field") {
         Some("check the spelling; the README's config reference lists every key".into())
     } else if message.contains("invalid type") {
@@ -120,47 +155,29 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-fn render(origin: &str, text: &str, problems: &[Problem]) -> String {
+fn render(sources: &[Source], problems: &[Problem]) -> String {
     let mut out = String::new();
     for (i, p) in problems.iter().enumerate() {
         if i > 0 {
             out.push('\n');
         }
-        out.push_str(
-            &Display {
-                origin,
-                text,
-                problem: p,
-            }
-            .to_string(),
+        let at = p.span.as_ref().map_or_else(
+            || include::locate(sources, 0),
+            |s| include::locate(sources, s.start),
         );
+        out.push_str(&at);
+        out.push_str(": ");
+        if !p.path.is_empty() {
+            out.push_str(&p.path);
+            out.push_str(": ");
+        }
+        out.push_str(&p.message);
+        if let Some(hint) = &p.hint {
+            out.push_str("; hint: ");
+            out.push_str(hint);
+        }
     }
     out
-}
-
-struct Display<'a> {
-    origin: &'a str,
-    text: &'a str,
-    problem: &'a Problem,
-}
-
-impl fmt::Display for Display<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (line, col) = self
-            .problem
-            .span
-            .as_ref()
-            .map_or((1, 1), |s| line_col(self.text, s.start));
-        write!(f, "{}:{line}:{col}: ", self.origin)?;
-        if !self.problem.path.is_empty() {
-            write!(f, "{}: ", self.problem.path)?;
-        }
-        f.write_str(&self.problem.message)?;
-        if let Some(hint) = &self.problem.hint {
-            write!(f, "; hint: {hint}")?;
-        }
-        Ok(())
-    }
 }
 
 impl Config {
@@ -205,6 +222,7 @@ impl Config {
                 runtime: RuntimeKind::ThreadPerCore,
                 drain_timeout: std::time::Duration::from_secs(30),
                 trusted_proxies: Vec::new(),
+                log_format: ProcessLogFormat::default(),
             },
             limits: Limits::default(),
             log: Log {

@@ -3,6 +3,7 @@
 pub mod access_log;
 pub mod histogram;
 pub mod metrics;
+pub mod process_log;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

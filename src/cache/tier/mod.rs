@@ -2,4 +2,5 @@
 //! the shared tier on Redis/Valkey.
 pub mod disk;
 pub mod memory;
+mod redis_client;
 pub mod shared;

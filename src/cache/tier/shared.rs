@@ -184,7 +184,7 @@ impl SharedTier {
         });
         match &tier.settings.redis {
             RedisTarget::Single(url) => {
-                let client = redis::Client::open(url.as_str())?;
+                let client = super::redis_client::client(url, tier.settings.tls.as_ref())?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(
                         tier.settings.timeout.max(Duration::from_millis(250)),
@@ -196,7 +196,11 @@ impl SharedTier {
                 let _ = tier.conn.set(Conn::Single(manager));
             }
             RedisTarget::Cluster(nodes) => {
-                let client = redis::cluster::ClusterClientBuilder::new(nodes.clone())
+                let mut builder = redis::cluster::ClusterClientBuilder::new(nodes.clone());
+                if let Some(tls) = &tier.settings.tls {
+                    builder = builder.certs(super::redis_client::certificates(tls));
+                }
+                let client = builder
                     .connection_timeout(tier.settings.timeout.max(Duration::from_millis(250)))
                     .response_timeout(PURGE_TIMEOUT)
                     .retries(1)
@@ -666,7 +670,7 @@ impl SharedTier {
             let url = &urls[attempt % urls.len()];
             attempt += 1;
             let pubsub = async {
-                let client = redis::Client::open(url.as_str())?;
+                let client = super::redis_client::client(url, self.settings.tls.as_ref())?;
                 let mut pubsub = client.get_async_pubsub().await?;
                 pubsub.subscribe(&channel).await?;
                 Ok::<_, redis::RedisError>(pubsub)

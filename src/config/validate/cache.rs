@@ -8,7 +8,11 @@ use super::super::file;
 use super::super::model::*;
 use super::Checker;
 
-pub(super) fn cache_settings(c: &mut Checker, s: file::CacheSection) -> CacheSettings {
+pub(super) fn cache_settings(
+    c: &mut Checker,
+    s: file::CacheSection,
+    base: Option<&std::path::Path>,
+) -> CacheSettings {
     let d = CacheSettings::default();
     let memory = c.size(&s.memory, "cache.memory", d.memory);
     let disk = s.disk.as_ref().and_then(|disk| {
@@ -50,7 +54,7 @@ pub(super) fn cache_settings(c: &mut Checker, s: file::CacheSection) -> CacheSet
     let shared = s
         .shared
         .as_ref()
-        .and_then(|section| shared_settings(c, section));
+        .and_then(|section| shared_settings(c, section, base));
     if let (Some(section), 0) = (&s.shared, memory) {
         c.report(
             section.span(),
@@ -70,6 +74,7 @@ pub(super) fn cache_settings(c: &mut Checker, s: file::CacheSection) -> CacheSet
 pub(super) fn shared_settings(
     c: &mut Checker,
     section: &Spanned<file::SharedSection>,
+    base: Option<&std::path::Path>,
 ) -> Option<SharedSettings> {
     let s = section.get_ref();
     let Some(url) = &s.redis else {
@@ -126,6 +131,7 @@ pub(super) fn shared_settings(
             d.breaker_retry,
         ),
         prefix,
+        tls: super::redis_tls::redis_tls(c, s.tls.as_ref(), url, &d.redis, base),
         redis: d.redis,
     })
 }

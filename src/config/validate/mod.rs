@@ -29,6 +29,7 @@ struct Defaults {
 mod compress;
 mod identity;
 mod range;
+mod redis_tls;
 mod route;
 mod rules;
 mod server;
@@ -175,7 +176,7 @@ pub fn validate_in(file: FileConfig, base: Option<&Path>) -> Result<Config, Vec<
     let limits = limits(&mut c, file.limits.unwrap_or_default());
     let log = log(&mut c, file.log.unwrap_or_default());
     let targeted_fields = cache_rfc::targeted_fields(&mut c, file.cache.as_ref());
-    let cache = cache_settings(&mut c, file.cache.unwrap_or_default());
+    let cache = cache_settings(&mut c, file.cache.unwrap_or_default(), base);
 
     let mut upstreams = BTreeMap::new();
     for (name, section) in &file.upstreams {

@@ -197,7 +197,7 @@ pub(super) fn regex(c: &mut Checker, value: &Spanned<String>, path: &str) -> Opt
                 path,
                 format!("{:?} is not a valid regex: {first}", value.get_ref()),
             );
-            c.hint("Rust `regex` syntax: no look-around or backreferences; captures are $1 or ${name} in `to`");
+            c.hint("Rust `regex` syntax: no look-around or backreferences; captures are $1 or $${name} in `to` (${…} is an environment variable)");
             None
         }
     }

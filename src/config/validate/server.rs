@@ -57,6 +57,18 @@ pub(super) fn server(c: &mut Checker, s: file::ServerSection, more_listeners: bo
         "server.drain_timeout",
         Duration::from_secs(30),
     );
+    let log_format = match &s.log_format {
+        None => ProcessLogFormat::Text,
+        Some(v) => ProcessLogFormat::parse(v.get_ref()).unwrap_or_else(|| {
+            c.report(
+                v.span(),
+                "server.log_format",
+                format!("unknown log format {:?}", v.get_ref()),
+            );
+            c.hint("use \"text\" (default) or \"json\" (one object per line)");
+            ProcessLogFormat::Text
+        }),
+    };
     Server {
         listeners,
         admin,
@@ -64,6 +76,7 @@ pub(super) fn server(c: &mut Checker, s: file::ServerSection, more_listeners: bo
         runtime,
         drain_timeout,
         trusted_proxies: super::identity::trusted_proxies(c, &s),
+        log_format,
     }
 }
 
