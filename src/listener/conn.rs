@@ -213,10 +213,12 @@ async fn proxied(
     let client = match tokio::time::timeout(timeout, read).await {
         Ok(Ok(source)) => source.unwrap_or(peer),
         Ok(Err(why)) => {
+            shared.metrics.proxy_protocol_refused[why.index()].inc();
             tracing::debug!(%peer, "PROXY header refused: {why}");
             return None;
         }
         Err(_) => {
+            shared.metrics.proxy_protocol_refused[1].inc();
             tracing::debug!(%peer, "PROXY header timed out");
             return None;
         }
