@@ -122,6 +122,7 @@ pub struct LimitsSection {
     pub max_connections: Option<Spanned<i64>>,
     pub max_connections_per_ip: Option<Spanned<i64>>,
     pub max_streams: Option<Spanned<i64>>,
+    pub underscores_in_headers: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -223,6 +223,9 @@ pub struct Limits {
     /// With HTTP/1.1 a connection has one request in flight at a time, so torii never has
     /// more than `max_connections` × `max_streams` requests in flight.
     pub max_streams: usize,
+    /// Keep request header fields whose names hold `_`. Default off: they are dropped
+    /// (as nginx does), since CGI/WSGI origins read `X_Forwarded_For` as `X-Forwarded-For`.
+    pub underscores_in_headers: bool,
 }
 
 impl Default for Limits {
@@ -237,6 +240,7 @@ impl Default for Limits {
             max_connections: 10_000,
             max_connections_per_ip: 0,
             max_streams: 128,
+            underscores_in_headers: false,
         }
     }
 }

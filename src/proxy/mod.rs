@@ -54,6 +54,12 @@ pub fn handle(
     conn: Arc<ConnState>,
 ) -> Handled {
     let runtime = shared.current();
+    if !runtime.config.limits.underscores_in_headers {
+        let dropped = limits::drop_underscore_headers(req.headers_mut());
+        if dropped > 0 {
+            shared.metrics.request_headers_dropped[0].add(dropped as u64);
+        }
+    }
     // From here on `peer` is the client (trusted proxies resolved, see `identity`).
     let peer = identity::resolve(
         peer,
