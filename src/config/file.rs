@@ -88,6 +88,10 @@ pub struct TlsSection {
     pub key: Option<Spanned<String>>,
     pub min_version: Option<Spanned<String>>,
     pub certs: Option<Vec<Spanned<TlsCertSection>>>,
+    /// PEM CA certificate(s) that client certificates must chain to (mutual TLS).
+    pub client_ca: Option<Spanned<String>>,
+    /// `"required"` (default with `client_ca`) or `"optional"`.
+    pub client_auth: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -208,6 +212,8 @@ pub struct RouteSection {
 pub struct AccessSection {
     pub allow: Option<Vec<Spanned<String>>>,
     pub deny: Option<Vec<Spanned<String>>>,
+    /// `"required"`: only clients that presented a verified certificate (mutual TLS).
+    pub client_cert: Option<Spanned<String>>,
 }
 
 /// `routes[].compress`: on by default.

@@ -99,6 +99,9 @@ pub enum ProxyProtocol {
 pub struct Access {
     pub allow: Vec<IpNet>,
     pub deny: Vec<IpNet>,
+    /// `client_cert = "required"`: only connections whose client certificate verified.
+    /// Default false.
+    pub client_cert: bool,
 }
 
 impl Listener {
@@ -133,6 +136,8 @@ pub struct Tls {
     pub certs: Vec<TlsCert>,
     /// Oldest protocol version accepted. Default TLS 1.2.
     pub min_version: TlsVersion,
+    /// Client certificates (mutual TLS), when `client_ca` is set. Default: none asked for.
+    pub client_auth: Option<ClientAuth>,
 }
 
 impl PartialEq for Tls {
@@ -140,7 +145,27 @@ impl PartialEq for Tls {
         self.default_cert == other.default_cert
             && self.certs == other.certs
             && self.min_version == other.min_version
+            && self.client_auth == other.client_auth
     }
+}
+
+/// `listeners[].tls.client_ca` and `client_auth`: which client certificates a TLS listener
+/// asks for and verifies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuth {
+    /// The CA certificates client certificates must chain to.
+    pub ca: CaBundle,
+    pub mode: ClientAuthMode,
+}
+
+/// Whether a client must present a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuthMode {
+    /// No verified certificate, no handshake (the default with `client_ca`).
+    Required,
+    /// A client may present none; one it presents must verify. Routes decide
+    /// (`access = { client_cert = "required" }`).
+    Optional,
 }
 
 /// One certificate chain with its private key, as read from PEM files.

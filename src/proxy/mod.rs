@@ -92,13 +92,17 @@ pub fn handle(
     // a slot for per connection, idle or not) and into the response body.
     let mut exchange = Box::new(Exchange::start(conn, runtime.access_log.clone(), record));
 
-    let (route, host, looked) = match admit(&req, peer, li, &runtime, &mut exchange.record) {
+    let client = Client {
+        addr: peer,
+        cert_verified: exchange.conn.tls().is_some_and(|t| t.client_verified()),
+    };
+    let (route, host, looked) = match admit(&req, client, li, &runtime, &mut exchange.record) {
         Ok(Next::Done(mut resp)) => {
             let ask = exchange
                 .record
                 .route
                 .and_then(|id| compress::Ask::of(&req, &runtime.config.routes[id.0]));
-            let rules = rule_vars(&req, peer, &runtime, &exchange.record, &ids);
+            let rules = rule_vars(&req, peer, &runtime, &exchange, &ids);
             lend_headers(resp.headers_mut(), req.into_parts().0.headers);
             return Handled::Ready(Some(finish(
                 Ok(resp),
@@ -114,7 +118,7 @@ pub fn handle(
             )));
         }
         Err(e) => {
-            let rules = rule_vars(&req, peer, &runtime, &exchange.record, &ids);
+            let rules = rule_vars(&req, peer, &runtime, &exchange, &ids);
             return Handled::Ready(Some(finish(
                 Err(e),
                 exchange,
@@ -135,7 +139,7 @@ pub fn handle(
         }) => (route.id, host, looked),
     };
     let ask = compress::Ask::of(&req, &runtime.config.routes[route.0]);
-    let rules = rule_vars(&req, peer, &runtime, &exchange.record, &ids);
+    let rules = rule_vars(&req, peer, &runtime, &exchange, &ids);
     Handled::Waiting(Box::pin(async move {
         let route = &runtime.config.routes[route.0];
         // An origin's interim (1xx) answers go on to an HTTP/1.1 client (hyper writes what
@@ -189,9 +193,10 @@ fn rule_vars<B>(
     req: &Request<B>,
     peer: SocketAddr,
     runtime: &Runtime,
-    record: &Record,
+    exchange: &Exchange,
     ids: &trace::Ids,
 ) -> Option<RuleVars> {
+    let record = &exchange.record;
     let id = record.route?;
     let route = runtime.config.routes.get(id.0)?;
     let found = route.rules.as_ref()?;
@@ -208,6 +213,7 @@ fn rule_vars<B>(
         request_id: String::from_utf8_lossy(ids.request_id.as_bytes()).into_owned(),
         route: id.0,
         upstream,
+        client_cert: exchange.conn.tls().and_then(|t| t.client_cert.clone()),
     };
     Some((found.clone(), vars))
 }
@@ -321,6 +327,14 @@ fn raw_tail(status: CacheStatus) -> RawTail {
     }
 }
 
+/// Who is asking, as `admit` checks it: the resolved client address, and whether the
+/// connection presented a verified client certificate (mutual TLS).
+#[derive(Debug, Clone, Copy)]
+struct Client {
+    addr: SocketAddr,
+    cert_verified: bool,
+}
+
 /// What `admit` decided for a request.
 // The response is moved once, straight into hyper; boxing it would cost a hit an allocation.
 #[allow(clippy::large_enum_variant)]
@@ -351,7 +365,7 @@ enum Looked {
 /// be answered without an await.
 fn admit<'r>(
     req: &Request<Incoming>,
-    peer: SocketAddr,
+    client: Client,
     listener: usize,
     runtime: &'r Runtime,
     record: &mut Record,
@@ -373,10 +387,10 @@ fn admit<'r>(
         .ok_or(ProxyError::NoRoute)?;
     record.route = Some(route.id);
     if let Some(access) = &route.access {
-        crate::route::access::check(access, peer.ip())?;
+        crate::route::access::check(access, client.addr.ip(), client.cert_verified)?;
     }
     if let Some(Some(limiter)) = runtime.rate_limits.get(route.id.0) {
-        limiter.check(req, peer.ip())?;
+        limiter.check(req, client.addr.ip())?;
     }
     let resp = match &route.action {
         Action::Respond {
