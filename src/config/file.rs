@@ -127,6 +127,17 @@ pub struct LimitsSection {
     pub max_connections_per_ip: Option<Spanned<i64>>,
     pub max_streams: Option<Spanned<i64>>,
     pub underscores_in_headers: Option<Spanned<bool>>,
+    /// The rate limit of every route without its own `rate_limit` (one set of buckets,
+    /// shared by those routes).
+    pub rate_limit: Option<Spanned<RateLimitSection>>,
+}
+
+/// `routes[].limits`: this route's own `max_body` and `body_timeout`, over `[limits]`'s.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteLimitsSection {
+    pub max_body: Option<Spanned<String>>,
+    pub body_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -204,6 +215,7 @@ pub struct RouteSection {
     pub headers: Option<HeadersSection>,
     pub rewrite: Option<Spanned<RewriteSection>>,
     pub access: Option<Spanned<AccessSection>>,
+    pub limits: Option<Spanned<RouteLimitsSection>>,
 }
 
 /// `routes[].access = { allow = [...], deny = [...] }`.

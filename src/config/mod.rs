@@ -229,6 +229,7 @@ impl Config {
                 rate_limit: None,
                 rules: None,
                 access: None,
+                limits: Default::default(),
             }],
             identity: Identity::default(),
         })

@@ -251,6 +251,9 @@ pub struct Limits {
     /// Keep request header fields whose names hold `_`. Default off: they are dropped
     /// (as nginx does), since CGI/WSGI origins read `X_Forwarded_For` as `X-Forwarded-For`.
     pub underscores_in_headers: bool,
+    /// The rate limit of every route without its own (`limits.rate_limit`): one set of
+    /// buckets shared by those routes. Default none.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for Limits {
@@ -266,6 +269,7 @@ impl Default for Limits {
             max_connections_per_ip: 0,
             max_streams: 128,
             underscores_in_headers: false,
+            rate_limit: None,
         }
     }
 }
@@ -528,6 +532,29 @@ pub struct Route {
     pub rules: Option<Arc<super::rules::RouteRules>>,
     /// Allow/deny by client address; `None`: everyone (and no cost).
     pub access: Option<Arc<Access>>,
+    /// `[routes.limits]`: this route's body limits, over `[limits]`'s.
+    pub limits: RouteLimits,
+}
+
+/// `routes[].limits`: body limits of one route, each overriding `[limits]`'s when set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RouteLimits {
+    /// Largest request body in bytes (413 beyond).
+    pub max_body: Option<u64>,
+    /// Longest pause while a client sends a request body (408 beyond).
+    pub body_timeout: Option<Duration>,
+}
+
+impl RouteLimits {
+    /// The route's `max_body`, else the server's.
+    pub fn max_body(&self, server: &Limits) -> u64 {
+        self.max_body.unwrap_or(server.max_body)
+    }
+
+    /// The route's `body_timeout`, else the server's.
+    pub fn body_timeout(&self, server: &Limits) -> Duration {
+        self.body_timeout.unwrap_or(server.body_timeout)
+    }
 }
 
 /// What a route matches on the Host header.

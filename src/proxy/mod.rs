@@ -370,7 +370,7 @@ fn admit<'r>(
     runtime: &'r Runtime,
     record: &mut Record,
 ) -> Result<Next<'r>, ProxyError> {
-    limits::check_request(req, &runtime.config.limits)?;
+    limits::check_request(req)?;
     let host = request_host(req);
     if let Some(port) = runtime
         .config
@@ -389,6 +389,8 @@ fn admit<'r>(
     if let Some(access) = &route.access {
         crate::route::access::check(access, client.addr.ip(), client.cert_verified)?;
     }
+    // The route's max_body wins over the server's, so it is checked once the route is known.
+    limits::check_body_size(req, route.limits.max_body(&runtime.config.limits))?;
     if let Some(Some(limiter)) = runtime.rate_limits.get(route.id.0) {
         limiter.check(req, client.addr.ip())?;
     }
@@ -661,7 +663,11 @@ async fn proxy(
     let (upstream_body, body_fault) = if body.is_end_stream() {
         (ReqBody::Empty, None)
     } else {
-        let (body, fault) = ReqBody::stream(body, limits.max_body, limits.body_timeout);
+        let (body, fault) = ReqBody::stream(
+            body,
+            route.limits.max_body(limits),
+            route.limits.body_timeout(limits),
+        );
         (body, Some(fault))
     };
     let upstream_req = Request::from_parts(parts, upstream_body);
