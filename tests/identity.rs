@@ -291,7 +291,8 @@ async fn bad_proxy_headers_close_the_connection_and_forward_nothing() {
     let too_long = v2(1, 0x11, &[0; 5000]);
     // What each case is counted under in torii_proxy_protocol_refused_total ("twice": the
     // second header is an HTTP request, answered 400, not a refused header).
-    let cases: Vec<(&str, Option<&str>, Vec<Vec<u8>>)> = vec![
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<Vec<u8>>);
+    let cases: Vec<Case> = vec![
         ("no header", Some("invalid"), vec![ECHO.to_vec()]),
         (
             "truncated v1",
