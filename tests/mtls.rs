@@ -250,6 +250,11 @@ async fn on_an_optional_listener_the_route_decides() {
                   access = { client_cert = \"required\" }\n\
                   [[routes]]\nupstream = \"app\"\n";
     let torii = start(&origin, &pki.listener("optional"), routes).await;
+    // Cacheable: once stored, it must still not be served to a client without a certificate.
+    origin.set(
+        "/secure",
+        Reply::new("secret").header("cache-control", "public, max-age=600"),
+    );
     let alice = pki.clients.client("alice");
     for alpn in [b"http/1.1".as_slice(), b"h2"] {
         let anonymous = pki.client(None, alpn);
@@ -275,9 +280,13 @@ async fn on_an_optional_listener_the_route_decides() {
         let wrong = fetch(torii.addr, mallory, "/open", &[]).await;
         assert!(wrong.is_err(), "{alpn:?}: {wrong:?}");
     }
-    // The 403s never reached the origin.
-    assert_eq!(origin.hits("/secure"), 2);
+    // The 403s never reached the origin; the second verified client got the stored copy,
+    // and after it was stored a client without a certificate still gets 403, not the hit.
+    assert_eq!(origin.hits("/secure"), 1);
     assert_eq!(origin.hits("/open"), 2);
+    let anonymous = pki.client(None, b"http/1.1");
+    let after = fetch(torii.addr, anonymous, "/secure", &[]).await;
+    assert_eq!(after.map(|(s, _)| s), Ok(StatusCode::FORBIDDEN));
 }
 
 #[tokio::test]
