@@ -135,7 +135,20 @@ impl Runtime {
             let acceptor = match &listener.tls {
                 None => None,
                 Some(settings) => {
-                    let resumption = match previous.and_then(|p| p.tls.get(i).cloned().flatten()) {
+                    // Sessions outlive a reload, unless the client certificates asked for
+                    // changed: a session resumed would skip the new CA's verification.
+                    let same_clients = previous.is_some_and(|p| {
+                        p.config
+                            .server
+                            .listeners
+                            .get(i)
+                            .and_then(|l| l.tls.as_ref())
+                            .is_some_and(|old| old.client_auth == settings.client_auth)
+                    });
+                    let kept = previous
+                        .filter(|_| same_clients)
+                        .and_then(|p| p.tls.get(i).cloned().flatten());
+                    let resumption = match kept {
                         Some(old) => old.resumption,
                         None => Resumption::new().map_err(std::io::Error::other)?,
                     };

@@ -346,7 +346,9 @@ async fn a_reload_picks_up_a_new_client_ca() {
     let torii = Torii::start(&toml, None).await;
     let (alice, mallory) = (pki.clients.client("alice"), pki.other.client("mallory"));
     let h1 = b"http/1.1".as_slice();
-    assert!(fetch(torii.addr, pki.client(Some(&alice), h1), "/", &[])
+    // One config for alice throughout: it keeps the session (ticket) torii gave it.
+    let alice_config = pki.client(Some(&alice), h1);
+    assert!(fetch(torii.addr, alice_config.clone(), "/", &[])
         .await
         .is_ok());
     assert!(fetch(torii.addr, pki.client(Some(&mallory), h1), "/", &[])
@@ -358,6 +360,9 @@ async fn a_reload_picks_up_a_new_client_ca() {
     torii.server.reload(config).unwrap();
     let ok = fetch(torii.addr, pki.client(Some(&mallory), h1), "/", &[]).await;
     assert_eq!(ok, Ok((StatusCode::OK, Version::HTTP_11)));
+    // Not even by resuming the session it had before the reload.
+    let resumed = fetch(torii.addr, alice_config, "/", &[]).await;
+    assert!(resumed.is_err(), "{resumed:?}");
     assert!(fetch(torii.addr, pki.client(Some(&alice), h1), "/", &[])
         .await
         .is_err());
