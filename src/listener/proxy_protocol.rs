@@ -30,6 +30,8 @@ pub type Refused = &'static str;
 pub enum Refusal {
     /// The connection ended (or failed) inside the header.
     Truncated,
+    /// Not complete within `limits.header_timeout` (the listener's timeout, not `read`'s).
+    TimedOut,
     /// Not a valid header of an accepted version: what is wrong.
     Invalid(Refused),
 }
@@ -39,6 +41,7 @@ impl Refusal {
     pub fn index(self) -> usize {
         match self {
             Refusal::Invalid(_) => 0,
+            Refusal::TimedOut => 1,
             Refusal::Truncated => 2,
         }
     }
@@ -48,6 +51,7 @@ impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Refusal::Truncated => f.write_str("connection ended inside the PROXY header"),
+            Refusal::TimedOut => f.write_str("PROXY header not complete in time"),
             Refusal::Invalid(why) => f.write_str(why),
         }
     }

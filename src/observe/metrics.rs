@@ -79,6 +79,8 @@ pub const REJECTION_REASONS: [&str; 3] = ["rate-limit", "queue-full", "queue-tim
 pub const PROXY_REFUSED_REASONS: [&str; 3] = ["invalid", "timeout", "truncated"];
 /// Why request header fields were dropped before routing.
 pub const HEADER_DROP_REASONS: [&str; 1] = ["underscore"];
+/// Index into `HEADER_DROP_REASONS`: a name holding `_`.
+pub const HEADER_DROP_UNDERSCORE: usize = 0;
 /// TLS versions handshakes are counted under, indexed by `config::TlsVersion as usize`.
 pub const TLS_VERSIONS: [&str; 2] = ["TLSv1.2", "TLSv1.3"];
 

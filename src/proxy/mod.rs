@@ -57,7 +57,8 @@ pub fn handle(
     if !runtime.config.limits.underscores_in_headers {
         let dropped = limits::drop_underscore_headers(req.headers_mut());
         if dropped > 0 {
-            shared.metrics.request_headers_dropped[0].add(dropped as u64);
+            use crate::observe::metrics::HEADER_DROP_UNDERSCORE;
+            shared.metrics.request_headers_dropped[HEADER_DROP_UNDERSCORE].add(dropped as u64);
         }
     }
     // From here on `peer` is the client (trusted proxies resolved, see `identity`).
