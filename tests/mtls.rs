@@ -375,3 +375,72 @@ async fn a_reload_picks_up_a_new_client_ca() {
     let ok = fetch(torii.addr, pki.client(Some(&mallory), h1), "/", &[]).await;
     assert_eq!(ok, Ok((StatusCode::OK, Version::HTTP_11)));
 }
+
+/// Stops our own child by its PID when the test ends, however it ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn sighup_to_the_real_binary_reads_the_client_ca_again() {
+    let origin = Origin::start().await;
+    let pki = Pki::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listener = pki
+        .listener("required")
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let config = pki.write(
+        "torii.toml",
+        &format!(
+            "[server]\nadmin = \"off\"\nworkers = 1\n[log]\naccess = \"off\"\n{listener}\n\
+             [upstreams.app]\nservers = [\"{}\"]\n{ONE_ROUTE}",
+            origin.url()
+        ),
+    );
+    let torii = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_torii"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("TORII_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let h1 = b"http/1.1".as_slice();
+    let (alice, mallory) = (pki.clients.client("alice"), pki.other.client("mallory"));
+    wait_until_async("torii serves alice", PATIENCE, || async {
+        fetch(addr, pki.client(Some(&alice), h1), "/", &[])
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(fetch(addr, pki.client(Some(&mallory), h1), "/", &[])
+        .await
+        .is_err());
+    pki.write("clients-ca.pem", &pki.other.cert.pem());
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &torii.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_until_async("the reload lets mallory in", PATIENCE, || async {
+        fetch(addr, pki.client(Some(&mallory), h1), "/", &[])
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(fetch(addr, pki.client(Some(&alice), h1), "/", &[])
+        .await
+        .is_err());
+}
