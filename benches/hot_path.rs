@@ -14,6 +14,10 @@
 //! LTO build, same shared VM): request ID + new trace 116, request ID + incoming
 //! traceparent 244, ID + traceparent onto the upstream request 223; a hit pays the first
 //! or second (~0.4-0.9 % of a hit), a proxied request one of them plus the third.
+//! Dropping underscore header names (issue 19), when there are none: `underscore scan (10
+//! fields, none)` 455 ns against router lookup 594 ns in one debug-profile run (`cargo test
+//! --bench hot_path -- --bench`, torii unoptimised, shared VM); scaled by the router's
+//! release figure, about 80 ns per request, ~0.3 % of a hit. Not measured in release.
 //! A hit costs ~28 µs of server CPU in ../shared/bench hit-1k, so metric recording (two
 //! counter adds and one histogram record per request, ~15 ns) is below 0.1 % of it; the
 //! key build and the freshness re-parse (~1.6 µs together) are the first targets.
@@ -65,6 +69,7 @@ fn main() {
         rate_limit: None,
         rules: None,
         access: None,
+        limits: Default::default(),
     };
     let router = Router::new(&[
         route(0, HostMatch::Any, "/"),
@@ -74,6 +79,30 @@ fn main() {
         route(4, HostMatch::Exact("www.example.com".into()), "/static/"),
         route(5, HostMatch::Exact("api.example.com".into()), "/v1"),
     ]);
+    // What a typical browser request carries: the underscore scan's common case.
+    let mut browser = HeaderMap::new();
+    for (name, value) in [
+        ("host", "www.example.com"),
+        (
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0",
+        ),
+        ("accept", "text/html,application/xhtml+xml"),
+        ("accept-language", "en-US,en;q=0.5"),
+        ("accept-encoding", "gzip, deflate, br, zstd"),
+        ("referer", "https://www.example.com/"),
+        ("cookie", "session=abc"),
+        ("sec-fetch-mode", "navigate"),
+        ("upgrade-insecure-requests", "1"),
+        ("connection", "keep-alive"),
+    ] {
+        browser.insert(name, HeaderValue::from_static(value));
+    }
+    bench("underscore scan (10 fields, none)", 2_000_000, || {
+        black_box(torii::limits::drop_underscore_headers(black_box(
+            &mut browser,
+        )));
+    });
     bench("router lookup (6 routes)", 2_000_000, || {
         black_box(router.lookup(
             black_box(Some("www.example.com")),

@@ -8,6 +8,7 @@
 //! listener (accept, workers, timeouts, drain)  -> src/listener/
 //!   -> PROXY protocol header (v1, v2)          -> src/listener/proxy_protocol.rs
 //!   -> TLS (rustls: SNI, ALPN, resumption)     -> src/listener/tls.rs
+//!      client certificate, parsed once (mTLS)  -> src/client_cert.rs
 //!   -> downstream HTTP/1.1 & HTTP/2 (hyper)    -> src/listener/conn.rs
 //!      (what a connection is doing)            -> src/connection.rs
 //!   -> proxy::handle: the whole path           -> src/proxy/mod.rs
@@ -42,6 +43,7 @@ pub mod auth;
 pub mod body;
 pub mod cache;
 pub mod cli;
+pub mod client_cert;
 pub mod compress;
 pub mod config;
 pub mod connection;

@@ -194,6 +194,7 @@ fn proxy_config(args: ProxyArgs) -> Result<Config, String> {
             default_cert: cert,
             certs: Vec::new(),
             min_version: config::TlsVersion::Tls12,
+            client_auth: None,
         });
         for listener in &mut config.server.listeners {
             listener.tls = Some(tls.clone());

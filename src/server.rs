@@ -85,6 +85,20 @@ impl Runtime {
         };
         let mut route_metrics = vec![];
         let mut rate_limits = vec![];
+        // `limits.rate_limit`: one set of buckets for every route without its own, kept
+        // across a reload that leaves it as it was.
+        let server_limiter = config.limits.rate_limit.as_ref().map(|limit| {
+            previous
+                .filter(|p| p.config.limits.rate_limit.as_ref() == Some(limit))
+                .and_then(|p| {
+                    p.config
+                        .routes
+                        .iter()
+                        .filter(|r| r.rate_limit.is_none())
+                        .find_map(|r| p.rate_limits.get(r.id.0)?.clone())
+                })
+                .unwrap_or_else(|| Arc::new(RateLimiter::new(limit.clone())))
+        });
         for route in &config.routes {
             // Routes keep their index as id; the router only reorders its own copy.
             debug_assert_eq!(route.id.0, route_metrics.len());
@@ -96,12 +110,15 @@ impl Runtime {
                     .and_then(|p| {
                         p.config.routes.iter().find_map(|r| {
                             let kept = p.rate_limits.get(r.id.0)?.as_ref()?;
-                            (route_label(r) == label && kept.config == *limit).then(|| kept.clone())
+                            // (Not the buckets `limits.rate_limit` shares.)
+                            let own = r.rate_limit.is_some();
+                            (own && route_label(r) == label && kept.config == *limit)
+                                .then(|| kept.clone())
                         })
                     })
                     .unwrap_or_else(|| Arc::new(RateLimiter::new(limit.clone())))
             });
-            rate_limits.push(limiter);
+            rate_limits.push(limiter.or_else(|| server_limiter.clone()));
         }
         let route_groups = config
             .routes
@@ -130,7 +147,20 @@ impl Runtime {
             let acceptor = match &listener.tls {
                 None => None,
                 Some(settings) => {
-                    let resumption = match previous.and_then(|p| p.tls.get(i).cloned().flatten()) {
+                    // Sessions outlive a reload, unless the client certificates asked for
+                    // changed: a session resumed would skip the new CA's verification.
+                    let same_clients = previous.is_some_and(|p| {
+                        p.config
+                            .server
+                            .listeners
+                            .get(i)
+                            .and_then(|l| l.tls.as_ref())
+                            .is_some_and(|old| old.client_auth == settings.client_auth)
+                    });
+                    let kept = previous
+                        .filter(|_| same_clients)
+                        .and_then(|p| p.tls.get(i).cloned().flatten());
+                    let resumption = match kept {
                         Some(old) => old.resumption,
                         None => Resumption::new().map_err(std::io::Error::other)?,
                     };

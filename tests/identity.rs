@@ -289,31 +289,63 @@ async fn bad_proxy_headers_close_the_connection_and_forward_nothing() {
     past[15] += 40; // claims 40 bytes more than are sent
     let tlv_past = v2_tcp4([198, 51, 100, 7], &[0x04, 0, 200, 1]);
     let too_long = v2(1, 0x11, &[0; 5000]);
-    let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
-        ("no header", vec![ECHO.to_vec()]),
-        ("truncated v1", vec![b"PROXY TCP4 192.0.2.10".to_vec()]),
-        ("line too long", vec![long]),
+    // What each case is counted under in torii_proxy_protocol_refused_total ("twice": the
+    // second header is an HTTP request, answered 400, not a refused header).
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<Vec<u8>>);
+    let cases: Vec<Case> = vec![
+        ("no header", Some("invalid"), vec![ECHO.to_vec()]),
+        (
+            "truncated v1",
+            Some("timeout"),
+            vec![b"PROXY TCP4 192.0.2.10".to_vec()],
+        ),
+        ("line too long", Some("invalid"), vec![long]),
         (
             "mixed families v1",
+            Some("invalid"),
             vec![
                 b"PROXY TCP4 2001:db8::1 127.0.0.1 1 80\r\n".to_vec(),
                 ECHO.to_vec(),
             ],
         ),
-        ("mixed families v2", vec![v4_as_v6, ECHO.to_vec()]),
-        ("length past the buffer", vec![past]),
-        ("TLV past the header", vec![tlv_past, ECHO.to_vec()]),
-        ("over the v2 bound", vec![too_long, ECHO.to_vec()]),
-        ("twice", vec![v1.to_vec(), v1.to_vec(), ECHO.to_vec()]),
+        (
+            "mixed families v2",
+            Some("invalid"),
+            vec![v4_as_v6, ECHO.to_vec()],
+        ),
+        ("length past the buffer", Some("timeout"), vec![past]),
+        (
+            "TLV past the header",
+            Some("invalid"),
+            vec![tlv_past, ECHO.to_vec()],
+        ),
+        (
+            "over the v2 bound",
+            Some("invalid"),
+            vec![too_long, ECHO.to_vec()],
+        ),
+        ("twice", None, vec![v1.to_vec(), v1.to_vec(), ECHO.to_vec()]),
         (
             "garbage",
+            Some("invalid"),
             vec![b"\x16\x03\x01 hello".to_vec(), ECHO.to_vec()],
         ),
     ];
-    for (what, pieces) in &cases {
+    let refused =
+        |reason: &str| format!("torii_proxy_protocol_refused_total{{reason=\"{reason}\"}}");
+    for reason in ["invalid", "timeout", "truncated"] {
+        assert_eq!(torii.metric(&refused(reason)).await, Some(0.0), "{reason}");
+    }
+    let mut expected = std::collections::HashMap::new();
+    for (what, reason, pieces) in &cases {
         let pieces: Vec<&[u8]> = pieces.iter().map(Vec::as_slice).collect();
         let resp = send_pieces(torii.addr, &pieces).await;
         assert!(!resp.contains(" 200 "), "{what}: {resp}");
+        if let Some(reason) = reason {
+            *expected.entry(*reason).or_insert(0.0) += 1.0;
+            let counted = torii.metric(&refused(reason)).await;
+            assert_eq!(counted, expected.get(reason).copied(), "{what}");
+        }
         // The next connection is unaffected.
         let resp = send_pieces(torii.addr, &[v1, ECHO]).await;
         assert_eq!(echoed_xff(&resp), "192.0.2.10", "after {what}: {resp}");
@@ -324,6 +356,19 @@ async fn bad_proxy_headers_close_the_connection_and_forward_nothing() {
     let resp = send_pieces(torii.addr, &[b"PROXY "]).await;
     assert!(resp.is_empty(), "{resp}");
     assert!(started.elapsed() < Duration::from_secs(4));
+    let timeouts = expected["timeout"] + 1.0;
+    assert_eq!(torii.metric(&refused("timeout")).await, Some(timeouts));
+    // The client closes inside the header: truncated.
+    let mut stream = TcpStream::connect(torii.addr).await.unwrap();
+    stream.write_all(b"PROXY TCP4 192.0.2.10").await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out).await;
+    assert!(out.is_empty());
+    wait_until_async("a truncated header is counted", PATIENCE, || async {
+        torii.metric(&refused("truncated")).await == Some(1.0)
+    })
+    .await;
     // A v1 listener refuses v2, and a v2 listener v1.
     let only_v1 = proxy_listener(&origin, "v1", "").await;
     let resp = send_pieces(only_v1.addr, &[&v2_tcp4([1, 2, 3, 4], &[]), ECHO]).await;

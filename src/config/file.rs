@@ -95,6 +95,10 @@ pub struct TlsSection {
     pub key: Option<Spanned<String>>,
     pub min_version: Option<Spanned<String>>,
     pub certs: Option<Vec<Spanned<TlsCertSection>>>,
+    /// PEM CA certificate(s) that client certificates must chain to (mutual TLS).
+    pub client_ca: Option<Spanned<String>>,
+    /// `"required"` (default with `client_ca`) or `"optional"`.
+    pub client_auth: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -130,6 +134,18 @@ pub struct LimitsSection {
     pub max_connections: Option<Spanned<i64>>,
     pub max_connections_per_ip: Option<Spanned<i64>>,
     pub max_streams: Option<Spanned<i64>>,
+    pub underscores_in_headers: Option<Spanned<bool>>,
+    /// The rate limit of every route without its own `rate_limit` (one set of buckets,
+    /// shared by those routes).
+    pub rate_limit: Option<Spanned<RateLimitSection>>,
+}
+
+/// `routes[].limits`: this route's own `max_body` and `body_timeout`, over `[limits]`'s.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteLimitsSection {
+    pub max_body: Option<Spanned<String>>,
+    pub body_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -208,6 +224,7 @@ pub struct RouteSection {
     pub rewrite: Option<Spanned<RewriteSection>>,
     pub access: Option<Spanned<AccessSection>>,
     pub auth: Option<Spanned<AuthSection>>,
+    pub limits: Option<Spanned<RouteLimitsSection>>,
 }
 
 /// `auth = { basic = {…} }` or `auth = { forward = {…} }` (exclusive).
@@ -243,6 +260,8 @@ pub struct ForwardAuthSection {
 pub struct AccessSection {
     pub allow: Option<Vec<Spanned<String>>>,
     pub deny: Option<Vec<Spanned<String>>>,
+    /// `"required"`: only clients that presented a verified certificate (mutual TLS).
+    pub client_cert: Option<Spanned<String>>,
 }
 
 /// `routes[].compress`: on by default.

@@ -249,6 +249,7 @@ impl Config {
                 rules: None,
                 access: None,
                 auth: None,
+                limits: Default::default(),
             }],
             identity: Identity::default(),
         })

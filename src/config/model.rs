@@ -122,6 +122,9 @@ pub enum ProxyProtocol {
 pub struct Access {
     pub allow: Vec<IpNet>,
     pub deny: Vec<IpNet>,
+    /// `client_cert = "required"`: only connections whose client certificate verified.
+    /// Default false.
+    pub client_cert: bool,
 }
 
 impl Listener {
@@ -156,6 +159,8 @@ pub struct Tls {
     pub certs: Vec<TlsCert>,
     /// Oldest protocol version accepted. Default TLS 1.2.
     pub min_version: TlsVersion,
+    /// Client certificates (mutual TLS), when `client_ca` is set. Default: none asked for.
+    pub client_auth: Option<ClientAuth>,
 }
 
 impl PartialEq for Tls {
@@ -163,7 +168,27 @@ impl PartialEq for Tls {
         self.default_cert == other.default_cert
             && self.certs == other.certs
             && self.min_version == other.min_version
+            && self.client_auth == other.client_auth
     }
+}
+
+/// `listeners[].tls.client_ca` and `client_auth`: which client certificates a TLS listener
+/// asks for and verifies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuth {
+    /// The CA certificates client certificates must chain to.
+    pub ca: CaBundle,
+    pub mode: ClientAuthMode,
+}
+
+/// Whether a client must present a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuthMode {
+    /// No verified certificate, no handshake (the default with `client_ca`).
+    Required,
+    /// A client may present none; one it presents must verify. Routes decide
+    /// (`access = { client_cert = "required" }`).
+    Optional,
 }
 
 /// One certificate chain with its private key, as read from PEM files.
@@ -246,6 +271,12 @@ pub struct Limits {
     /// With HTTP/1.1 a connection has one request in flight at a time, so torii never has
     /// more than `max_connections` × `max_streams` requests in flight.
     pub max_streams: usize,
+    /// Keep request header fields whose names hold `_`. Default off: they are dropped
+    /// (as nginx does), since CGI/WSGI origins read `X_Forwarded_For` as `X-Forwarded-For`.
+    pub underscores_in_headers: bool,
+    /// The rate limit of every route without its own (`limits.rate_limit`): one set of
+    /// buckets shared by those routes. Default none.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for Limits {
@@ -260,6 +291,8 @@ impl Default for Limits {
             max_connections: 10_000,
             max_connections_per_ip: 0,
             max_streams: 128,
+            underscores_in_headers: false,
+            rate_limit: None,
         }
     }
 }
@@ -524,6 +557,29 @@ pub struct Route {
     pub access: Option<Arc<Access>>,
     /// Basic or forward auth (the route's own, else `[defaults]`'s); `None`: no auth.
     pub auth: Option<Arc<super::auth::Auth>>,
+    /// `[routes.limits]`: this route's body limits, over `[limits]`'s.
+    pub limits: RouteLimits,
+}
+
+/// `routes[].limits`: body limits of one route, each overriding `[limits]`'s when set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RouteLimits {
+    /// Largest request body in bytes (413 beyond).
+    pub max_body: Option<u64>,
+    /// Longest pause while a client sends a request body (408 beyond).
+    pub body_timeout: Option<Duration>,
+}
+
+impl RouteLimits {
+    /// The route's `max_body`, else the server's.
+    pub fn max_body(&self, server: &Limits) -> u64 {
+        self.max_body.unwrap_or(server.max_body)
+    }
+
+    /// The route's `body_timeout`, else the server's.
+    pub fn body_timeout(&self, server: &Limits) -> Duration {
+        self.body_timeout.unwrap_or(server.body_timeout)
+    }
 }
 
 /// What a route matches on the Host header.

@@ -69,10 +69,18 @@ pub enum Var {
     RequestId,
     Route,
     Upstream,
+    /// The verified client certificate's subject (mutual TLS); empty without one.
+    TlsClientSubject,
+    /// Its subject alternative names; empty without one.
+    TlsClientSan,
+    /// SHA-256 of its DER, lowercase hex; empty without one.
+    TlsClientFingerprint,
+    /// `true` when the client presented a certificate the listener verified, else `false`.
+    TlsClientVerified,
 }
 
 impl Var {
-    pub const ALL: [(&'static str, Var); 9] = [
+    pub const ALL: [(&'static str, Var); 13] = [
         ("client_ip", Var::ClientIp),
         ("host", Var::Host),
         ("scheme", Var::Scheme),
@@ -82,6 +90,10 @@ impl Var {
         ("request_id", Var::RequestId),
         ("route", Var::Route),
         ("upstream", Var::Upstream),
+        ("tls_client_subject", Var::TlsClientSubject),
+        ("tls_client_san", Var::TlsClientSan),
+        ("tls_client_fingerprint", Var::TlsClientFingerprint),
+        ("tls_client_verified", Var::TlsClientVerified),
     ];
 }
 

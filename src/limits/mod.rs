@@ -14,18 +14,17 @@ mod rate;
 pub use per_ip::{IpGuard, PerIp};
 pub use rate::RateLimiter;
 
-use http::{header, Request, Version};
+use http::{header, HeaderMap, HeaderName, Request, Version};
 
-use crate::config::Limits;
 use crate::error::ProxyError;
 
-/// Checks a request head. Time limits are enforced by the listener, body size while
+/// Checks a request head. Time limits are enforced by the listener, body size by
+/// [`check_body_size`] once the route (and so its `max_body`) is known, then while
 /// streaming (`upstream::ReqBody`).
 ///
 /// # Errors
-/// `BadRequest` for a missing, repeated or conflicting Host, or both framing headers;
-/// `BodyTooLarge` when `Content-Length` exceeds `limits.max_body`.
-pub fn check_request<B>(req: &Request<B>, limits: &Limits) -> Result<(), ProxyError> {
+/// `BadRequest` for a missing, repeated or conflicting Host, or both framing headers.
+pub fn check_request<B>(req: &Request<B>) -> Result<(), ProxyError> {
     let headers = req.headers();
     if headers.contains_key(header::TRANSFER_ENCODING)
         && headers.contains_key(header::CONTENT_LENGTH)
@@ -84,18 +83,60 @@ pub fn check_request<B>(req: &Request<B>, limits: &Limits) -> Result<(), ProxyEr
             }
         }
     }
-    if let Some(len) = headers.get(header::CONTENT_LENGTH) {
-        // hyper has checked the syntax for HTTP/1; HTTP/2 lengths are checked here.
-        let len: u64 = len
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .ok_or(ProxyError::BadRequest("invalid Content-Length"))?;
-        if len > limits.max_body {
-            return Err(ProxyError::BodyTooLarge);
-        }
-    }
+    // Content-Length is read once, by `check_body_size`, once the route is known.
     Ok(())
+}
+
+/// The request's `Content-Length`, if it has one. hyper has checked the syntax for
+/// HTTP/1; HTTP/2 lengths are checked here.
+fn content_length<B>(req: &Request<B>) -> Result<Option<u64>, ProxyError> {
+    let Some(len) = req.headers().get(header::CONTENT_LENGTH) else {
+        return Ok(None);
+    };
+    len.to_str()
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .map(Some)
+        .ok_or(ProxyError::BadRequest("invalid Content-Length"))
+}
+
+/// Refuses, before reading it, a body whose `Content-Length` is over `max_body` (the
+/// route's `limits.max_body`, else `[limits]`'s). A body without one is cut at the limit
+/// while it streams (`upstream::ReqBody`).
+///
+/// # Errors
+/// `BodyTooLarge` (413) over the limit; `BadRequest` for an invalid `Content-Length`.
+pub fn check_body_size<B>(req: &Request<B>, max_body: u64) -> Result<(), ProxyError> {
+    match content_length(req)? {
+        Some(len) if len > max_body => Err(ProxyError::BodyTooLarge),
+        _ => Ok(()),
+    }
+}
+
+/// Drops the request header fields whose names hold `_` (unless
+/// `limits.underscores_in_headers`): CGI and WSGI origins map `X_Forwarded_For` and
+/// `X-Forwarded-For` onto one variable, so such a field could stand in for one torii sets.
+/// Returns how many fields were dropped.
+///
+/// A request without `_` in any name costs one byte scan per name, nothing allocated.
+pub fn drop_underscore_headers(headers: &mut HeaderMap) -> usize {
+    if !headers
+        .keys()
+        .any(|name| name.as_str().as_bytes().contains(&b'_'))
+    {
+        return 0;
+    }
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().as_bytes().contains(&b'_'))
+        .cloned()
+        .collect();
+    let mut dropped = 0;
+    for name in names {
+        dropped += headers.get_all(&name).iter().count();
+        headers.remove(&name);
+    }
+    dropped
 }
 
 #[cfg(test)]
@@ -111,42 +152,49 @@ mod tests {
     }
 
     #[test]
+    fn underscore_names_are_dropped_with_each_value() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", "192.0.2.1".parse().unwrap());
+        assert_eq!(drop_underscore_headers(&mut headers), 0);
+        headers.append("x_forwarded_for", "10.0.0.1".parse().unwrap());
+        headers.append("x_forwarded_for", "10.0.0.2".parse().unwrap());
+        headers.append("_", "x".parse().unwrap());
+        assert_eq!(drop_underscore_headers(&mut headers), 3);
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers["x-forwarded-for"], "192.0.2.1");
+    }
+
+    #[test]
     fn host_rules() {
-        let l = Limits::default();
-        assert!(check_request(&req(&[("host", "a")], "/"), &l).is_ok());
+        assert!(check_request(&req(&[("host", "a")], "/")).is_ok());
         assert!(matches!(
-            check_request(&req(&[], "/"), &l),
+            check_request(&req(&[], "/")),
             Err(ProxyError::BadRequest(_))
         ));
-        assert!(check_request(&req(&[("host", "a"), ("host", "b")], "/"), &l).is_err());
-        assert!(check_request(&req(&[("host", "a")], "http://b/x"), &l).is_err());
-        assert!(check_request(&req(&[("host", "B:80")], "http://b:80/x"), &l).is_ok());
-        assert!(check_request(&req(&[("host", "a b")], "/"), &l).is_err());
+        assert!(check_request(&req(&[("host", "a"), ("host", "b")], "/")).is_err());
+        assert!(check_request(&req(&[("host", "a")], "http://b/x")).is_err());
+        assert!(check_request(&req(&[("host", "B:80")], "http://b:80/x")).is_ok());
+        assert!(check_request(&req(&[("host", "a b")], "/")).is_err());
     }
 
     #[test]
     fn framing_and_size() {
-        let l = Limits {
-            max_body: 10,
-            ..Limits::default()
-        };
-        assert!(check_request(
-            &req(
-                &[
-                    ("host", "a"),
-                    ("content-length", "3"),
-                    ("transfer-encoding", "chunked")
-                ],
-                "/"
-            ),
-            &l
-        )
+        assert!(check_request(&req(
+            &[
+                ("host", "a"),
+                ("content-length", "3"),
+                ("transfer-encoding", "chunked")
+            ],
+            "/"
+        ))
         .is_err());
         assert!(matches!(
-            check_request(&req(&[("host", "a"), ("content-length", "11")], "/"), &l),
+            check_body_size(&req(&[("host", "a"), ("content-length", "11")], "/"), 10),
             Err(ProxyError::BodyTooLarge)
         ));
-        assert!(check_request(&req(&[("host", "a"), ("content-length", "10")], "/"), &l).is_ok());
-        assert!(check_request(&req(&[("host", "a"), ("content-length", "x")], "/"), &l).is_err());
+        assert!(check_body_size(&req(&[("host", "a"), ("content-length", "10")], "/"), 10).is_ok());
+        assert!(check_body_size(&req(&[("host", "a")], "/"), 0).is_ok());
+        assert!(check_request(&req(&[("host", "a"), ("content-length", "11")], "/")).is_ok());
+        assert!(check_body_size(&req(&[("host", "a"), ("content-length", "x")], "/"), 10).is_err());
     }
 }

@@ -210,14 +210,16 @@ async fn proxied(
     shared: Arc<Shared>,
 ) -> Option<Idle> {
     let read = super::proxy_protocol::read(&mut stream, accept);
-    let client = match tokio::time::timeout(timeout, read).await {
-        Ok(Ok(source)) => source.unwrap_or(peer),
-        Ok(Err(why)) => {
+    let refused = match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(source)) => Ok(source.unwrap_or(peer)),
+        Ok(Err(why)) => Err(why),
+        Err(_) => Err(super::proxy_protocol::Refusal::TimedOut),
+    };
+    let client = match refused {
+        Ok(client) => client,
+        Err(why) => {
+            shared.metrics.proxy_protocol_refused[why.index()].inc();
             tracing::debug!(%peer, "PROXY header refused: {why}");
-            return None;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "PROXY header timed out");
             return None;
         }
     };

@@ -25,6 +25,38 @@ pub const V2_MAX_LEN: usize = 4096;
 /// Why a header was refused.
 pub type Refused = &'static str;
 
+/// A refused header, by the reason `torii_proxy_protocol_refused_total` counts it under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The connection ended (or failed) inside the header.
+    Truncated,
+    /// Not complete within `limits.header_timeout` (the listener's timeout, not `read`'s).
+    TimedOut,
+    /// Not a valid header of an accepted version: what is wrong.
+    Invalid(Refused),
+}
+
+impl Refusal {
+    /// Index into `observe::metrics::PROXY_REFUSED_REASONS`.
+    pub fn index(self) -> usize {
+        match self {
+            Refusal::Invalid(_) => 0,
+            Refusal::TimedOut => 1,
+            Refusal::Truncated => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Truncated => f.write_str("connection ended inside the PROXY header"),
+            Refusal::TimedOut => f.write_str("PROXY header not complete in time"),
+            Refusal::Invalid(why) => f.write_str(why),
+        }
+    }
+}
+
 /// Reads the PROXY header at the start of `stream`, as `accept` allows: the client's address,
 /// or `None` when the header says the connection is the proxy's own (v1 `UNKNOWN`, v2
 /// `LOCAL`, or an unspecified / UNIX family): the peer is then the client.
@@ -34,8 +66,8 @@ pub type Refused = &'static str;
 pub async fn read(
     stream: &mut TcpStream,
     accept: ProxyProtocol,
-) -> Result<Option<SocketAddr>, Refused> {
-    const TRUNCATED: Refused = "connection ended inside the PROXY header";
+) -> Result<Option<SocketAddr>, Refusal> {
+    use Refusal::Truncated as TRUNCATED;
     let mut head = [0u8; V1_MAX];
     // 12 bytes: the v2 signature, and never more than the shortest v1 line (15 bytes).
     stream
@@ -44,7 +76,7 @@ pub async fn read(
         .map_err(|_| TRUNCATED)?;
     if head[..12] == V2_SIG {
         if accept == ProxyProtocol::V1 {
-            return Err("a v2 PROXY header on a v1 listener");
+            return Err(Refusal::Invalid("a v2 PROXY header on a v1 listener"));
         }
         stream
             .read_exact(&mut head[12..16])
@@ -52,24 +84,24 @@ pub async fn read(
             .map_err(|_| TRUNCATED)?;
         let len = usize::from(u16::from_be_bytes([head[14], head[15]]));
         if len > V2_MAX_LEN {
-            return Err("v2 PROXY header longer than 4096 bytes");
+            return Err(Refusal::Invalid("v2 PROXY header longer than 4096 bytes"));
         }
         let mut body = vec![0; len];
         stream.read_exact(&mut body).await.map_err(|_| TRUNCATED)?;
-        return parse_v2(&head[..16], &body);
+        return parse_v2(&head[..16], &body).map_err(Refusal::Invalid);
     }
     if !head.starts_with(b"PROXY ") {
-        return Err("no PROXY header");
+        return Err(Refusal::Invalid("no PROXY header"));
     }
     if accept == ProxyProtocol::V2 {
-        return Err("a v1 PROXY header on a v2 listener");
+        return Err(Refusal::Invalid("a v1 PROXY header on a v2 listener"));
     }
     // The rest of the line: what has arrived is looked at first, and only the bytes up to
     // the line's end are taken off the socket.
     let mut len = 12;
     while head[len - 1] != b'\n' {
         if len == V1_MAX {
-            return Err("v1 PROXY header longer than 107 bytes");
+            return Err(Refusal::Invalid("v1 PROXY header longer than 107 bytes"));
         }
         let n = stream.peek(&mut head[len..]).await.map_err(|_| TRUNCATED)?;
         if n == 0 {
@@ -85,7 +117,7 @@ pub async fn read(
             .map_err(|_| TRUNCATED)?;
         len += take;
     }
-    parse_v1(&head[..len])
+    parse_v1(&head[..len]).map_err(Refusal::Invalid)
 }
 
 /// A v1 line, CRLF included: `PROXY TCP4 192.0.2.1 198.51.100.1 56324 443\r\n`.

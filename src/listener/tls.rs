@@ -10,11 +10,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rustls::server::{ClientHello, ProducesTickets, ResolvesServerCert, StoresServerSessions};
+use rustls::server::{
+    ClientHello, ProducesTickets, ResolvesServerCert, StoresServerSessions, WebPkiClientVerifier,
+};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
-use crate::config::{Tls, TlsVersion};
+use crate::client_cert::ClientCert;
+use crate::config::{ClientAuth, ClientAuthMode, Tls, TlsVersion};
 
 /// Sessions remembered for resumption by session ID (TLS 1.2) and stateful tickets.
 const SESSION_CACHE_SIZE: usize = 16 * 1024;
@@ -111,19 +114,25 @@ impl std::fmt::Debug for Acceptor {
 impl Acceptor {
     /// Builds the rustls config of `tls`: ring's default cipher suites (AEAD only, forward
     /// secret), TLS 1.3 and, unless `min_version = "1.3"`, 1.2; ALPN `h2` then `http/1.1`;
-    /// certificates by SNI; resumption from `resumption`.
+    /// certificates by SNI; resumption from `resumption`. With `client_ca`, client
+    /// certificates are asked for and verified against it (webpki: chain, dates, client-auth
+    /// usage); `client_auth = "optional"` also lets clients without one in.
     ///
     /// # Errors
-    /// When rustls refuses the version set (it never should with these).
+    /// When rustls refuses the version set (it never should with these), or the client CA
+    /// holds no usable trust anchor (`torii check` refuses such a file first).
     pub fn new(tls: &Tls, resumption: Resumption) -> Result<Acceptor, rustls::Error> {
         let versions: &[&'static rustls::SupportedProtocolVersion] = match tls.min_version {
             TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
             TlsVersion::Tls13 => &[&rustls::version::TLS13],
         };
-        let mut config = ServerConfig::builder_with_provider(crate::config::tls::provider())
-            .with_protocol_versions(versions)?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(SniResolver::new(tls)));
+        let builder = ServerConfig::builder_with_provider(crate::config::tls::provider())
+            .with_protocol_versions(versions)?;
+        let builder = match &tls.client_auth {
+            None => builder.with_no_client_auth(),
+            Some(auth) => builder.with_client_cert_verifier(client_verifier(auth)?),
+        };
+        let mut config = builder.with_cert_resolver(Arc::new(SniResolver::new(tls)));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         config.session_storage = resumption.cache.clone();
         config.ticketer = resumption.tickets.clone();
@@ -134,15 +143,40 @@ impl Acceptor {
     }
 }
 
-/// What a finished handshake agreed on, for `X-Forwarded-Proto`, the access log and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The verifier of a listener's client certificates.
+fn client_verifier(
+    auth: &ClientAuth,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, rustls::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(auth.ca.certs.iter().cloned());
+    let builder = WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        crate::config::tls::provider(),
+    );
+    let builder = match auth.mode {
+        ClientAuthMode::Required => builder,
+        ClientAuthMode::Optional => builder.allow_unauthenticated(),
+    };
+    builder
+        .build()
+        .map_err(|e| rustls::Error::General(format!("client_ca: {e}")))
+}
+
+/// What a finished handshake agreed on, for `X-Forwarded-Proto`, the access log, metrics,
+/// and (with mutual TLS) header rules and access lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsInfo {
     pub version: TlsVersion,
     /// ALPN chose `h2`.
     pub h2: bool,
+    /// The client certificate, when the client presented one: on a `client_ca` listener,
+    /// only a verified one gets this far. Shared with the header rules of each request;
+    /// a pointer, since most connections have none.
+    pub client_cert: Option<Arc<ClientCert>>,
 }
 
 impl TlsInfo {
+    /// Reads the handshake's outcome, and parses the client's leaf certificate if any.
     pub fn of(conn: &rustls::ServerConnection) -> TlsInfo {
         TlsInfo {
             version: match conn.protocol_version() {
@@ -150,6 +184,15 @@ impl TlsInfo {
                 _ => TlsVersion::Tls13,
             },
             h2: conn.alpn_protocol() == Some(b"h2"),
+            client_cert: conn
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| Arc::new(ClientCert::parse(leaf))),
         }
+    }
+
+    /// Whether the client presented a certificate the listener's `client_ca` verified.
+    pub fn client_verified(&self) -> bool {
+        self.client_cert.is_some()
     }
 }

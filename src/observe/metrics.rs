@@ -29,6 +29,8 @@ pub const CONNECTIONS_ACCEPTED_TOTAL: &str = "torii_connections_accepted_total";
 pub const TLS_HANDSHAKES_TOTAL: &str = "torii_tls_handshakes_total";
 pub const TLS_HANDSHAKE_ERRORS_TOTAL: &str = "torii_tls_handshake_errors_total";
 pub const AUTH_FAILURES_TOTAL: &str = "torii_auth_failures_total";
+pub const PROXY_PROTOCOL_REFUSED_TOTAL: &str = "torii_proxy_protocol_refused_total";
+pub const REQUEST_HEADERS_DROPPED_TOTAL: &str = "torii_request_headers_dropped_total";
 pub const HEADER_RULE_DROPS_TOTAL: &str = "torii_header_rule_drops_total";
 /// Header rule values dropped because they held CR, LF or NUL (or were otherwise not a
 /// valid field value) once their variables were filled in.
@@ -78,6 +80,13 @@ pub const REJECTION_REASONS: [&str; 3] = ["rate-limit", "queue-full", "queue-tim
 /// out), refused by the forward-auth service, or the forward-auth service failed.
 pub const AUTH_FAILURE_KINDS: [&str; 5] =
     ["missing", "invalid", "locked-out", "denied", "unavailable"];
+/// Why a PROXY protocol header was refused (`listener::proxy_protocol::Refusal::index`;
+/// `timeout`: not complete within `limits.header_timeout`).
+pub const PROXY_REFUSED_REASONS: [&str; 3] = ["invalid", "timeout", "truncated"];
+/// Why request header fields were dropped before routing.
+pub const HEADER_DROP_REASONS: [&str; 1] = ["underscore"];
+/// Index into `HEADER_DROP_REASONS`: a name holding `_`.
+pub const HEADER_DROP_UNDERSCORE: usize = 0;
 /// TLS versions handshakes are counted under, indexed by `config::TlsVersion as usize`.
 pub const TLS_VERSIONS: [&str; 2] = ["TLSv1.2", "TLSv1.3"];
 
@@ -154,6 +163,10 @@ pub struct Metrics {
     pub tls_handshakes: [Counter; 2],
     /// Failed or timed-out downstream TLS handshakes.
     pub tls_handshake_errors: Counter,
+    /// Connections closed for their PROXY header, by `PROXY_REFUSED_REASONS`.
+    pub proxy_protocol_refused: [Counter; 3],
+    /// Request header fields dropped, by `HEADER_DROP_REASONS`.
+    pub request_headers_dropped: [Counter; 1],
     pub received_bytes: Counter,
     pub sent_bytes: Counter,
     pub rejections: [Counter; 3],
@@ -549,6 +562,32 @@ impl Metrics {
             "Downstream TLS handshakes that failed or timed out.",
             self.tls_handshake_errors.get(),
         );
+        header(
+            out,
+            PROXY_PROTOCOL_REFUSED_TOTAL,
+            "counter",
+            "Connections closed because their PROXY protocol header was refused, by reason.",
+        );
+        for (i, reason) in PROXY_REFUSED_REASONS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{PROXY_PROTOCOL_REFUSED_TOTAL}{{reason=\"{reason}\"}} {}",
+                self.proxy_protocol_refused[i].get()
+            );
+        }
+        header(
+            out,
+            REQUEST_HEADERS_DROPPED_TOTAL,
+            "counter",
+            "Request header fields dropped before routing, by reason.",
+        );
+        for (i, reason) in HEADER_DROP_REASONS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{REQUEST_HEADERS_DROPPED_TOTAL}{{reason=\"{reason}\"}} {}",
+                self.request_headers_dropped[i].get()
+            );
+        }
         counter(
             out,
             HEADER_RULE_DROPS_TOTAL,

@@ -54,6 +54,13 @@ pub fn handle(
     conn: Arc<ConnState>,
 ) -> Handled {
     let runtime = shared.current();
+    if !runtime.config.limits.underscores_in_headers {
+        let dropped = limits::drop_underscore_headers(req.headers_mut());
+        if dropped > 0 {
+            use crate::observe::metrics::HEADER_DROP_UNDERSCORE;
+            shared.metrics.request_headers_dropped[HEADER_DROP_UNDERSCORE].add(dropped as u64);
+        }
+    }
     // From here on `peer` is the client (trusted proxies resolved, see `identity`).
     let peer = identity::resolve(
         peer,
@@ -86,14 +93,18 @@ pub fn handle(
     // a slot for per connection, idle or not) and into the response body.
     let mut exchange = Box::new(Exchange::start(conn, runtime.access_log.clone(), record));
 
-    let admitted = admit(&mut req, peer, li, &runtime, &mut exchange.record);
+    let client = Client {
+        addr: peer,
+        cert_verified: exchange.conn.tls().is_some_and(|t| t.client_verified()),
+    };
+    let admitted = admit(&mut req, client, li, &runtime, &mut exchange.record);
     let (route, host, looked, auth) = match admitted {
         Ok(Next::Done(mut resp)) => {
             let ask = exchange
                 .record
                 .route
                 .and_then(|id| compress::Ask::of(&req, &runtime.config.routes[id.0]));
-            let rules = rule_vars(&req, peer, &runtime, &exchange.record, &ids);
+            let rules = rule_vars(&req, peer, &runtime, &exchange, &ids);
             lend_headers(resp.headers_mut(), req.into_parts().0.headers);
             return Handled::Ready(Some(finish(
                 Ok(resp),
@@ -109,7 +120,7 @@ pub fn handle(
             )));
         }
         Err(e) => {
-            let rules = rule_vars(&req, peer, &runtime, &exchange.record, &ids);
+            let rules = rule_vars(&req, peer, &runtime, &exchange, &ids);
             return Handled::Ready(Some(finish(
                 Err(e),
                 exchange,
@@ -135,7 +146,7 @@ pub fn handle(
         }) => (route.id, host, Looked::Not, Some(pending)),
     };
     let ask = compress::Ask::of(&req, &runtime.config.routes[route.0]);
-    let rules = rule_vars(&req, peer, &runtime, &exchange.record, &ids);
+    let rules = rule_vars(&req, peer, &runtime, &exchange, &ids);
     Handled::Waiting(Box::pin(async move {
         let route = &runtime.config.routes[route.0];
         let mut looked = looked;
@@ -223,9 +234,10 @@ fn rule_vars<B>(
     req: &Request<B>,
     peer: SocketAddr,
     runtime: &Runtime,
-    record: &Record,
+    exchange: &Exchange,
     ids: &trace::Ids,
 ) -> Option<RuleVars> {
+    let record = &exchange.record;
     let id = record.route?;
     let route = runtime.config.routes.get(id.0)?;
     let found = route.rules.as_ref()?;
@@ -242,6 +254,7 @@ fn rule_vars<B>(
         request_id: String::from_utf8_lossy(ids.request_id.as_bytes()).into_owned(),
         route: id.0,
         upstream,
+        client_cert: exchange.conn.tls().and_then(|t| t.client_cert.clone()),
     };
     Some((found.clone(), vars))
 }
@@ -355,6 +368,14 @@ fn raw_tail(status: CacheStatus) -> RawTail {
     }
 }
 
+/// Who is asking, as `admit` checks it: the resolved client address, and whether the
+/// connection presented a verified client certificate (mutual TLS).
+#[derive(Debug, Clone, Copy)]
+struct Client {
+    addr: SocketAddr,
+    cert_verified: bool,
+}
+
 /// What `admit` decided for a request.
 // The response is moved once, straight into hyper; boxing it would cost a hit an allocation.
 #[allow(clippy::large_enum_variant)]
@@ -392,12 +413,12 @@ enum Looked {
 /// and whatever can be answered without an await (`answer`).
 fn admit<'r>(
     req: &mut Request<Incoming>,
-    peer: SocketAddr,
+    client: Client,
     listener: usize,
     runtime: &'r Runtime,
     record: &mut Record,
 ) -> Result<Next<'r>, ProxyError> {
-    limits::check_request(req, &runtime.config.limits)?;
+    limits::check_request(req)?;
     let host = request_host(req);
     if let Some(port) = runtime
         .config
@@ -414,10 +435,12 @@ fn admit<'r>(
         .ok_or(ProxyError::NoRoute)?;
     record.route = Some(route.id);
     if let Some(access) = &route.access {
-        crate::route::access::check(access, peer.ip())?;
+        crate::route::access::check(access, client.addr.ip(), client.cert_verified)?;
     }
+    // The route's max_body wins over the server's, so it is checked once the route is known.
+    limits::check_body_size(req, route.limits.max_body(&runtime.config.limits))?;
     if let Some(Some(limiter)) = runtime.rate_limits.get(route.id.0) {
-        limiter.check(req, peer.ip())?;
+        limiter.check(req, client.addr.ip())?;
     }
     if let Some(Some(guard)) = runtime.auth.get(route.id.0) {
         let asking = crate::auth::Asking {
@@ -426,7 +449,7 @@ fn admit<'r>(
             uri: req.uri(),
             host: host.as_deref(),
             scheme: record.scheme(),
-            client: peer.ip(),
+            client: client.addr.ip(),
         };
         match guard.check(&asking) {
             crate::auth::Decision::Pass(passed) => passed.apply(req.headers_mut()),
@@ -723,7 +746,11 @@ async fn proxy(
     let (upstream_body, body_fault) = if body.is_end_stream() {
         (ReqBody::Empty, None)
     } else {
-        let (body, fault) = ReqBody::stream(body, limits.max_body, limits.body_timeout);
+        let (body, fault) = ReqBody::stream(
+            body,
+            route.limits.max_body(limits),
+            route.limits.body_timeout(limits),
+        );
         (body, Some(fault))
     };
     let upstream_req = Request::from_parts(parts, upstream_body);

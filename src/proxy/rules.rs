@@ -8,6 +8,7 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -15,6 +16,7 @@ use http::uri::{PathAndQuery, Uri};
 use http::{Method, Response};
 use regex::bytes::Regex;
 
+use crate::client_cert::ClientCert;
 use crate::config::rules::{HeaderOp, Piece, Rewrite, Template, Var};
 use crate::observe::metrics::HEADER_RULE_DROPS;
 
@@ -31,6 +33,8 @@ pub struct Vars {
     pub route: usize,
     /// The route's upstream group (empty on routes without one).
     pub upstream: String,
+    /// The connection's verified client certificate (mutual TLS), parsed at its handshake.
+    pub client_cert: Option<Arc<ClientCert>>,
 }
 
 impl Vars {
@@ -53,7 +57,21 @@ impl Vars {
                 let _ = write!(out, "{}", self.route);
             }
             Var::Upstream => out.push_str(&self.upstream),
+            Var::TlsClientSubject => out.push_str(self.cert_field(|c| &c.subject)),
+            Var::TlsClientSan => out.push_str(self.cert_field(|c| &c.san)),
+            Var::TlsClientFingerprint => out.push_str(self.cert_field(|c| &c.fingerprint)),
+            Var::TlsClientVerified => out.push_str(if self.client_cert.is_some() {
+                "true"
+            } else {
+                "false"
+            }),
         }
+    }
+
+    fn cert_field(&self, field: impl Fn(&ClientCert) -> &String) -> &str {
+        self.client_cert
+            .as_deref()
+            .map_or("", |c| field(c).as_str())
     }
 
     /// The template filled in; `None` (counted) when the result is not a valid field
@@ -242,6 +260,7 @@ mod tests {
             request_id: String::new(),
             route: 3,
             upstream: "app".into(),
+            client_cert: None,
         };
         let before = HEADER_RULE_DROPS.load(Relaxed);
         let t = Template(vec![Piece::Text("a ".into()), Piece::Var(Var::Host)]);
@@ -249,5 +268,11 @@ mod tests {
         assert!(HEADER_RULE_DROPS.load(Relaxed) > before);
         let t = Template(vec![Piece::Var(Var::ClientIp), Piece::Var(Var::Route)]);
         assert_eq!(vars.expand(&t).unwrap(), "10.0.0.13");
+        let t = Template(vec![
+            Piece::Var(Var::TlsClientVerified),
+            Piece::Text("/".into()),
+            Piece::Var(Var::TlsClientSubject),
+        ]);
+        assert_eq!(vars.expand(&t).unwrap(), "false/");
     }
 }

@@ -103,6 +103,7 @@ mod tests {
             rate_limit: None,
             rules: None,
             access: None,
+            limits: Default::default(),
         }
     }
 

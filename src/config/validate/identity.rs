@@ -73,7 +73,27 @@ pub(super) fn access(c: &mut Checker, s: &file::RouteSection, path: &str) -> Opt
     };
     let allow = list(c, &section.allow, "allow");
     let deny = list(c, &section.deny, "deny");
-    Some(Arc::new(Access { allow, deny }))
+    let client_cert = match &section.client_cert {
+        None => false,
+        Some(v) => match v.get_ref().as_str() {
+            "required" => true,
+            "optional" | "off" => false,
+            other => {
+                c.report(
+                    v.span(),
+                    format!("{path}.access.client_cert"),
+                    format!("unknown client_cert {other:?}"),
+                );
+                c.hint("use \"required\" (a verified client certificate, else 403) or \"optional\" (the default)");
+                false
+            }
+        },
+    };
+    Some(Arc::new(Access {
+        allow,
+        deny,
+        client_cert,
+    }))
 }
 
 #[cfg(test)]
@@ -165,5 +185,75 @@ access = { allow = ["192.0.2.0/24", "example.com"], deny = ["1.2.3"] }
             problems(&text.replace("\"v3\"", "\"any\"")).len() == 4,
             "{p:?}"
         );
+    }
+
+    /// A TLS listener (the test CA's files under examples/tls) with `extra` keys, and a
+    /// route with `access`.
+    fn mtls(extra: &str, access: &str) -> Result<crate::config::Config, Vec<String>> {
+        let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let text = format!(
+            "[[listeners]]\naddr = \"127.0.0.1:8443\"\n[listeners.tls]\ncert = \"tls/example.pem\"\n\
+             key = \"tls/example.key\"\n{extra}\n[upstreams.app]\nservers = [\"127.0.0.1:3000\"]\n\
+             [[routes]]\nupstream = \"app\"\naccess = {access}\n"
+        );
+        crate::config::load_str_in("t.toml", &text, Some(&examples))
+            .map_err(|e| e.to_string().lines().map(String::from).collect())
+    }
+
+    #[test]
+    fn issue_19_client_certificates_load() {
+        use crate::config::ClientAuthMode;
+        let config = mtls(
+            "client_ca = \"tls/ca.pem\"\nclient_auth = \"optional\"",
+            "{ client_cert = \"required\" }",
+        )
+        .unwrap();
+        let tls = config.server.listeners[0].tls.as_ref().unwrap();
+        let auth = tls.client_auth.as_ref().unwrap();
+        assert_eq!(auth.mode, ClientAuthMode::Optional);
+        assert_eq!(auth.ca.certs.len(), 1);
+        assert!(config.routes[0].access.as_ref().unwrap().client_cert);
+        // client_ca alone: required.
+        let config = mtls("client_ca = \"tls/ca.pem\"", "{}").unwrap();
+        let tls = config.server.listeners[0].tls.as_ref().unwrap();
+        assert_eq!(
+            tls.client_auth.as_ref().unwrap().mode,
+            ClientAuthMode::Required
+        );
+        assert!(!config.routes[0].access.as_ref().unwrap().client_cert);
+    }
+
+    #[test]
+    fn issue_19_client_certificate_mistakes_point_at_the_value_with_a_hint() {
+        let p = mtls("client_auth = \"optional\"", "{}").unwrap_err();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with(
+                "t.toml:6:15: listeners[0].tls.client_auth: client_auth without client_ca"
+            ),
+            "{p:?}"
+        );
+        assert!(p[0].contains("hint: add client_ca = "), "{p:?}");
+        let p = mtls(
+            "client_ca = \"tls/missing.pem\"\nclient_auth = \"sometimes\"",
+            "{ client_cert = \"yes\" }",
+        )
+        .unwrap_err();
+        let find = |needle: &str| {
+            p.iter()
+                .find(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no {needle:?} in {p:#?}"))
+        };
+        assert!(find("cannot read").starts_with("t.toml:6:13: listeners[0].tls.client_ca: "));
+        assert!(find("cannot read").contains("hint: a PEM file with the CA certificate(s)"));
+        assert!(find("unknown client_auth \"sometimes\"")
+            .starts_with("t.toml:7:15: listeners[0].tls.client_auth"));
+        assert!(find("unknown client_cert \"yes\"")
+            .starts_with("t.toml:12:26: routes[0].access.client_cert"));
+        assert!(find("unknown client_cert").contains("hint: use \"required\""));
+        assert_eq!(p.len(), 3, "{p:?}");
+        // A file without a certificate in it.
+        let p = mtls("client_ca = \"tls/example.key\"", "{}").unwrap_err();
+        assert!(p[0].contains("holds no certificate"), "{p:?}");
     }
 }

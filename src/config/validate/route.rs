@@ -287,7 +287,40 @@ pub(super) fn route(
         access: super::identity::access(c, s, path),
         // Set by `validate_in` (`auth::route_auth`), which has the config's directory.
         auth: None,
+        limits: route_limits(c, s, path),
     })
+}
+
+/// `routes[].limits` (default: `[limits]`'s).
+fn route_limits(c: &mut Checker, s: &file::RouteSection, path: &str) -> RouteLimits {
+    let Some(section) = &s.limits else {
+        return RouteLimits::default();
+    };
+    let l = section.get_ref();
+    let max_body = l
+        .max_body
+        .as_ref()
+        .map(|_| c.size(&l.max_body, &format!("{path}.limits.max_body"), 0));
+    let body_timeout = l.body_timeout.as_ref().map(|_| {
+        // (Not zero when the value is wrong: that is reported once, as such.)
+        c.duration(
+            &l.body_timeout,
+            &format!("{path}.limits.body_timeout"),
+            Duration::from_secs(1),
+        )
+    });
+    if let (Some(v), Some(Duration::ZERO)) = (&l.body_timeout, body_timeout) {
+        c.report(
+            v.span(),
+            format!("{path}.limits.body_timeout"),
+            "a body timeout of 0 would cut every request body at once",
+        );
+        c.hint("e.g. body_timeout = \"5s\"; leave it out to use limits.body_timeout");
+    }
+    RouteLimits {
+        max_body,
+        body_timeout,
+    }
 }
 
 pub(super) fn status(

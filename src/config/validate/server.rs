@@ -131,6 +131,13 @@ pub(super) fn limits(c: &mut Checker, s: file::LimitsSection) -> Limits {
             0..10_000_001,
             d.max_connections_per_ip,
         ),
+        underscores_in_headers: s
+            .underscores_in_headers
+            .map_or(d.underscores_in_headers, |v| *v.get_ref()),
+        rate_limit: s
+            .rate_limit
+            .as_ref()
+            .and_then(|r| super::route::rate_limit(c, r, "limits")),
     }
 }
 

@@ -269,11 +269,62 @@ fn tls(
             certs.push(cert);
         }
     }
+    let client_auth = client_auth(c, s, path, base);
     Some(Tls {
         default_cert: default_cert?,
         certs,
         min_version,
+        client_auth,
     })
+}
+
+/// `client_ca` (read and checked) and `client_auth`: mutual TLS.
+fn client_auth(
+    c: &mut Checker,
+    s: &file::TlsSection,
+    path: &str,
+    base: Option<&Path>,
+) -> Option<ClientAuth> {
+    let mode = match &s.client_auth {
+        None => ClientAuthMode::Required,
+        Some(v) => {
+            let mode = match v.get_ref().as_str() {
+                "required" => ClientAuthMode::Required,
+                "optional" => ClientAuthMode::Optional,
+                other => {
+                    c.report(
+                        v.span(),
+                        format!("{path}.client_auth"),
+                        format!("unknown client_auth {other:?}"),
+                    );
+                    c.hint("use \"required\" (default: no verified certificate, no handshake) or \"optional\" (routes decide)");
+                    ClientAuthMode::Required
+                }
+            };
+            if s.client_ca.is_none() {
+                c.report(
+                    v.span(),
+                    format!("{path}.client_auth"),
+                    "client_auth without client_ca: there is nothing to verify client certificates against",
+                );
+                c.hint("add client_ca = \"clients-ca.pem\" (the CA that issued the client certificates)");
+            }
+            mode
+        }
+    };
+    let v = s.client_ca.as_ref()?;
+    let file = resolve(base, v.get_ref());
+    match super::super::tls::load_ca(&file) {
+        Ok(certs) => Some(ClientAuth {
+            ca: CaBundle { path: file, certs },
+            mode,
+        }),
+        Err(why) => {
+            c.report(v.span(), format!("{path}.client_ca"), why);
+            c.hint("a PEM file with the CA certificate(s) that issued the client certificates; relative paths start at the config file's directory");
+            None
+        }
+    }
 }
 
 /// A `cert` + `key` pair, read and checked.
