@@ -203,6 +203,7 @@ impl Config {
                 workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
                 runtime: RuntimeKind::ThreadPerCore,
                 drain_timeout: std::time::Duration::from_secs(30),
+                pid_file: None,
                 trusted_proxies: Vec::new(),
             },
             limits: Limits::default(),

@@ -59,6 +59,9 @@ pub struct Server {
     pub runtime: RuntimeKind,
     /// How long SIGTERM waits for in-flight requests. Default: 30 s.
     pub drain_timeout: Duration,
+    /// Where `torii run` writes its PID (atomically), rewritten by the new process of a
+    /// SIGUSR2 upgrade once it is ready, removed on a clean exit. Default: none.
+    pub pid_file: Option<std::path::PathBuf>,
     /// Peers whose `X-Forwarded-For` / `Forwarded: for=` name the client. Default: none.
     pub trusted_proxies: Vec<IpNet>,
 }
