@@ -210,10 +210,13 @@ impl Pending {
     /// `Some(pid)` from `ready PID`, `None` at end of file.
     async fn read_ready(&mut self) -> Result<Option<u32>, Error> {
         let mut buf = [0u8; 64];
-        let n = self.channel.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(None);
-        }
+        let n = match self.channel.read(&mut buf).await {
+            // A process that exits without reading the handover resets the channel.
+            Ok(0) => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(None),
+            Ok(n) => n,
+            Err(e) => return Err(e.into()),
+        };
         let text = std::str::from_utf8(&buf[..n]).unwrap_or("");
         text.trim()
             .strip_prefix("ready ")
