@@ -155,9 +155,7 @@ fn bind(config: &Config, mut inherited: Option<&mut Inherited>) -> anyhow::Resul
     }
     let admin = match config.server.admin {
         Some(addr) => {
-            let taken = inherited
-                .as_deref_mut()
-                .and_then(|i| i.take(Role::Admin, addr).pop());
+            let taken = inherited.and_then(|i| i.take(Role::Admin, addr).pop());
             let socket = match taken {
                 Some(socket) => socket,
                 None => owner::bind_owned(addr, 1024, false).context("cannot listen on admin")?,

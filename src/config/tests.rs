@@ -575,3 +575,29 @@ fn compress_is_on_by_default_and_checked_with_hints() {
         "{p:?}"
     );
 }
+
+#[test]
+fn server_pid_file_is_a_file_path() {
+    let routes = "[[routes]]\npath = \"/\"\nrespond = { status = 200 }\n";
+    let config = load_str(
+        "t.toml",
+        &format!("[server]\npid_file = \"/run/torii/torii.pid\"\n{routes}"),
+    )
+    .unwrap();
+    assert_eq!(
+        config.server.pid_file.as_deref(),
+        Some(std::path::Path::new("/run/torii/torii.pid"))
+    );
+    assert_eq!(load_str("t.toml", routes).unwrap().server.pid_file, None);
+    for bad in ["\"\"", "\"/run/torii/\""] {
+        let p = problems(&format!("[server]\npid_file = {bad}\n"));
+        assert!(
+            p[0].starts_with("t.toml:2:12: server.pid_file: ") && p[0].contains("not a file path"),
+            "{p:?}"
+        );
+        assert!(
+            p[0].contains("hint: e.g. pid_file = \"/run/torii/torii.pid\""),
+            "{p:?}"
+        );
+    }
+}
