@@ -4,6 +4,7 @@
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -78,7 +79,7 @@ pub fn run_with(config: Config, reload: Reload) -> anyhow::Result<()> {
         None => None,
     };
     let life = Life {
-        exe: std::env::current_exe(),
+        exe: own_path(),
         args: std::env::args_os().skip(1).collect(),
         handover: bound.handover,
         notifier: Notifier::from_env(),
@@ -174,8 +175,7 @@ fn bind(config: &Config, mut inherited: Option<&mut Inherited>) -> anyhow::Resul
 
 /// What the process needs beyond the server: to upgrade, tell systemd, keep its pid file.
 struct Life {
-    /// This binary's path, read at the start (once replaced on disk, /proc/self/exe would
-    /// name the old, deleted file).
+    /// This binary's path (`own_path`).
     exe: std::io::Result<PathBuf>,
     args: Vec<std::ffi::OsString>,
     handover: Vec<(Role, OwnedFd)>,
@@ -371,7 +371,7 @@ impl Signals {
     }
 
     async fn run(mut self, server: &Server, source: &Reload, life: &Life) -> anyhow::Result<Stop> {
-        let mut pending: Option<(Pending, tokio::time::Instant)> = None;
+        let mut pending: Option<(Pending, tokio::time::Instant, Duration)> = None;
         loop {
             let event = tokio::select! {
                 _ = self.hup.recv() => Event::Hup,
@@ -392,7 +392,7 @@ impl Signals {
                     server.reopen_logs();
                 }
                 Event::Usr2 => match &pending {
-                    Some((p, _)) => tracing::warn!(
+                    Some((p, _, _)) => tracing::warn!(
                         "SIGUSR2 refused: an upgrade is in progress (new process {})",
                         p.pid
                     ),
@@ -403,8 +403,9 @@ impl Signals {
                                 p.pid,
                                 life.exe.as_ref().map_or(String::new(), |e| e.display().to_string())
                             );
-                            let deadline = tokio::time::Instant::now() + handover::READY_TIMEOUT;
-                            pending = Some((p, deadline));
+                            let timeout = server.config().server.upgrade_timeout;
+                            let deadline = tokio::time::Instant::now() + timeout;
+                            pending = Some((p, deadline, timeout));
                         }
                         Err(e) => tracing::error!("SIGUSR2: upgrade failed: {e}; still serving"),
                     },
@@ -426,7 +427,7 @@ impl Signals {
                     pending = None;
                 }
                 Event::Term => {
-                    if let Some((p, _)) = pending.take() {
+                    if let Some((p, _, _)) = pending.take() {
                         tracing::warn!("SIGTERM during an upgrade: stopping new process {}", p.pid);
                         p.cancel();
                     }
@@ -450,12 +451,9 @@ impl Signals {
     }
 }
 
-async fn wait_upgrade(pending: &mut Option<(Pending, tokio::time::Instant)>) -> Outcome {
+async fn wait_upgrade(pending: &mut Option<(Pending, tokio::time::Instant, Duration)>) -> Outcome {
     match pending {
-        Some((p, deadline)) => {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            p.wait(left).await
-        }
+        Some((p, deadline, timeout)) => p.wait(*deadline, *timeout).await,
         None => std::future::pending().await,
     }
 }
@@ -464,6 +462,18 @@ async fn wait_upgrade(pending: &mut Option<(Pending, tokio::time::Instant)>) -> 
 async fn refuse_upgrades(mut usr2: Signal, new: u32) {
     while usr2.recv().await.is_some() {
         tracing::warn!("SIGUSR2 refused: draining after an upgrade; process {new} serves now");
+    }
+}
+
+/// The path this binary was started as, to start again on SIGUSR2: `argv[0]` when it names
+/// a path (made absolute: the working directory may change), as nginx does, so that a
+/// symlink switched to a new release starts the new one; else (found on `PATH`) the file
+/// /proc/self/exe names now. Read at the start: once the file is replaced, /proc/self/exe
+/// names the old, deleted one.
+fn own_path() -> std::io::Result<PathBuf> {
+    match std::env::args_os().next().map(PathBuf::from) {
+        Some(argv0) if argv0.components().count() > 1 => std::path::absolute(argv0),
+        _ => std::env::current_exe(),
     }
 }
 

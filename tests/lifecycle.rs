@@ -166,7 +166,12 @@ upstream = "app"
 
     /// Starts `torii run` and waits until its pid file names it (every listener accepts).
     async fn start(&self, env: &[(&str, &str)]) -> (Child, Stderr) {
-        let mut child = Command::new(TORII)
+        self.start_as(Path::new(TORII), env).await
+    }
+
+    /// `start`, with the binary at `exe` (which an upgrade starts again).
+    async fn start_as(&self, exe: &Path, env: &[(&str, &str)]) -> (Child, Stderr) {
+        let mut child = Command::new(exe)
             .args(["run", "--config"])
             .arg(&self.config)
             .env("TORII_LOG", "info")
@@ -600,4 +605,66 @@ async fn sd_notify_to_an_abstract_socket() {
     signal(child.id(), "TERM");
     assert!(wait_exit(&mut child).await.success());
     assert!(!setup.pid_file.exists());
+}
+
+#[tokio::test]
+async fn a_new_binary_that_fails_or_hangs_leaves_the_old_one_serving() {
+    let origin = Origin::start().await;
+    let setup = Setup::new(&origin);
+    let toml = setup.toml(&origin).replace(
+        "drain_timeout = \"10s\"",
+        "drain_timeout = \"10s\"\nupgrade_timeout = \"1s\"",
+    );
+    std::fs::write(&setup.config, &toml).unwrap();
+    // Started through a symlink, as a release switch would: the upgrade starts whatever
+    // the path names then.
+    let exe = setup.dir.path().join("torii");
+    std::os::unix::fs::symlink(TORII, &exe).unwrap();
+    let (mut old, stderr) = setup.start_as(&exe, &[]).await;
+    let old_pid = old.id();
+    let replace = |script: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let next = setup.dir.path().join("torii.next");
+        std::fs::write(&next, script).unwrap();
+        std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&next, &exe).unwrap();
+    };
+
+    // A binary that dies at once.
+    replace("#!/bin/sh\necho 'broken build' >&2\nexit 3\n");
+    signal(old_pid, "USR2");
+    stderr
+        .wait_for("exited with status 3 before it was ready")
+        .await;
+    assert!(stderr.text().contains("broken build"));
+    assert_eq!(get(&setup.url("/a")).await.0, 200);
+
+    // A binary that never gets ready: killed after server.upgrade_timeout, and reaped.
+    replace("#!/bin/sh\nexec sleep 60\n");
+    signal(old_pid, "USR2");
+    stderr.wait_for("was not ready within 1s; stopped it").await;
+    let log = stderr.text();
+    let hung: u32 = log
+        .rsplit("started new process ")
+        .next()
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|pid| pid.parse().ok())
+        .expect("the hung process's PID in the log");
+    assert!(!running(hung), "the hung new process is gone");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{hung}")).exists(),
+        "and reaped"
+    );
+    assert_eq!(get(&setup.url("/b")).await.0, 200);
+    assert_eq!(read_pid(&setup.pid_file), Some(old_pid));
+    assert_eq!(processes_of(&setup.config), vec![old_pid]);
+
+    // The real binary again: the upgrade goes through.
+    std::fs::remove_file(&exe).unwrap();
+    std::os::unix::fs::symlink(TORII, &exe).unwrap();
+    signal(old_pid, "USR2");
+    let new_pid = setup.wait_new_pid(old_pid).await;
+    assert_eq!(wait_exit(&mut old).await.code(), Some(0));
+    assert_eq!(get(&setup.url("/c")).await.0, 200);
+    setup.stop(new_pid).await;
 }

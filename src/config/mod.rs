@@ -204,6 +204,7 @@ impl Config {
                 runtime: RuntimeKind::ThreadPerCore,
                 drain_timeout: std::time::Duration::from_secs(30),
                 pid_file: None,
+                upgrade_timeout: std::time::Duration::from_secs(30),
                 trusted_proxies: Vec::new(),
             },
             limits: Limits::default(),

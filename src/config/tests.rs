@@ -577,7 +577,7 @@ fn compress_is_on_by_default_and_checked_with_hints() {
 }
 
 #[test]
-fn server_pid_file_is_a_file_path() {
+fn server_pid_file_and_upgrade_timeout_are_checked() {
     let routes = "[[routes]]\npath = \"/\"\nrespond = { status = 200 }\n";
     let config = load_str(
         "t.toml",
@@ -600,4 +600,18 @@ fn server_pid_file_is_a_file_path() {
             "{p:?}"
         );
     }
+    let p = problems(&format!("[server]\nupgrade_timeout = \"0s\"\n{routes}"));
+    assert!(
+        p[0].starts_with("t.toml:2:19: server.upgrade_timeout: 0 would fail every upgrade"),
+        "{p:?}"
+    );
+    let config = load_str(
+        "t.toml",
+        &format!("[server]\nupgrade_timeout = \"5s\"\n{routes}"),
+    )
+    .unwrap();
+    assert_eq!(
+        config.server.upgrade_timeout,
+        std::time::Duration::from_secs(5)
+    );
 }

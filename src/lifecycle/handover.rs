@@ -27,8 +27,6 @@ use tokio::io::AsyncReadExt as _;
 
 /// The environment variable naming the old process to the new one.
 pub const ENV: &str = "TORII_UPGRADE_FROM";
-/// How long the old process waits for the new one to be ready.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Sockets per message (the kernel takes at most 253).
 const PER_MESSAGE: usize = 64;
 const HEADER: &str = "torii-handover 1";
@@ -105,7 +103,9 @@ pub fn spawn(exe: &Path, args: &[OsString], sockets: &[(Role, OwnedFd)]) -> Resu
         rustix::net::SocketFlags::CLOEXEC,
         None,
     )?;
-    // Queued before the start: the new process reads them when it gets there.
+    // Queued before the start: the new process reads them when it gets there. Never block
+    // the signal loop on a full buffer: that is an error.
+    rustix::io::ioctl_fionbio(&old_end, true)?;
     for chunk in sockets.chunks(PER_MESSAGE) {
         let mut text = format!("{HEADER}\n");
         for (role, _) in chunk {
@@ -153,11 +153,12 @@ pub fn spawn(exe: &Path, args: &[OsString], sockets: &[(Role, OwnedFd)]) -> Resu
 }
 
 impl Pending {
-    /// Waits until the new process says it is ready, exits, or `timeout` passes (then it
-    /// is killed and reaped: exactly one process keeps each address).
-    pub async fn wait(&mut self, timeout: Duration) -> Outcome {
+    /// Waits until the new process says it is ready, exits, or `deadline` passes (then it
+    /// is killed and reaped: exactly one process keeps each address). `timeout` is what
+    /// the deadline came from, for the log.
+    pub async fn wait(&mut self, deadline: tokio::time::Instant, timeout: Duration) -> Outcome {
         let pid = self.pid;
-        match tokio::time::timeout(timeout, self.read_ready()).await {
+        match tokio::time::timeout_at(deadline, self.read_ready()).await {
             Ok(Ok(Some(ready))) if ready == pid => Outcome::Ready(pid),
             Ok(Ok(Some(other))) => {
                 self.stop().await;
@@ -355,7 +356,10 @@ impl Inherited {
     /// The addresses of the sockets nobody took (dropped with `self`: the new config no
     /// longer listens there).
     pub fn left(&self) -> Vec<SocketAddr> {
-        self.sockets.iter().map(|(_, a, _)| *a).collect()
+        let mut left: Vec<SocketAddr> = self.sockets.iter().map(|(_, a, _)| *a).collect();
+        left.sort();
+        left.dedup();
+        left
     }
 
     /// Tells the old process this one is ready (it then stops accepting and drains), and

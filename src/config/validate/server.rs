@@ -59,6 +59,19 @@ pub(super) fn server(c: &mut Checker, s: file::ServerSection, more_listeners: bo
         Duration::from_secs(30),
     );
     let pid_file = pid_file(c, &s.pid_file);
+    let upgrade_timeout = c.duration(
+        &s.upgrade_timeout,
+        "server.upgrade_timeout",
+        Duration::from_secs(30),
+    );
+    if let (Some(v), true) = (&s.upgrade_timeout, upgrade_timeout.is_zero()) {
+        c.report(
+            v.span(),
+            "server.upgrade_timeout",
+            "0 would fail every upgrade",
+        );
+        c.hint("the new process needs time to start: e.g. \"30s\"");
+    }
     Server {
         listeners,
         admin,
@@ -66,6 +79,7 @@ pub(super) fn server(c: &mut Checker, s: file::ServerSection, more_listeners: bo
         runtime,
         drain_timeout,
         pid_file,
+        upgrade_timeout,
         trusted_proxies: super::identity::trusted_proxies(c, &s),
     }
 }
