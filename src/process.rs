@@ -81,7 +81,7 @@ pub fn run_with(config: Config, reload: Reload) -> anyhow::Result<()> {
     let life = Life {
         exe: own_path(),
         args: std::env::args_os().skip(1).collect(),
-        handover: bound.handover,
+        handover: std::sync::Mutex::new(bound.handover),
         notifier: Notifier::from_env(),
         pid_file,
     };
@@ -178,9 +178,21 @@ struct Life {
     /// This binary's path (`own_path`).
     exe: std::io::Result<PathBuf>,
     args: Vec<std::ffi::OsString>,
-    handover: Vec<(Role, OwnedFd)>,
+    /// Duplicates of every listening socket, for an upgrade. Closed when the drain starts:
+    /// a socket left open would keep completing handshakes nobody accepts. (A std `Mutex`:
+    /// only the signal loop takes it, never across an await.)
+    handover: std::sync::Mutex<Vec<(Role, OwnedFd)>>,
     notifier: Notifier,
     pid_file: Option<PidFile>,
+}
+
+impl Life {
+    fn close_handover(&self) {
+        self.handover
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -416,6 +428,7 @@ impl Signals {
                         server.shared().drain.open_connections()
                     );
                     server.start_drain();
+                    life.close_handover();
                     // Any further SIGUSR2 is for the new process.
                     tokio::spawn(refuse_upgrades(self.usr2, pid));
                     return Ok(Stop::Upgraded(pid));
@@ -437,6 +450,7 @@ impl Signals {
                     );
                     life.notifier.stopping();
                     server.start_drain();
+                    life.close_handover();
                     return Ok(Stop::Drain);
                 }
                 Event::Int => {
@@ -483,7 +497,8 @@ fn upgrade(life: &Life) -> Result<Pending, String> {
         .exe
         .as_ref()
         .map_err(|e| format!("cannot tell this binary's path: {e}"))?;
-    handover::spawn(exe, &life.args, &life.handover)
+    let sockets = life.handover.lock().unwrap_or_else(|e| e.into_inner());
+    handover::spawn(exe, &life.args, &sockets)
         .map_err(|e| format!("cannot start {}: {e}", exe.display()))
 }
 

@@ -668,3 +668,32 @@ async fn a_new_binary_that_fails_or_hangs_leaves_the_old_one_serving() {
     assert_eq!(get(&setup.url("/c")).await.0, 200);
     setup.stop(new_pid).await;
 }
+
+#[tokio::test]
+async fn sigterm_stops_accepting_at_once_while_in_flight_requests_finish() {
+    let origin = Origin::start().await;
+    let setup = Setup::new(&origin);
+    let (mut child, _stderr) = setup.start(&[]).await;
+    let slow_url = setup.url("/slow?ms=5000");
+    let slow = tokio::spawn(async move { get(&slow_url).await });
+    wait_until("the slow request reaches the origin", PATIENCE, || {
+        origin.hits("/slow") == 1
+    })
+    .await;
+    signal(child.id(), "TERM");
+    // Refused while the slow request is still in flight: no socket is kept open for an
+    // upgrade that can no longer happen (the kernel would complete handshakes nobody
+    // accepts).
+    let port = setup.port;
+    wait_until_async("torii refuses new connections", PATIENCE, || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+    })
+    .await;
+    assert!(!slow.is_finished(), "refused only once the drain was over");
+    let (status, _, body) = slow.await.unwrap();
+    assert_eq!((status.as_u16(), &body[..]), (200, &b"slow done"[..]));
+    assert!(wait_exit(&mut child).await.success());
+    assert!(!setup.pid_file.exists());
+}
