@@ -249,6 +249,21 @@ async fn send(sender: &mut Sender, port: u16, close: bool) -> Result<(), hyper::
     Ok(())
 }
 
+/// Whether a keep-alive connection was closed under the request before any answer: the
+/// server closed it as idle while the request was on its way (reset, if the request's bytes
+/// were already there). A client may send an idempotent request again (RFC 9112 §9.3.1).
+fn closed_before_answer(e: &hyper::Error) -> bool {
+    let reset = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            )
+        });
+    e.is_incomplete_message() || e.is_canceled() || e.is_closed() || reset
+}
+
 /// Sends GETs until `stop` (at most `max`): on one keep-alive connection, opened again
 /// when the server closes it, or each on a new connection.
 async fn load(port: u16, keep_alive: bool, stop: Arc<AtomicBool>, tally: Arc<Tally>, max: usize) {
@@ -271,7 +286,7 @@ async fn load(port: u16, keep_alive: bool, stop: Arc<AtomicBool>, tally: Arc<Tal
         };
         let mut result = send(&mut sender, port, !keep_alive).await;
         if let Err(e) = &result {
-            if reused && (e.is_incomplete_message() || e.is_canceled() || e.is_closed()) {
+            if reused && closed_before_answer(e) {
                 tally.retried.fetch_add(1, Ordering::Relaxed);
                 result = match connect(port).await {
                     Ok(mut fresh) => {
