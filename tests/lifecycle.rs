@@ -211,6 +211,19 @@ upstream = "app"
     }
 }
 
+/// A test that fails midway leaves nothing running: every process whose command line
+/// names this test's config (only those it started) is killed.
+impl Drop for Setup {
+    fn drop(&mut self) {
+        for pid in processes_of(&self.config) {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+}
+
 /// What the load clients saw.
 #[derive(Default)]
 struct Tally {
