@@ -101,6 +101,12 @@ impl ConnState {
         }
     }
 
+    /// Whether request bytes arrived that no request has started from yet (a new
+    /// connection counts as reading its first head).
+    pub(crate) fn reading_head(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0 && self.reading_head.load(Ordering::Acquire)
+    }
+
     /// Since when the connection has been idle between requests (no request in flight, no
     /// head being read), if it is.
     pub(crate) fn idle_since(&self) -> Option<Instant> {

@@ -33,6 +33,7 @@
 //! runtime state (generation, shared handles) -> src/runtime.rs
 //! server: builds and wires it, reload, drain  -> src/server.rs
 //! process: workers, signals                    -> src/process.rs
+//!   upgrade, one owner per address, pid file, systemd -> src/lifecycle/
 //! ```
 //!
 //! No import cycles between files: see docs/ARCHITECTURE.md and tests/architecture/.
@@ -50,6 +51,7 @@ pub mod connection;
 pub mod demo;
 pub mod error;
 pub mod identity;
+pub mod lifecycle;
 pub mod limits;
 pub mod listener;
 pub mod observe;

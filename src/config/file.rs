@@ -117,6 +117,8 @@ pub struct ServerSection {
     pub workers: Option<Spanned<i64>>,
     pub runtime: Option<Spanned<String>>,
     pub drain_timeout: Option<Spanned<String>>,
+    pub pid_file: Option<Spanned<String>>,
+    pub upgrade_timeout: Option<Spanned<String>>,
     pub trust_request_id: Option<Spanned<bool>>,
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
     pub log_format: Option<Spanned<String>>,

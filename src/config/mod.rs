@@ -221,6 +221,8 @@ impl Config {
                 workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
                 runtime: RuntimeKind::ThreadPerCore,
                 drain_timeout: std::time::Duration::from_secs(30),
+                pid_file: None,
+                upgrade_timeout: std::time::Duration::from_secs(30),
                 trusted_proxies: Vec::new(),
                 log_format: ProcessLogFormat::default(),
             },

@@ -59,6 +59,12 @@ pub struct Server {
     pub runtime: RuntimeKind,
     /// How long SIGTERM waits for in-flight requests. Default: 30 s.
     pub drain_timeout: Duration,
+    /// Where `torii run` writes its PID (atomically), rewritten by the new process of a
+    /// SIGUSR2 upgrade once it is ready, removed on a clean exit. Default: none.
+    pub pid_file: Option<std::path::PathBuf>,
+    /// How long a SIGUSR2 upgrade waits for the new process to be ready before it kills
+    /// it and keeps serving. Default: 30 s.
+    pub upgrade_timeout: Duration,
     /// Peers whose `X-Forwarded-For` / `Forwarded: for=` name the client. Default: none.
     pub trusted_proxies: Vec<IpNet>,
     /// torii's own log on stderr (`server.log_format`; `TORII_LOG_FORMAT` overrides it).

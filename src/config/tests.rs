@@ -676,3 +676,43 @@ fn issue_20_server_log_format() {
         "{p:?}"
     );
 }
+
+#[test]
+fn server_pid_file_and_upgrade_timeout_are_checked() {
+    let routes = "[[routes]]\npath = \"/\"\nrespond = { status = 200 }\n";
+    let config = load_str(
+        "t.toml",
+        &format!("[server]\npid_file = \"/run/torii/torii.pid\"\n{routes}"),
+    )
+    .unwrap();
+    assert_eq!(
+        config.server.pid_file.as_deref(),
+        Some(std::path::Path::new("/run/torii/torii.pid"))
+    );
+    assert_eq!(load_str("t.toml", routes).unwrap().server.pid_file, None);
+    for bad in ["\"\"", "\"/run/torii/\""] {
+        let p = problems(&format!("[server]\npid_file = {bad}\n"));
+        assert!(
+            p[0].starts_with("t.toml:2:12: server.pid_file: ") && p[0].contains("not a file path"),
+            "{p:?}"
+        );
+        assert!(
+            p[0].contains("hint: e.g. pid_file = \"/run/torii/torii.pid\""),
+            "{p:?}"
+        );
+    }
+    let p = problems(&format!("[server]\nupgrade_timeout = \"0s\"\n{routes}"));
+    assert!(
+        p[0].starts_with("t.toml:2:19: server.upgrade_timeout: 0 would fail every upgrade"),
+        "{p:?}"
+    );
+    let config = load_str(
+        "t.toml",
+        &format!("[server]\nupgrade_timeout = \"5s\"\n{routes}"),
+    )
+    .unwrap();
+    assert_eq!(
+        config.server.upgrade_timeout,
+        std::time::Duration::from_secs(5)
+    );
+}

@@ -389,8 +389,11 @@ async fn drive<I: Stream>(
     tokio::pin!(sleep);
 
     // Which protocol: the first bytes, read under the header timeout. A drain that starts
-    // before them closes the connection (nothing was asked).
+    // before them still waits for them: the client connected to ask something (an upgrade's
+    // old process drains while its last accepted connections send their first request),
+    // and `Watch::run` answers that request before it closes.
     let mut io = io;
+    let mut drain_seen = false;
     let sniffed = {
         let sniff = sniff(&mut io);
         tokio::pin!(sniff);
@@ -398,7 +401,7 @@ async fn drive<I: Stream>(
             tokio::select! {
                 biased;
                 sniffed = &mut sniff => break sniffed,
-                _ = draining.changed() => return None,
+                _ = draining.changed(), if !drain_seen => drain_seen = true,
                 _ = sleep.as_mut() => {
                     if let Check::TimedOut = timeouts.check(&state, sleep.as_mut(), false) {
                         tracing::debug!(%peer, "connection timed out");
@@ -420,6 +423,7 @@ async fn drive<I: Stream>(
         state: &state,
         timeouts,
         draining,
+        answer_first: true,
     };
     let io = Prefixed {
         head,
@@ -429,8 +433,11 @@ async fn drive<I: Stream>(
     };
     if head[..len] == H2_PREFACE[..] {
         // HTTP/2 connections don't hibernate: no need to look at them that often.
+        // HTTP/2's graceful shutdown (GOAWAY) already tells the client which streams
+        // were not served, so it can retry them.
         let watch = Watch {
             timeouts: Timeouts::of(&shared.current().config.limits, false),
+            answer_first: false,
             ..watch
         };
         let runtime = shared.current();
@@ -455,6 +462,7 @@ async fn resume(io: Watched<TcpStream>, peer: SocketAddr, shared: Arc<Shared>) -
         state: &state,
         timeouts,
         draining: shared.drain.subscribe(),
+        answer_first: true,
     };
     let sleep = tokio::time::sleep(timeouts.first());
     tokio::pin!(sleep);
@@ -616,6 +624,9 @@ struct Watch<'a> {
     state: &'a ConnState,
     timeouts: Timeouts,
     draining: tokio::sync::watch::Receiver<bool>,
+    /// HTTP/1: a request head being read when the drain starts is answered before the
+    /// connection closes (see `run`).
+    answer_first: bool,
 }
 
 impl Watch<'_> {
@@ -634,28 +645,61 @@ impl Watch<'_> {
         E: std::fmt::Display,
     {
         let peer = self.peer;
+        let state = self.state;
+        let answer_first = self.answer_first;
         let mut drain_started = *self.draining.borrow();
+        // A connection reading a request head when the drain starts (a new one, or a
+        // keep-alive one whose next request is arriving) gets that request answered, then
+        // closes: hyper's graceful shutdown would close it at once, dropping the request.
+        let mut shut_deferred = false;
         if drain_started {
-            shut_down(conn.as_mut());
+            if answer_first && state.reading_head() {
+                shut_deferred = true;
+            } else {
+                shut_down(conn.as_mut());
+            }
+        }
+        enum Event<R> {
+            Ended(R),
+            Drain,
+            Timer,
         }
         loop {
-            tokio::select! {
+            let event = tokio::select! {
                 // The connection first: a request that arrived as the idle timer fired is
                 // read (and so counts as activity) before the timer is looked at.
                 biased;
-                result = conn.as_mut() => {
+                result = std::future::poll_fn(|cx| {
+                    let polled = conn.as_mut().poll(cx);
+                    if polled.is_pending() && shut_deferred && !state.reading_head() {
+                        // The request started (or was answered): close after it.
+                        shut_deferred = false;
+                        shut_down(conn.as_mut());
+                        return conn.as_mut().poll(cx);
+                    }
+                    polled
+                }) => Event::Ended(result),
+                _ = self.draining.changed(), if !drain_started => Event::Drain,
+                _ = sleep.as_mut() => Event::Timer,
+            };
+            match event {
+                Event::Ended(result) => {
                     if let Err(e) = result {
                         tracing::debug!(%peer, "connection ended: {e}");
                     }
                     return None;
                 }
-                _ = self.draining.changed(), if !drain_started => {
+                Event::Drain => {
                     drain_started = true;
-                    shut_down(conn.as_mut());
+                    if answer_first && state.reading_head() {
+                        shut_deferred = true;
+                    } else {
+                        shut_down(conn.as_mut());
+                    }
                 }
-                _ = sleep.as_mut() => {
+                Event::Timer => {
                     let may_hibernate = !drain_started && idle(&conn);
-                    match self.timeouts.check(self.state, sleep.as_mut(), may_hibernate) {
+                    match self.timeouts.check(state, sleep.as_mut(), may_hibernate) {
                         Check::Wait => {}
                         Check::TimedOut => {
                             tracing::debug!(%peer, "connection timed out");

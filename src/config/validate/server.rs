@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::super::file;
 use super::super::model::*;
 use super::Checker;
+use toml::Spanned;
 
 pub(super) fn server(c: &mut Checker, s: file::ServerSection, more_listeners: bool) -> Server {
     let mut listeners = Vec::new();
@@ -69,15 +70,48 @@ pub(super) fn server(c: &mut Checker, s: file::ServerSection, more_listeners: bo
             ProcessLogFormat::Text
         }),
     };
+    let pid_file = pid_file(c, &s.pid_file);
+    let upgrade_timeout = c.duration(
+        &s.upgrade_timeout,
+        "server.upgrade_timeout",
+        Duration::from_secs(30),
+    );
+    if let (Some(v), true) = (&s.upgrade_timeout, upgrade_timeout.is_zero()) {
+        c.report(
+            v.span(),
+            "server.upgrade_timeout",
+            "0 would fail every upgrade",
+        );
+        c.hint("the new process needs time to start: e.g. \"30s\"");
+    }
     Server {
         listeners,
         admin,
         workers,
         runtime,
         drain_timeout,
+        pid_file,
+        upgrade_timeout,
         trusted_proxies: super::identity::trusted_proxies(c, &s),
         log_format,
     }
+}
+
+/// `server.pid_file`: a file path (its directory is checked when torii starts, where it is
+/// written: `torii check` may run on another machine).
+fn pid_file(c: &mut Checker, v: &Option<Spanned<String>>) -> Option<PathBuf> {
+    let v = v.as_ref()?;
+    let text = v.get_ref();
+    if text.is_empty() || text.ends_with('/') || text.contains('\0') {
+        c.report(
+            v.span(),
+            "server.pid_file",
+            format!("{text:?} is not a file path"),
+        );
+        c.hint("e.g. pid_file = \"/run/torii/torii.pid\"");
+        return None;
+    }
+    Some(PathBuf::from(text))
 }
 
 pub(super) fn limits(c: &mut Checker, s: file::LimitsSection) -> Limits {
