@@ -131,6 +131,7 @@ pub fn run_with(config: Config, reload: Reload) -> anyhow::Result<()> {
             tokio::spawn(crate::admin::serve(l, server.shared().clone()));
         }
         tokio::spawn(crate::server::tick_metrics(server.shared().clone()));
+        server.start_acme();
         signals(&server, &reload).await
     })?;
     let drain_timeout = server.config().server.drain_timeout;

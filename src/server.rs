@@ -113,6 +113,7 @@ impl Runtime {
                 _ => None,
             })
             .collect();
+        let acme = previous.map_or_else(Default::default, |p| p.acme.clone());
         let mut tls = Vec::new();
         for (i, listener) in config.server.listeners.iter().enumerate() {
             let acceptor = match &listener.tls {
@@ -122,7 +123,10 @@ impl Runtime {
                         Some(old) => old.resumption,
                         None => Resumption::new().map_err(std::io::Error::other)?,
                     };
-                    Some(Acceptor::new(settings, resumption).map_err(std::io::Error::other)?)
+                    Some(
+                        Acceptor::new(settings, resumption, &acme)
+                            .map_err(std::io::Error::other)?,
+                    )
                 }
             };
             tls.push(acceptor);
@@ -152,6 +156,7 @@ impl Runtime {
             http1,
             http2,
             tls,
+            acme,
         })
     }
 }
@@ -233,6 +238,24 @@ impl Server {
         Ok(())
     }
 
+    /// Starts the background task of each `listeners[].tls.acme` (ordering and renewing
+    /// its certificate) until the drain starts. Settings changed by a reload take effect
+    /// after a restart.
+    pub fn start_acme(&self) {
+        let shared = self.shared();
+        let runtime = shared.current();
+        for listener in &runtime.config.server.listeners {
+            if let Some(settings) = listener.tls.as_ref().and_then(|t| t.acme.clone()) {
+                crate::acme::start(
+                    settings,
+                    runtime.acme.clone(),
+                    shared.metrics.clone(),
+                    shared.drain.subscribe(),
+                );
+            }
+        }
+    }
+
     /// Reopens the access log file (SIGUSR1).
     pub fn reopen_logs(&self) {
         if let Some(log) = &self.shared().current().access_log {
@@ -297,6 +320,7 @@ pub async fn run_server(
         tasks.push(tokio::spawn(async move { server.serve(l, index).await }));
     }
     tokio::spawn(tick_metrics(server.shared().clone()));
+    server.start_acme();
     if let Some(admin) = admin {
         admin.set_nonblocking(true)?;
         let admin = tokio::net::TcpListener::from_std(admin)?;

@@ -88,6 +88,21 @@ pub struct TlsSection {
     pub key: Option<Spanned<String>>,
     pub min_version: Option<Spanned<String>>,
     pub certs: Option<Vec<Spanned<TlsCertSection>>>,
+    pub acme: Option<Spanned<AcmeSection>>,
+}
+
+/// `listeners[].tls.acme`: certificates ordered from an ACME (RFC 8555) directory.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeSection {
+    pub domains: Option<Vec<Spanned<String>>>,
+    pub email: Option<Spanned<String>>,
+    pub directory: Option<Spanned<String>>,
+    pub challenge: Option<Spanned<String>>,
+    pub storage: Option<Spanned<String>>,
+    pub ca: Option<Spanned<String>>,
+    pub renew_before: Option<Spanned<String>>,
+    pub retry_backoff: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -125,7 +125,7 @@ pub(super) fn upstream_protocol(
 }
 
 /// `path` as written, or relative to `base` when it is relative and `base` is given.
-fn resolve(base: Option<&Path>, path: &str) -> PathBuf {
+pub(super) fn resolve(base: Option<&Path>, path: &str) -> PathBuf {
     let p = Path::new(path);
     match base {
         Some(base) if p.is_relative() => base.join(p),
@@ -224,7 +224,26 @@ fn tls(
             }
         },
     };
-    let default_cert = cert_pair(c, &s.cert, &s.key, None, section.span(), path, base, now);
+    let acme = s
+        .acme
+        .as_ref()
+        .and_then(|a| super::acme::acme(c, a, &format!("{path}.acme"), base));
+    // With `acme`, the static pair is optional: without it, a handshake for a name that
+    // has no certificate (yet) fails.
+    let default_cert = if s.acme.is_some() && s.cert.is_none() && s.key.is_none() {
+        None
+    } else {
+        Some(cert_pair(
+            c,
+            &s.cert,
+            &s.key,
+            None,
+            section.span(),
+            path,
+            base,
+            now,
+        )?)
+    };
     let mut certs = Vec::new();
     for (i, entry) in s.certs.iter().flatten().enumerate() {
         let e = entry.get_ref();
@@ -270,9 +289,10 @@ fn tls(
         }
     }
     Some(Tls {
-        default_cert: default_cert?,
+        default_cert,
         certs,
         min_version,
+        acme,
     })
 }
 
