@@ -8,7 +8,6 @@ use toml::Spanned;
 
 use super::super::file;
 use super::super::model::*;
-use super::tls::resolve;
 use super::Checker;
 
 /// Let's Encrypt's production directory, used when `directory` is not given.
@@ -218,6 +217,16 @@ pub(super) fn needs_plain_listener(
             );
             c.hint("add a [[listeners]] with addr = \"0.0.0.0:80\", or use challenge = \"tls-alpn-01\"");
         }
+    }
+}
+
+/// `path` as written, or relative to `base` when it is relative (as `tls.rs` resolves its
+/// files; not shared, so this file does not depend on the one that calls it).
+fn resolve(base: Option<&Path>, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    match base {
+        Some(base) if p.is_relative() => base.join(p),
+        _ => p.to_path_buf(),
     }
 }
 

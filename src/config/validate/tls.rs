@@ -125,7 +125,7 @@ pub(super) fn upstream_protocol(
 }
 
 /// `path` as written, or relative to `base` when it is relative and `base` is given.
-pub(super) fn resolve(base: Option<&Path>, path: &str) -> PathBuf {
+fn resolve(base: Option<&Path>, path: &str) -> PathBuf {
     let p = Path::new(path);
     match base {
         Some(base) if p.is_relative() => base.join(p),
