@@ -239,8 +239,8 @@ impl Server {
     }
 
     /// Starts the background task of each `listeners[].tls.acme` (ordering and renewing
-    /// its certificate) until the drain starts. Settings changed by a reload take effect
-    /// after a restart.
+    /// its certificate) until the drain starts, sharing orders through `cache.shared` when
+    /// configured. Settings changed by a reload take effect after a restart.
     pub fn start_acme(&self) {
         let shared = self.shared();
         let runtime = shared.current();
@@ -250,6 +250,7 @@ impl Server {
                     settings,
                     runtime.acme.clone(),
                     shared.metrics.clone(),
+                    runtime.cache.as_ref().and_then(|c| c.shared().cloned()),
                     shared.drain.subscribe(),
                 );
             }

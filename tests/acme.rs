@@ -262,6 +262,19 @@ impl Node {
         ca: &Path,
         storage: &Path,
     ) -> Node {
+        Node::start_with(sockets, origin, acme, directory, ca, storage, "").await
+    }
+
+    /// `start`, with `extra` TOML sections (say, `[cache.shared]`).
+    async fn start_with(
+        sockets: Sockets,
+        origin: &Origin,
+        acme: &str,
+        directory: &str,
+        ca: &Path,
+        storage: &Path,
+        extra: &str,
+    ) -> Node {
         let toml = format!(
             r#"
 [server]
@@ -284,6 +297,7 @@ addr = "{plain}"
 servers = ["{origin}"]
 [[routes]]
 upstream = "app"
+{extra}
 "#,
             tls = sockets.tls_addr,
             plain = sockets.plain_addr,
@@ -579,6 +593,119 @@ async fn a_name_that_cannot_be_validated_fails_cleanly() {
     let (status, _, _) = get(&format!("http://{}/", node.plain)).await;
     assert_eq!(status, StatusCode::OK);
     node.stop().await;
+}
+
+/// A `redis-server` on a free loopback port, killed (by its PID) when dropped.
+struct Redis {
+    port: u16,
+    _proc: Proc,
+}
+
+impl Redis {
+    async fn start() -> Redis {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)");
+        let redis = Redis {
+            port,
+            _proc: Proc(child),
+        };
+        wait_until_async("redis-server answers", PATIENCE, || async {
+            redis.query::<String>(&redis::cmd("PING")).await.is_ok()
+        })
+        .await;
+        redis
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}", self.port))?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        cmd.query_async(&mut conn).await
+    }
+
+    /// How many SET commands the server has run.
+    async fn sets(&self) -> u64 {
+        let info: String = self
+            .query(redis::cmd("INFO").arg("commandstats"))
+            .await
+            .unwrap_or_default();
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_set:calls="))
+            .and_then(|rest| rest.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+#[tokio::test]
+async fn nodes_on_one_shared_tier_order_once_and_share_the_certificate() {
+    let redis = Redis::start().await;
+    let shared = format!(
+        "[cache.shared]\nredis = \"redis://127.0.0.1:{}\"",
+        redis.port
+    );
+    let origin = Origin::start().await;
+    let sockets = Sockets::bind();
+    let pebble = Pebble::start(sockets.plain_addr.port(), sockets.tls_addr.port()).await;
+    let (store_a, store_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let domains = "domains = [\"shared.acme.test\"]\nchallenge = \"http-01\"";
+
+    // Another node holds the order lease: this one waits, looking again, and orders nothing.
+    let _: () = redis
+        .query(
+            redis::cmd("SET")
+                .arg("torii:acme:lease:shared.acme.test")
+                .arg("other-node")
+                .arg("PX")
+                .arg(600_000),
+        )
+        .await
+        .unwrap();
+    let a = Node::start_with(
+        sockets,
+        &origin,
+        domains,
+        &pebble.directory,
+        &pebble.ca_file(),
+        store_a.path(),
+        &shared,
+    )
+    .await;
+    wait_until_async("node a asked for the lease three times", ISSUE, || async {
+        redis.sets().await >= 4
+    })
+    .await;
+    assert_eq!(a.metric("torii_acme_orders_total").await, 0.0);
+
+    // The lease is given back: node a orders, and shares what it got.
+    let _: () = redis
+        .query(redis::cmd("DEL").arg("torii:acme:lease:shared.acme.test"))
+        .await
+        .unwrap();
+    let root = pebble.root().await;
+    let serial = issued(a.tls, "shared.acme.test", &root).await;
+    assert_eq!(a.metric("torii_acme_orders_total").await, 1.0);
+
+    // Node b, with empty storage of its own, serves the same certificate without ordering.
+    let b = Node::start_with(
+        Sockets::bind(),
+        &origin,
+        domains,
+        &pebble.directory,
+        &pebble.ca_file(),
+        store_b.path(),
+        &shared,
+    )
+    .await;
+    assert_eq!(issued(b.tls, "shared.acme.test", &root).await, serial);
+    assert_eq!(b.metric("torii_acme_orders_total").await, 0.0);
+    assert!(store_b.path().join("shared.acme.test.crt.pem").exists());
+    a.stop().await;
+    b.stop().await;
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! failures with jittered exponential back-off. It runs in the background: start-up never
 //! waits for it, and a failure leaves the certificate served so far in place.
 //!
-//! Several nodes on one shared tier each order on their own (no Redis lease yet).
+//! With a shared tier (`cluster.rs`), one node orders at a time and the others read its
+//! certificate from Redis.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher as _, Hasher as _};
@@ -17,10 +18,12 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::watch;
 
+use crate::cache::tier::shared::SharedTier;
 use crate::config::Acme;
 use crate::observe::metrics::Metrics;
 
 mod client;
+mod cluster;
 mod order;
 mod storage;
 
@@ -168,14 +171,16 @@ impl Issued {
     }
 }
 
-/// Starts the task that keeps the certificate of `settings`, until `drain` turns true.
+/// Starts the task that keeps the certificate of `settings`, until `drain` turns true;
+/// with `shared`, in concert with the other nodes on that tier.
 pub fn start(
     settings: Acme,
     state: Arc<State>,
     metrics: Arc<Metrics>,
+    shared: Option<Arc<SharedTier>>,
     drain: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(keep(settings, state, metrics, drain))
+    tokio::spawn(keep(settings, state, metrics, shared, drain))
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
@@ -199,6 +204,7 @@ async fn keep(
     settings: Acme,
     state: Arc<State>,
     metrics: Arc<Metrics>,
+    shared: Option<Arc<SharedTier>>,
     mut drain: watch::Receiver<bool>,
 ) {
     let first = settings.domains[0].clone();
@@ -235,9 +241,12 @@ async fn keep(
     };
     let mut account = None;
     let mut failures = 0u32;
+    // Another node holds the order lease: look again after `retry_backoff`.
+    let mut peer_ordering = false;
     loop {
         let now = SystemTime::now();
         let at = match &current {
+            _ if peer_ordering => now + settings.retry_backoff,
             _ if failures > 0 => now + backoff(settings.retry_backoff, failures),
             Some(issued) => issued.renew_at(settings.renew_before),
             None => now,
@@ -253,6 +262,46 @@ async fn keep(
             () = tokio::time::sleep(wait) => {}
             _ = drain.changed() => return,
         }
+        peer_ordering = false;
+        let mut leased = false;
+        if let Some(tier) = &shared {
+            // What another node ordered, when newer than ours and not due yet.
+            if let Some((chain, key)) = cluster::fetch(tier, &first).await {
+                let now = SystemTime::now();
+                match Issued::parse(&chain, &key) {
+                    Ok(issued)
+                        if issued.fits(&settings.domains, now)
+                            && issued.renew_at(settings.renew_before) > now
+                            && current
+                                .as_ref()
+                                .is_none_or(|c| issued.not_after > c.not_after) =>
+                    {
+                        tracing::info!(
+                            "acme: {first}: serving the certificate another node ordered"
+                        );
+                        if let Err(why) = storage.save_cert(&first, &chain, &key) {
+                            tracing::warn!("acme: {first}: not stored ({why})");
+                        }
+                        install(&issued);
+                        current = Some(issued);
+                        failures = 0;
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(why) => {
+                        tracing::warn!("acme: {first}: the shared certificate is unusable: {why}")
+                    }
+                }
+            }
+            match cluster::lease(tier, &first, ORDER_TIMEOUT).await {
+                cluster::Lease::Won => leased = true,
+                cluster::Lease::Held => {
+                    peer_ordering = true;
+                    continue;
+                }
+                cluster::Lease::Unavailable => {}
+            }
+        }
         metrics.acme.orders.inc();
         let attempt = async {
             let acct = match &account {
@@ -267,6 +316,12 @@ async fn keep(
             r = tokio::time::timeout(ORDER_TIMEOUT, attempt) => r,
             _ = drain.changed() => return,
         };
+        if let (Some(tier), true) = (&shared, leased) {
+            if let Ok(Ok((_, chain, key))) = &result {
+                cluster::publish(tier, &first, chain, key).await;
+            }
+            cluster::release(tier, &first).await;
+        }
         match result {
             Ok(Ok((issued, chain, key))) => {
                 if let Err(why) = storage.save_cert(&first, &chain, &key) {
