@@ -389,8 +389,8 @@ challenge = "http-01""#;
     .await;
     let plain = node.plain;
 
-    // Until the certificate exists, the handshake for the name fails cleanly; plain HTTP
-    // is served from the start (ordering runs in the background).
+    // Plain HTTP is served from the start: ordering runs in the background (that a name
+    // without a certificate fails its handshake is a_name_that_cannot_be_validated_…).
     let (status, _, _) = get(&format!("http://{plain}/")).await;
     assert_eq!(status, StatusCode::OK);
 

@@ -207,7 +207,9 @@ async fn keep(
     shared: Option<Arc<SharedTier>>,
     mut drain: watch::Receiver<bool>,
 ) {
-    let first = settings.domains[0].clone();
+    let Some(first) = settings.domains.first().cloned() else {
+        return tracing::warn!("acme: no domains to order a certificate for");
+    };
     let storage = Storage::new(&settings.storage);
     let install = |issued: &Issued| {
         state.install(&settings.domains, &issued.key);
