@@ -306,6 +306,11 @@ upstream = "app"
             origin = origin.url(),
         );
         let config = torii::config::load_str("acme.toml", &toml).unwrap_or_else(|e| panic!("{e}"));
+        Node::run(config, sockets).await
+    }
+
+    /// Serves `config` (loaded and checked beforehand) on `sockets`.
+    async fn run(config: torii::config::Config, sockets: Sockets) -> Node {
         let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let admin_addr = admin.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -592,6 +597,36 @@ async fn a_name_that_cannot_be_validated_fails_cleanly() {
     assert!(handshake(node.tls, "nope.acme.test", &root).await.is_err());
     let (status, _, _) = get(&format!("http://{}/", node.plain)).await;
     assert_eq!(status, StatusCode::OK);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn storage_that_cannot_be_written_still_serves_the_certificate() {
+    let origin = Origin::start().await;
+    let sockets = Sockets::bind();
+    let pebble = Pebble::start(sockets.plain_addr.port(), sockets.tls_addr.port()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let blocked = tmp.path().join("blocked");
+    let store = blocked.join("acme");
+    let toml = format!(
+        "[server]\nadmin = \"off\"\n[log]\naccess = \"off\"\n[[listeners]]\naddr = \"{}\"\n[listeners.tls]\n[listeners.tls.acme]\ndomains = [\"ro.acme.test\"]\ndirectory = \"{}\"\nca = \"{}\"\nstorage = \"{}\"\nretry_backoff = \"50ms\"\n[[listeners]]\naddr = \"{}\"\n[upstreams.app]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"app\"\n",
+        sockets.tls_addr,
+        pebble.directory,
+        pebble.ca_file().display(),
+        store.display(),
+        sockets.plain_addr,
+        origin.url()
+    );
+    // `check` accepts it (the directory can be created)...
+    let config = torii::config::load_str("acme.toml", &toml).unwrap_or_else(|e| panic!("{e}"));
+    // ...but by the time torii writes, a file stands where a directory should be made.
+    std::fs::write(&blocked, "not a directory").unwrap();
+    let node = Node::run(config, sockets).await;
+    let root = pebble.root().await;
+    issued(node.tls, "ro.acme.test", &root).await;
+    assert_eq!(node.metric("torii_acme_orders_total").await, 1.0);
+    assert_eq!(node.metric("torii_acme_order_failures_total").await, 0.0);
+    assert!(!store.exists());
     node.stop().await;
 }
 
