@@ -9,6 +9,7 @@
 //!   -> PROXY protocol header (v1, v2)          -> src/listener/proxy_protocol.rs
 //!   -> TLS (rustls: SNI, ALPN, resumption)     -> src/listener/tls.rs
 //!      client certificate, parsed once (mTLS)  -> src/client_cert.rs
+//!      ACME certificates, challenges          -> src/acme/
 //!   -> downstream HTTP/1.1 & HTTP/2 (hyper)    -> src/listener/conn.rs
 //!      (what a connection is doing)            -> src/connection.rs
 //!   -> proxy::handle: the whole path           -> src/proxy/mod.rs
@@ -39,6 +40,7 @@
 //! No import cycles between files: see docs/ARCHITECTURE.md and tests/architecture/.
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod admin;
 pub mod auth;
 pub mod body;

@@ -109,7 +109,7 @@ fn expiry_warnings(config: &Config, now: std::time::SystemTime) -> Vec<String> {
     let mut warnings = Vec::new();
     for (i, listener) in config.server.listeners.iter().enumerate() {
         let Some(tls) = &listener.tls else { continue };
-        for cert in std::iter::once(&tls.default_cert).chain(&tls.certs) {
+        for cert in tls.default_cert.iter().chain(&tls.certs) {
             let left = cert.not_after.duration_since(now).unwrap_or_default();
             if left < SOON {
                 warnings.push(format!(
@@ -191,10 +191,11 @@ fn proxy_config(args: ProxyArgs) -> Result<Config, String> {
         let cert = config::tls::load_cert(cert, key, None, std::time::SystemTime::now())
             .map_err(|p| format!("--tls-{}: {}; hint: {}", p.key, p.message, p.hint))?;
         let tls = std::sync::Arc::new(config::Tls {
-            default_cert: cert,
+            default_cert: Some(cert),
             certs: Vec::new(),
             min_version: config::TlsVersion::Tls12,
             client_auth: None,
+            acme: None,
         });
         for listener in &mut config.server.listeners {
             listener.tls = Some(tls.clone());

@@ -282,6 +282,7 @@ fn serve(
         let watchdog = notify::watchdog_interval()
             .filter(|_| life.notifier.is_enabled())
             .map(|every| tokio::spawn(watchdog(life.notifier.clone(), every)));
+        server.start_acme();
         let stop = signals.run(&server, &reload, life).await;
         if let (Ok(Stop::Upgraded(_)), Some(watchdog)) = (&stop, watchdog) {
             // The new process pings systemd now; the old one must not mask its silence.

@@ -47,6 +47,8 @@ pub struct Runtime {
     /// The TLS acceptor of each listener, by its index in `server.listeners`; `None` for
     /// plain listeners. Rebuilt on every reload from the certificates read then.
     pub tls: Vec<Option<Acceptor>>,
+    /// ACME certificates and pending challenges: one for the process, kept across reloads.
+    pub acme: Arc<crate::acme::State>,
 }
 
 impl Runtime {

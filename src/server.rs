@@ -142,6 +142,7 @@ impl Runtime {
                 )))
             })
             .collect();
+        let acme = previous.map_or_else(Default::default, |p| p.acme.clone());
         let mut tls = Vec::new();
         for (i, listener) in config.server.listeners.iter().enumerate() {
             let acceptor = match &listener.tls {
@@ -164,7 +165,10 @@ impl Runtime {
                         Some(old) => old.resumption,
                         None => Resumption::new().map_err(std::io::Error::other)?,
                     };
-                    Some(Acceptor::new(settings, resumption).map_err(std::io::Error::other)?)
+                    Some(
+                        Acceptor::new(settings, resumption, &acme)
+                            .map_err(std::io::Error::other)?,
+                    )
                 }
             };
             tls.push(acceptor);
@@ -195,6 +199,7 @@ impl Runtime {
             http1,
             http2,
             tls,
+            acme,
         })
     }
 }
@@ -276,6 +281,25 @@ impl Server {
         Ok(())
     }
 
+    /// Starts the background task of each `listeners[].tls.acme` (ordering and renewing
+    /// its certificate) until the drain starts, sharing orders through `cache.shared` when
+    /// configured. Settings changed by a reload take effect after a restart.
+    pub fn start_acme(&self) {
+        let shared = self.shared();
+        let runtime = shared.current();
+        for listener in &runtime.config.server.listeners {
+            if let Some(settings) = listener.tls.as_ref().and_then(|t| t.acme.clone()) {
+                crate::acme::start(
+                    settings,
+                    runtime.acme.clone(),
+                    shared.metrics.clone(),
+                    runtime.cache.as_ref().and_then(|c| c.shared().cloned()),
+                    shared.drain.subscribe(),
+                );
+            }
+        }
+    }
+
     /// Reopens the access log file (SIGUSR1).
     pub fn reopen_logs(&self) {
         if let Some(log) = &self.shared().current().access_log {
@@ -340,6 +364,7 @@ pub async fn run_server(
         tasks.push(tokio::spawn(async move { server.serve(l, index).await }));
     }
     tokio::spawn(tick_metrics(server.shared().clone()));
+    server.start_acme();
     if let Some(admin) = admin {
         admin.set_nonblocking(true)?;
         let admin = tokio::net::TcpListener::from_std(admin)?;

@@ -99,6 +99,21 @@ pub struct TlsSection {
     pub client_ca: Option<Spanned<String>>,
     /// `"required"` (default with `client_ca`) or `"optional"`.
     pub client_auth: Option<Spanned<String>>,
+    pub acme: Option<Spanned<AcmeSection>>,
+}
+
+/// `listeners[].tls.acme`: certificates ordered from an ACME (RFC 8555) directory.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeSection {
+    pub domains: Option<Vec<Spanned<String>>>,
+    pub email: Option<Spanned<String>>,
+    pub directory: Option<Spanned<String>>,
+    pub challenge: Option<Spanned<String>>,
+    pub storage: Option<Spanned<String>>,
+    pub ca: Option<Spanned<String>>,
+    pub renew_before: Option<Spanned<String>>,
+    pub retry_backoff: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -361,7 +361,8 @@ impl Loader<'_> {
         }
     }
 
-    /// A listener address given twice (in `server.listen` or `[[listeners]]`, in any file).
+    /// A listener address given twice (in `server.listen` or `[[listeners]]`, in any file);
+    /// port 0 (any free port) can be given any number of times.
     fn duplicate_listeners(&mut self, file: &FileConfig) {
         let listen = file
             .server
@@ -378,6 +379,9 @@ impl Loader<'_> {
             let Some(parsed) = socket_addr(addr.get_ref()) else {
                 continue; // validation reports it
             };
+            if parsed.port() == 0 {
+                continue; // each is its own port, chosen when bound
+            }
             if let Some(first) = seen.get(&parsed) {
                 let first = locate(&self.sources, first.start);
                 self.report(

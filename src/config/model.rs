@@ -160,13 +160,57 @@ impl Listener {
 #[derive(Debug, Clone)]
 pub struct Tls {
     /// Served when the client sends no SNI name, or a name no entry of `certs` has.
-    pub default_cert: TlsCert,
+    /// `None` (only with `acme`): such a handshake fails.
+    pub default_cert: Option<TlsCert>,
     /// Chosen by SNI: an exact name first, then the wildcard `*.rest` of the name.
     pub certs: Vec<TlsCert>,
     /// Oldest protocol version accepted. Default TLS 1.2.
     pub min_version: TlsVersion,
     /// Client certificates (mutual TLS), when `client_ca` is set. Default: none asked for.
     pub client_auth: Option<ClientAuth>,
+    /// Certificates ordered from an ACME directory; chosen by SNI before `certs`.
+    pub acme: Option<Acme>,
+}
+
+/// `listeners[].tls.acme`: what to order from an ACME (RFC 8555) directory, and where the
+/// account key, certificate chain and private key are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acme {
+    /// Lowercased DNS names of the one certificate ordered (the first names the files).
+    pub domains: Vec<String>,
+    /// Contact of the account (`mailto:`). Default: none.
+    pub email: Option<String>,
+    /// The directory URL (https). Default: Let's Encrypt's production directory.
+    pub directory: String,
+    pub challenge: AcmeChallenge,
+    /// Where the account and certificates are stored (0700 directory, 0600 files).
+    pub storage: PathBuf,
+    /// Trusted roots for the directory's HTTPS certificate (`ca`); `None`: the system's.
+    pub ca: Option<PathBuf>,
+    /// Renew when this much of the certificate's life is left. `None` (default): at two
+    /// thirds of its lifetime.
+    pub renew_before: Option<Duration>,
+    /// First wait after a failed order; doubles each failure (with jitter) up to 6 h.
+    /// Default 1 min.
+    pub retry_backoff: Duration,
+}
+
+/// `acme.challenge`: how the directory validates that torii answers for a domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// `http-01`: `/.well-known/acme-challenge/TOKEN` on a plain listener (port 80).
+    Http01,
+    /// `tls-alpn-01` (default): a handshake with ALPN `acme-tls/1` on the TLS listener.
+    TlsAlpn01,
+}
+
+impl AcmeChallenge {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AcmeChallenge::Http01 => "http-01",
+            AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
 }
 
 impl PartialEq for Tls {
@@ -175,6 +219,7 @@ impl PartialEq for Tls {
             && self.certs == other.certs
             && self.min_version == other.min_version
             && self.client_auth == other.client_auth
+            && self.acme == other.acme
     }
 }
 

@@ -241,7 +241,7 @@ fn issue_6_tls_listener_reads_certificates_relative_to_the_config() {
     let tls = l[1].tls.as_ref().unwrap();
     assert_eq!(tls.min_version, TlsVersion::Tls12);
     assert_eq!(
-        tls.default_cert.names,
+        tls.default_cert.as_ref().unwrap().names,
         ["localhost", "example.test", "*.example.test"]
     );
     assert_eq!(tls.certs[0].names, ["api.example.test"], "from the SANs");

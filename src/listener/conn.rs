@@ -329,6 +329,11 @@ async fn serve_tls(
             return None;
         }
     };
+    if stream.get_ref().1.alpn_protocol() == Some(crate::acme::ALPN) {
+        // A TLS-ALPN-01 validation: the handshake was the answer (RFC 8737 §3); no HTTP.
+        tracing::debug!(%peer, "answered an acme-tls/1 challenge handshake");
+        return None;
+    }
     let info = TlsInfo::of(stream.get_ref().1);
     shared.metrics.tls_handshakes[info.version as usize].inc();
     state.set_tls(info);

@@ -1,6 +1,11 @@
 //! TLS termination: a listener's rustls config (TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`,
 //! session resumption), its SNI certificate resolver, and the handshake's outcome.
 //!
+//! On a listener with `acme`, the resolver first asks `acme::State`: a ClientHello offering
+//! ALPN `acme-tls/1` gets the TLS-ALPN-01 challenge certificate of its name (or none), any
+//! other the issued certificate of its name; then the static certificates. A name with no
+//! certificate yet and no static default fails the handshake (no placeholder is served).
+//!
 //! A config generation (`runtime::Runtime`) holds one `Acceptor` per TLS listener, built
 //! from certificates read at load time; a reload (SIGHUP) re-reads them and swaps the whole
 //! generation, so new connections get the new certificates while open ones keep theirs.
@@ -16,25 +21,29 @@ use rustls::server::{
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
+use crate::acme;
 use crate::client_cert::ClientCert;
-use crate::config::{ClientAuth, ClientAuthMode, Tls, TlsVersion};
+use crate::config::{AcmeChallenge, ClientAuth, ClientAuthMode, Tls, TlsVersion};
 
 /// Sessions remembered for resumption by session ID (TLS 1.2) and stateful tickets.
 const SESSION_CACHE_SIZE: usize = 16 * 1024;
 
-/// Chooses a listener's certificate by the SNI name of the ClientHello: an exact name
-/// first, then a wildcard `*.rest` covering the name's first label, then the default.
+/// Chooses a listener's certificate by the SNI name of the ClientHello: an ACME
+/// certificate of the name, then an exact name, then a wildcard `*.rest` covering the
+/// name's first label, then the default.
 #[derive(Debug)]
 pub struct SniResolver {
     exact: HashMap<String, Arc<CertifiedKey>>,
     /// Keyed by what follows `*.`: `*.example.com` is stored as `example.com`.
     wildcard: HashMap<String, Arc<CertifiedKey>>,
-    default: Arc<CertifiedKey>,
+    default: Option<Arc<CertifiedKey>>,
+    /// With `acme`: its certificates and challenges, for the names it lists.
+    acme: Option<(Arc<acme::State>, Vec<String>)>,
 }
 
 impl SniResolver {
     /// The resolver of `tls`. When two certificates claim one name, the first listed wins.
-    pub fn new(tls: &Tls) -> SniResolver {
+    pub fn new(tls: &Tls, acme: &Arc<acme::State>) -> SniResolver {
         let mut exact = HashMap::new();
         let mut wildcard = HashMap::new();
         for cert in &tls.certs {
@@ -49,33 +58,58 @@ impl SniResolver {
         SniResolver {
             exact,
             wildcard,
-            default: tls.default_cert.key.clone(),
+            default: tls.default_cert.as_ref().map(|c| c.key.clone()),
+            acme: tls.acme.as_ref().map(|a| (acme.clone(), a.domains.clone())),
         }
     }
 
-    /// The certificate served for `server_name` (`None`: the client sent no SNI).
-    pub fn lookup(&self, server_name: Option<&str>) -> &Arc<CertifiedKey> {
+    /// The certificate served for `server_name` (`None`: the client sent no SNI); `None`
+    /// when there is none for it (no default, and ACME has not issued one yet).
+    pub fn lookup(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
         let Some(name) = server_name else {
-            return &self.default;
+            return self.default.clone();
         };
         let name = name.trim_end_matches('.').to_ascii_lowercase();
+        if let Some((acme, domains)) = &self.acme {
+            if domains.contains(&name) {
+                if let Some(key) = acme.cert(&name) {
+                    return Some(key);
+                }
+            }
+        }
         if let Some(key) = self.exact.get(&name) {
-            return key;
+            return Some(key.clone());
         }
         // A wildcard covers exactly one label (RFC 6125 §6.4.3): *.example.com matches
         // a.example.com, not example.com nor a.b.example.com.
         if let Some((_, rest)) = name.split_once('.') {
             if let Some(key) = self.wildcard.get(rest) {
-                return key;
+                return Some(key.clone());
             }
         }
-        &self.default
+        self.default.clone()
     }
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.lookup(hello.server_name()).clone())
+        if let Some((acme, domains)) = &self.acme {
+            let challenge = hello
+                .alpn()
+                .is_some_and(|mut offered| offered.any(|p| p == acme::ALPN));
+            if challenge {
+                // TLS-ALPN-01 (RFC 8737 §3): only the challenge certificate, never another.
+                let name = hello
+                    .server_name()?
+                    .trim_end_matches('.')
+                    .to_ascii_lowercase();
+                return domains
+                    .contains(&name)
+                    .then(|| acme.challenge_cert(&name))
+                    .flatten();
+            }
+        }
+        self.lookup(hello.server_name())
     }
 }
 
@@ -114,14 +148,19 @@ impl std::fmt::Debug for Acceptor {
 impl Acceptor {
     /// Builds the rustls config of `tls`: ring's default cipher suites (AEAD only, forward
     /// secret), TLS 1.3 and, unless `min_version = "1.3"`, 1.2; ALPN `h2` then `http/1.1`;
-    /// certificates by SNI; resumption from `resumption`. With `client_ca`, client
+    /// certificates by SNI (ACME's from `acme`, and `acme-tls/1` offered when its challenge
+    /// is tls-alpn-01); resumption from `resumption`. With `client_ca`, client
     /// certificates are asked for and verified against it (webpki: chain, dates, client-auth
     /// usage); `client_auth = "optional"` also lets clients without one in.
     ///
     /// # Errors
     /// When rustls refuses the version set (it never should with these), or the client CA
     /// holds no usable trust anchor (`torii check` refuses such a file first).
-    pub fn new(tls: &Tls, resumption: Resumption) -> Result<Acceptor, rustls::Error> {
+    pub fn new(
+        tls: &Tls,
+        resumption: Resumption,
+        acme: &Arc<acme::State>,
+    ) -> Result<Acceptor, rustls::Error> {
         let versions: &[&'static rustls::SupportedProtocolVersion] = match tls.min_version {
             TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
             TlsVersion::Tls13 => &[&rustls::version::TLS13],
@@ -132,8 +171,16 @@ impl Acceptor {
             None => builder.with_no_client_auth(),
             Some(auth) => builder.with_client_cert_verifier(client_verifier(auth)?),
         };
-        let mut config = builder.with_cert_resolver(Arc::new(SniResolver::new(tls)));
+        let mut config = builder.with_cert_resolver(Arc::new(SniResolver::new(tls, acme)));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        if tls
+            .acme
+            .as_ref()
+            .is_some_and(|a| a.challenge == AcmeChallenge::TlsAlpn01)
+        {
+            // Last: chosen only by a client that offers nothing else (the validator).
+            config.alpn_protocols.push(acme::ALPN.to_vec());
+        }
         config.session_storage = resumption.cache.clone();
         config.ticketer = resumption.tickets.clone();
         Ok(Acceptor {

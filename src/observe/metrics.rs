@@ -31,6 +31,11 @@ pub const TLS_HANDSHAKE_ERRORS_TOTAL: &str = "torii_tls_handshake_errors_total";
 pub const AUTH_FAILURES_TOTAL: &str = "torii_auth_failures_total";
 pub const PROXY_PROTOCOL_REFUSED_TOTAL: &str = "torii_proxy_protocol_refused_total";
 pub const REQUEST_HEADERS_DROPPED_TOTAL: &str = "torii_request_headers_dropped_total";
+// ACME certificates (`listeners[].tls.acme`).
+pub const TLS_CERTIFICATE_EXPIRY_SECONDS: &str = "torii_tls_certificate_expiry_seconds";
+pub const ACME_RENEWAL_SECONDS: &str = "torii_acme_renewal_seconds";
+pub const ACME_ORDERS_TOTAL: &str = "torii_acme_orders_total";
+pub const ACME_ORDER_FAILURES_TOTAL: &str = "torii_acme_order_failures_total";
 pub const HEADER_RULE_DROPS_TOTAL: &str = "torii_header_rule_drops_total";
 /// Header rule values dropped because they held CR, LF or NUL (or were otherwise not a
 /// valid field value) once their variables were filled in.
@@ -172,9 +177,77 @@ pub struct Metrics {
     pub rejections: [Counter; 3],
     /// Bodies torii compressed, by `Coding::index` (`zstd`, `br`, `gzip`).
     pub compressions: [Counter; 3],
+    pub acme: AcmeMetrics,
     routes: Mutex<HashMap<String, Arc<RouteMetrics>>>,
     groups: Mutex<HashMap<String, Arc<GroupMetrics>>>,
     windows: Mutex<VecDeque<Window>>,
+}
+
+/// ACME orders, and the certificates they keep (by domain).
+#[derive(Debug, Default)]
+pub struct AcmeMetrics {
+    /// Orders started (each attempt, renewals included).
+    pub orders: Counter,
+    /// Orders that ended without a certificate.
+    pub order_failures: Counter,
+    /// By domain: the served certificate's expiry and the next planned order, Unix seconds.
+    names: Mutex<std::collections::BTreeMap<String, (u64, u64)>>,
+}
+
+impl AcmeMetrics {
+    /// Records that `name` is served a certificate expiring at `expiry` (Unix seconds).
+    pub fn set_expiry(&self, name: &str, expiry: u64) {
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        names.entry(name.to_string()).or_default().0 = expiry;
+    }
+
+    /// Records when `name` is next ordered (Unix seconds).
+    pub fn set_renewal(&self, name: &str, at: u64) {
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        names.entry(name.to_string()).or_default().1 = at;
+    }
+
+    fn render(&self, out: &mut String) {
+        counter(
+            out,
+            ACME_ORDERS_TOTAL,
+            "ACME orders started (first orders and renewals).",
+            self.orders.get(),
+        );
+        counter(
+            out,
+            ACME_ORDER_FAILURES_TOTAL,
+            "ACME orders that ended without a certificate.",
+            self.order_failures.get(),
+        );
+        let names = self.names.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        header(
+            out,
+            TLS_CERTIFICATE_EXPIRY_SECONDS,
+            "gauge",
+            "Expiry (Unix time) of the ACME certificate served for each name.",
+        );
+        for (name, (expiry, _)) in names.iter().filter(|(_, (e, _))| *e > 0) {
+            let _ = writeln!(
+                out,
+                "{TLS_CERTIFICATE_EXPIRY_SECONDS}{{name=\"{}\"}} {expiry}",
+                escape(name)
+            );
+        }
+        header(
+            out,
+            ACME_RENEWAL_SECONDS,
+            "gauge",
+            "When (Unix time) each ACME name is next ordered: renewal, or retry after a failure.",
+        );
+        for (name, (_, at)) in names.iter().filter(|(_, (_, a))| *a > 0) {
+            let _ = writeln!(
+                out,
+                "{ACME_RENEWAL_SECONDS}{{name=\"{}\"}} {at}",
+                escape(name)
+            );
+        }
+    }
 }
 
 /// Cumulative figures at one tick, for sliding windows.
@@ -588,6 +661,7 @@ impl Metrics {
                 self.request_headers_dropped[i].get()
             );
         }
+        self.acme.render(out);
         counter(
             out,
             HEADER_RULE_DROPS_TOTAL,

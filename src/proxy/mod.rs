@@ -419,6 +419,9 @@ fn admit<'r>(
     record: &mut Record,
 ) -> Result<Next<'r>, ProxyError> {
     limits::check_request(req)?;
+    if let Some(resp) = acme_http01(req, listener, runtime) {
+        return Ok(Next::Done(resp));
+    }
     let host = request_host(req);
     if let Some(port) = runtime
         .config
@@ -878,6 +881,34 @@ async fn proxy(
         }
     }
     Ok(Response::from_parts(parts, RespBody::upstream(body)))
+}
+
+/// An ACME HTTP-01 validation (`GET /.well-known/acme-challenge/TOKEN` on a plain
+/// listener, for a token an order placed): the key authorization, before the https
+/// redirect and routing. Any other such path goes on as a normal request.
+fn acme_http01<B>(
+    req: &Request<B>,
+    listener: usize,
+    runtime: &Runtime,
+) -> Option<Response<RespBody>> {
+    if !matches!(*req.method(), Method::GET | Method::HEAD)
+        || !req.uri().path().starts_with(crate::acme::HTTP01_PREFIX)
+        || runtime
+            .config
+            .server
+            .listeners
+            .get(listener)
+            .is_some_and(|l| l.tls.is_some())
+    {
+        return None;
+    }
+    let answer = runtime.acme.http01(req.uri().path())?;
+    let mut resp = Response::new(RespBody::full(answer));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Some(resp)
 }
 
 /// `redirect_https` listeners: `308` to the same host and target over https (`port`, left

@@ -548,6 +548,72 @@ impl SharedTier {
         Ok(())
     }
 
+    // === ACME (src/acme/) ===
+
+    /// Tries to take the cluster-wide ACME order lease of `name` for `ttl` (`SET NX PX`),
+    /// so one node orders its certificate at a time.
+    ///
+    /// # Errors
+    /// When Redis is unavailable, slow or failing.
+    pub async fn acquire_acme_lease(&self, name: &str, ttl: Duration) -> Result<bool, Error> {
+        let set: Option<String> = self
+            .query(
+                redis::cmd("SET")
+                    .arg(format!("{}acme:lease:{name}", self.settings.prefix))
+                    .arg(&self.node)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl.as_millis().max(1) as u64),
+                self.settings.timeout,
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Gives the ACME lease of `name` back, if this node still holds it.
+    ///
+    /// # Errors
+    /// When Redis is unavailable, slow or failing.
+    pub async fn release_acme_lease(&self, name: &str) -> Result<(), Error> {
+        const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+        self.query::<i64>(
+            redis::cmd("EVAL")
+                .arg(RELEASE)
+                .arg(1)
+                .arg(format!("{}acme:lease:{name}", self.settings.prefix))
+                .arg(&self.node),
+            self.settings.timeout.max(Duration::from_millis(500)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The ACME certificate record of `name` some node stored, if any.
+    ///
+    /// # Errors
+    /// When Redis is unavailable, slow or failing.
+    pub async fn acme_get(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.query(
+            redis::cmd("GET").arg(format!("{}acme:cert:{name}", self.settings.prefix)),
+            self.settings.timeout.max(Duration::from_millis(500)),
+        )
+        .await
+    }
+
+    /// Stores the ACME certificate record of `name` for every node (no expiry).
+    ///
+    /// # Errors
+    /// When Redis is unavailable, slow or failing.
+    pub async fn acme_put(&self, name: &str, record: &[u8]) -> Result<(), Error> {
+        self.query::<()>(
+            redis::cmd("SET")
+                .arg(format!("{}acme:cert:{name}", self.settings.prefix))
+                .arg(record),
+            self.settings.timeout.max(Duration::from_millis(500)),
+        )
+        .await
+    }
+
     // === purge ===
 
     /// Deletes what `target` matches from the shared tier; returns the objects deleted.

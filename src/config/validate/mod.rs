@@ -16,6 +16,7 @@ use super::model::*;
 use super::units::{parse_duration, parse_size};
 use super::Problem;
 
+mod acme;
 mod auth;
 mod cache;
 mod cache_rfc;
@@ -172,6 +173,7 @@ pub fn validate_in(file: FileConfig, base: Option<&Path>) -> Result<Config, Vec<
                 server.listeners.push(l);
             }
         }
+        acme::needs_plain_listener(&mut c, &file.listeners, &server.listeners);
     }
     let limits = limits(&mut c, file.limits.unwrap_or_default());
     let log = log(&mut c, file.log.unwrap_or_default());

@@ -224,7 +224,26 @@ fn tls(
             }
         },
     };
-    let default_cert = cert_pair(c, &s.cert, &s.key, None, section.span(), path, base, now);
+    let acme = s
+        .acme
+        .as_ref()
+        .and_then(|a| super::acme::acme(c, a, &format!("{path}.acme"), base));
+    // With `acme`, the static pair is optional: without it, a handshake for a name that
+    // has no certificate (yet) fails.
+    let default_cert = if s.acme.is_some() && s.cert.is_none() && s.key.is_none() {
+        None
+    } else {
+        Some(cert_pair(
+            c,
+            &s.cert,
+            &s.key,
+            None,
+            section.span(),
+            path,
+            base,
+            now,
+        )?)
+    };
     let mut certs = Vec::new();
     for (i, entry) in s.certs.iter().flatten().enumerate() {
         let e = entry.get_ref();
@@ -271,10 +290,11 @@ fn tls(
     }
     let client_auth = client_auth(c, s, path, base);
     Some(Tls {
-        default_cert: default_cert?,
+        default_cert,
         certs,
         min_version,
         client_auth,
+        acme,
     })
 }
 
