@@ -24,6 +24,8 @@ pub struct ConnState {
     head_since: AtomicU64,
     /// The listener's index in `server.listeners`.
     pub listener: usize,
+    /// The address the client connected to (this end of the connection).
+    pub local: Option<std::net::SocketAddr>,
     /// Set once the TLS handshake is done; never set on plain connections.
     tls: OnceLock<TlsInfo>,
     /// Interim (1xx) heads for the HTTP/1.1 request in flight, which hyper takes (torii
@@ -34,9 +36,10 @@ pub struct ConnState {
 }
 
 impl ConnState {
-    pub(crate) fn new(listener: usize) -> ConnState {
+    pub(crate) fn new(listener: usize, local: Option<std::net::SocketAddr>) -> ConnState {
         ConnState {
             listener,
+            local,
             tls: OnceLock::new(),
             opened: Instant::now(),
             in_flight: AtomicUsize::new(0),

@@ -192,6 +192,7 @@ pub struct UpstreamSection {
     pub queue_size: Option<Spanned<i64>>,
     pub queue_timeout: Option<Spanned<String>>,
     pub protocol: Option<Spanned<String>>,
+    pub send_proxy_protocol: Option<Spanned<String>>,
     pub tls_ca: Option<Spanned<String>>,
     pub tls_server_name: Option<Spanned<String>>,
     pub tls_insecure_skip_verify: Option<Spanned<bool>>,

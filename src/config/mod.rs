@@ -213,6 +213,7 @@ impl Config {
             queue_timeout: std::time::Duration::from_secs(5),
             protocol: UpstreamProtocol::H1,
             tls: UpstreamTls::default(),
+            send_proxy_protocol: None,
         };
         Ok(Config {
             server: Server {

@@ -416,6 +416,18 @@ pub struct Upstream {
     pub protocol: UpstreamProtocol,
     /// How `https://` servers are verified.
     pub tls: UpstreamTls,
+    /// A PROXY protocol header written first on every new connection, naming the client
+    /// (`send_proxy_protocol`). Connections are then not reused. Default: none.
+    pub send_proxy_protocol: Option<SendProxyProtocol>,
+}
+
+/// `upstreams.<name>.send_proxy_protocol`: the PROXY protocol version torii writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendProxyProtocol {
+    /// The text header (`PROXY TCP4 …`).
+    V1,
+    /// The binary header.
+    V2,
 }
 
 /// The protocol of an upstream group (`protocol = …`).

@@ -176,7 +176,7 @@ pub fn serve_connection(
 /// Serving a connection from `peer` (the client, or the PROXY header's source): plain, or
 /// TLS on a TLS listener.
 fn start(stream: TcpStream, peer: SocketAddr, listener: usize, shared: &Arc<Shared>) -> Serving {
-    let state = Arc::new(ConnState::new(listener));
+    let state = Arc::new(ConnState::new(listener, stream.local_addr().ok()));
     let watched = Watched {
         io: stream,
         state: state.clone(),

@@ -150,6 +150,16 @@ pub fn handle(
     Handled::Waiting(Box::pin(async move {
         let route = &runtime.config.routes[route.0];
         let mut looked = looked;
+        // A group that names the client in a PROXY header on each connection finds it here.
+        if let Some(Some(group)) = runtime.route_groups.get(route.id.0) {
+            if group.config.send_proxy_protocol.is_some() {
+                req.extensions_mut()
+                    .insert(upstream::proxy_header::ProxyAddrs {
+                        src: peer,
+                        dst: exchange.conn.local.unwrap_or(peer),
+                    });
+            }
+        }
         if let Some(pending) = auth {
             // Auth that needs a wait (`auth::Pending`); then the rest of `admit`, a hit
             // included, for a request that passed.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::config::{ServerAddr, Upstream, UpstreamProtocol};
@@ -73,15 +73,20 @@ impl Connector {
     }
 
     /// A new connection to `addr`, within `connect_timeout` (resolution, TCP connect and TLS
-    /// handshake together).
-    pub async fn connect(&self, addr: &ServerAddr) -> Result<Stream, ConnectError> {
-        match tokio::time::timeout(self.timeout, self.open(addr)).await {
+    /// handshake together). `preface` (a PROXY protocol header) is written first, before
+    /// any TLS.
+    pub async fn connect(
+        &self,
+        addr: &ServerAddr,
+        preface: Option<&[u8]>,
+    ) -> Result<Stream, ConnectError> {
+        match tokio::time::timeout(self.timeout, self.open(addr, preface)).await {
             Ok(result) => result.map_err(ConnectError::Failed),
             Err(_) => Err(ConnectError::Timeout),
         }
     }
 
-    async fn open(&self, addr: &ServerAddr) -> Result<Stream, BoxError> {
+    async fn open(&self, addr: &ServerAddr, preface: Option<&[u8]>) -> Result<Stream, BoxError> {
         let https = addr.scheme == http::uri::Scheme::HTTPS;
         let host = addr.authority.host();
         let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -89,10 +94,13 @@ impl Connector {
             .authority
             .port_u16()
             .unwrap_or(if https { 443 } else { 80 });
-        let tcp = TcpStream::connect((host, port)).await?;
+        let mut tcp = TcpStream::connect((host, port)).await?;
         tcp.set_nodelay(true)?;
         socket2::SockRef::from(&tcp)
             .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE))?;
+        if let Some(preface) = preface {
+            tcp.write_all(preface).await?;
+        }
         if !https {
             return Ok(Stream::Plain(tcp));
         }

@@ -13,6 +13,7 @@ mod connect;
 pub mod h1;
 mod health;
 mod pool;
+pub mod proxy_header;
 mod queue;
 
 use std::error::Error as StdError;

@@ -34,6 +34,8 @@ pub struct Pool {
     stall: Duration,
     /// Idle HTTP/1 connections; shared with the response bodies that put them back.
     idle: Arc<IdleStack>,
+    /// `send_proxy_protocol`: every connection starts with a PROXY header (and is not kept).
+    send_proxy: Option<crate::config::SendProxyProtocol>,
     /// The shared HTTP/2 connection, if one is open.
     shared: Mutex<Option<H2>>,
     /// Held while an HTTP/2 connection is being opened, so that a burst of requests
@@ -62,10 +64,16 @@ impl Pool {
             addr,
             h2: config.protocol.is_h2(),
             stall: config.response_timeout,
+            // A connection that began with a PROXY header is one client's: never pooled.
             idle: Arc::new(IdleStack::new(
-                config.pool_max_idle,
+                if config.send_proxy_protocol.is_some() {
+                    0
+                } else {
+                    config.pool_max_idle
+                },
                 config.pool_idle_timeout,
             )),
+            send_proxy: config.send_proxy_protocol,
             shared: Mutex::new(None),
             opening: tokio::sync::Mutex::new(()),
             failed_opens: AtomicU64::new(0),
@@ -133,7 +141,16 @@ impl Pool {
         let conn = match idle {
             Some(conn) => conn,
             None => {
-                let conn = h1::Conn::new(self.connect(connector).await?);
+                let preface = self.send_proxy.map(|version| {
+                    super::proxy_header::encode(
+                        version,
+                        head.extensions
+                            .get::<super::proxy_header::ProxyAddrs>()
+                            .copied(),
+                    )
+                });
+                let stream = self.connect(connector, preface.as_deref()).await?;
+                let conn = h1::Conn::new(stream);
                 self.start_sweeping();
                 conn
             }
@@ -234,7 +251,7 @@ impl Pool {
     }
 
     async fn handshake_h2(&self, connector: &Connector) -> Result<H2, Error> {
-        let io = TokioIo::new(self.connect(connector).await?);
+        let io = TokioIo::new(self.connect(connector, None).await?);
         let (send, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             // Pings find a dead connection between requests.
@@ -254,13 +271,20 @@ impl Pool {
         Ok(send)
     }
 
-    async fn connect(&self, connector: &Connector) -> Result<super::connect::Stream, Error> {
-        connector.connect(&self.addr).await.map_err(|e| match e {
-            ConnectError::Timeout => Error::ConnectTimeout {
-                backend: self.addr.clone(),
-            },
-            ConnectError::Failed(source) => self.connect_failed(source),
-        })
+    async fn connect(
+        &self,
+        connector: &Connector,
+        preface: Option<&[u8]>,
+    ) -> Result<super::connect::Stream, Error> {
+        connector
+            .connect(&self.addr, preface)
+            .await
+            .map_err(|e| match e {
+                ConnectError::Timeout => Error::ConnectTimeout {
+                    backend: self.addr.clone(),
+                },
+                ConnectError::Failed(source) => self.connect_failed(source),
+            })
     }
 
     fn connect_failed(&self, source: super::connect::BoxError) -> Error {

@@ -191,9 +191,45 @@ pub(super) fn upstream(
             &format!("{path}.queue_timeout"),
             Duration::from_secs(5),
         ),
+        send_proxy_protocol: send_proxy_protocol(c, s, path, protocol),
         protocol,
         tls,
     }
+}
+
+/// `send_proxy_protocol = "v1" | "v2"`: HTTP/1 groups only (an HTTP/2 connection carries
+/// many clients' requests, a PROXY header names one).
+fn send_proxy_protocol(
+    c: &mut Checker,
+    s: &file::UpstreamSection,
+    path: &str,
+    protocol: UpstreamProtocol,
+) -> Option<SendProxyProtocol> {
+    let v = s.send_proxy_protocol.as_ref()?;
+    let key = format!("{path}.send_proxy_protocol");
+    let version = match v.get_ref().trim().to_ascii_lowercase().as_str() {
+        "v1" => SendProxyProtocol::V1,
+        "v2" => SendProxyProtocol::V2,
+        other => {
+            c.report(
+                v.span(),
+                key,
+                format!("unknown PROXY protocol version {other:?}"),
+            );
+            c.hint("use \"v1\" (text) or \"v2\" (binary), as the servers expect");
+            return None;
+        }
+    };
+    if protocol.is_h2() {
+        c.report(
+            v.span(),
+            key,
+            "a PROXY header names one client, and an HTTP/2 connection carries many",
+        );
+        c.hint("use send_proxy_protocol with protocol = \"h1\" (the default)");
+        return None;
+    }
+    Some(version)
 }
 
 /// One `servers` entry: `"host:port"` or `{ addr = "host:port", weight = 3, max_conns = 100 }`.
