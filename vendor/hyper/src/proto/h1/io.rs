@@ -169,7 +169,8 @@ where
     #[cfg(feature = "server")]
     pub(crate) fn release_idle_buffers(&mut self) {
         if self.read_buf.is_empty() {
-            self.read_buf = BytesMut::new();
+            // torii patch 12: into this thread's pool, for the next message to take.
+            idle_pool::put_read(std::mem::take(&mut self.read_buf));
         }
         self.write_buf.release();
     }
@@ -273,6 +274,12 @@ where
                 .max()
                 .saturating_sub(self.read_buf.len()),
         );
+        // torii patch 12: a released buffer comes back from this thread's pool.
+        if self.read_buf.capacity() == 0 {
+            if let Some(buf) = idle_pool::take_read() {
+                self.read_buf = buf;
+            }
+        }
         // torii patch 09: grows the buffer for a watching read only when it is full.
         let room = self.read_buf_remaining_mut();
         if room < next && (grow || room == 0) {
@@ -660,7 +667,11 @@ impl<B: Buf> WriteBuf<B> {
         }
         // torii patch 04: allocated again on first use after `release`.
         if self.headers.bytes.capacity() == 0 {
-            self.headers.bytes.reserve(INIT_BUFFER_SIZE);
+            // torii patch 12: from this thread's pool when it has one.
+            match idle_pool::take_write() {
+                Some(bytes) => self.headers.bytes = bytes,
+                None => self.headers.bytes.reserve(INIT_BUFFER_SIZE),
+            }
         }
         &mut self.headers
     }
@@ -669,7 +680,9 @@ impl<B: Buf> WriteBuf<B> {
     #[cfg(feature = "server")]
     fn release(&mut self) {
         if self.remaining() == 0 && self.headers.bytes.capacity() > 0 {
-            self.headers = Cursor::new(Vec::new());
+            let released = std::mem::replace(&mut self.headers, Cursor::new(Vec::new()));
+            // torii patch 12: into this thread's pool, for the next message to take.
+            idle_pool::put_write(released.bytes);
         }
     }
 }
@@ -725,6 +738,60 @@ impl<B: Buf> Buf for WriteBuf<B> {
 enum WriteStrategy {
     Flatten,
     Queue,
+}
+
+// torii patch 12: buffers an idle connection released (patch 04) wait here for the next
+// message on this thread instead of going back to the allocator: a keep-alive request then
+// costs no allocation for its buffers, and idle connections still hold none. Bounded: at
+// most `KEEP` of each kind per thread, and only buffers of an ordinary size.
+mod idle_pool {
+    use std::cell::RefCell;
+
+    use bytes::BytesMut;
+
+    use super::INIT_BUFFER_SIZE;
+
+    const KEEP: usize = 64;
+    /// A larger buffer (grown for a big head or a flattened body) goes back to the allocator.
+    const LARGEST: usize = 4 * INIT_BUFFER_SIZE;
+
+    thread_local! {
+        static READ: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+        static WRITE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    #[cfg(feature = "server")]
+    pub(super) fn put_read(buf: BytesMut) {
+        if buf.is_empty() && (INIT_BUFFER_SIZE / 2..=LARGEST).contains(&buf.capacity()) {
+            let _ = READ.try_with(|pool| {
+                let mut pool = pool.borrow_mut();
+                if pool.len() < KEEP {
+                    pool.push(buf);
+                }
+            });
+        }
+    }
+
+    pub(super) fn take_read() -> Option<BytesMut> {
+        READ.try_with(|pool| pool.borrow_mut().pop()).ok().flatten()
+    }
+
+    #[cfg(feature = "server")]
+    pub(super) fn put_write(mut bytes: Vec<u8>) {
+        if (INIT_BUFFER_SIZE..=LARGEST).contains(&bytes.capacity()) {
+            bytes.clear();
+            let _ = WRITE.try_with(|pool| {
+                let mut pool = pool.borrow_mut();
+                if pool.len() < KEEP {
+                    pool.push(bytes);
+                }
+            });
+        }
+    }
+
+    pub(super) fn take_write() -> Option<Vec<u8>> {
+        WRITE.try_with(|pool| pool.borrow_mut().pop()).ok().flatten()
+    }
 }
 
 #[cfg(test)]
