@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http::{HeaderMap, StatusCode};
 use support::*;
 
 const TORII: &str = env!("CARGO_BIN_EXE_torii");
@@ -39,23 +38,12 @@ fn basic(user: &str, password: &str) -> String {
 }
 
 /// GET `url` with `headers`; status, headers and the whole body.
-async fn send(url: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Bytes) {
-    let mut req = Request::get(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let body: Body = Empty::new().map_err(|e| match e {}).boxed();
-    let resp = client().request(req.body(body).unwrap()).await.unwrap();
-    let (parts, body) = resp.into_parts();
-    (
-        parts.status,
-        parts.headers,
-        body.collect().await.unwrap().to_bytes(),
-    )
+async fn get(url: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Bytes) {
+    send("GET", url, headers).await
 }
 
 async fn status(url: &str, headers: &[(&str, &str)]) -> StatusCode {
-    send(url, headers).await.0
+    get(url, headers).await.0
 }
 
 /// A directory of this test's own, removed when dropped.
@@ -112,7 +100,7 @@ async fn basic_auth_takes_bcrypt_and_argon2id_and_refuses_the_rest() {
     let url = torii.url("/p");
 
     // No credentials: the challenge, and nothing reaches the origin.
-    let (s, h, _) = send(&url, &[]).await;
+    let (s, h, _) = get(&url, &[]).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_eq!(
         h["www-authenticate"],
@@ -121,7 +109,7 @@ async fn basic_auth_takes_bcrypt_and_argon2id_and_refuses_the_rest() {
     assert_eq!(origin.hits("/p"), 0);
 
     // Right user and password, bcrypt and argon2id; Authorization is not sent on.
-    let (s, _, body) = send(&url, &[("authorization", &basic("ann", "ann-pw"))]).await;
+    let (s, _, body) = get(&url, &[("authorization", &basic("ann", "ann-pw"))]).await;
     assert_eq!((s, &body[..]), (StatusCode::OK, &b"page"[..]));
     assert_eq!(
         status(&url, &[("authorization", &basic("bob", "bob-pw"))]).await,
@@ -154,12 +142,12 @@ async fn basic_auth_takes_bcrypt_and_argon2id_and_refuses_the_rest() {
         huge,
     ];
     for value in &bad {
-        let (s, h, _) = send(&url, &[("authorization", value)]).await;
+        let (s, h, _) = get(&url, &[("authorization", value)]).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{value:.40}");
         assert!(h.contains_key("www-authenticate"));
     }
     // Two credentials, even right ones: which one a next hop reads is not ours to guess.
-    let (s, _, _) = send(&url, &[("authorization", &ann), ("authorization", &ann)]).await;
+    let (s, _, _) = get(&url, &[("authorization", &ann), ("authorization", &ann)]).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_eq!(origin.hits("/p"), 2);
     let metric = |kind: &str| format!("torii_auth_failures_total{{route=\"*/\",kind=\"{kind}\"}}");
@@ -196,7 +184,7 @@ async fn ten_failures_lock_the_address_out_with_429_but_not_a_verified_login() {
         );
     }
     // The eleventh attempt is refused without verifying, even with the right password.
-    let (s, h, _) = send(&url, &[("authorization", &basic("bob", "bob-pw"))]).await;
+    let (s, h, _) = get(&url, &[("authorization", &basic("bob", "bob-pw"))]).await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
     let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
@@ -278,17 +266,17 @@ async fn a_stored_response_is_never_served_to_a_request_that_did_not_pass() {
     let torii = Torii::start(&config, Some(&origin)).await;
     let url = torii.url("/c");
     let ann = basic("ann", "ann-pw");
-    let (s, h, _) = send(&url, &[("authorization", &ann)]).await;
+    let (s, h, _) = get(&url, &[("authorization", &ann)]).await;
     assert_eq!(
         (s, h["x-cache"].to_str().unwrap()),
         (StatusCode::OK, "MISS")
     );
-    let (s, h, body) = send(&url, &[("authorization", &ann)]).await;
+    let (s, h, body) = get(&url, &[("authorization", &ann)]).await;
     assert_eq!((s, h["x-cache"].to_str().unwrap()), (StatusCode::OK, "HIT"));
     assert_eq!(&body[..], b"secret");
     // Another user, verified (not remembered) first: the stored answer is shared by
     // everyone who passed, as documented (the origin did not say `private`).
-    let (s, h, _) = send(&url, &[("authorization", &basic("bob", "bob-pw"))]).await;
+    let (s, h, _) = get(&url, &[("authorization", &basic("bob", "bob-pw"))]).await;
     assert_eq!((s, h["x-cache"].to_str().unwrap()), (StatusCode::OK, "HIT"));
 
     for headers in [
@@ -296,7 +284,7 @@ async fn a_stored_response_is_never_served_to_a_request_that_did_not_pass() {
         vec![("authorization", "Basic YW5uOndyb25n")],
         vec![("authorization", "garbage")],
     ] {
-        let (s, h, body) = send(&url, &headers).await;
+        let (s, h, body) = get(&url, &headers).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{headers:?}");
         assert!(!h.contains_key("x-cache"));
         assert_ne!(&body[..], b"secret");
@@ -372,7 +360,7 @@ async fn forward_auth_passes_relays_refusals_and_fails_closed() {
     let url = torii.url("/p?q=1");
 
     // 2xx: on, with the copied fields replacing the client's forged ones.
-    let (s, _, body) = send(
+    let (s, _, body) = get(
         &url,
         &[
             ("authorization", "Bearer good"),
@@ -406,11 +394,11 @@ async fn forward_auth_passes_relays_refusals_and_fails_closed() {
     assert_eq!(asked["cookie"], "sid=1");
 
     // 401 and 302 go back as they came; nothing reaches the origin.
-    let (s, h, body) = send(&url, &[("authorization", "Bearer nope")]).await;
+    let (s, h, body) = get(&url, &[("authorization", "Bearer nope")]).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_eq!(h["www-authenticate"], "Bearer realm=\"svc\"");
     assert_eq!(&body[..], b"who are you");
-    let (s, h, body) = send(&url, &[("authorization", "Bearer login")]).await;
+    let (s, h, body) = get(&url, &[("authorization", "Bearer login")]).await;
     assert_eq!(s, StatusCode::FOUND);
     assert_eq!(h["location"], "https://login.example/");
     assert_eq!(h["set-cookie"], "next=/p");
@@ -449,7 +437,7 @@ async fn forward_auth_cache_asks_once_per_credential() {
     let torii = Torii::start(&config, Some(&origin)).await;
     let url = torii.url("/p");
     for _ in 0..3 {
-        let (s, _, _) = send(
+        let (s, _, _) = get(
             &url,
             &[("authorization", "Bearer good"), ("x-user", "admin")],
         )

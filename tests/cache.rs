@@ -7,9 +7,8 @@ mod support;
 use std::future::Future;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http::{HeaderMap, StatusCode};
+use http_body_util::BodyExt;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -25,22 +24,6 @@ fn config(cache: &str, route: &str) -> String {
         "[server]\nadmin = \"off\"\n[log]\naccess = \"off\"\n[cache]\n{cache}\n\
          [upstreams.app]\nservers = [\"{{origin}}\"]\n[[routes]]\nupstream = \"app\"\n\
          [routes.cache]\n{route}\n"
-    )
-}
-
-/// Sends `method url` with `headers`; returns status, headers and the whole body.
-async fn send(method: &str, url: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Bytes) {
-    let mut req = Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let body: Body = Empty::new().map_err(|e| match e {}).boxed();
-    let resp = client().request(req.body(body).unwrap()).await.unwrap();
-    let (parts, body) = resp.into_parts();
-    (
-        parts.status,
-        parts.headers,
-        body.collect().await.unwrap().to_bytes(),
     )
 }
 

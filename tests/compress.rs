@@ -26,21 +26,6 @@ async fn proxy(origin: &Origin, extra: &str, route: &str) -> Torii {
     Torii::start(&config(extra, route), Some(origin)).await
 }
 
-async fn send(method: &str, url: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Bytes) {
-    let mut req = Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let body: Body = Empty::new().map_err(|e| match e {}).boxed();
-    let resp = client().request(req.body(body).unwrap()).await.unwrap();
-    let (parts, body) = resp.into_parts();
-    (
-        parts.status,
-        parts.headers,
-        body.collect().await.unwrap().to_bytes(),
-    )
-}
-
 async fn get_ae(url: &str, ae: &str) -> (StatusCode, HeaderMap, Bytes) {
     if ae.is_empty() {
         send("GET", url, &[]).await

@@ -7,7 +7,7 @@ mod support;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -24,21 +24,6 @@ fn config(route: &str) -> String {
 
 async fn proxy(origin: &Origin, route: &str) -> Torii {
     Torii::start(&config(route), Some(origin)).await
-}
-
-async fn send(method: &str, url: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Bytes) {
-    let mut req = Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let body: Body = Empty::new().map_err(|e| match e {}).boxed();
-    let resp = client().request(req.body(body).unwrap()).await.unwrap();
-    let (parts, body) = resp.into_parts();
-    (
-        parts.status,
-        parts.headers,
-        body.collect().await.unwrap().to_bytes(),
-    )
 }
 
 async fn range(url: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, String) {

@@ -160,10 +160,11 @@ pub fn handle(
                     });
             }
         }
-        if let Some(pending) = auth {
-            // Auth that needs a wait (`auth::Pending`); then the rest of `admit`, a hit
-            // included, for a request that passed.
-            let answered = match Box::pin(pending.settle()).await {
+        // Auth that needs a wait (`auth::Pending`); then the rest of `admit`, a hit
+        // included, for a request that passed. `Some`: answered without the upstream.
+        let answered = match auth {
+            None => None,
+            Some(pending) => match Box::pin(pending.settle()).await {
                 Ok(passed) => {
                     passed.apply(req.headers_mut());
                     match answer(&req, route, host.clone(), &runtime, &mut exchange.record) {
@@ -177,51 +178,42 @@ pub fn handle(
                     }
                 }
                 Err(refusal) => Some(Ok(refusal.into_response())),
-            };
-            if let Some(result) = answered {
-                return finish(
-                    result,
-                    exchange,
-                    &runtime,
-                    &shared,
+            },
+        };
+        let result = match answered {
+            Some(result) => result,
+            None => {
+                // An origin's interim (1xx) answers go on to an HTTP/1.1 client (hyper
+                // writes what `ConnState` queues) and to an HTTP/2 one (hyper sends, on this
+                // request's stream, what this future hands it while polled); both torii
+                // patch 11. Never to HTTP/1.0 (RFC 9110 §15.2); never stored.
+                let conn = &*exchange.conn;
+                let relay = move |head: Response<()>| conn.relay_interim(head);
+                let relay_h2 = |head: Response<()>| {
+                    // Given back only if not called from within this stream's poll, which
+                    // the upstream exchange (polled inline by this future) always is.
+                    let _ = hyper::ext::send_informational(head);
+                };
+                let interim: upstream::Interim<'_> = match req.version() {
+                    Version::HTTP_11 => Some(&relay),
+                    Version::HTTP_2 => Some(&relay_h2),
+                    _ => None,
+                };
+                proxy(
+                    req,
                     peer,
-                    Answering {
-                        ask,
-                        rules: rules.as_ref(),
-                        ids,
-                    },
-                );
+                    route,
+                    host,
+                    looked,
+                    &runtime,
+                    &mut exchange.record,
+                    interim,
+                    rules.as_ref(),
+                    &ids,
+                )
+                .await
             }
-        }
-        // An origin's interim (1xx) answers go on to an HTTP/1.1 client (hyper writes what
-        // `ConnState` queues) and to an HTTP/2 one (hyper sends, on this request's stream,
-        // what this future hands it while polled); both torii patch 11. Never to HTTP/1.0
-        // (RFC 9110 §15.2); never stored.
-        let conn = &*exchange.conn;
-        let relay = move |head: Response<()>| conn.relay_interim(head);
-        let relay_h2 = |head: Response<()>| {
-            // Given back only if not called from within this stream's poll, which the
-            // upstream exchange (polled inline by this future) always is.
-            let _ = hyper::ext::send_informational(head);
         };
-        let interim: upstream::Interim<'_> = match req.version() {
-            Version::HTTP_11 => Some(&relay),
-            Version::HTTP_2 => Some(&relay_h2),
-            _ => None,
-        };
-        let result = proxy(
-            req,
-            peer,
-            route,
-            host,
-            looked,
-            &runtime,
-            &mut exchange.record,
-            interim,
-            rules.as_ref(),
-            &ids,
-        )
-        .await;
         finish(
             result,
             exchange,

@@ -707,3 +707,23 @@ pub fn list(origins: &[&Origin]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// Sends `method url` with `headers` and no body; returns status, headers and the whole body.
+pub async fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, http::HeaderMap, Bytes) {
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let body: Body = http_body_util::Empty::new().map_err(|e| match e {}).boxed();
+    let resp = client().request(req.body(body).unwrap()).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
+}
