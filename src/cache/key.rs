@@ -51,7 +51,31 @@ pub fn primary_key(
     path_and_query: &str,
     req_headers: &HeaderMap,
 ) -> String {
-    let mut key = canonical_url(spec, scheme, host, path_and_query);
+    // Room for the `\nh:` lines that may follow the URL: one allocation for the whole key.
+    let mut key = String::with_capacity(host.len() + path_and_query.len() + 48);
+    push_primary_key(
+        &mut key,
+        spec,
+        method_is_head_or_get,
+        scheme,
+        host,
+        path_and_query,
+        req_headers,
+    );
+    key
+}
+
+/// [`primary_key`], appended to `key` (a buffer the caller reuses).
+pub fn push_primary_key(
+    key: &mut String,
+    spec: &KeySpec,
+    method_is_head_or_get: bool,
+    scheme: &str,
+    host: &str,
+    path_and_query: &str,
+    req_headers: &HeaderMap,
+) {
+    push_canonical_url(key, spec, scheme, host, path_and_query);
 
     let mut names: Vec<&HeaderName> = spec.headers.iter().collect();
     names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
@@ -85,7 +109,6 @@ pub fn primary_key(
     if !method_is_head_or_get {
         key.push_str("\nm:other");
     }
-    key
 }
 
 /// A canonical URL (or URL prefix) under both schemes, `http://…` then `https://…`, for
@@ -119,18 +142,28 @@ pub fn url_of(key: &str) -> &str {
 /// empty `&&` members are removed, then parameters are stably sorted by name
 /// and value when `sort_query`; an empty query loses its `?`.
 pub fn canonical_url(spec: &KeySpec, scheme: &str, host: &str, path_and_query: &str) -> String {
+    let mut url = String::with_capacity(host.len() + path_and_query.len() + 16);
+    push_canonical_url(&mut url, spec, scheme, host, path_and_query);
+    url
+}
+
+/// [`canonical_url`], appended to `url`.
+fn push_canonical_url(
+    url: &mut String,
+    spec: &KeySpec,
+    scheme: &str,
+    host: &str,
+    path_and_query: &str,
+) {
     let pq = path_and_query.split('#').next().unwrap_or_default();
     let (path, query) = match pq.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (pq, None),
     };
-
-    // Room for the `\nh:` lines `primary_key` may add: one allocation for the whole key.
-    let mut url = String::with_capacity(host.len() + pq.len() + 48);
     if spec.include_host {
-        push_escaped_host(&mut url, scheme);
+        push_escaped_host(url, scheme);
         url.push_str("://");
-        push_normalized_host(&mut url, scheme, host);
+        push_normalized_host(url, scheme, host);
     }
     if path.is_empty() {
         url.push('/');
@@ -138,7 +171,7 @@ pub fn canonical_url(spec: &KeySpec, scheme: &str, host: &str, path_and_query: &
         if !path.starts_with('/') {
             url.push('/');
         }
-        push_normalized_percent(&mut url, path);
+        push_normalized_percent(url, path);
     }
 
     if let (true, Some(query)) = (spec.include_query, query) {
@@ -163,7 +196,6 @@ pub fn canonical_url(spec: &KeySpec, scheme: &str, host: &str, path_and_query: &
             }
         }
     }
-    url
 }
 
 fn is_dropped(patterns: &[String], name: &str) -> bool {

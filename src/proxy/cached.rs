@@ -88,6 +88,11 @@ pub enum FirstLook {
     Slow(String),
 }
 
+thread_local! {
+    /// `serve_hit`'s key buffer.
+    static PRIMARY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
 /// The hit path: a fresh object in the memory tier answers `req` (a GET or HEAD on a
 /// caching route) before anything is prepared for the upstream.
 pub fn serve_hit<B>(
@@ -99,19 +104,28 @@ pub fn serve_hit<B>(
     req: &Request<B>,
 ) -> FirstLook {
     let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let primary = primary_key(policy, scheme, host, pq, req.headers());
-    let Some(obj) = cache.lookup_memory(&primary, req.headers(), &policy.vary) else {
-        // `only-if-cached` (a Cache-Control directive) must get its 504 from the cache
-        // step, never the origin.
-        let only_if_cached = || {
-            req.headers().contains_key(header::CACHE_CONTROL)
-                && policy::request_cache_control(req.headers()).only_if_cached
-        };
-        return if cache.passes(&primary) && !only_if_cached() {
-            FirstLook::Pass
-        } else {
-            FirstLook::Slow(primary)
-        };
+    // The key is built in a per-thread buffer: a hit or a hit-for-pass needs no key of its
+    // own; only the slow path takes a copy.
+    let found = PRIMARY.with_borrow_mut(|primary| {
+        primary.clear();
+        key::push_primary_key(primary, &policy.key, true, scheme, host, pq, req.headers());
+        match cache.lookup_memory(primary, req.headers(), &policy.vary) {
+            Some(obj) => Ok(obj),
+            // `only-if-cached` (a Cache-Control directive) must get its 504 from the
+            // cache step, never the origin.
+            None if cache.passes(primary)
+                && !(req.headers().contains_key(header::CACHE_CONTROL)
+                    && policy::request_cache_control(req.headers()).only_if_cached) =>
+            {
+                Err(None)
+            }
+            None => Err(Some(primary.clone())),
+        }
+    });
+    let obj = match found {
+        Ok(obj) => obj,
+        Err(None) => return FirstLook::Pass,
+        Err(Some(primary)) => return FirstLook::Slow(primary),
     };
     let now = cache.now();
     let fresh = freshness(&obj, policy);
@@ -119,7 +133,8 @@ pub fn serve_hit<B>(
     if policy::request_decision(&req_cc, &fresh, now) != Reuse::Fresh
         || (policy.refresh_ahead && refresh_window(&fresh, now).is_some())
     {
-        return FirstLook::Slow(primary);
+        // The buffer still holds this request's key.
+        return FirstLook::Slow(PRIMARY.with_borrow(String::clone));
     }
     cache.stats.hits.fetch_add(1, Relaxed);
     // A range or a precondition is answered from the header map (`respond_stored`).
