@@ -465,9 +465,9 @@ def wait_tls(proc, port, timeout):
 
 
 def stop_server(proc):
+    # nginx's cache files (one per object) go with the temp dir at the end: deleting 10^6
+    # files here would take the load CPU's time between runs for nothing
     proc.stop()
-    if proc.cache_dir:
-        shutil.rmtree(proc.cache_dir, ignore_errors=True)
 
 
 def run_scenario(out, sc, fn):
@@ -807,7 +807,8 @@ def markdown(ctx, report):
              f"warm-up; servers on CPU {ctx.server_cpus}, wrk/h2load and the nginx origin on CPU "
              f"{ctx.load_cpus}; miss-store cache {ctx.miss_cache} MiB, prefilled with twice that. "
              "Cells: req/s · server CPU µs per request · server CPU % of a core "
-             "(memory: bytes per stored object). `!` = a warning below.")
+             "(memory: bytes per stored object). `!` = a warning below. Background load before the run: "
+             + ", ".join(f"{k} {v}%" for k, v in m["background_busy_pct"].items()) + ".")
     L.append("")
     head = ["scenario"] + [NAMES[s] for s in servers] + ["torii target", "held"]
     L.append("| " + " | ".join(head) + " |")
@@ -818,7 +819,8 @@ def markdown(ctx, report):
         by_sc.setdefault(sc, []).append((text, ok))
     rows = [sc for sc in ROW_ORDER if sc in ctx.scenarios]
     if any("warm" in res.get(s, {}) for s in servers):
-        rows.insert(rows.index("hit-many") if "hit-many" in rows else len(rows), "warm")
+        at = [rows.index(sc) for sc in ("memory-per-object", "hit-many", "hit-zipf") if sc in rows]
+        rows.insert(min(at) if at else len(rows), "warm")
     for sc in rows:
         if sc == "warm":
             cells = []
@@ -853,7 +855,9 @@ def markdown(ctx, report):
             notes.append(f"- {NAMES[s]} memory: PSS {mem['pss_kib_before'] / 1024:,.0f} MiB before warming, "
                          f"{mem['pss_kib_after'] / 1024:,.0f} MiB with N objects"
                          + (f"; cache files on disk {mem['disk_bytes'] / 2**20:,.0f} MiB (bodies in the page "
-                            "cache, not in the process)" if "disk_bytes" in mem else ""))
+                            "cache, not in the process)" if "disk_bytes" in mem else "")
+                         + ("; its cache (`total-max-size`) is allocated and touched at start, so it is "
+                            "in the baseline, not in the difference" if s == "haproxy" else ""))
     if notes:
         L.append("Notes, warnings and failures:")
         L.append("")
@@ -892,7 +896,7 @@ def main():
     env = os.environ
     ap = argparse.ArgumentParser(description="torii at scale against nginx, Varnish and HAProxy (issue 21).")
     ap.add_argument("--objects", type=int, default=1_000_000, help="N stored objects (default 1,000,000)")
-    ap.add_argument("--seconds", type=int, default=8, help="seconds per timed run (default 8)")
+    ap.add_argument("--seconds", type=int, default=6, help="seconds per timed run (default 6)")
     ap.add_argument("--warmup", type=int, default=1, help="seconds of load before each timed run (default 1)")
     ap.add_argument("--miss-cache", type=int, default=64, help="MiB of cache for miss-store (default 64)")
     ap.add_argument("--only", help="servers, comma-separated: " + ",".join(SERVERS))
@@ -946,7 +950,13 @@ def main():
     if "haproxy" in servers:
         versions["haproxy"] = B.first_line([ctx.bins["haproxy"], "-v"])
     if "torii" in servers:
-        versions["torii"] = B.first_line([ctx.torii, "--version"])
+        versions["torii"] = env.get("TORII_VERSION") or B.first_line([ctx.torii, "--version"])
+        # the commit of the checkout the binary was built in (target/release/torii), if any
+        src = os.path.dirname(os.path.dirname(os.path.dirname(ctx.torii)))
+        rev = subprocess.run(["git", "-C", src, "log", "-1", "--format=%h %cs"], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True)
+        if rev.returncode == 0 and rev.stdout.strip() and "TORII_VERSION" not in env:
+            versions["torii"] += f" (binary of {src} at {rev.stdout.strip()})"
     cpu_model = "?"
     with open("/proc/cpuinfo") as f:
         for line in f:
