@@ -492,7 +492,8 @@ def summary(r):
              f"{r['pss_kib_after'] / 1024:.0f} MiB)")
     else:
         s = (f"{r['req_per_s']:,.0f} req/s, {r['server_us_per_req']:.1f} µs/req, server CPU "
-             f"{r['server_cpu_pct']:.0f}%, origin reqs {r['origin_requests']}")
+             f"{r['server_cpu_pct']:.0f}% (busy: other {r['other_on_server_cpu_pct']:.0f}%, load CPU "
+             f"{r['load_cpu_busy_pct']:.0f}%), origin reqs {r['origin_requests']}")
     if r.get("warnings"):
         s += "  WARN: " + "; ".join(r["warnings"])
     return s
@@ -850,6 +851,10 @@ def markdown(ctx, report):
                 notes.append(f"- {NAMES[s]} / {sc}: not run: {x['skipped']}")
             for w in x.get("warnings", []):
                 notes.append(f"- {NAMES[s]} / {sc}: {w}")
+            if (x.get("load_cpu_busy_pct") or 0) >= 95 and x.get("server_cpu_pct", 100) < 90:
+                notes.append(f"- {NAMES[s]} / {sc}: the load CPU was {x['load_cpu_busy_pct']:.0f}% busy and the "
+                             f"server {x['server_cpu_pct']:.0f}%: the load generator and origin, not the server, "
+                             "set this req/s")
         mem = r.get("scenarios", {}).get("memory-per-object")
         if mem and "pss_kib_after" in mem:
             notes.append(f"- {NAMES[s]} memory: PSS {mem['pss_kib_before'] / 1024:,.0f} MiB before warming, "
