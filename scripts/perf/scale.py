@@ -872,6 +872,11 @@ def markdown(ctx, report):
                 notes.append(f"- {NAMES[s]} / {sc}: the load CPU was {x['load_cpu_busy_pct']:.0f}% busy and the "
                              f"server {x['server_cpu_pct']:.0f}%: the load generator and origin, not the server, "
                              "set this req/s")
+        ms = r.get("scenarios", {}).get("miss-store")
+        if ms and "pss_kib_after" in ms:
+            notes.append(f"- {NAMES[s]} miss-store: PSS {ms['pss_kib_before'] / 1024:,.0f} MiB after the prefill, "
+                         f"{ms['pss_kib_after'] / 1024:,.0f} MiB after the run, with a {ctx.miss_cache} MiB cache; "
+                         f"first prefilled key evicted: {'yes' if ms.get('first_key_evicted') else 'NO'}")
         mem = r.get("scenarios", {}).get("memory-per-object")
         if mem and "pss_kib_after" in mem:
             notes.append(f"- {NAMES[s]} memory: PSS {mem['pss_kib_before'] / 1024:,.0f} MiB before warming, "
