@@ -46,8 +46,8 @@ PEERS = ["nginx", "varnish", "haproxy"]
 SERVERS = PEERS + ["torii"]
 NAMES = {"nginx": "nginx", "varnish": "Varnish", "haproxy": "HAProxy", "torii": "torii"}
 SCENARIOS = ["hit-1k", "pass-1k", "h2c-hit", "memory-per-object", "hit-many", "hit-zipf",
-             "miss-store", "tls-hit", "tls-handshake", "h2-hit"]
-NOT_DONE = ["churn-bound", "disk-hit"]
+             "miss-store", "tls-hit", "tls-handshake", "h2-hit", "disk-hit"]
+NOT_DONE = ["churn-bound"]
 BODY_SIZE = 1024
 MISS_BASE = 10_000_000       # miss-store keys start here (store keys are 0..N-1 < this)
 HOT = MISS_BASE - 1          # the one key of hit-1k, tls-hit and h2-hit (outside the store's keys)
@@ -218,6 +218,11 @@ def server_argv(ctx, name, phase):
         write(path, text)
         return [ctx.bins["haproxy"], "-db", "-f", path], None
     if name == "torii":
+        if phase == "disk":
+            disk = os.path.join(run, "torii-disk")
+            return [ctx.torii, "proxy", "--listen", f"127.0.0.1:{ctx.ports['plain']}", "--to", ctx.origin_url,
+                    "--workers", "1", "--cache-memory", "1MiB", "--cache-disk", disk,
+                    "--cache-disk-size", f"{ctx.disk_objects * 8 // 1024 + 64}MiB"], disk
         if phase == "tls":
             argv = [ctx.torii, "proxy", "--listen", f"127.0.0.1:{ctx.ports['tls']}",
                     "--tls-cert", ctx.cert, "--tls-key", ctx.key]
@@ -499,9 +504,9 @@ def summary(r):
     return s
 
 
-def warm_store(ctx, name, proc):
+def warm_store(ctx, name, proc, n=None):
     """N sequential keys over 64 connections until the origin has served them all."""
-    n = ctx.objects
+    n = n or ctx.objects
     target = ctx.origin.count() + n
     url = f"http://127.0.0.1:{ctx.ports['plain']}/"
     cmd = wrk_cmd(ctx, url, 64, 100000, ["wrap", n, 0, "/obj/"])
@@ -667,9 +672,36 @@ def phase_tls(ctx, name, out):
         stop_server(proc)
 
 
+def phase_disk(ctx, name, out):
+    """torii with a 1 MiB memory tier and a disk tier: hits read files. nginx's proxy_cache
+    always keeps bodies in files, so its hit-many is its disk hit; the other peers have none."""
+    if "disk-hit" not in out["want"]:
+        return
+    if name != "torii":
+        out["scenarios"]["disk-hit"] = {"skipped": "nginx: its hit-many is its disk hit (proxy_cache reads files)"
+                                        if name == "nginx" else f"{NAMES[name]} keeps its cache in memory"}
+        return
+    proc = start_server(ctx, name, "disk")
+    try:
+        def disk_hit():
+            n = ctx.disk_objects
+            ev, missing = warm_store(ctx, name, proc, n)
+            if missing:
+                raise ScaleError(ev["warning"])
+            r = timed(ctx, proc, "http", None, lua=(["uniform", n, 0, "/obj/", 31], ["uniform", n, 0, "/obj/", 32]))
+            r["objects"] = n
+            r["warm"] = ev
+            r["disk_bytes"] = du_bytes(proc.cache_dir)
+            return r
+
+        run_scenario(out, "disk-hit", disk_hit)
+    finally:
+        stop_server(proc)
+
+
 def bench_server(ctx, name):
     out = {"scenarios": {}, "want": set(ctx.scenarios)}
-    for phase in (phase_store, phase_full, phase_tls):
+    for phase in (phase_store, phase_full, phase_tls, phase_disk):
         try:
             phase(ctx, name, out)
         except (ScaleError, OSError, B.BenchError) as e:
@@ -785,6 +817,14 @@ def targets(ctx, results):
                 f"{bp[1]} {bp[0]:,.0f} = {ratio:.2f}×", ratio >= 1.0)
         else:
             add("tls-handshake", "handshakes/s ≥ best peer's: not measured", None)
+    if "disk-hit" in ctx.scenarios:
+        ng = g("nginx", "hit-many")
+        if usable(t["disk-hit"]) and usable(ng):
+            ratio = us("disk-hit") / ng["server_us_per_req"]
+            add("disk-hit", f"server µs/request ≤ nginx's proxy_cache hit (its hit-many): {us('disk-hit'):.1f} vs "
+                f"{ng['server_us_per_req']:.1f} = {ratio:.2f}×", ratio <= 1.0)
+        else:
+            add("disk-hit", "server µs/request ≤ nginx's proxy_cache hit: not measured", None)
     for sc, label in (("h2-hit", "h2 over TLS"), ("h2c-hit", "h2c")):
         if sc not in ctx.scenarios:
             continue
@@ -809,9 +849,10 @@ ROW_LABELS = {
     "tls-handshake": "tls-handshake (a new TLS 1.3 connection per hit, full handshakes)",
     "h2-hit": "h2-hit, h2 over TLS (100 × 10 streams)",
     "h2c-hit": "h2-hit, h2c (100 × 10 streams)",
+    "disk-hit": "disk-hit (uniform over the disk tier's objects; memory tier 1 MiB)",
 }
 ROW_ORDER = ["hit-1k", "pass-1k", "hit-many", "hit-zipf", "memory-per-object", "miss-store",
-             "tls-hit", "tls-handshake", "h2-hit", "h2c-hit"]
+             "tls-hit", "tls-handshake", "h2-hit", "h2c-hit", "disk-hit"]
 
 
 def markdown(ctx, report):
@@ -821,7 +862,7 @@ def markdown(ctx, report):
     L = []
     L.append(f"### torii at scale — {m['started']} — {m['cpu_model']}, {m['nproc']} CPUs, {m['kernel']}")
     L.append("")
-    L.append(f"N = {ctx.objects:,} objects of 1 KiB; {ctx.seconds} s per timed run after a {ctx.warmup} s "
+    L.append(f"N = {ctx.objects:,} objects of 1 KiB (disk-hit: {ctx.disk_objects:,} on torii's disk tier); {ctx.seconds} s per timed run after a {ctx.warmup} s "
              f"warm-up; servers on CPU {ctx.server_cpus}, wrk/h2load and the nginx origin on CPU "
              f"{ctx.load_cpus}; miss-store cache {ctx.miss_cache} MiB, prefilled with twice that. "
              "Cells: req/s · server CPU µs per request · server CPU % of a core "
@@ -849,6 +890,8 @@ def markdown(ctx, report):
             continue
         cells = [cell(res.get(s, {}).get("scenarios", {}).get(sc), memory=sc == "memory-per-object")
                  for s in servers]
+        if sc == "disk-hit" and "nginx" in servers and res["nginx"].get("scenarios", {}).get("hit-many"):
+            cells[servers.index("nginx")] = cell(res["nginx"]["scenarios"]["hit-many"]) + " (its hit-many)"
         tcells = by_sc.get(sc, [])
         ttext = "; ".join(t for t, _ in tcells) or "reference"
         held = " ".join("yes" if ok else ("no" if ok is False else "—") for _, ok in tcells) or ""
@@ -862,6 +905,8 @@ def markdown(ctx, report):
         for f in r.get("failures", []):
             notes.append(f"- {NAMES[s]}: FAILED: {f.splitlines()[0]}")
         for sc, x in r.get("scenarios", {}).items():
+            if sc == "disk-hit" and s == "nginx" and "skipped" in x:
+                continue
             if "failed" in x:
                 notes.append(f"- {NAMES[s]} / {sc}: FAIL: {x['failed'].splitlines()[0]}")
             if "skipped" in x:
@@ -927,6 +972,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=6, help="seconds per timed run (default 6)")
     ap.add_argument("--warmup", type=int, default=1, help="seconds of load before each timed run (default 1)")
     ap.add_argument("--miss-cache", type=int, default=64, help="MiB of cache for miss-store (default 64)")
+    ap.add_argument("--disk-objects", type=int, help="objects on torii's disk tier for disk-hit "
+                    "(default min(N, 50,000))")
     ap.add_argument("--only", help="servers, comma-separated: " + ",".join(SERVERS))
     ap.add_argument("--scenarios", help="comma-separated: " + ",".join(SCENARIOS))
     ap.add_argument("--torii", default=env.get("TORII_BIN", os.path.join(ROOT, "target", "release", "torii")),
@@ -942,6 +989,9 @@ def main():
     ctx = Ctx()
     ctx.objects, ctx.seconds, ctx.warmup, ctx.miss_cache = args.objects, args.seconds, args.warmup, args.miss_cache
     ctx.start_timeout = 30.0
+    ctx.disk_objects = args.disk_objects or min(ctx.objects, 50_000)
+    if not (1000 <= ctx.disk_objects < HOT):
+        raise SystemExit("--disk-objects must be 1000..9999998")
     servers = B.parse_list(args.only, SERVERS, "server") if args.only else list(SERVERS)
     ctx.scenarios = B.parse_list(args.scenarios, SCENARIOS, "scenario") if args.scenarios else list(SCENARIOS)
     ctx.torii = os.path.abspath(args.torii)
