@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # torii at scale, side by side with nginx proxy_cache, Varnish malloc and HAProxy cache
 # (issue 21): millions of stored objects, uniform and Zipf keys, memory per object, misses
-# that store and evict, TLS 1.3 and HTTP/2. Not part of CI; about 10-15 minutes at defaults.
+# that store and evict, TLS 1.3 and HTTP/2, the disk tier. Not part of CI; about 15-20
+# minutes at defaults (most of it storing 10^6 objects in each server).
 #
 #   scripts/perf/scale.sh [--objects N] [--seconds S] [--warmup S] [--miss-cache MiB]
+#                         [--churn-seconds S] [--disk-objects N]
 #                         [--only nginx,varnish,haproxy,torii] [--scenarios a,b] [--torii BIN]
 #                         [--out FILE.json] [--keep]
+#   scenarios: hit-1k pass-1k h2c-hit memory-per-object hit-many hit-zipf miss-store
+#              churn-bound tls-hit tls-handshake h2-hit disk-hit
 #   quick run: scripts/perf/scale.sh --objects 100000 --seconds 5
 #
 # Run from the project root with ../shared/bench beside it: its /proc helpers, process
