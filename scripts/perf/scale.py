@@ -625,9 +625,9 @@ def phase_full(ctx, name, out):
             # the scan check: a Zipf set over 10x the cache's objects, its hit ratio (from
             # the origin log) before and right after miss-store's stream of one-hit keys
             zipf_keys = fill * 5
-            zipf = lambda seed: wrk_cmd(ctx, url, 64, ctx.seconds, ["zipf", zipf_keys, ZIPF_BASE, "/obj/", seed])
-            measure(ctx, proc, zipf(41), ctx.seconds, parse_wrk)
-            zb = measure(ctx, proc, zipf(42), ctx.seconds, parse_wrk)
+            zipf = lambda seed, secs: wrk_cmd(ctx, url, 64, secs, ["zipf", zipf_keys, ZIPF_BASE, "/obj/", seed])
+            measure(ctx, proc, zipf(41, ctx.seconds), ctx.seconds, parse_wrk)
+            zb = measure(ctx, proc, zipf(42, ctx.seconds), ctx.seconds, parse_wrk)
             time.sleep(1.0)
             pss0 = pss_kib(proc.tree())
             start = MISS_BASE + fill + 1000
@@ -641,7 +641,8 @@ def phase_full(ctx, name, out):
             status, _, _, conn = get(ctx, ctx.ports["plain"], key_path("/obj/", MISS_BASE))
             conn.close()
             r["first_key_evicted"] = ctx.origin.count() > o0
-            za = measure(ctx, proc, zipf(43), ctx.seconds, parse_wrk)
+            # the first 2 s after the scan: a cache that lost its hot set is refilling then
+            za = measure(ctx, proc, zipf(43, 2), 2, parse_wrk)
             r["scan"] = {"zipf_keys": zipf_keys, "scan_keys": r["requests"],
                          "hit_ratio_before": 1 - zb["origin_requests"] / max(1, zb["requests"]),
                          "hit_ratio_after": 1 - za["origin_requests"] / max(1, za["requests"])}
@@ -873,7 +874,7 @@ def targets(ctx, results):
             b_, a_ = sc_["hit_ratio_before"], sc_["hit_ratio_after"]
             add("miss-store", f"a Zipf set's hit ratio not hurt by the scan ({sc_['scan_keys']:,} one-hit keys, "
                 f"{sc_['scan_keys'] * BODY_SIZE / 2**20 / ctx.miss_cache:.1f}× the cache): {b_:.1%} before, "
-                f"{a_:.1%} right after (held if ≥ 0.9× before)", a_ >= 0.9 * b_)
+                f"{a_:.1%} in the 2 s right after (held if ≥ 0.9× before)", a_ >= 0.9 * b_)
         else:
             add("miss-store", "a Zipf set's hit ratio not hurt by the scan: not measured", None)
     if "churn-bound" in ctx.scenarios:
