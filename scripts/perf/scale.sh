@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # torii at scale, side by side with nginx proxy_cache, Varnish malloc and HAProxy cache
 # (issue 21): millions of stored objects, uniform and Zipf keys, memory per object, misses
-# that store and evict, TLS 1.3 and HTTP/2, the disk tier. Not part of CI; about 20
+# that store and evict, TLS 1.3 and HTTP/2, the disk tier. Not part of CI; about 15
 # minutes at defaults (most of it storing 10^6 objects in each server).
 #
 #   scripts/perf/scale.sh [--objects N] [--seconds S] [--warmup S] [--miss-cache MiB]
