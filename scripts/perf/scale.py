@@ -798,7 +798,8 @@ def cell(r, memory=False):
         return (f"PSS {r['baseline_kib'] / 1024:,.0f} → {r['end_kib'] / 1024:,.0f} MiB · "
                 f"{r['server_us_per_req']:.1f} µs{mark}")
     if memory:
-        s = f"{r['bytes_per_object']:,.0f} B{mark}"
+        v = r["bytes_per_object"]
+        s = f"{0 if abs(v) < 0.5 else v:,.0f} B{mark}"  # no "-0 B" for a preallocated cache
         if "disk_bytes_per_object" in r:
             s += f" (+{r['disk_bytes_per_object']:,.0f} B on disk)"
         return s
