@@ -27,39 +27,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// What a child (and the new process of its upgrade, which inherits the pipe) writes to
-/// stderr, collected as it comes.
-#[derive(Clone)]
-struct Stderr(Arc<std::sync::Mutex<String>>);
-
-impl Stderr {
-    fn collect(child: &mut Child) -> Stderr {
-        let text = Arc::new(std::sync::Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().expect("stderr piped");
-        let sink = text.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = std::io::Read::read(&mut pipe, &mut buf) {
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Stderr(text)
-    }
-
-    fn text(&self) -> String {
-        self.0.lock().unwrap().clone()
-    }
-
-    async fn wait_for(&self, line: &str) {
-        wait_until(&format!("torii logs {line:?}"), PATIENCE, || {
-            self.0.lock().unwrap().contains(line)
-        })
-        .await;
-    }
-}
-
 /// Sends `sig` to a process this test started (directly, or through its upgrade).
 fn signal(pid: u32, sig: &str) {
     let status = Command::new("kill")

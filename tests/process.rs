@@ -19,40 +19,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// What a child writes to stderr, collected by a thread as it comes, so a test can wait
-/// for a log line (a reload refused, a log reopened) instead of sleeping.
-#[derive(Clone)]
-struct Stderr(std::sync::Arc<std::sync::Mutex<String>>);
-
-impl Stderr {
-    fn collect(child: &mut Child) -> Stderr {
-        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().expect("stderr piped");
-        let sink = text.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = std::io::Read::read(&mut pipe, &mut buf) {
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Stderr(text)
-    }
-
-    fn text(&self) -> String {
-        self.0.lock().unwrap().clone()
-    }
-
-    /// Waits until `line` has been written.
-    async fn wait_for(&self, line: &str) {
-        wait_until(&format!("torii logs {line:?}"), PATIENCE, || {
-            self.0.lock().unwrap().contains(line)
-        })
-        .await;
-    }
-}
-
 /// Sends `sig` to our own child, by its PID.
 fn signal(child: &Child, sig: i32) {
     let status = Command::new("kill")

@@ -727,3 +727,38 @@ pub async fn send(
         body.collect().await.unwrap().to_bytes(),
     )
 }
+
+/// What a child process writes to stderr (an upgraded torii inherits the pipe too),
+/// collected by a thread as it comes, so a test can wait for a log line instead of
+/// sleeping.
+#[derive(Clone)]
+pub struct Stderr(Arc<Mutex<String>>);
+
+impl Stderr {
+    pub fn collect(child: &mut std::process::Child) -> Stderr {
+        let text = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().expect("stderr piped");
+        let sink = text.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut pipe, &mut buf) {
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Stderr(text)
+    }
+
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Waits until `line` has been written.
+    pub async fn wait_for(&self, line: &str) {
+        wait_until(&format!("torii logs {line:?}"), PATIENCE, || {
+            self.0.lock().unwrap().contains(line)
+        })
+        .await;
+    }
+}
