@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
+use super::coalesce::Coalesced;
 use super::tls::TlsInfo;
 use super::Connections;
 use crate::config::ProxyProtocol;
@@ -447,7 +448,9 @@ async fn drive<I: Stream>(
         };
         let runtime = shared.current();
         let service = service!(peer, shared, state);
-        let conn = Box::pin(runtime.http2.serve_connection(TokioIo::new(io), service));
+        // Its frames written once per event-loop turn, not once per response (`coalesce`).
+        let io = TokioIo::new(Coalesced::new(io));
+        let conn = Box::pin(runtime.http2.serve_connection(io, service));
         drop(runtime);
         watch
             .run(conn, sleep, |c| c.graceful_shutdown(), |_| false)

@@ -1,6 +1,7 @@
 //! Listener: accept loops, TLS termination, per-connection timeouts, graceful drain, and
 //! worker threads.
 
+mod coalesce;
 mod conn;
 mod dorm;
 pub mod proxy_protocol;

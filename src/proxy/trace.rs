@@ -48,10 +48,17 @@ impl Ids {
             .then(|| single(headers, &X_REQUEST_ID))
             .flatten()
             .filter(|v| valid_id(v.as_bytes()));
-        let request_id = match trusted {
+        let mut request_id = match trusted {
             Some(v) => v.clone(),
             None => new_id(),
         };
+        // Unique per request, so HTTP/2's header compression (HPACK) could never reuse it:
+        // sent as a literal "never indexed", it stays out of the connection's dynamic table.
+        // Indexed, each response's new ID evicted older entries (the stored fields a hit
+        // sends again) and lengthened the table's chain of `x-request-id` entries, which
+        // the encoder walks comparing values on every response (h2c hit: 45.7k → see
+        // README Performance). HTTP/1 ignores the flag.
+        request_id.set_sensitive(true);
         let trace = identity.trace_context.then(|| {
             match single(headers, &TRACEPARENT).and_then(|v| parse_traceparent(v.as_bytes())) {
                 Some((trace_id, flags)) => Trace {
