@@ -40,7 +40,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use torii::cache::object::{CachedObject, ObjectMeta};
@@ -192,8 +192,8 @@ fn make_obj(id: u64, varied: bool) -> Arc<CachedObject> {
     let key = format!("GET http://bench/{id}\n");
     Arc::new(CachedObject {
         meta: ObjectMeta {
-            url: key[4..key.len() - 1].to_owned(),
             key,
+            url: None,
             tags: Vec::new(),
             request_time: now,
             response_time: now,
@@ -201,7 +201,7 @@ fn make_obj(id: u64, varied: bool) -> Arc<CachedObject> {
             stale_until: now + Duration::from_secs(7200),
         },
         status: StatusCode::OK,
-        headers: HeaderMap::new(),
+        headers: Default::default(),
         body: Bytes::from_static(&ZEROS[..body_len(id, varied)]),
         memo: Default::default(),
     })

@@ -144,7 +144,7 @@ fn main() {
     let obj = CachedObject {
         meta: ObjectMeta {
             key: "http://www.example.com/1k".into(),
-            url: "http://www.example.com/1k".into(),
+            url: None,
             tags: vec![],
             request_time: now,
             response_time: now,
@@ -152,7 +152,7 @@ fn main() {
             stale_until: now + Duration::from_secs(7200),
         },
         status: StatusCode::OK,
-        headers: resp.clone(),
+        headers: torii::cache::fields::StoredFields::from_map(&resp),
         body: Bytes::from(vec![b'x'; 1024]),
         memo: Default::default(),
     };

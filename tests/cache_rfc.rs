@@ -388,7 +388,7 @@ fn age_sent_for_one_object_is_monotonic() {
     let obj = CachedObject {
         meta: ObjectMeta {
             key: "k".into(),
-            url: "http://h/".into(),
+            url: Some("http://h/".into()),
             tags: Vec::new(),
             request_time: t,
             response_time: t,
@@ -396,7 +396,7 @@ fn age_sent_for_one_object_is_monotonic() {
             stale_until: t,
         },
         status: StatusCode::OK,
-        headers: HeaderMap::new(),
+        headers: Default::default(),
         body: Bytes::new(),
         memo: Default::default(),
     };

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-use super::object::CachedObject;
+use super::object::{CachedObject, ObjectParts};
 use super::{Cache, FlightGuard, FlightState};
 
 /// A response on its way into the cache.
@@ -14,7 +14,7 @@ pub struct Fill {
     cache: Arc<Cache>,
     flight: Option<FlightGuard>,
     /// The object to store, without its body yet.
-    template: CachedObject,
+    template: ObjectParts,
     /// The `Vary` marker to store under the primary key, for variants.
     index: Option<CachedObject>,
     chunks: Vec<Bytes>,
@@ -34,7 +34,7 @@ impl Fill {
     pub fn new(
         cache: Arc<Cache>,
         flight: Option<FlightGuard>,
-        template: CachedObject,
+        template: ObjectParts,
         index: Option<CachedObject>,
         max: usize,
         expected: Option<u64>,
@@ -61,13 +61,7 @@ impl Fill {
         if !obj.memo.claim_recode() {
             return None;
         }
-        let template = CachedObject {
-            meta: obj.meta.clone(),
-            status: obj.status,
-            headers: obj.headers.clone(),
-            body: Bytes::new(),
-            memo: Default::default(),
-        };
+        let template = obj.parts();
         let max = obj.body.len().saturating_add(4096);
         let mut fill = Fill::new(
             cache,
@@ -116,20 +110,11 @@ impl Fill {
         if self.expected.is_some_and(|e| e != self.len as u64) {
             return; // shorter or longer than announced: never store
         }
-        let body = match self.chunks.len() {
-            0 => Bytes::new(),
-            1 => self.chunks.pop().expect("one chunk"),
-            _ => {
-                let mut buf = BytesMut::with_capacity(self.len);
-                for c in &self.chunks {
-                    buf.extend_from_slice(c);
-                }
-                buf.freeze()
-            }
-        };
-        let mut obj = std::mem::replace(&mut self.template, empty());
-        obj.body = body;
-        let obj = Arc::new(obj);
+        // Fields and body in one allocation sized to them: a chunk read from the origin
+        // may hold on to a larger buffer (its head, the connection's read buffer).
+        let template = std::mem::replace(&mut self.template, empty());
+        let obj = Arc::new(template.into_object(&self.chunks));
+        self.chunks = Vec::new();
         self.cache.store(obj.clone(), self.index.take());
         if let Some(flight) = self.flight.take() {
             flight.finish(FlightState::Stored(obj));
@@ -137,12 +122,12 @@ impl Fill {
     }
 }
 
-fn empty() -> CachedObject {
+fn empty() -> ObjectParts {
     let now = std::time::SystemTime::UNIX_EPOCH;
-    CachedObject {
+    ObjectParts {
         meta: super::object::ObjectMeta {
             key: String::new(),
-            url: String::new(),
+            url: None,
             tags: Vec::new(),
             request_time: now,
             response_time: now,
@@ -151,8 +136,7 @@ fn empty() -> CachedObject {
         },
         status: http::StatusCode::OK,
         headers: http::HeaderMap::new(),
-        body: Bytes::new(),
-        memo: Default::default(),
+        freshness: None,
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod clock;
 mod cluster;
+pub mod fields;
 pub mod fill;
 pub mod key;
 pub mod object;
@@ -32,7 +33,7 @@ use tokio::time::Instant;
 
 pub use status::CacheStatus;
 
-use object::CachedObject;
+use object::{CachedObject, ObjectMeta, ObjectParts};
 use tier::disk::{DiskTier, DiskTierOptions};
 use tier::memory::{MemoryTier, MemoryTierOptions};
 use tier::shared::{SharedTier, Target};
@@ -398,7 +399,7 @@ impl Cache {
     }
 
     /// The marker object stored under `primary` for a response with `Vary`.
-    pub fn variants_index(primary: &str, variant: &CachedObject) -> CachedObject {
+    pub fn variants_index(primary: &str, variant: &ObjectParts) -> CachedObject {
         let mut headers = HeaderMap::new();
         for v in variant.headers.get_all(header::VARY) {
             headers.append(header::VARY, v.clone());
@@ -406,13 +407,8 @@ impl Cache {
         headers.insert(VARIANTS_MARKER, HeaderValue::from_static("1"));
         let mut meta = variant.meta.clone();
         meta.key = primary.to_string();
-        CachedObject {
-            meta,
-            status: http::StatusCode::OK,
-            headers,
-            body: bytes::Bytes::new(),
-            memo: Default::default(),
-        }
+        meta.url = ObjectMeta::url_field(primary, variant.meta.url());
+        CachedObject::new(meta, http::StatusCode::OK, &headers, &[])
     }
 
     /// Purges what `m` matches from every tier; `soft` marks entries stale instead (served

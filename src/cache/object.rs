@@ -26,6 +26,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
+use crate::cache::fields::StoredFields;
+
 /// Magic bytes at the start of every encoded record.
 pub const MAGIC: [u8; 4] = *b"TRCO";
 /// Current encoding version.
@@ -35,10 +37,11 @@ pub const HEADER_LEN: usize = 24;
 /// Upper bound on the meta section (key, url, tags); longer records are rejected
 /// on encode and decode so index rebuilds never read unbounded prefixes.
 pub const MAX_META_LEN: usize = 1 << 20;
-/// Per-header overhead counted by [`CachedObject::size`] (as HTTP/2's header table does).
-const HEADER_OVERHEAD: usize = 32;
-/// Fixed per-object overhead counted by [`CachedObject::size`].
-const OBJECT_OVERHEAD: usize = 128;
+/// Fixed per-object memory counted by [`CachedObject::size`] beyond its bytes: the
+/// `CachedObject` and its `Arc`, the memory tier's entry and index slot, the shared
+/// body's reference count, and the allocator's headers and rounding (measured with
+/// `scripts/perf/scale.sh --scenarios memory-per-object`: docs/perf-scale.md).
+pub const OBJECT_OVERHEAD: usize = 400;
 
 /// Why an encoded record was rejected. Decoding never panics; every variant means
 /// "treat as a miss and drop the record".
@@ -74,8 +77,10 @@ pub enum DecodeError {
 pub struct ObjectMeta {
     /// Full cache key (primary key + "\n" + secondary/Vary key); identity in every tier.
     pub key: String,
-    /// URL part of the primary key, e.g. `http://example.com/a/b?x=1`; prefix purges match on it.
-    pub url: String,
+    /// The URL purges match on when it is not the key's own (`key::url_of(key)`, e.g.
+    /// `http://example.com/a/b?x=1`): `None` for every object torii stores, so the URL is
+    /// not held twice. See [`ObjectMeta::url`].
+    pub url: Option<Box<str>>,
     /// Surrogate keys from `Surrogate-Key` / `Cache-Tag`.
     pub tags: Vec<String>,
     /// When the request that produced this response was sent upstream.
@@ -89,6 +94,19 @@ pub struct ObjectMeta {
 }
 
 impl ObjectMeta {
+    /// URL part of the primary key, e.g. `http://example.com/a/b?x=1`; prefix purges match on it.
+    pub fn url(&self) -> &str {
+        self.url
+            .as_deref()
+            .unwrap_or_else(|| crate::cache::key::url_of(&self.key))
+    }
+
+    /// The `url` field for an object with `key` whose URL is `url`: `None` when it is the
+    /// key's own.
+    pub fn url_field(key: &str, url: &str) -> Option<Box<str>> {
+        (crate::cache::key::url_of(key) != url).then(|| url.into())
+    }
+
     /// True while `now` is before `fresh_until`.
     pub fn is_fresh(&self, now: SystemTime) -> bool {
         now < self.fresh_until
@@ -100,32 +118,6 @@ impl ObjectMeta {
     }
 }
 
-/// The [`hyper::RawFields`] lines for `headers`: every field but the framing ones and
-/// the two a hit sets itself (`Age`, `X-Cache`), then `extra`. `None` without a `Date`.
-fn encode_fields(headers: &HeaderMap, extra: &[u8]) -> Option<Bytes> {
-    use http::header::{AGE, CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
-    if !headers.contains_key(DATE) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(headers.len() * 32);
-    for (name, value) in headers {
-        if [CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION, AGE].contains(name)
-            || name.as_str() == "x-cache"
-            // Each answer carries its own request's ID (`proxy::trace`).
-            || name.as_str() == "x-request-id"
-            || name == crate::cache::policy::OWN_TARGETED_FIELD
-        {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(extra);
-    Some(Bytes::from(out))
-}
-
 /// A cached response; immutable once built and shared as `Arc<CachedObject>`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CachedObject {
@@ -133,23 +125,55 @@ pub struct CachedObject {
     pub meta: ObjectMeta,
     /// Response status.
     pub status: StatusCode,
-    /// Response headers as stored.
-    pub headers: HeaderMap,
-    /// Whole body; a hit clones this `Bytes` (no copy).
+    /// Response fields as stored (compact; `StoredFields::to_map` for a map).
+    pub headers: StoredFields,
+    /// Whole body; a hit clones this `Bytes` (no copy). For an object built by
+    /// [`CachedObject::new`], in one allocation with the fields.
     pub body: Bytes,
     /// The freshness computed for this object under one route policy (see
     /// [`ObjectMemo`]); not part of the object's value.
     pub memo: ObjectMemo,
 }
 
+/// A response on its way to becoming a [`CachedObject`]: everything but the body, its
+/// fields still a map (compression may change them while the body streams; `Fill`).
+#[derive(Debug, Clone)]
+pub struct ObjectParts {
+    /// Identity, tags and timing.
+    pub meta: ObjectMeta,
+    /// Response status.
+    pub status: StatusCode,
+    /// Response fields as they will be stored.
+    pub headers: HeaderMap,
+    /// The freshness the store computed and the policy it was computed for, kept as the
+    /// object's ([`CachedObject::with_freshness`]).
+    pub freshness: Option<(u64, crate::cache::policy::Freshness)>,
+}
+
+impl ObjectParts {
+    /// The object of these parts and `body` (given as its chunks, copied once).
+    pub fn into_object(self, body: &[Bytes]) -> CachedObject {
+        let (headers, body) = StoredFields::with_body(&self.headers, body);
+        let obj = CachedObject {
+            meta: self.meta,
+            status: self.status,
+            headers,
+            body,
+            memo: ObjectMemo::default(),
+        };
+        match self.freshness {
+            Some((id, f)) => obj.with_freshness(id, f),
+            None => obj,
+        }
+    }
+}
+
 /// Values computed from an immutable object and kept beside it: its freshness, tagged
-/// with what it was computed for (the first `(id, value)` set stays), and its fields
-/// encoded once for HTTP/1 hits. Copies of the object start empty (a copy may differ,
+/// with what it was computed for (the first `(id, value)` set stays). Copies of the object start empty (a copy may differ,
 /// e.g. a soft purge's stale copy), and it never counts in comparisons.
 #[derive(Default)]
 pub struct ObjectMemo(
     std::sync::OnceLock<(u64, crate::cache::policy::Freshness)>,
-    std::sync::OnceLock<Option<Bytes>>,
     /// The largest `Age` (seconds) sent for this object: a later one is never smaller.
     std::sync::atomic::AtomicU64,
     /// Whether the object needs no coding work for any client under one route's
@@ -178,10 +202,10 @@ impl ObjectMemo {
 impl ObjectMemo {
     /// The value kept for `tag`, computing (and keeping, if none is kept yet) it.
     pub fn inert_or(&self, tag: usize, compute: impl FnOnce() -> bool) -> bool {
-        match self.3.get() {
+        match self.2.get() {
             Some(&(kept, inert)) if kept == tag => inert,
             Some(_) => compute(),
-            None => self.3.get_or_init(|| (tag, compute())).1,
+            None => self.2.get_or_init(|| (tag, compute())).1,
         }
     }
 }
@@ -189,12 +213,12 @@ impl ObjectMemo {
 impl ObjectMemo {
     /// Claims the re-encoding of this object for one hit; false if another hit has it.
     pub fn claim_recode(&self) -> bool {
-        !self.4.swap(true, std::sync::atomic::Ordering::AcqRel)
+        !self.3.swap(true, std::sync::atomic::Ordering::AcqRel)
     }
 
     /// Gives a claim back (the re-encoding did not store anything).
     pub fn release_recode(&self) {
-        self.4.store(false, std::sync::atomic::Ordering::Release);
+        self.3.store(false, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -203,8 +227,8 @@ impl Clone for ObjectMemo {
         // A copy (a soft purge's stale copy) is the same object to clients: its Age
         // goes on from where this one's is.
         let memo = ObjectMemo::default();
-        memo.2.store(
-            self.2.load(std::sync::atomic::Ordering::Relaxed),
+        memo.1.store(
+            self.1.load(std::sync::atomic::Ordering::Relaxed),
             std::sync::atomic::Ordering::Relaxed,
         );
         memo
@@ -231,38 +255,61 @@ impl CachedObject {
     pub fn age_to_send(&self, age_secs: u64) -> u64 {
         let sent = self
             .memo
-            .2
+            .1
             .fetch_max(age_secs, std::sync::atomic::Ordering::Relaxed);
         sent.max(age_secs)
     }
 
-    /// The stored fields encoded once as [`hyper::RawFields`] lines, then the lines
-    /// `extra` (those a hit adds), built on first use: every field but the framing ones
-    /// (hyper writes `Content-Length` from the body). `extra` counts on the first use
-    /// only, so every caller must give the same lines. `None` when the object has no
-    /// `Date` (hyper would add the current one, so such a hit goes the ordinary way).
-    pub fn raw_fields(&self, extra: &[u8]) -> Option<&Bytes> {
-        self.memo
-            .1
-            .get_or_init(|| encode_fields(&self.headers, extra))
-            .as_ref()
+    /// An object of `meta`, `status`, the fields of `headers` and `body`, with fields and
+    /// body in one allocation (the body is copied once).
+    pub fn new(meta: ObjectMeta, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Self {
+        let (headers, body) = StoredFields::with_body(headers, &[body]);
+        CachedObject {
+            meta,
+            status,
+            headers,
+            body,
+            memo: ObjectMemo::default(),
+        }
     }
 
-    /// Weight used by the byte-bounded tiers: body + key + url + tags + headers
-    /// (name + value + 32 bytes each) + a fixed 128-byte overhead. Never 0.
+    /// The parts of this object (its fields as a map, its kept freshness), for a new
+    /// object made from it.
+    pub fn parts(&self) -> ObjectParts {
+        ObjectParts {
+            meta: self.meta.clone(),
+            status: self.status,
+            headers: self.headers.to_map(),
+            freshness: self.memo.0.get().copied(),
+        }
+    }
+
+    /// Keeps `freshness`, computed for the policy `id`, as this object's (see
+    /// [`ObjectMemo::get_or`]): what the store computed, so hits need not.
+    pub fn with_freshness(self, id: u64, freshness: crate::cache::policy::Freshness) -> Self {
+        let _ = self.memo.0.set((id, freshness));
+        self
+    }
+
+    /// The head of a fresh HTTP/1 hit, pre-encoded ([`hyper::RawFields`] lines): every
+    /// stored field but the framing ones (hyper writes `Content-Length` from the body),
+    /// then the hit's `X-Cache` and `Via`. `None` when the object has no `Date` (hyper
+    /// would add the current one, so such a hit goes the ordinary way).
+    pub fn raw_fields(&self) -> Option<Bytes> {
+        self.headers.raw()
+    }
+
+    /// Weight used by the byte-bounded tiers: what the object costs in memory. Its
+    /// bytes (fields block, body, key, tags) and a fixed [`OBJECT_OVERHEAD`] for the
+    /// object itself, its `Arc`, the memory tier's entry and allocator rounding. Never 0.
     pub fn size(&self) -> usize {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + HEADER_OVERHEAD)
-            .sum();
-        let tags: usize = self.meta.tags.iter().map(String::len).sum();
+        let tags: usize = self.meta.tags.iter().map(|t| t.len() + 24).sum();
         OBJECT_OVERHEAD
+            + self.headers.block_len()
             + self.body.len()
             + self.meta.key.len()
-            + self.meta.url.len()
+            + self.meta.url.as_ref().map_or(0, |u| u.len())
             + tags
-            + headers
     }
 
     /// A copy whose `fresh_until` is `min(fresh_until, now)`, i.e. stale from `now` on
@@ -280,7 +327,8 @@ impl CachedObject {
     /// [`MAX_META_LEN`]) cannot be represented: for such objects (see
     /// [`CachedObject::encodable`]) the returned record fails to decode; it never panics.
     pub fn encode(&self) -> Vec<u8> {
-        let mut meta = Vec::with_capacity(64 + self.meta.key.len() + self.meta.url.len());
+        let url = self.meta.url();
+        let mut meta = Vec::with_capacity(64 + self.meta.key.len() + url.len());
         for t in [
             self.meta.request_time,
             self.meta.response_time,
@@ -292,7 +340,7 @@ impl CachedObject {
             meta.extend_from_slice(&d.subsec_nanos().to_le_bytes());
         }
         put_str(&mut meta, &self.meta.key);
-        put_str(&mut meta, &self.meta.url);
+        put_str(&mut meta, url);
         put_u32(&mut meta, self.meta.tags.len());
         for tag in &self.meta.tags {
             put_str(&mut meta, tag);
@@ -301,7 +349,7 @@ impl CachedObject {
         let headers_len: usize = self
             .headers
             .iter()
-            .map(|(n, v)| 6 + n.as_str().len() + v.len())
+            .map(|(n, v)| 6 + n.len() + v.len())
             .sum();
         let total = HEADER_LEN + meta.len() + 4 + headers_len + 8 + self.body.len() + 4;
         let mut out = Vec::with_capacity(total);
@@ -318,12 +366,11 @@ impl CachedObject {
         out.extend_from_slice(&meta);
 
         put_u32(&mut out, self.headers.len());
-        for (name, value) in &self.headers {
-            let n = name.as_str().as_bytes();
+        for (n, value) in self.headers.iter() {
             out.extend_from_slice(&(n.len().min(u16::MAX as usize) as u16).to_le_bytes());
             out.extend_from_slice(n);
             put_u32(&mut out, value.len());
-            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(value);
         }
         out.extend_from_slice(&(self.body.len() as u64).to_le_bytes());
         out.extend_from_slice(&self.body);
@@ -339,20 +386,30 @@ impl CachedObject {
         let meta = 48
             + 8
             + self.meta.key.len()
-            + self.meta.url.len()
+            + self.meta.url().len()
             + 4
             + self.meta.tags.iter().map(|t| 4 + t.len()).sum::<usize>();
-        meta <= MAX_META_LEN && self.headers.values().all(|v| v.len() < u32::MAX as usize)
+        meta <= MAX_META_LEN
+            && self
+                .headers
+                .iter()
+                .all(|(_, v)| v.len() < u32::MAX as usize)
     }
 
-    /// Decodes a record, copying the body out of `buf`.
+    /// Decodes a record, copying the body out of `buf` (into one allocation with the
+    /// fields, as [`CachedObject::new`]).
     ///
     /// # Errors
     /// Any [`DecodeError`]: truncation, bad magic/version, length or CRC mismatch,
     /// invalid fields. Never panics and never allocates more than `buf.len()` worth.
     pub fn decode(buf: &[u8]) -> Result<CachedObject, DecodeError> {
         let (parts, body) = parse(buf)?;
-        Ok(parts.into_object(Bytes::copy_from_slice(&buf[body])))
+        Ok(CachedObject::new(
+            parts.meta,
+            parts.status,
+            &parts.headers,
+            &buf[body],
+        ))
     }
 
     /// Like [`decode`](Self::decode) but the body is a zero-copy slice of `buf`.
@@ -468,7 +525,7 @@ impl Parts {
         CachedObject {
             meta: self.meta,
             status: self.status,
-            headers: self.headers,
+            headers: StoredFields::from_map(&self.headers),
             body,
             memo: ObjectMemo::default(),
         }
@@ -537,6 +594,7 @@ fn read_meta(r: &mut Reader<'_>) -> Result<ObjectMeta, DecodeError> {
     let stale_until = r.time()?;
     let key = r.string()?;
     let url = r.string()?;
+    let url = ObjectMeta::url_field(&key, &url);
     let count = r.count(4)?;
     let mut tags = Vec::with_capacity(count);
     for _ in 0..count {
@@ -661,7 +719,7 @@ pub(crate) mod tests {
         CachedObject {
             meta: ObjectMeta {
                 key: key.to_owned(),
-                url: url.to_owned(),
+                url: ObjectMeta::url_field(key, url),
                 tags: tags.iter().map(|t| t.to_string()).collect(),
                 request_time: now - Duration::from_millis(5),
                 response_time: now,
@@ -669,7 +727,7 @@ pub(crate) mod tests {
                 stale_until: now + Duration::from_secs(3600),
             },
             status: StatusCode::OK,
-            headers,
+            headers: StoredFields::from_map(&headers),
             body: Bytes::from(body),
             memo: ObjectMemo::default(),
         }
@@ -694,14 +752,14 @@ pub(crate) mod tests {
         assert_eq!(rm.total_len, enc.len() as u64);
         // Repeated header values survive in order.
         let dec = CachedObject::decode(&enc).unwrap();
-        let vary: Vec<_> = dec.headers.get_all(http::header::VARY).iter().collect();
-        assert_eq!(vary, ["accept", "accept-encoding"]);
+        let vary: Vec<_> = dec.headers.get_all(http::header::VARY).collect();
+        assert_eq!(vary, [&b"accept"[..], b"accept-encoding"]);
     }
 
     #[test]
     fn round_trip_empty_and_pre_epoch() {
         let mut obj = sample("", "", &[], 0);
-        obj.headers.clear();
+        obj.headers = StoredFields::default();
         obj.status = StatusCode::NOT_FOUND;
         obj.meta.request_time = UNIX_EPOCH;
         let dec = CachedObject::decode(&obj.encode()).unwrap();

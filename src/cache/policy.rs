@@ -579,8 +579,11 @@ fn list_contains(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
     })
 }
 
-fn header_date(headers: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
-    parse_date(headers.get(name)?)
+fn header_date<F: crate::cache::fields::FieldSource + ?Sized>(
+    headers: &F,
+    name: &HeaderName,
+) -> Option<SystemTime> {
+    parse_http_date(headers.field_str(name)?)
 }
 
 fn parse_date(value: &HeaderValue) -> Option<SystemTime> {
@@ -923,14 +926,14 @@ fn reuse_ignoring_only_if_cached(
 /// `%` are percent-encoded, so distinct values never collide. No `Vary`
 /// gives `Some("")`. Fields `norm` normalises (`Accept-Encoding` always, to one
 /// coding; listed ones to one listed value) become `name=normalised value`.
-pub fn secondary_key<'a>(
-    vary: impl IntoIterator<Item = &'a HeaderValue>,
+pub fn secondary_key(
+    vary: impl IntoIterator<Item = impl AsRef<[u8]>>,
     req_headers: &HeaderMap,
     norm: &VaryNormalise,
 ) -> Option<String> {
     let mut names: Vec<String> = Vec::new();
     for value in vary {
-        for member in value.as_bytes().split(|&b| b == b',') {
+        for member in value.as_ref().split(|&b| b == b',') {
             let member = trim_ows(member);
             if member == b"*" {
                 return None;

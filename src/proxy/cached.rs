@@ -8,14 +8,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 
 use crate::body::RespBody;
 use crate::cache::fill::Fill;
-use crate::cache::object::{CachedObject, ObjectMeta};
+use crate::cache::object::{CachedObject, ObjectMeta, ObjectParts};
 use crate::cache::policy::{self, Freshness, Reuse};
 use crate::cache::status::{CacheStatus, Miss, Stale};
 use crate::cache::tier::shared::Target;
@@ -205,7 +204,7 @@ fn respond_raw(
     }
     // After the stored fields: the hit's `X-Cache`, and the `Via` the response step adds
     // to every other response (the response step writes neither to a raw head).
-    let lines = obj.raw_fields(CacheStatus::Hit.raw_lines())?.clone();
+    let lines = obj.raw_fields()?;
     let mut resp = Response::new(RespBody::full(obj.body.clone()));
     *resp.status_mut() = obj.status;
     // The header map stays empty (and unallocated): hyper keeps a response's map for
@@ -648,9 +647,10 @@ fn freshness(obj: &CachedObject, p: &CachePolicy) -> Freshness {
 }
 
 fn compute_freshness(obj: &CachedObject, p: &CachePolicy) -> Freshness {
+    // Kept by the store for its route's policy: computed here for another policy only.
     let mut f = Freshness::from_response(
         obj.status,
-        &obj.headers,
+        &obj.headers.to_map(),
         &p.store,
         obj.meta.request_time,
         obj.meta.response_time,
@@ -689,7 +689,7 @@ fn to_store(
     req_headers: &HeaderMap,
     request_time: SystemTime,
     response_time: SystemTime,
-) -> Option<(CachedObject, Option<CachedObject>)> {
+) -> Option<(ObjectParts, Option<CachedObject>)> {
     let mut f = Freshness::from_response(*status, headers, &p.store, request_time, response_time);
     widen(&mut f, p);
     let fresh_until = response_time + f.lifetime.saturating_sub(f.age_at_store);
@@ -723,10 +723,10 @@ fn to_store(
                 .map(str::to_string),
         );
     }
-    let obj = CachedObject {
+    let obj = ObjectParts {
         meta: ObjectMeta {
             key,
-            url: key::url_of(primary).to_string(),
+            url: None,
             tags,
             request_time,
             response_time,
@@ -735,8 +735,7 @@ fn to_store(
         },
         status: *status,
         headers: stored_headers(headers, &p.store),
-        body: Bytes::new(),
-        memo: Default::default(),
+        freshness: Some((p.freshness_id, f)),
     };
     let index = (!secondary.is_empty()).then(|| Cache::variants_index(primary, &obj));
     Some((obj, index))
@@ -762,7 +761,7 @@ fn refreshed_by_304(
     request_time: SystemTime,
     response_time: SystemTime,
 ) -> (CachedObject, Option<CachedObject>) {
-    let mut headers = obj.headers.clone();
+    let mut headers = obj.headers.to_map();
     policy::merge_304(&mut headers, headers_304);
     match to_store(
         primary,
@@ -773,10 +772,7 @@ fn refreshed_by_304(
         request_time,
         response_time,
     ) {
-        Some((mut fresh, index)) => {
-            fresh.body = obj.body.clone();
-            (fresh, index)
-        }
+        Some((fresh, index)) => (fresh.into_object(std::slice::from_ref(&obj.body)), index),
         None => (obj.clone(), None),
     }
 }
@@ -791,17 +787,15 @@ fn respond_stored(
     now: SystemTime,
 ) -> Response<RespBody> {
     let age = HeaderValue::from(obj.age_to_send(fresh.age(now).as_secs()));
-    if cache::range::asks(req_headers) && super::compress::range_servable(&obj.headers, req_headers)
-    {
+    let stored = obj.headers.to_map();
+    if cache::range::asks(req_headers) && super::compress::range_servable(&stored, req_headers) {
         let (status, body) = (obj.status, &obj.body);
-        if let Some(resp) =
-            range::answer(status, &obj.headers, body, req_headers, is_head, Some(&age))
-        {
+        if let Some(resp) = range::answer(status, &stored, body, req_headers, is_head, Some(&age)) {
             return resp;
         }
     }
-    if obj.status == StatusCode::OK && policy::not_modified(req_headers, &obj.headers) {
-        return not_modified_response(&obj.headers, Some(age));
+    if obj.status == StatusCode::OK && policy::not_modified(req_headers, &stored) {
+        return not_modified_response(&stored, Some(age));
     }
     let body = if is_head {
         RespBody::empty()
@@ -811,7 +805,7 @@ fn respond_stored(
     let mut resp = Response::new(body);
     *resp.status_mut() = obj.status;
     let headers = resp.headers_mut();
-    *headers = obj.headers.clone();
+    *headers = stored;
     strip_own_fields(headers);
     headers.insert(header::AGE, age);
     if is_head && !headers.contains_key(header::CONTENT_LENGTH) {
@@ -977,7 +971,7 @@ fn spawn_refresh(
         {
             return;
         }
-        let Some((mut fresh, index)) = to_store(
+        let Some((fresh, index)) = to_store(
             &primary,
             &parts.status,
             &parts.headers,
@@ -992,18 +986,18 @@ fn spawn_refresh(
         let Ok(collected) = limited.collect().await else {
             return;
         };
-        fresh.body = collected.to_bytes();
+        let body = collected.to_bytes();
         if let Some(len) = parts
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok())
         {
-            if len != fresh.body.len() {
+            if len != body.len() {
                 return;
             }
         }
-        cache.store(Arc::new(fresh), index);
+        cache.store(Arc::new(fresh.into_object(&[body])), index);
     });
 }
 

@@ -16,6 +16,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 
 use crate::body::RespBody;
+use crate::cache::fields::{visible, FieldSource};
 use crate::compress::Coder;
 use crate::config::{Action, Coding, Compress, Route};
 use crate::observe::metrics::Metrics;
@@ -192,10 +193,9 @@ pub fn plan(
     }
 }
 
-fn no_transform(headers: &HeaderMap) -> bool {
-    headers.get_all(header::CACHE_CONTROL).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
+fn no_transform(headers: &impl FieldSource) -> bool {
+    headers.any_value(&header::CACHE_CONTROL, &mut |v| {
+        v.split(|&b| b == b',')
             .any(|d| d.trim_ascii().eq_ignore_ascii_case(b"no-transform"))
     })
 }
@@ -207,7 +207,7 @@ fn no_transform(headers: &HeaderMap) -> bool {
 pub fn hit_as_is(
     config: Option<&Compress>,
     status: StatusCode,
-    stored: &HeaderMap,
+    stored: &impl FieldSource,
     len: usize,
     req_headers: &HeaderMap,
 ) -> bool {
@@ -217,9 +217,9 @@ pub fn hit_as_is(
     let accept = req_headers
         .get(header::ACCEPT_ENCODING)
         .map(|v| v.as_bytes());
-    match stored.get(header::CONTENT_ENCODING) {
+    match stored.field(&header::CONTENT_ENCODING) {
         Some(ce) => {
-            let Ok(ce) = ce.to_str().map(str::trim) else {
+            let Some(ce) = visible(ce).map(str::trim) else {
                 return true;
             };
             ce.is_empty()
@@ -236,11 +236,11 @@ pub fn hit_as_is(
                 || accept.is_none()
                 || (len as u64) < config.min_size
                 || !stored
-                    .get(header::CONTENT_TYPE)
-                    .is_some_and(|t| config.compressible(t.as_bytes()))
+                    .field(&header::CONTENT_TYPE)
+                    .is_some_and(|t| config.compressible(t))
                 || choose(config, accept).is_none()
                 || no_transform(stored)
-                || stored.contains_key(header::CONTENT_RANGE)
+                || stored.has(&header::CONTENT_RANGE)
         }
     }
 }
@@ -263,7 +263,7 @@ pub fn hit_as_is_stored(
                 || !obj
                     .headers
                     .get(header::CONTENT_TYPE)
-                    .is_some_and(|t| c.compressible(t.as_bytes()))
+                    .is_some_and(|t| c.compressible(t))
                 || no_transform(&obj.headers)
                 || obj.headers.contains_key(header::CONTENT_RANGE))
     });

@@ -3,6 +3,7 @@
 use http::header::{self, HeaderMap, HeaderValue};
 
 use super::{header_date, parse_date, trim_ows};
+use crate::cache::fields::FieldSource;
 
 /// One parsed entity-tag: weakness flag and opaque-tag (with quotes).
 type EntityTag<'a> = (bool, &'a [u8]);
@@ -34,8 +35,8 @@ fn parse_etags(mut s: &[u8]) -> Option<Vec<EntityTag<'_>>> {
     }
 }
 
-fn stored_etag(headers: &HeaderMap) -> Option<EntityTag<'_>> {
-    let tags = parse_etags(headers.get(header::ETAG)?.as_bytes())?;
+fn stored_etag<F: FieldSource + ?Sized>(headers: &F) -> Option<EntityTag<'_>> {
+    let tags = parse_etags(headers.field(&header::ETAG)?)?;
     match tags.as_slice() {
         [tag] => Some(*tag),
         _ => None,
@@ -49,7 +50,7 @@ fn stored_etag(headers: &HeaderMap) -> Option<EntityTag<'_>> {
 /// precedence; otherwise `If-Modified-Since` is compared against the stored
 /// `Last-Modified`, or `Date` when absent. Invalid fields mean "no match".
 /// Callers apply this to GET/HEAD only.
-pub fn not_modified(req_headers: &HeaderMap, stored_resp_headers: &HeaderMap) -> bool {
+pub fn not_modified(req_headers: &HeaderMap, stored_resp_headers: &impl FieldSource) -> bool {
     let inm: Vec<&HeaderValue> = req_headers.get_all(header::IF_NONE_MATCH).iter().collect();
     if !inm.is_empty() {
         if inm.iter().any(|v| trim_ows(v.as_bytes()) == b"*") {
@@ -75,16 +76,19 @@ pub fn not_modified(req_headers: &HeaderMap, stored_resp_headers: &HeaderMap) ->
 /// Conditional headers for revalidating a stored response (RFC 9111 §4.3.1):
 /// `If-None-Match` from `ETag`, `If-Modified-Since` from `Last-Modified`.
 /// Empty when the stored response has no validators.
-pub fn validators_for(stored_resp_headers: &HeaderMap) -> HeaderMap {
+pub fn validators_for(stored_resp_headers: &impl FieldSource) -> HeaderMap {
     let mut out = HeaderMap::new();
-    if let Some(etag) = stored_resp_headers.get(header::ETAG) {
-        if stored_etag(stored_resp_headers).is_some() {
-            out.insert(header::IF_NONE_MATCH, etag.clone());
+    if let Some(etag) = stored_resp_headers.field(&header::ETAG) {
+        if let (Some(_), Ok(etag)) = (
+            stored_etag(stored_resp_headers),
+            HeaderValue::from_bytes(etag),
+        ) {
+            out.insert(header::IF_NONE_MATCH, etag);
         }
     }
-    if let Some(lm) = stored_resp_headers.get(header::LAST_MODIFIED) {
-        if parse_date(lm).is_some() {
-            out.insert(header::IF_MODIFIED_SINCE, lm.clone());
+    if let Some(lm) = stored_resp_headers.field_str(&header::LAST_MODIFIED) {
+        if let (Some(_), Ok(lm)) = (super::parse_http_date(lm), HeaderValue::from_str(lm)) {
+            out.insert(header::IF_MODIFIED_SINCE, lm);
         }
     }
     out
@@ -93,7 +97,10 @@ pub fn validators_for(stored_resp_headers: &HeaderMap) -> HeaderMap {
 /// Whether a 304 answers for this stored response (RFC 9111 §4.3.4): its
 /// `ETag`, if any, must match the stored one (weakly); otherwise its
 /// `Last-Modified`, if any, must equal the stored one. No validators: true.
-pub fn response_304_matches(stored_headers: &HeaderMap, resp_304_headers: &HeaderMap) -> bool {
+pub fn response_304_matches(
+    stored_headers: &impl FieldSource,
+    resp_304_headers: &HeaderMap,
+) -> bool {
     if let Some(new) = resp_304_headers.get(header::ETAG) {
         let new = parse_etags(new.as_bytes());
         return match (new.as_deref(), stored_etag(stored_headers)) {
@@ -103,8 +110,9 @@ pub fn response_304_matches(stored_headers: &HeaderMap, resp_304_headers: &Heade
     }
     match resp_304_headers.get(header::LAST_MODIFIED) {
         Some(new) => stored_headers
-            .get(header::LAST_MODIFIED)
-            .is_some_and(|old| parse_date(old).is_some() && parse_date(old) == parse_date(new)),
+            .field_str(&header::LAST_MODIFIED)
+            .map(super::parse_http_date)
+            .is_some_and(|old| old.is_some() && old == parse_date(new)),
         None => true,
     }
 }

@@ -7,7 +7,8 @@ use super::{trim_ows, CacheControl, StoreOptions};
 
 /// torii's own targeted field: honoured like `CDN-Cache-Control` when listed in
 /// `cache.targeted_fields`, and never forwarded to clients.
-pub const OWN_TARGETED_FIELD: HeaderName = HeaderName::from_static("torii-cache-control");
+pub const OWN_TARGETED_FIELD: HeaderName =
+    HeaderName::from_static(crate::cache::fields::OWN_TARGETED);
 
 /// The default target list (RFC 9213 §3: `CDN-Cache-Control` targets every CDN cache).
 pub fn default_targeted_fields() -> Vec<HeaderName> {

@@ -73,8 +73,8 @@ struct Slot {
 #[derive(Clone)]
 struct SlotWeighter;
 
-impl Weighter<String, Slot> for SlotWeighter {
-    fn weight(&self, _key: &String, slot: &Slot) -> u64 {
+impl Weighter<u64, Slot> for SlotWeighter {
+    fn weight(&self, _key: &u64, slot: &Slot) -> u64 {
         slot.weight
     }
 }
@@ -92,12 +92,14 @@ struct Shared {
 #[derive(Clone)]
 struct Hooks(Arc<Shared>);
 
-impl Lifecycle<String, Slot> for Hooks {
+impl Lifecycle<u64, Slot> for Hooks {
     type RequestState = Vec<Slot>;
 
-    fn on_evict(&self, state: &mut Vec<Slot>, key: String, slot: Slot) {
+    fn on_evict(&self, state: &mut Vec<Slot>, _hash: u64, slot: Slot) {
         self.0.evictions.fetch_add(1, Relaxed);
-        self.0.tags.remove(&key, slot.obj.meta.tags.iter());
+        self.0
+            .tags
+            .remove(&slot.obj.meta.key, slot.obj.meta.tags.iter());
         state.push(slot);
     }
 }
@@ -162,10 +164,51 @@ impl TagIndex {
     }
 }
 
+/// Hashes of cache keys: a keyed 64-bit hash of the key's bytes (so no client can choose
+/// keys that collide), which the cache's own tables then use as it is.
+#[derive(Clone)]
+struct KeyHashes(DefaultHashBuilder);
+
+impl KeyHashes {
+    fn of(&self, key: &str) -> u64 {
+        self.0.hash_one(key)
+    }
+}
+
+impl BuildHasher for KeyHashes {
+    type Hasher = PassThrough;
+
+    fn build_hasher(&self) -> PassThrough {
+        PassThrough(0)
+    }
+}
+
+/// Hashes a `u64` to itself (it already is a hash); anything else by folding its bytes.
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// The in-memory tier. Bounded by the summed [`CachedObject::size`] of its entries;
 /// all methods are synchronous and never block on I/O.
 pub struct MemoryTier {
-    cache: Cache<String, Slot, SlotWeighter, DefaultHashBuilder, Hooks>,
+    /// Entries by [`KeyHashes::of`] their key: the key itself is held once, in the
+    /// object, and compared on every lookup (two keys with one hash are two misses).
+    cache: Cache<u64, Slot, SlotWeighter, KeyHashes, Hooks>,
+    hashes: KeyHashes,
     shared: Arc<Shared>,
     max_bytes: u64,
     max_object_bytes: u64,
@@ -222,14 +265,12 @@ impl MemoryTier {
             evictions: AtomicU64::new(0),
             removals: AtomicU64::new(0),
         });
-        let cache = Cache::with_options(
-            options,
-            SlotWeighter,
-            DefaultHashBuilder::default(),
-            Hooks(shared.clone()),
-        );
+        let hashes = KeyHashes(DefaultHashBuilder::default());
+        let cache =
+            Cache::with_options(options, SlotWeighter, hashes.clone(), Hooks(shared.clone()));
         MemoryTier {
             cache,
+            hashes,
             shared,
             max_bytes,
             max_object_bytes,
@@ -240,7 +281,10 @@ impl MemoryTier {
     /// The object stored under `key`, unless absent or past its `stale_until`
     /// (an expired object is removed and counted as a removal).
     pub fn get(&self, key: &str) -> Option<Arc<CachedObject>> {
-        let slot = self.cache.get(key)?;
+        let slot = self.cache.get(&self.hashes.of(key))?;
+        if slot.obj.meta.key != key {
+            return None;
+        }
         if slot.obj.meta.is_expired(self.clock.now()) {
             self.remove_where(key, |o| o.meta.is_expired(self.clock.now()));
             return None;
@@ -260,17 +304,21 @@ impl MemoryTier {
             self.remove(&obj.meta.key);
             return false;
         }
-        let key = obj.meta.key.clone();
-        let old = self.cache.peek(key.as_str());
+        let key = &obj.meta.key;
+        let hash = self.hashes.of(key);
+        let old = self.cache.peek(&hash);
         self.cache.insert(
-            key.clone(),
+            hash,
             Slot {
                 obj: obj.clone(),
                 weight,
             },
         );
-        self.shared.tags.add(&key, &obj.meta.tags);
-        if let Some(old) = old {
+        self.shared.tags.add(key, &obj.meta.tags);
+        if let Some(old) = old.as_ref().filter(|old| old.obj.meta.key != *key) {
+            // Another key with the same hash, replaced: it is gone.
+            self.unindex(&old.obj.meta.key, &old.obj.meta.tags);
+        } else if let Some(old) = old {
             let gone: Vec<&String> = old
                 .obj
                 .meta
@@ -279,7 +327,7 @@ impl MemoryTier {
                 .filter(|t| !obj.meta.tags.contains(t))
                 .collect();
             if !gone.is_empty() {
-                self.unindex(&key, gone);
+                self.unindex(key, gone);
             }
         }
         self.shared.inserts.fetch_add(1, Relaxed);
@@ -301,7 +349,7 @@ impl MemoryTier {
 
     /// Removes every object whose URL `m` matches; returns how many (scans every entry).
     pub fn purge_urls(&self, m: &UrlMatch) -> usize {
-        let matches = |o: &CachedObject| m.matches(&o.meta.url);
+        let matches = |o: &CachedObject| m.matches(o.meta.url());
         self.matching_keys(matches)
             .into_iter()
             .filter(|k| self.remove_where(k, matches))
@@ -340,7 +388,7 @@ impl MemoryTier {
 
     /// Soft purge of every object whose URL `m` matches. Returns how many were marked.
     pub fn soft_purge_urls(&self, m: &UrlMatch, now: SystemTime) -> usize {
-        let matches = |o: &CachedObject| m.matches(&o.meta.url);
+        let matches = |o: &CachedObject| m.matches(o.meta.url());
         self.matching_keys(matches)
             .into_iter()
             .filter(|k| self.soft_purge_where(k, now, matches))
@@ -398,16 +446,20 @@ impl MemoryTier {
         self.cache
             .iter()
             .filter(|(_, slot)| pred(&slot.obj))
-            .map(|(key, _)| key)
+            .map(|(_, slot)| slot.obj.meta.key.clone())
             .collect()
     }
 
     /// Removes `key` if its object satisfies `pred` (checked under the shard lock).
     fn remove_where(&self, key: &str, pred: impl FnOnce(&CachedObject) -> bool) -> bool {
-        match self.cache.remove_if(key, |slot| pred(&slot.obj)) {
-            Some((key, slot)) => {
+        let hash = self.hashes.of(key);
+        match self
+            .cache
+            .remove_if(&hash, |slot| slot.obj.meta.key == key && pred(&slot.obj))
+        {
+            Some((_, slot)) => {
                 self.shared.removals.fetch_add(1, Relaxed);
-                self.unindex(&key, &slot.obj.meta.tags);
+                self.unindex(key, &slot.obj.meta.tags);
                 true
             }
             None => false,
@@ -418,7 +470,8 @@ impl MemoryTier {
     /// resident object (if a concurrent insert put one back) still carries.
     fn unindex<'a>(&self, key: &str, tags: impl IntoIterator<Item = &'a String> + Clone) {
         self.shared.tags.remove(key, tags.clone());
-        if let Some(current) = self.cache.peek(key) {
+        let current = self.cache.peek(&self.hashes.of(key));
+        if let Some(current) = current.filter(|c| c.obj.meta.key == key) {
             let back: Vec<&String> = tags
                 .into_iter()
                 .filter(|t| current.obj.meta.tags.contains(t))
@@ -433,8 +486,9 @@ impl MemoryTier {
         now: SystemTime,
         pred: impl FnOnce(&CachedObject) -> bool,
     ) -> bool {
-        let result = self.cache.entry(key, Some(Duration::ZERO), |_, slot| {
-            if slot.obj.meta.fresh_until > now && pred(&slot.obj) {
+        let hash = self.hashes.of(key);
+        let result = self.cache.entry(&hash, Some(Duration::ZERO), |_, slot| {
+            if slot.obj.meta.key == key && slot.obj.meta.fresh_until > now && pred(&slot.obj) {
                 slot.obj = Arc::new(slot.obj.stale_copy(now));
                 EntryAction::Retain(true)
             } else {

@@ -430,7 +430,7 @@ impl SharedTier {
         let ttl_ms = (ttl.as_millis() as u64).max(1);
         let expires_ms = unix_ms(obj.meta.stale_until);
         let okey = self.object_key(&obj.meta.key);
-        let ukey = self.url_key(&obj.meta.url);
+        let ukey = self.url_key(obj.meta.url());
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
             .arg(&okey)
@@ -473,7 +473,7 @@ impl SharedTier {
             .arg(self.urls_key())
             .arg("GT")
             .arg(expires_ms)
-            .arg(&obj.meta.url)
+            .arg(obj.meta.url())
             .ignore();
         pipe.cmd("ZREMRANGEBYSCORE")
             .arg(self.urls_key())

@@ -11,7 +11,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
-use super::{CachedObject, Ctx};
+use super::{CachedObject, Ctx, ObjectParts};
 use crate::body::RespBody;
 use crate::cache::range::{self, Ranges};
 use crate::cache::{policy, FlightGuard, FlightState};
@@ -125,7 +125,7 @@ pub(super) fn check_answer(
 /// What the cache step prepared to store a response: the object without its body (and
 /// its `Vary` marker), the flight its followers wait on, the announced `Content-Length`.
 pub(super) type Fill = (
-    Option<(CachedObject, Option<CachedObject>)>,
+    Option<(ObjectParts, Option<CachedObject>)>,
     Option<FlightGuard>,
     Option<u64>,
 );
@@ -168,9 +168,8 @@ pub(super) async fn answer_miss(
         .max_object_size
         .min(ctx.cache.memory().max_object_bytes());
     match template {
-        Some((mut obj, index)) if bytes.len() as u64 <= fill_max => {
-            obj.body = bytes;
-            let obj = Arc::new(obj);
+        Some((parts, index)) if bytes.len() as u64 <= fill_max => {
+            let obj = Arc::new(parts.into_object(&[bytes]));
             ctx.cache.store(obj.clone(), index);
             if let Some(flight) = flight {
                 flight.finish(FlightState::Stored(obj.clone()));

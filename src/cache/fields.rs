@@ -1,0 +1,366 @@
+//! A stored response's fields in one compact block ([`StoredFields`]), and the lookups the
+//! cache and the hit path make on them ([`FieldSource`], also implemented for `HeaderMap`).
+//!
+//! An `http::HeaderMap` costs about 100 bytes per field plus its tables (a 1 KiB object
+//! with six fields carried some 650 bytes of map). A stored object only needs its fields
+//! looked up by name a few times and written out on a hit, so they are kept as the lines
+//! of an HTTP/1 head, `name: value\r\n` with lowercase names, in one buffer shared with
+//! the body (one allocation per object; `CachedObject::new`). Lookups scan the lines:
+//! a stored response has few fields, and a scan of one buffer costs less than hashing.
+//!
+//! # Block layout
+//! ```text
+//! [ sendable lines ][ hit lines ][ held lines ]
+//! ```
+//! *sendable*: every field a hit sends as stored. *hit lines*: `x-cache: HIT` and `Via`,
+//! which every HTTP/1 hit adds (not fields of the object: lookups skip them). *held*: the
+//! fields a hit never sends as stored (framing, `Age`, `X-Cache`, `X-Request-ID`, torii's
+//! own targeted field). A hit's pre-encoded head ([`StoredFields::raw`]) is the first two
+//! parts, one slice, no copy. Without a `Date` there is no pre-encoded head (hyper would
+//! add the current one) and no hit lines.
+
+use bytes::Bytes;
+use http::header::{AGE, CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::cache::status::CacheStatus;
+
+/// Fields looked up by name: a `HeaderMap`, or a stored object's [`StoredFields`].
+pub trait FieldSource {
+    /// The first value of `name`.
+    fn field(&self, name: &HeaderName) -> Option<&[u8]>;
+
+    /// Whether `f` holds for any value of `name` (in order; stops at the first).
+    fn any_value(&self, name: &HeaderName, f: &mut dyn FnMut(&[u8]) -> bool) -> bool;
+
+    /// Whether `name` has a value.
+    fn has(&self, name: &HeaderName) -> bool {
+        self.field(name).is_some()
+    }
+
+    /// The first value of `name` as a string, if it is visible ASCII (as
+    /// `HeaderValue::to_str` reads it).
+    fn field_str(&self, name: &HeaderName) -> Option<&str> {
+        self.field(name).and_then(visible)
+    }
+}
+
+/// A field value as a string, if it is visible ASCII (as `HeaderValue::to_str` reads it).
+pub fn visible(v: &[u8]) -> Option<&str> {
+    if v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+        std::str::from_utf8(v).ok()
+    } else {
+        None
+    }
+}
+
+impl FieldSource for HeaderMap {
+    fn field(&self, name: &HeaderName) -> Option<&[u8]> {
+        self.get(name).map(HeaderValue::as_bytes)
+    }
+
+    fn any_value(&self, name: &HeaderName, f: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+        self.get_all(name).iter().any(|v| f(v.as_bytes()))
+    }
+}
+
+/// The name of torii's own targeted cache-control field (RFC 9213), spelled once here:
+/// `policy::OWN_TARGETED_FIELD`.
+pub const OWN_TARGETED: &str = "torii-cache-control";
+
+/// Whether a hit never sends this stored field as it is (see the module docs).
+fn held(name: &HeaderName) -> bool {
+    [CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION, AGE].contains(name)
+        || name.as_str() == "x-cache"
+        // Each answer carries its own request's ID (`proxy::trace`).
+        || name.as_str() == "x-request-id"
+        || name.as_str() == OWN_TARGETED
+}
+
+/// A stored response's fields: the lines of one block (see the module docs).
+#[derive(Clone, Default)]
+pub struct StoredFields {
+    block: Bytes,
+    /// End of the sendable lines.
+    sendable: u32,
+    /// Length of the hit lines after them (0 without a `Date`).
+    hit_lines: u32,
+}
+
+/// Bytes `headers` take as lines, and whether they carry a `Date`.
+fn lines_len(headers: &HeaderMap) -> (usize, bool) {
+    let len: usize = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    let hit = if headers.contains_key(DATE) {
+        CacheStatus::Hit.raw_lines().len()
+    } else {
+        0
+    };
+    (len + hit, hit > 0)
+}
+
+fn put_line(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+impl StoredFields {
+    /// The fields of `headers` followed by the body (given as its chunks), in one
+    /// allocation: the fields and the body as slices of it.
+    pub fn with_body(headers: &HeaderMap, body: &[impl AsRef<[u8]>]) -> (StoredFields, Bytes) {
+        let (len, dated) = lines_len(headers);
+        let body_len: usize = body.iter().map(|c| c.as_ref().len()).sum();
+        let mut out = Vec::with_capacity(len + body_len);
+        let (sendable, hit_lines) = Self::write(&mut out, headers, dated);
+        for chunk in body {
+            out.extend_from_slice(chunk.as_ref());
+        }
+        let all = Bytes::from(out);
+        let fields = StoredFields {
+            block: all.slice(..len),
+            sendable,
+            hit_lines,
+        };
+        (fields, all.slice(len..))
+    }
+
+    /// The fields of `headers` alone.
+    pub fn from_map(headers: &HeaderMap) -> StoredFields {
+        StoredFields::with_body(headers, &[] as &[&[u8]]).0
+    }
+
+    fn write(out: &mut Vec<u8>, headers: &HeaderMap, dated: bool) -> (u32, u32) {
+        for (name, value) in headers.iter().filter(|(n, _)| !held(n)) {
+            put_line(out, name, value);
+        }
+        let sendable = out.len() as u32;
+        if dated {
+            out.extend_from_slice(CacheStatus::Hit.raw_lines());
+        }
+        let hit_lines = out.len() as u32 - sendable;
+        for (name, value) in headers.iter().filter(|(n, _)| held(n)) {
+            put_line(out, name, value);
+        }
+        (sendable, hit_lines)
+    }
+
+    /// The head a fresh HTTP/1 hit sends as it is (`hyper::RawFields`): every sendable
+    /// field, then the hit's `X-Cache` and `Via`. `None` without a `Date`.
+    pub fn raw(&self) -> Option<Bytes> {
+        (self.hit_lines > 0).then(|| {
+            self.block
+                .slice(..(self.sendable + self.hit_lines) as usize)
+        })
+    }
+
+    /// Bytes the block takes.
+    pub fn block_len(&self) -> usize {
+        self.block.len()
+    }
+
+    /// Every field, as `(name, value)`, sendable ones first, each name's values in order.
+    pub fn iter(&self) -> Lines<'_> {
+        Lines {
+            block: &self.block,
+            at: 0,
+            skip: self.sendable as usize..(self.sendable + self.hit_lines) as usize,
+        }
+    }
+
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// Whether there are no fields.
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+
+    /// The first value of `name` (e.g. `header::ETAG`).
+    pub fn get(&self, name: impl AsRef<str>) -> Option<&[u8]> {
+        let name = name.as_ref().as_bytes();
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// Every value of `name`, in order.
+    pub fn get_all<'a>(
+        &'a self,
+        name: impl AsRef<str> + 'a,
+    ) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.iter()
+            .filter(move |(n, _)| *n == name.as_ref().as_bytes())
+            .map(|(_, v)| v)
+    }
+
+    /// Whether `name` has a value.
+    pub fn contains_key(&self, name: impl AsRef<str>) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// The fields as a `HeaderMap` (values share the block, names are parsed): for a
+    /// response that is not sent as stored, or code written for a map.
+    pub fn to_map(&self) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(self.len());
+        for (name, value) in self.iter() {
+            // The offset of this value in the block, for a slice sharing it.
+            let start = value.as_ptr() as usize - self.block.as_ptr() as usize;
+            let Ok(name) = HeaderName::from_bytes(name) else {
+                continue;
+            };
+            let bytes = self.block.slice(start..start + value.len());
+            if let Ok(value) = HeaderValue::from_maybe_shared(bytes) {
+                map.append(name, value);
+            }
+        }
+        map
+    }
+}
+
+impl FieldSource for StoredFields {
+    fn field(&self, name: &HeaderName) -> Option<&[u8]> {
+        self.get(name)
+    }
+
+    fn any_value(&self, name: &HeaderName, f: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+        self.get_all(name).any(f)
+    }
+}
+
+impl PartialEq for StoredFields {
+    /// Same fields in the same order.
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl std::fmt::Debug for StoredFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(
+                self.iter()
+                    .map(|(n, v)| (String::from_utf8_lossy(n), String::from_utf8_lossy(v))),
+            )
+            .finish()
+    }
+}
+
+/// The lines of a [`StoredFields`] block as `(name, value)`.
+pub struct Lines<'a> {
+    block: &'a [u8],
+    at: usize,
+    skip: std::ops::Range<usize>,
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.at == self.skip.start {
+            self.at = self.skip.end;
+        }
+        let rest = self.block.get(self.at..)?;
+        // Built from a HeaderMap: names hold no ':', values no CR or LF.
+        let colon = rest.iter().position(|&b| b == b':')?;
+        let end = colon + rest[colon..].iter().position(|&b| b == b'\r')?;
+        self.at += end + 2;
+        Some((&rest[..colon], &rest[colon + 2..end]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, VARY};
+
+    fn map(fields: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (n, v) in fields {
+            m.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn lookups_and_the_map_give_back_every_field_in_order_per_name() {
+        let m = map(&[
+            ("date", "Sat, 05 Dec 2026 16:49:33 GMT"),
+            ("content-length", "5"),
+            ("vary", "accept"),
+            ("cache-control", "public, max-age=60"),
+            ("vary", "cookie"),
+            ("x-cache", "MISS"),
+            ("x-custom", "a: b"),
+        ]);
+        let (f, body) = StoredFields::with_body(&m, &[&b"hel"[..], b"lo"]);
+        assert_eq!(&body[..], b"hello");
+        assert_eq!(f.get(&CACHE_CONTROL), Some(&b"public, max-age=60"[..]));
+        assert_eq!(f.get(&ETAG), None);
+        assert!(f.contains_key(&CONTENT_LENGTH));
+        assert_eq!(
+            f.get_all(&VARY).collect::<Vec<_>>(),
+            [&b"accept"[..], b"cookie"]
+        );
+        assert_eq!(f.get("x-custom"), Some(&b"a: b"[..]));
+        assert_eq!(f.len(), 7);
+        let back = f.to_map();
+        assert_eq!(back.len(), 7);
+        for (name, value) in &m {
+            assert!(back.get_all(name).iter().any(|v| v == value), "{name}");
+        }
+        assert_eq!(
+            back.get_all(VARY).iter().collect::<Vec<_>>(),
+            ["accept", "cookie"]
+        );
+        // The hit lines are not fields.
+        assert!(f.iter().all(|(n, _)| n != b"via"));
+        assert_eq!(f.get("x-cache"), Some(&b"MISS"[..]));
+    }
+
+    #[test]
+    fn the_raw_head_is_the_sendable_fields_then_the_hit_lines() {
+        let m = map(&[
+            ("content-type", "text/plain"),
+            ("content-length", "5"),
+            ("date", "Sat, 05 Dec 2026 16:49:33 GMT"),
+            ("age", "3"),
+            ("x-request-id", "abc"),
+        ]);
+        let f = StoredFields::from_map(&m);
+        let raw = f.raw().unwrap();
+        assert_eq!(
+            &raw[..],
+            b"content-type: text/plain\r\ndate: Sat, 05 Dec 2026 16:49:33 GMT\r\nx-cache: HIT\r\nvia: 1.1 torii\r\n"
+        );
+        assert_eq!(f.get(&AGE), Some(&b"3"[..]));
+        // No Date: no raw head, no hit lines.
+        let f = StoredFields::from_map(&map(&[("content-type", "text/plain")]));
+        assert!(f.raw().is_none());
+        assert_eq!(f.get(&CONTENT_TYPE), Some(&b"text/plain"[..]));
+        assert_eq!(f.block_len(), "content-type: text/plain\r\n".len());
+    }
+
+    #[test]
+    fn empty_fields_and_a_header_map_source_agree() {
+        let f = StoredFields::from_map(&HeaderMap::new());
+        assert!(f.is_empty());
+        assert!(f.raw().is_none());
+        let m = map(&[
+            ("cache-control", "no-transform"),
+            ("cache-control", "public"),
+        ]);
+        let s = StoredFields::from_map(&m);
+        for src in [&m as &dyn FieldSource, &s] {
+            assert!(src.any_value(&CACHE_CONTROL, &mut |v| v == b"public"));
+            assert_eq!(src.field_str(&CACHE_CONTROL), Some("no-transform"));
+            assert!(!src.has(&ETAG));
+        }
+    }
+}
