@@ -2,6 +2,7 @@
 //! revalidation, stale serving, background refresh, and storing as the body streams.
 //! Range requests: `range`.
 
+mod age;
 mod range;
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -786,16 +787,16 @@ fn respond_stored(
     fresh: &Freshness,
     now: SystemTime,
 ) -> Response<RespBody> {
-    let age = HeaderValue::from(obj.age_to_send(fresh.age(now).as_secs()));
-    let stored = obj.headers.to_map();
-    if cache::range::asks(req_headers) && super::compress::range_servable(&stored, req_headers) {
+    let age = age::value(obj.age_to_send(fresh.age(now).as_secs()));
+    let stored = obj.fields_map();
+    if cache::range::asks(req_headers) && super::compress::range_servable(stored, req_headers) {
         let (status, body) = (obj.status, &obj.body);
-        if let Some(resp) = range::answer(status, &stored, body, req_headers, is_head, Some(&age)) {
+        if let Some(resp) = range::answer(status, stored, body, req_headers, is_head, Some(&age)) {
             return resp;
         }
     }
-    if obj.status == StatusCode::OK && policy::not_modified(req_headers, &stored) {
-        return not_modified_response(&stored, Some(age));
+    if obj.status == StatusCode::OK && policy::not_modified(req_headers, stored) {
+        return not_modified_response(stored, Some(age));
     }
     let body = if is_head {
         RespBody::empty()
@@ -805,7 +806,7 @@ fn respond_stored(
     let mut resp = Response::new(body);
     *resp.status_mut() = obj.status;
     let headers = resp.headers_mut();
-    *headers = stored;
+    *headers = stored.clone();
     strip_own_fields(headers);
     headers.insert(header::AGE, age);
     if is_head && !headers.contains_key(header::CONTENT_LENGTH) {
