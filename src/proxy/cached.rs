@@ -138,11 +138,17 @@ pub fn serve_hit<B>(
     }
     cache.stats.hits.fetch_add(1, Relaxed);
     // A range or a precondition is answered from the header map (`respond_stored`).
-    let as_is = super::compress::hit_as_is_stored(compress, &obj, req.headers());
     let raw = req.version() <= Version::HTTP_11
         && req.method() == Method::GET
-        && !cache::range::asks(req.headers())
-        && as_is;
+        && !cache::range::asks(req.headers());
+    // A hit answered from the fields map (HTTP/2, HEAD, a range) reads them there, by
+    // hash, rather than scanning the stored lines for each (h2c hit: 44.2k → 42.6k).
+    let as_is = if raw {
+        super::compress::hit_as_is_stored(compress, &obj, &obj.headers, req.headers())
+    } else {
+        super::compress::hit_as_is_stored(compress, &obj, obj.fields_map(), req.headers())
+    };
+    let raw = raw && as_is;
     FirstLook::Hit(
         raw.then(|| respond_raw(&obj, req.headers(), &fresh, now))
             .flatten()

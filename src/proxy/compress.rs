@@ -248,9 +248,11 @@ pub fn hit_as_is(
 /// `hit_as_is` for a stored object, with what does not depend on the client computed
 /// once per object: an object that needs no work for any client (not encoded, and not to
 /// be compressed: its type, size, status or `no-transform`) costs one atomic load.
+/// `fields` are the object's, as stored or as its map (`CachedObject::fields_map`).
 pub fn hit_as_is_stored(
     config: Option<&Compress>,
     obj: &crate::cache::object::CachedObject,
+    fields: &impl FieldSource,
     req_headers: &HeaderMap,
 ) -> bool {
     let Some(c) = config else {
@@ -267,14 +269,7 @@ pub fn hit_as_is_stored(
                 || no_transform(&obj.headers)
                 || obj.headers.contains_key(header::CONTENT_RANGE))
     });
-    inert
-        || hit_as_is(
-            config,
-            obj.status,
-            &obj.headers,
-            obj.body.len(),
-            req_headers,
-        )
+    inert || hit_as_is(config, obj.status, fields, obj.body.len(), req_headers)
 }
 
 /// Whether a range can be answered from a stored object for this client: the object is
