@@ -89,10 +89,10 @@ async fn concurrent_streams_of_small_hits_and_large_bodies_come_whole_and_apart(
     );
     let torii = cached_proxy(&origin).await;
     let client = h2_client(&torii).await;
-    for i in 0..small.len() {
+    for (i, want) in small.iter().enumerate() {
         let (status, _, body) = h2_get(client.clone(), format!("/s{i}")).await;
         assert_eq!(status, 200);
-        assert_eq!(body, small[i]);
+        assert_eq!(&body, want);
     }
     // 100 streams at once on the one connection: hits of every size, two large bodies.
     let mut tasks = Vec::new();
