@@ -153,7 +153,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesced<S> {
             ready!(this.poll_write_buffered(cx))?;
         }
         if this.buf.capacity() == 0 {
-            this.buf.reserve(LIMIT);
+            // Grows (to `LIMIT` at most) with what a connection's turns write,
+            // and stays with the connection.
+            this.buf.reserve(SMALL);
         }
         for b in bufs {
             this.buf.extend_from_slice(b);
