@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use hyper::server::conn::{http1, http2};
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::cache::Cache;
 use crate::config::{Config, RouteId, UpstreamName};
 use crate::limits::{PerIp, RateLimiter};
+use crate::listener::exec::FirstPollInline;
 use crate::listener::tls::Acceptor;
 use crate::observe::metrics::{GroupMetrics, Metrics, RouteMetrics};
 use crate::observe::AccessLog;
@@ -43,7 +43,7 @@ pub struct Runtime {
     /// The downstream HTTP/1.1 and HTTP/2 connection builders, configured from `limits`
     /// (a connection's first bytes pick one: see `listener::conn`).
     pub http1: http1::Builder,
-    pub http2: http2::Builder<TokioExecutor>,
+    pub http2: http2::Builder<FirstPollInline>,
     /// The TLS acceptor of each listener, by its index in `server.listeners`; `None` for
     /// plain listeners. Rebuilt on every reload from the certificates read then.
     pub tls: Vec<Option<Acceptor>>,

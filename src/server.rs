@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use tokio::sync::Semaphore;
 
 use crate::cache::tier::shared::SharedTier;
 use crate::cache::Cache;
 use crate::config::{Config, UpstreamName};
 use crate::limits::{PerIp, RateLimiter};
+use crate::listener::exec::FirstPollInline;
 use crate::listener::tls::{Acceptor, Resumption};
 use crate::listener::{self, Connections};
 use crate::observe::metrics::{route_label, Metrics};
@@ -181,7 +182,7 @@ impl Runtime {
             .max_headers(config.limits.max_headers)
             .pipeline_flush(true)
             .keep_alive(true);
-        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        let mut http2 = http2::Builder::new(FirstPollInline);
         http2
             .timer(TokioTimer::new())
             .max_header_list_size(config.limits.max_header_bytes as u32)

@@ -9,15 +9,20 @@
 //! - a write under [`SMALL`] bytes is copied into its buffer (up to [`LIMIT`] bytes) and
 //!   reported written; a larger one goes to the socket with what is buffered in front of it,
 //!   in one vectored write, without a copy (a 1 MiB body is not copied again);
-//! - a flush with bytes buffered is deferred once: it wakes the connection's task and
-//!   returns, so frames queued later in the same turn join the buffer. The buffer goes out
-//!   at the next read (the task polled again, `h2` reads before it writes), at a larger
-//!   write, or at shutdown — never later than the task's next poll.
+//! - a flush with bytes buffered in this turn (this poll of the connection's task, counted
+//!   by [`Turns`]) is deferred: it wakes the task once and returns, so frames queued later
+//!   in the same turn join the buffer. The buffer goes out at the first read or flush of a
+//!   later turn (the task polled again: `h2` reads before it writes), at a larger write,
+//!   or at shutdown — never later than the task's next poll. Reads within the turn leave
+//!   it: `h2` reads between the streams it hands out, and hyper polls each stream's task
+//!   inline (`listener::exec`), so a turn's responses are queued between reads.
 //!
 //! So `h2` still sees every write and flush done, and the peer still gets every byte; only
 //! when they reach the socket changes. Backpressure is kept: when the buffer is full, a
 //! write waits for the socket.
 
+use std::cell::Cell;
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -29,12 +34,40 @@ pub const SMALL: usize = 4 * 1024;
 /// The most bytes buffered; a write that would go past it sends the buffer first.
 pub const LIMIT: usize = 16 * 1024;
 
+thread_local! {
+    /// Polls of connection tasks on this thread so far ([`Turns`]).
+    static TURN: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Starts a new turn: the task of a connection is being polled again.
+pub fn next_turn() {
+    TURN.with(|t| t.set(t.get().wrapping_add(1)));
+}
+
+fn turn() -> u64 {
+    TURN.with(Cell::get)
+}
+
+/// A connection's future, each poll of which is a new turn for its [`Coalesced`] stream.
+pub struct Turns<C>(pub Pin<Box<C>>);
+
+impl<C: Future> Future for Turns<C> {
+    type Output = C::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
+        next_turn();
+        self.get_mut().0.as_mut().poll(cx)
+    }
+}
+
 /// A stream whose small writes are gathered and written once per event-loop turn.
 pub struct Coalesced<S> {
     io: S,
     /// Bytes written by the connection and not yet to `io`: `buf[at..]`.
     buf: Vec<u8>,
     at: usize,
+    /// The turn the buffered bytes were written in.
+    turn: u64,
     /// A flush was deferred and the task woken for it; cleared once the buffer is out.
     woken: bool,
 }
@@ -45,8 +78,14 @@ impl<S> Coalesced<S> {
             io,
             buf: Vec::new(),
             at: 0,
+            turn: 0,
             woken: false,
         }
+    }
+
+    /// Whether bytes are buffered from an earlier turn than this one.
+    fn owed(&self) -> bool {
+        self.pending() > 0 && self.turn != turn()
     }
 
     fn pending(&self) -> usize {
@@ -118,7 +157,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalesced<S> {
         let this = self.get_mut();
         // The turn that buffered these bytes is over: out with them before reading on.
         // A full socket doesn't hold up reading; its writability wakes the task again.
-        if this.pending() > 0 {
+        if this.owed() {
             if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
                 return Poll::Ready(Err(e));
             }
@@ -152,6 +191,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesced<S> {
         if this.pending() + total > LIMIT {
             ready!(this.poll_write_buffered(cx))?;
         }
+        if this.pending() == 0 {
+            this.turn = turn();
+        }
         if this.buf.capacity() == 0 {
             // Grows (to `LIMIT` at most) with what a connection's turns write,
             // and stays with the connection.
@@ -172,7 +214,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesced<S> {
         if this.pending() == 0 {
             return Pin::new(&mut this.io).poll_flush(cx);
         }
-        // Deferred to the task's next poll (`poll_read`); more frames may join first.
+        if this.owed() {
+            return this.poll_drain(cx);
+        }
+        // Deferred to the task's next poll; more frames may join first.
         if !this.woken {
             this.woken = true;
             cx.waker().wake_by_ref();
@@ -287,6 +332,10 @@ mod tests {
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the task woken once");
         let mut space = [0u8; 16];
         let mut buf = ReadBuf::new(&mut space);
+        // A read within the turn (h2 between the streams it hands out) leaves them.
+        assert!(Pin::new(&mut c).poll_read(&mut cx, &mut buf).is_pending());
+        assert_eq!(c.io.writes, 0, "held until the turn ends");
+        next_turn();
         assert!(Pin::new(&mut c).poll_read(&mut cx, &mut buf).is_pending());
         assert_eq!(c.io.writes, 1, "one write for ten frames");
         let mut got = vec![0u8; 10 * 1033];
@@ -311,6 +360,23 @@ mod tests {
         peer.read_exact(&mut got).await.unwrap();
         assert_eq!(&got[..4], b"head");
         assert!(got[4..] == large[..]);
+    }
+
+    #[tokio::test]
+    async fn a_flush_in_a_later_turn_sends_what_an_earlier_one_buffered() {
+        let (mut c, mut peer) = coalesced(1 << 20);
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert_eq!(write(&mut c, &mut cx, b"one"), Poll::Ready(3));
+        assert!(Pin::new(&mut c).poll_flush(&mut cx).is_ready());
+        assert_eq!(c.io.writes, 0);
+        next_turn();
+        assert_eq!(write(&mut c, &mut cx, b"two"), Poll::Ready(3));
+        assert!(Pin::new(&mut c).poll_flush(&mut cx).is_ready());
+        assert_eq!(c.io.writes, 1, "both turns' bytes in one write");
+        let mut got = [0u8; 6];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"onetwo");
     }
 
     #[tokio::test]

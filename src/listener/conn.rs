@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use super::coalesce::Coalesced;
+use super::coalesce::{Coalesced, Turns};
 use super::tls::TlsInfo;
 use super::Connections;
 use crate::config::ProxyProtocol;
@@ -451,9 +451,15 @@ async fn drive<I: Stream>(
         // Its frames written once per event-loop turn, not once per response (`coalesce`).
         let io = TokioIo::new(Coalesced::new(io));
         let conn = Box::pin(runtime.http2.serve_connection(io, service));
+        let conn = Box::pin(Turns(conn));
         drop(runtime);
         watch
-            .run(conn, sleep, |c| c.graceful_shutdown(), |_| false)
+            .run(
+                conn,
+                sleep,
+                |c| c.get_mut().0.as_mut().graceful_shutdown(),
+                |_| false,
+            )
             .await;
         None
     } else {

@@ -4,6 +4,7 @@
 mod coalesce;
 mod conn;
 mod dorm;
+pub mod exec;
 pub mod proxy_protocol;
 pub mod tls;
 mod workers;
