@@ -25,6 +25,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -34,9 +35,13 @@ pub const SMALL: usize = 4 * 1024;
 /// The most bytes buffered; a write that would go past it sends the buffer first.
 pub const LIMIT: usize = 16 * 1024;
 
+/// Threads that have counted turns: each counts in a range of its own, so a task moved
+/// to another thread (the work-stealing runtime) never finds its old turn's number there.
+static THREADS: AtomicU64 = AtomicU64::new(1);
+
 thread_local! {
-    /// Polls of connection tasks on this thread so far ([`Turns`]).
-    static TURN: Cell<u64> = const { Cell::new(0) };
+    /// The turn being polled on this thread ([`Turns`]), counted from this thread's base.
+    static TURN: Cell<u64> = Cell::new(THREADS.fetch_add(1, Ordering::Relaxed) << 40);
 }
 
 /// Starts a new turn: the task of a connection is being polled again.
