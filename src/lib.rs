@@ -12,6 +12,8 @@
 //!      ACME certificates, challenges          -> src/acme/
 //!   -> downstream HTTP/1.1 & HTTP/2 (hyper)    -> src/listener/conn.rs
 //!      (what a connection is doing)            -> src/connection.rs
+//!      HTTP/2: one write per turn, streams     -> src/listener/coalesce.rs,
+//!        polled in place (a hit: no task)         src/listener/exec.rs
 //!   -> proxy::handle: the whole path           -> src/proxy/mod.rs
 //!      client identity (trusted proxies)      -> src/identity.rs
 //!      admit (sync: answers hits at once)
