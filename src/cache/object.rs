@@ -41,7 +41,7 @@ pub const MAX_META_LEN: usize = 1 << 20;
 /// `CachedObject` and its `Arc`, the memory tier's entry and index slot, the shared
 /// body's reference count, and the allocator's headers and rounding (measured with
 /// `scripts/perf/scale.sh --scenarios memory-per-object`: docs/perf-scale.md).
-pub const OBJECT_OVERHEAD: usize = 400;
+pub const OBJECT_OVERHEAD: usize = 512;
 
 /// Why an encoded record was rejected. Decoding never panics; every variant means
 /// "treat as a miss and drop the record".
