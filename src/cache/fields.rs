@@ -84,8 +84,15 @@ pub struct StoredFields {
     /// End of the sendable lines.
     sendable: u32,
     /// Length of the hit lines after them (0 without a `Date`).
-    hit_lines: u32,
+    hit_lines: u16,
+    /// Whether the fields hold [`VARIANTS_MARKER`] (known without a scan: every lookup
+    /// asks).
+    variants: bool,
 }
+
+/// The field that marks the object stored under a primary key as the list of its `Vary`
+/// variants (`Cache::variants_index`), not a response.
+pub const VARIANTS_MARKER: &str = "x-torii-variants";
 
 /// Bytes `headers` take as lines, and whether they carry a `Date`.
 fn lines_len(headers: &HeaderMap) -> (usize, bool) {
@@ -116,6 +123,7 @@ impl StoredFields {
         let body_len: usize = body.iter().map(|c| c.as_ref().len()).sum();
         let mut out = Vec::with_capacity(len + body_len);
         let (sendable, hit_lines) = Self::write(&mut out, headers, dated);
+        let variants = headers.contains_key(VARIANTS_MARKER);
         for chunk in body {
             out.extend_from_slice(chunk.as_ref());
         }
@@ -124,6 +132,7 @@ impl StoredFields {
             block: all.slice(..len),
             sendable,
             hit_lines,
+            variants,
         };
         (fields, all.slice(len..))
     }
@@ -133,7 +142,7 @@ impl StoredFields {
         StoredFields::with_body(headers, &[] as &[&[u8]]).0
     }
 
-    fn write(out: &mut Vec<u8>, headers: &HeaderMap, dated: bool) -> (u32, u32) {
+    fn write(out: &mut Vec<u8>, headers: &HeaderMap, dated: bool) -> (u32, u16) {
         for (name, value) in headers.iter().filter(|(n, _)| !held(n)) {
             put_line(out, name, value);
         }
@@ -141,7 +150,7 @@ impl StoredFields {
         if dated {
             out.extend_from_slice(CacheStatus::Hit.raw_lines());
         }
-        let hit_lines = out.len() as u32 - sendable;
+        let hit_lines = (out.len() - sendable as usize) as u16;
         for (name, value) in headers.iter().filter(|(n, _)| held(n)) {
             put_line(out, name, value);
         }
@@ -153,8 +162,13 @@ impl StoredFields {
     pub fn raw(&self) -> Option<Bytes> {
         (self.hit_lines > 0).then(|| {
             self.block
-                .slice(..(self.sendable + self.hit_lines) as usize)
+                .slice(..self.sendable as usize + usize::from(self.hit_lines))
         })
+    }
+
+    /// Whether these are the fields of a `Vary` variants index ([`VARIANTS_MARKER`]).
+    pub fn is_variants_index(&self) -> bool {
+        self.variants
     }
 
     /// Bytes the block takes.
@@ -167,7 +181,7 @@ impl StoredFields {
         Lines {
             block: &self.block,
             at: 0,
-            skip: self.sendable as usize..(self.sendable + self.hit_lines) as usize,
+            skip: self.sendable as usize..self.sendable as usize + usize::from(self.hit_lines),
         }
     }
 

@@ -262,3 +262,23 @@ async fn insert_future_can_be_spawned() {
     assert!(handle.await.unwrap().unwrap());
     assert!(tier.get("k").await.is_some());
 }
+
+#[test]
+fn a_record_in_the_page_cache_is_read_without_the_blocking_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    fs::write(&small, b"record bytes").unwrap();
+    // Just written: the page cache holds it.
+    assert_eq!(read_cached(&small).as_deref(), Some(&b"record bytes"[..]));
+    let big = dir.path().join("big");
+    fs::write(&big, vec![7u8; INLINE_READ_MAX + 1]).unwrap();
+    assert_eq!(
+        read_cached(&big),
+        None,
+        "too large: the blocking pool reads it"
+    );
+    let empty = dir.path().join("empty");
+    fs::write(&empty, b"").unwrap();
+    assert_eq!(read_cached(&empty), None);
+    assert_eq!(read_cached(&dir.path().join("missing")), None);
+}
