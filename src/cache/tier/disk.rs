@@ -46,16 +46,18 @@ use crate::cache::UrlMatch;
 /// them ([`read_cached`]) and copied out of the read buffer when decoded.
 const INLINE_READ_MAX: usize = 256 * 1024;
 
-/// The whole file at `path` if it is at most [`INLINE_READ_MAX`] bytes and the page
-/// cache holds all of it: `preadv2` with `RWF_NOWAIT` reads without waiting for the disk
-/// and fails (EAGAIN) instead. `None` otherwise: the caller reads on the blocking pool.
-fn read_cached(path: &Path) -> Option<Vec<u8>> {
-    let file = File::open(path).ok()?;
-    let len = usize::try_from(file.metadata().ok()?.len()).ok()?;
+/// The file at `path`, indexed as `len` bytes, if that is at most [`INLINE_READ_MAX`]
+/// and the page cache holds all of it: `preadv2` with `RWF_NOWAIT` reads without waiting
+/// for the disk and fails (EAGAIN) instead. `None` otherwise (or when the file is not
+/// `len` bytes long: replaced meanwhile): the caller reads on the blocking pool.
+fn read_cached(path: &Path, len: u64) -> Option<Vec<u8>> {
+    let len = usize::try_from(len).ok()?;
     if len == 0 || len > INLINE_READ_MAX {
         return None;
     }
-    let mut data = vec![0u8; len];
+    let file = File::open(path).ok()?;
+    // One byte more than indexed: a longer file is not this record.
+    let mut data = vec![0u8; len + 1];
     let read = rustix::io::preadv2(
         &file,
         &mut [io::IoSliceMut::new(&mut data)],
@@ -63,6 +65,7 @@ fn read_cached(path: &Path) -> Option<Vec<u8>> {
         rustix::io::ReadWriteFlags::NOWAIT,
     )
     .ok()?;
+    data.truncate(len);
     (read == len).then_some(data)
 }
 
@@ -299,7 +302,7 @@ impl DiskTier {
     /// `stale_until` (then deleted). I/O errors are logged and reported as misses.
     pub async fn get(&self, key: &str) -> Option<CachedObject> {
         let hash = key_hash(key);
-        let generation = {
+        let (generation, size) = {
             let mut index = self.inner.lock();
             match index.map.get(&hash) {
                 Some(e) if self.inner.clock.now() >= e.stale_until => {
@@ -308,8 +311,11 @@ impl DiskTier {
                     self.delete_in_background(vec![hash]);
                     return None;
                 }
-                Some(_) => index.touch(hash, now_ms()),
-                None if index.scanning => None,
+                Some(e) => {
+                    let size = e.size;
+                    (index.touch(hash, now_ms()), size)
+                }
+                None if index.scanning => (None, 0),
                 None => return None,
             }
         };
@@ -317,7 +323,7 @@ impl DiskTier {
         // (a hop costs more than the read): most hits on a warm disk tier. Not while
         // the startup scan runs (that path updates the index).
         if generation.is_some() {
-            if let Some(data) = read_cached(&self.inner.path_for(hash)) {
+            if let Some(data) = read_cached(&self.inner.path_for(hash), size) {
                 return self.inner.accept(data, hash, key, generation);
             }
         }
