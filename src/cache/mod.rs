@@ -406,7 +406,7 @@ impl Cache {
         }
         headers.insert(VARIANTS_MARKER, HeaderValue::from_static("1"));
         let mut meta = variant.meta.clone();
-        meta.key = primary.to_string();
+        meta.key = primary.into();
         meta.url = ObjectMeta::url_field(primary, variant.meta.url());
         CachedObject::new(meta, http::StatusCode::OK, &headers, &[])
     }

@@ -28,6 +28,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::cache::fields::StoredFields;
 
+pub use bytestring::ByteString;
+
 /// Magic bytes at the start of every encoded record.
 pub const MAGIC: [u8; 4] = *b"TRCO";
 /// Current encoding version.
@@ -76,7 +78,7 @@ pub enum DecodeError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
     /// Full cache key (primary key + "\n" + secondary/Vary key); identity in every tier.
-    pub key: String,
+    pub key: ByteString,
     /// The URL purges match on when it is not the key's own (`key::url_of(key)`, e.g.
     /// `http://example.com/a/b?x=1`): `None` for every object torii stores, so the URL is
     /// not held twice. See [`ObjectMeta::url`].
@@ -153,17 +155,39 @@ pub struct ObjectParts {
 impl ObjectParts {
     /// The object of these parts and `body` (given as its chunks, copied once).
     pub fn into_object(self, body: &[Bytes]) -> CachedObject {
-        let (headers, body) = StoredFields::with_body(&self.headers, body);
-        let obj = CachedObject {
-            meta: self.meta,
-            status: self.status,
+        CachedObject::with_chunks(self.meta, self.status, &self.headers, body)
+            .with_kept(self.freshness)
+    }
+}
+
+impl CachedObject {
+    /// The object of `meta`, `status`, the fields of `headers` and `body` (its chunks),
+    /// with key, fields and body in one allocation (copied once).
+    fn with_chunks(
+        mut meta: ObjectMeta,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[impl AsRef<[u8]>],
+    ) -> CachedObject {
+        let (key, headers, body) =
+            StoredFields::with_key_and_body(meta.key.as_bytes(), headers, body);
+        // The key's bytes were a `str`: always UTF-8.
+        if let Ok(key) = ByteString::try_from(key) {
+            meta.key = key;
+        }
+        CachedObject {
+            meta,
+            status,
             headers,
             body,
             memo: ObjectMemo::default(),
-        };
-        match self.freshness {
-            Some((id, f)) => obj.with_freshness(id, f),
-            None => obj,
+        }
+    }
+
+    fn with_kept(self, freshness: Option<(u64, crate::cache::policy::Freshness)>) -> Self {
+        match freshness {
+            Some((id, f)) => self.with_freshness(id, f),
+            None => self,
         }
     }
 }
@@ -263,14 +287,7 @@ impl CachedObject {
     /// An object of `meta`, `status`, the fields of `headers` and `body`, with fields and
     /// body in one allocation (the body is copied once).
     pub fn new(meta: ObjectMeta, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Self {
-        let (headers, body) = StoredFields::with_body(headers, &[body]);
-        CachedObject {
-            meta,
-            status,
-            headers,
-            body,
-            memo: ObjectMemo::default(),
-        }
+        CachedObject::with_chunks(meta, status, headers, &[body])
     }
 
     /// The parts of this object (its fields as a map, its kept freshness), for a new
@@ -601,7 +618,7 @@ fn read_meta(r: &mut Reader<'_>) -> Result<ObjectMeta, DecodeError> {
         tags.push(r.string()?);
     }
     Ok(ObjectMeta {
-        key,
+        key: key.into(),
         url,
         tags,
         request_time,
@@ -718,7 +735,7 @@ pub(crate) mod tests {
         }
         CachedObject {
             meta: ObjectMeta {
-                key: key.to_owned(),
+                key: key.into(),
                 url: ObjectMeta::url_field(key, url),
                 tags: tags.iter().map(|t| t.to_string()).collect(),
                 request_time: now - Duration::from_millis(5),
