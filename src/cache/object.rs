@@ -751,6 +751,36 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_object_weighs_its_bytes_and_holds_key_fields_and_body_in_one_allocation() {
+        // An 8 KiB key (the longest URL a request may have) counts all its bytes.
+        let key = format!("http://h/{}", "k".repeat(8 * 1024));
+        let obj = sample(&key, &key, &[], 1024);
+        let built = CachedObject::new(
+            obj.meta.clone(),
+            obj.status,
+            &obj.headers.to_map(),
+            &obj.body,
+        );
+        assert_eq!(
+            built.size(),
+            OBJECT_OVERHEAD + key.len() + built.headers.block_len() + 1024
+        );
+        assert_eq!(&*built.meta.key, key.as_str());
+        assert_eq!(built.meta.url(), key.as_str());
+        assert_eq!(built.headers, obj.headers);
+        assert_eq!(built.body, obj.body);
+        // One allocation: the key, then the fields' lines, then the body.
+        let start = built.meta.key.as_ptr() as usize;
+        let (first_name, _) = built.headers.iter().next().expect("fields");
+        let lines = first_name.as_ptr() as usize;
+        assert_eq!(lines, start + key.len());
+        assert_eq!(
+            built.body.as_ptr() as usize,
+            start + key.len() + built.headers.block_len()
+        );
+    }
+
+    #[test]
     fn round_trip() {
         let obj = sample(
             "GET http://a/x\naccept=gzip",
