@@ -192,7 +192,7 @@ fn make_obj(id: u64, varied: bool) -> Arc<CachedObject> {
     let key = format!("GET http://bench/{id}\n");
     Arc::new(CachedObject {
         meta: ObjectMeta {
-            key,
+            key: key.into(),
             url: None,
             tags: Vec::new(),
             request_time: now,

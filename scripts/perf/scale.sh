@@ -9,7 +9,7 @@
 #                         [--only nginx,varnish,haproxy,torii] [--scenarios a,b] [--torii BIN]
 #                         [--out FILE.json] [--keep]
 #   scenarios: hit-1k pass-1k h2c-hit memory-per-object hit-many hit-zipf miss-store
-#              churn-bound tls-hit tls-handshake h2-hit disk-hit
+#              churn-bound tls-hit tls-handshake tls-resume h2-hit disk-hit
 #   quick run: scripts/perf/scale.sh --objects 100000 --seconds 5
 #
 # Run from the project root with ../shared/bench beside it: its /proc helpers, process

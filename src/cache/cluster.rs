@@ -10,9 +10,7 @@ use tokio::time::Instant;
 
 use super::object::CachedObject;
 use super::tier::shared::Target;
-use super::{
-    policy, primary_of, variant_key, Cache, LeaseOutcome, PurgeReport, Purged, VARIANTS_MARKER,
-};
+use super::{policy, primary_of, variant_key, Cache, LeaseOutcome, PurgeReport, Purged};
 
 // === impl Cache (shared tier) ===
 
@@ -45,7 +43,7 @@ impl Cache {
         norm: &policy::VaryNormalise,
     ) -> Option<Arc<CachedObject>> {
         let first = self.get_shared(primary).await?;
-        if !first.headers.contains_key(VARIANTS_MARKER) {
+        if !first.headers.is_variants_index() {
             return Some(first);
         }
         let secondary =

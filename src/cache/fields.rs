@@ -84,8 +84,15 @@ pub struct StoredFields {
     /// End of the sendable lines.
     sendable: u32,
     /// Length of the hit lines after them (0 without a `Date`).
-    hit_lines: u32,
+    hit_lines: u16,
+    /// Whether the fields hold [`VARIANTS_MARKER`] (known without a scan: every lookup
+    /// asks).
+    variants: bool,
 }
+
+/// The field that marks the object stored under a primary key as the list of its `Vary`
+/// variants (`Cache::variants_index`), not a response.
+pub const VARIANTS_MARKER: &str = "x-torii-variants";
 
 /// Bytes `headers` take as lines, and whether they carry a `Date`.
 fn lines_len(headers: &HeaderMap) -> (usize, bool) {
@@ -112,20 +119,35 @@ impl StoredFields {
     /// The fields of `headers` followed by the body (given as its chunks), in one
     /// allocation: the fields and the body as slices of it.
     pub fn with_body(headers: &HeaderMap, body: &[impl AsRef<[u8]>]) -> (StoredFields, Bytes) {
+        let (_, fields, body) = Self::with_key_and_body(b"", headers, body);
+        (fields, body)
+    }
+
+    /// `key`, the fields of `headers` and the body (given as its chunks) in one
+    /// allocation (a stored object's: a hit reads all three), each a slice of it.
+    pub fn with_key_and_body(
+        key: &[u8],
+        headers: &HeaderMap,
+        body: &[impl AsRef<[u8]>],
+    ) -> (Bytes, StoredFields, Bytes) {
         let (len, dated) = lines_len(headers);
         let body_len: usize = body.iter().map(|c| c.as_ref().len()).sum();
-        let mut out = Vec::with_capacity(len + body_len);
+        let mut out = Vec::with_capacity(key.len() + len + body_len);
+        out.extend_from_slice(key);
         let (sendable, hit_lines) = Self::write(&mut out, headers, dated);
+        let variants = headers.contains_key(VARIANTS_MARKER);
         for chunk in body {
             out.extend_from_slice(chunk.as_ref());
         }
         let all = Bytes::from(out);
+        let k = key.len();
         let fields = StoredFields {
-            block: all.slice(..len),
+            block: all.slice(k..k + len),
             sendable,
             hit_lines,
+            variants,
         };
-        (fields, all.slice(len..))
+        (all.slice(..k), fields, all.slice(k + len..))
     }
 
     /// The fields of `headers` alone.
@@ -133,15 +155,17 @@ impl StoredFields {
         StoredFields::with_body(headers, &[] as &[&[u8]]).0
     }
 
-    fn write(out: &mut Vec<u8>, headers: &HeaderMap, dated: bool) -> (u32, u32) {
+    /// Appends the block to `out`; returns the sendable length and the hit lines' length.
+    fn write(out: &mut Vec<u8>, headers: &HeaderMap, dated: bool) -> (u32, u16) {
+        let start = out.len();
         for (name, value) in headers.iter().filter(|(n, _)| !held(n)) {
             put_line(out, name, value);
         }
-        let sendable = out.len() as u32;
+        let sendable = (out.len() - start) as u32;
         if dated {
             out.extend_from_slice(CacheStatus::Hit.raw_lines());
         }
-        let hit_lines = out.len() as u32 - sendable;
+        let hit_lines = (out.len() - start - sendable as usize) as u16;
         for (name, value) in headers.iter().filter(|(n, _)| held(n)) {
             put_line(out, name, value);
         }
@@ -153,8 +177,13 @@ impl StoredFields {
     pub fn raw(&self) -> Option<Bytes> {
         (self.hit_lines > 0).then(|| {
             self.block
-                .slice(..(self.sendable + self.hit_lines) as usize)
+                .slice(..self.sendable as usize + usize::from(self.hit_lines))
         })
+    }
+
+    /// Whether these are the fields of a `Vary` variants index ([`VARIANTS_MARKER`]).
+    pub fn is_variants_index(&self) -> bool {
+        self.variants
     }
 
     /// Bytes the block takes.
@@ -167,7 +196,7 @@ impl StoredFields {
         Lines {
             block: &self.block,
             at: 0,
-            skip: self.sendable as usize..(self.sendable + self.hit_lines) as usize,
+            skip: self.sendable as usize..self.sendable as usize + usize::from(self.hit_lines),
         }
     }
 

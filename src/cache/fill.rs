@@ -126,7 +126,7 @@ fn empty() -> ObjectParts {
     let now = std::time::SystemTime::UNIX_EPOCH;
     ObjectParts {
         meta: super::object::ObjectMeta {
-            key: String::new(),
+            key: Default::default(),
             url: None,
             tags: Vec::new(),
             request_time: now,

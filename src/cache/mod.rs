@@ -40,7 +40,7 @@ use tier::shared::{SharedTier, Target};
 
 /// Marks the small object stored under a primary key whose response had `Vary`: it holds
 /// the `Vary` field, and each variant is stored under `variant_key(primary, secondary)`.
-const VARIANTS_MARKER: &str = "x-torii-variants";
+use fields::VARIANTS_MARKER;
 
 /// Which URLs a purge reaches. The scheme is part of a key (http and https copies are
 /// stored apart), but not of what a purge means: an `http://` or `https://` URL or prefix
@@ -271,7 +271,7 @@ impl Cache {
         norm: &policy::VaryNormalise,
     ) -> Option<Arc<CachedObject>> {
         let first = self.get(primary).await?;
-        if !first.headers.contains_key(VARIANTS_MARKER) {
+        if !first.headers.is_variants_index() {
             return Some(first);
         }
         let secondary =
@@ -288,7 +288,7 @@ impl Cache {
         norm: &policy::VaryNormalise,
     ) -> Option<Arc<CachedObject>> {
         let first = self.memory.get(primary)?;
-        if !first.headers.contains_key(VARIANTS_MARKER) {
+        if !first.headers.is_variants_index() {
             return Some(first);
         }
         let secondary =
@@ -406,7 +406,7 @@ impl Cache {
         }
         headers.insert(VARIANTS_MARKER, HeaderValue::from_static("1"));
         let mut meta = variant.meta.clone();
-        meta.key = primary.to_string();
+        meta.key = primary.into();
         meta.url = ObjectMeta::url_field(primary, variant.meta.url());
         CachedObject::new(meta, http::StatusCode::OK, &headers, &[])
     }

@@ -28,6 +28,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::cache::fields::StoredFields;
 
+pub use bytestring::ByteString;
+
 /// Magic bytes at the start of every encoded record.
 pub const MAGIC: [u8; 4] = *b"TRCO";
 /// Current encoding version.
@@ -41,7 +43,7 @@ pub const MAX_META_LEN: usize = 1 << 20;
 /// `CachedObject` and its `Arc`, the memory tier's entry and index slot, the shared
 /// body's reference count, and the allocator's headers and rounding (measured with
 /// `scripts/perf/scale.sh --scenarios memory-per-object`: docs/perf-scale.md).
-pub const OBJECT_OVERHEAD: usize = 400;
+pub const OBJECT_OVERHEAD: usize = 512;
 
 /// Why an encoded record was rejected. Decoding never panics; every variant means
 /// "treat as a miss and drop the record".
@@ -76,7 +78,7 @@ pub enum DecodeError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
     /// Full cache key (primary key + "\n" + secondary/Vary key); identity in every tier.
-    pub key: String,
+    pub key: ByteString,
     /// The URL purges match on when it is not the key's own (`key::url_of(key)`, e.g.
     /// `http://example.com/a/b?x=1`): `None` for every object torii stores, so the URL is
     /// not held twice. See [`ObjectMeta::url`].
@@ -153,17 +155,39 @@ pub struct ObjectParts {
 impl ObjectParts {
     /// The object of these parts and `body` (given as its chunks, copied once).
     pub fn into_object(self, body: &[Bytes]) -> CachedObject {
-        let (headers, body) = StoredFields::with_body(&self.headers, body);
-        let obj = CachedObject {
-            meta: self.meta,
-            status: self.status,
+        CachedObject::with_chunks(self.meta, self.status, &self.headers, body)
+            .with_kept(self.freshness)
+    }
+}
+
+impl CachedObject {
+    /// The object of `meta`, `status`, the fields of `headers` and `body` (its chunks),
+    /// with key, fields and body in one allocation (copied once).
+    fn with_chunks(
+        mut meta: ObjectMeta,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[impl AsRef<[u8]>],
+    ) -> CachedObject {
+        let (key, headers, body) =
+            StoredFields::with_key_and_body(meta.key.as_bytes(), headers, body);
+        // The key's bytes were a `str`: always UTF-8.
+        if let Ok(key) = ByteString::try_from(key) {
+            meta.key = key;
+        }
+        CachedObject {
+            meta,
+            status,
             headers,
             body,
             memo: ObjectMemo::default(),
-        };
-        match self.freshness {
-            Some((id, f)) => obj.with_freshness(id, f),
-            None => obj,
+        }
+    }
+
+    fn with_kept(self, freshness: Option<(u64, crate::cache::policy::Freshness)>) -> Self {
+        match freshness {
+            Some((id, f)) => self.with_freshness(id, f),
+            None => self,
         }
     }
 }
@@ -183,7 +207,8 @@ pub struct ObjectMemo(
     /// (`Fill::recode`): one at a time.
     std::sync::atomic::AtomicBool,
     /// The fields as a `HeaderMap`, once a hit needed one (`CachedObject::fields_map`).
-    std::sync::OnceLock<HeaderMap>,
+    /// Boxed: 16 bytes on an object that never needs it, not a `HeaderMap`'s ~96.
+    std::sync::OnceLock<Box<HeaderMap>>,
 );
 
 impl ObjectMemo {
@@ -274,21 +299,14 @@ impl CachedObject {
             // `Content-Length`): a copy keeps the index table, so adding them does not
             // rehash every field (h2c hit: 45.7k → 44.2k instructions, 6.1 → 5.1 mallocs).
             map.reserve(6);
-            map
+            Box::new(map)
         })
     }
 
     /// An object of `meta`, `status`, the fields of `headers` and `body`, with fields and
     /// body in one allocation (the body is copied once).
     pub fn new(meta: ObjectMeta, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Self {
-        let (headers, body) = StoredFields::with_body(headers, &[body]);
-        CachedObject {
-            meta,
-            status,
-            headers,
-            body,
-            memo: ObjectMemo::default(),
-        }
+        CachedObject::with_chunks(meta, status, headers, &[body])
     }
 
     /// The parts of this object (its fields as a map, its kept freshness), for a new
@@ -619,7 +637,7 @@ fn read_meta(r: &mut Reader<'_>) -> Result<ObjectMeta, DecodeError> {
         tags.push(r.string()?);
     }
     Ok(ObjectMeta {
-        key,
+        key: key.into(),
         url,
         tags,
         request_time,
@@ -736,7 +754,7 @@ pub(crate) mod tests {
         }
         CachedObject {
             meta: ObjectMeta {
-                key: key.to_owned(),
+                key: key.into(),
                 url: ObjectMeta::url_field(key, url),
                 tags: tags.iter().map(|t| t.to_string()).collect(),
                 request_time: now - Duration::from_millis(5),
@@ -749,6 +767,36 @@ pub(crate) mod tests {
             body: Bytes::from(body),
             memo: ObjectMemo::default(),
         }
+    }
+
+    #[test]
+    fn an_object_weighs_its_bytes_and_holds_key_fields_and_body_in_one_allocation() {
+        // An 8 KiB key (the longest URL a request may have) counts all its bytes.
+        let key = format!("http://h/{}", "k".repeat(8 * 1024));
+        let obj = sample(&key, &key, &[], 1024);
+        let built = CachedObject::new(
+            obj.meta.clone(),
+            obj.status,
+            &obj.headers.to_map(),
+            &obj.body,
+        );
+        assert_eq!(
+            built.size(),
+            OBJECT_OVERHEAD + key.len() + built.headers.block_len() + 1024
+        );
+        assert_eq!(&*built.meta.key, key.as_str());
+        assert_eq!(built.meta.url(), key.as_str());
+        assert_eq!(built.headers, obj.headers);
+        assert_eq!(built.body, obj.body);
+        // One allocation: the key, then the fields' lines, then the body.
+        let start = built.meta.key.as_ptr() as usize;
+        let (first_name, _) = built.headers.iter().next().expect("fields");
+        let lines = first_name.as_ptr() as usize;
+        assert_eq!(lines, start + key.len());
+        assert_eq!(
+            built.body.as_ptr() as usize,
+            start + key.len() + built.headers.block_len()
+        );
     }
 
     #[test]

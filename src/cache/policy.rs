@@ -1,5 +1,6 @@
 //! RFC 9111 shared-cache policy as pure functions: storability, freshness, age, reuse, conditional requests, revalidation, invalidation and Vary matching.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
@@ -243,8 +244,10 @@ impl<'a> Directives<'a> {
     }
 }
 
-impl Iterator for Directives<'_> {
-    type Item = (String, Option<Vec<u8>>);
+impl<'a> Iterator for Directives<'a> {
+    /// Borrowed from the field when it can be (a lowercase name, an unquoted value): a
+    /// response's directives are parsed on every store without an allocation.
+    type Item = (Cow<'a, str>, Option<Cow<'a, [u8]>>);
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -252,14 +255,18 @@ impl Iterator for Directives<'_> {
                 self.pos += 1;
             }
             self.peek()?;
-            let name = String::from_utf8_lossy(self.take_until(b"=")).to_ascii_lowercase();
+            let raw = self.take_until(b"=");
+            let name = match std::str::from_utf8(raw) {
+                Ok(name) if !raw.iter().any(u8::is_ascii_uppercase) => Cow::Borrowed(name),
+                _ => Cow::Owned(String::from_utf8_lossy(raw).to_ascii_lowercase()),
+            };
             let value = if self.peek() == Some(b'=') {
                 self.pos += 1;
                 self.skip_ws();
                 if self.peek() == Some(b'"') {
-                    Some(self.quoted())
+                    Some(Cow::Owned(self.quoted()))
                 } else {
-                    Some(self.take_until(&[]).to_vec())
+                    Some(Cow::Borrowed(self.take_until(&[])))
                 }
             } else {
                 None

@@ -732,7 +732,7 @@ fn to_store(
     }
     let obj = ObjectParts {
         meta: ObjectMeta {
-            key,
+            key: key.into(),
             url: None,
             tags,
             request_time,

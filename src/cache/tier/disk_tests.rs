@@ -262,3 +262,30 @@ async fn insert_future_can_be_spawned() {
     assert!(handle.await.unwrap().unwrap());
     assert!(tier.get("k").await.is_some());
 }
+
+#[test]
+fn a_record_in_the_page_cache_is_read_without_the_blocking_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    fs::write(&small, b"record bytes").unwrap();
+    // Just written: the page cache holds it.
+    assert_eq!(
+        read_cached(&small, 12).as_deref(),
+        Some(&b"record bytes"[..])
+    );
+    // Not the indexed length (replaced meanwhile): not read here.
+    assert_eq!(read_cached(&small, 11), None);
+    assert_eq!(read_cached(&small, 13), None);
+    let big = dir.path().join("big");
+    let len = INLINE_READ_MAX as u64 + 1;
+    fs::write(&big, vec![7u8; len as usize]).unwrap();
+    assert_eq!(
+        read_cached(&big, len),
+        None,
+        "too large: the blocking pool reads it"
+    );
+    let empty = dir.path().join("empty");
+    fs::write(&empty, b"").unwrap();
+    assert_eq!(read_cached(&empty, 0), None);
+    assert_eq!(read_cached(&dir.path().join("missing"), 12), None);
+}

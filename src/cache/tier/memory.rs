@@ -446,7 +446,7 @@ impl MemoryTier {
         self.cache
             .iter()
             .filter(|(_, slot)| pred(&slot.obj))
-            .map(|(_, slot)| slot.obj.meta.key.clone())
+            .map(|(_, slot)| slot.obj.meta.key.to_string())
             .collect()
     }
 
