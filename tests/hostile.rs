@@ -721,7 +721,8 @@ async fn interim_close_delimited_and_trailered_responses_are_relayed() {
             Some(rest) if path == "/interim" => rest.to_string(),
             _ => text,
         };
-        assert!(!text.contains(" 100 "), "{path}: {text:?}");
+        // Status lines only: a random X-Request-Id may hold these digits.
+        assert!(!text.contains("HTTP/1.1 100 "), "{path}: {text:?}");
         assert_eq!(status_of(&text), "200", "{path}: {text:?}");
         let (_, got) = text.split_once("\r\n\r\n").unwrap();
         let got = if text
@@ -734,7 +735,7 @@ async fn interim_close_delimited_and_trailered_responses_are_relayed() {
         };
         assert_eq!(got, body, "{path}: {text:?}");
         assert!(
-            !text.contains("100 Continue") && !text.contains("103"),
+            !text.contains("100 Continue") && !text.contains("103 Early Hints"),
             "{path}: {text:?}"
         );
     }
