@@ -249,6 +249,36 @@ impl ObjectMemo {
     }
 }
 
+/// Bytes held by the field maps kept on objects (`CachedObject::fields_map`), process-wide.
+static KEPT_MAPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// The most [`KEPT_MAPS`] may hold; set from the memory tier's size.
+static KEPT_MAPS_BUDGET: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Lets kept field maps hold up to `bytes` in all (the memory tier gives them 1/16 of
+/// its size: memory the object weights do not count).
+pub fn set_kept_maps_budget(bytes: usize) {
+    KEPT_MAPS_BUDGET.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Bytes held by kept field maps now.
+pub fn kept_maps_bytes() -> usize {
+    KEPT_MAPS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// What a kept map costs: its box and tables (an entry, about 104 bytes, and its index
+/// slot per field it has room for); its values share the object's block.
+fn map_cost(map: &HeaderMap) -> usize {
+    std::mem::size_of::<HeaderMap>() + map.capacity() * 112
+}
+
+impl Drop for ObjectMemo {
+    fn drop(&mut self) {
+        if let Some(map) = self.4.get() {
+            KEPT_MAPS.fetch_sub(map_cost(map), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 impl Clone for ObjectMemo {
     fn clone(&self) -> Self {
         // A copy (a soft purge's stale copy) is the same object to clients: its Age
@@ -291,16 +321,35 @@ impl CachedObject {
     /// block), built by the first hit that answers from a map (HTTP/2, HEAD, a range, a
     /// 304) and kept for the next: parsing every name on each such hit cost an HTTP/2
     /// hit about 9k instructions (h2c hit, callgrind: 53.4k → 45.7k per request, with
-    /// `proxy::cached::age`). Only objects hit that way pay for the map's memory.
-    pub fn fields_map(&self) -> &HeaderMap {
-        self.memo.4.get_or_init(|| {
-            let mut map = self.headers.to_map();
-            // Room for what a hit adds (`Age`, `Via`, `X-Cache`, `X-Request-Id`, hyper's
-            // `Content-Length`): a copy keeps the index table, so adding them does not
-            // rehash every field (h2c hit: 45.7k → 44.2k instructions, 6.1 → 5.1 mallocs).
-            map.reserve(6);
-            Box::new(map)
-        })
+    /// `proxy::cached::age`). Only objects hit that way pay for the map's memory, and all
+    /// kept maps together stay within [`set_kept_maps_budget`] (past it a hit builds
+    /// its own map, as before): the memory tier's weights do not count them.
+    pub fn fields_map(&self) -> std::borrow::Cow<'_, HeaderMap> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Some(map) = self.memo.4.get() {
+            return std::borrow::Cow::Borrowed(map);
+        }
+        let mut map = self.headers.to_map();
+        // Room for what a hit adds (`Age`, `Via`, `X-Cache`, `X-Request-Id`, hyper's
+        // `Content-Length`): a copy keeps the index table, so adding them does not
+        // rehash every field (h2c hit: 45.7k → 44.2k instructions, 6.1 → 5.1 mallocs).
+        map.reserve(6);
+        let cost = map_cost(&map);
+        let kept = KEPT_MAPS.fetch_add(cost, Relaxed);
+        if kept + cost > KEPT_MAPS_BUDGET.load(Relaxed) {
+            KEPT_MAPS.fetch_sub(cost, Relaxed);
+            return std::borrow::Cow::Owned(map);
+        }
+        let mut ours = Some(map);
+        let kept = self
+            .memo
+            .4
+            .get_or_init(|| Box::new(ours.take().unwrap_or_default()));
+        if ours.is_some() {
+            // Another hit kept its map first: this one's cost was never held.
+            KEPT_MAPS.fetch_sub(cost, Relaxed);
+        }
+        std::borrow::Cow::Borrowed(kept)
     }
 
     /// An object of `meta`, `status`, the fields of `headers` and `body`, with fields and

@@ -146,7 +146,7 @@ pub fn serve_hit<B>(
     let as_is = if raw {
         super::compress::hit_as_is_stored(compress, &obj, &obj.headers, req.headers())
     } else {
-        super::compress::hit_as_is_stored(compress, &obj, obj.fields_map(), req.headers())
+        super::compress::hit_as_is_stored(compress, &obj, &*obj.fields_map(), req.headers())
     };
     let raw = raw && as_is;
     FirstLook::Hit(
@@ -795,14 +795,14 @@ fn respond_stored(
 ) -> Response<RespBody> {
     let age = age::value(obj.age_to_send(fresh.age(now).as_secs()));
     let stored = obj.fields_map();
-    if cache::range::asks(req_headers) && super::compress::range_servable(stored, req_headers) {
+    if cache::range::asks(req_headers) && super::compress::range_servable(&stored, req_headers) {
         let (status, body) = (obj.status, &obj.body);
-        if let Some(resp) = range::answer(status, stored, body, req_headers, is_head, Some(&age)) {
+        if let Some(resp) = range::answer(status, &stored, body, req_headers, is_head, Some(&age)) {
             return resp;
         }
     }
-    if obj.status == StatusCode::OK && policy::not_modified(req_headers, stored) {
-        return not_modified_response(stored, Some(age));
+    if obj.status == StatusCode::OK && policy::not_modified(req_headers, &*stored) {
+        return not_modified_response(&stored, Some(age));
     }
     let body = if is_head {
         RespBody::empty()
@@ -812,7 +812,7 @@ fn respond_stored(
     let mut resp = Response::new(body);
     *resp.status_mut() = obj.status;
     let headers = resp.headers_mut();
-    *headers = stored.clone();
+    *headers = stored.into_owned();
     strip_own_fields(headers);
     headers.insert(header::AGE, age);
     if is_head && !headers.contains_key(header::CONTENT_LENGTH) {

@@ -236,6 +236,10 @@ impl MemoryTier {
     /// A tier holding at most `max_bytes` of objects; see [`MemoryTierOptions`].
     pub fn with_options(max_bytes: u64, opts: MemoryTierOptions) -> Self {
         let max_bytes = max_bytes.max(1);
+        // HTTP/2 hits keep a field map on the objects they read: 1/16 more, at most.
+        crate::cache::object::set_kept_maps_budget(
+            usize::try_from(max_bytes / 16).unwrap_or(usize::MAX),
+        );
         let max_object = opts.max_object_bytes.unwrap_or(max_bytes / 8).max(1);
         let avg = opts.estimated_object_bytes.unwrap_or(16 * 1024).max(1);
         let est_items = usize::try_from((max_bytes / avg).max(32)).unwrap_or(usize::MAX);
