@@ -23,16 +23,6 @@ async fn cached_proxy(origin: &Origin) -> Torii {
     .await
 }
 
-/// An HTTP/2 client (prior knowledge, cleartext) on torii.
-async fn h2_client(torii: &Torii) -> h2::client::SendRequest<Bytes> {
-    let tcp = TcpStream::connect(torii.addr).await.unwrap();
-    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    send
-}
-
 /// `GET path` on `client`: status, `x-cache`, whole body.
 async fn h2_get(
     mut client: h2::client::SendRequest<Bytes>,

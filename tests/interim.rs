@@ -267,16 +267,6 @@ async fn expect_100_continue_is_answered_once_not_twice() {
     assert!(wire.ends_with("hello"), "{wire}");
 }
 
-/// An HTTP/2 client (prior knowledge, cleartext) on torii.
-async fn h2_client(torii: &Torii) -> h2::client::SendRequest<bytes::Bytes> {
-    let tcp = TcpStream::connect(torii.addr).await.unwrap();
-    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    send
-}
-
 /// Sends `GET path` on `client`; the response, still to be awaited.
 async fn h2_get(
     client: &mut h2::client::SendRequest<bytes::Bytes>,

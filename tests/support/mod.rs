@@ -609,6 +609,16 @@ pub async fn get(url: &str) -> (StatusCode, http::HeaderMap, Bytes) {
     )
 }
 
+/// An HTTP/2 client (prior knowledge, cleartext) on torii; its connection runs in a task.
+pub async fn h2_client(torii: &Torii) -> h2::client::SendRequest<Bytes> {
+    let tcp = TcpStream::connect(torii.addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    send
+}
+
 /// Writes raw bytes to `addr` and reads until the server closes or `wait` passes.
 pub async fn raw(addr: SocketAddr, request: &[u8], wait: Duration) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
