@@ -36,6 +36,9 @@ pub const MAGIC: [u8; 4] = *b"TRCO";
 pub const VERSION: u8 = 1;
 /// Length of the fixed record header.
 pub const HEADER_LEN: usize = 24;
+/// Records up to this size are copied out of their read buffer when made objects
+/// ([`CachedObject::from_record`]).
+pub const COPY_RECORD_MAX: usize = 256 * 1024;
 /// Upper bound on the meta section (key, url, tags); longer records are rejected
 /// on encode and decode so index rebuilds never read unbounded prefixes.
 pub const MAX_META_LEN: usize = 1 << 20;
@@ -495,6 +498,20 @@ impl CachedObject {
             &parts.headers,
             &buf[body],
         ))
+    }
+
+    /// A record read from a tier (disk, Redis) as an object in memory: one up to
+    /// [`COPY_RECORD_MAX`] bytes is copied into one allocation with its fields (what
+    /// [`size`](Self::size) accounts for); a larger one keeps `record` for its body.
+    ///
+    /// # Errors
+    /// Same as [`decode`](Self::decode).
+    pub fn from_record(record: Vec<u8>) -> Result<CachedObject, DecodeError> {
+        if record.len() <= COPY_RECORD_MAX {
+            CachedObject::decode(&record)
+        } else {
+            CachedObject::decode_bytes(Bytes::from(record))
+        }
     }
 
     /// Like [`decode`](Self::decode) but the body is a zero-copy slice of `buf`.

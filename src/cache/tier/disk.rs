@@ -35,7 +35,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::cache::clock::Clock;
@@ -43,8 +42,8 @@ use crate::cache::object::{self, CachedObject, DecodeError, HEADER_LEN};
 use crate::cache::UrlMatch;
 
 /// Records up to this size are read on the request's thread when the page cache holds
-/// them ([`read_cached`]) and copied out of the read buffer when decoded.
-const INLINE_READ_MAX: usize = 256 * 1024;
+/// them ([`read_cached`]).
+const INLINE_READ_MAX: usize = object::COPY_RECORD_MAX;
 
 /// The file at `path`, indexed as `len` bytes, if that is at most [`INLINE_READ_MAX`]
 /// and the page cache holds all of it: `preadv2` with `RWF_NOWAIT` reads without waiting
@@ -599,14 +598,7 @@ impl Inner {
         generation: Option<u64>,
     ) -> Option<CachedObject> {
         let path = self.path_for(hash);
-        // A small object is copied into one allocation with its fields (what the memory
-        // tier accounts for); a large one keeps the record's buffer for its body.
-        let decoded = if data.len() <= INLINE_READ_MAX {
-            CachedObject::decode(&data)
-        } else {
-            CachedObject::decode_bytes(Bytes::from(data))
-        };
-        let obj = match decoded {
+        let obj = match CachedObject::from_record(data) {
             Ok(obj) => obj,
             Err(e) => {
                 tracing::warn!(error = %e, path = %path.display(), "disk tier: corrupt object deleted");

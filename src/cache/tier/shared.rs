@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use futures_util::StreamExt as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
@@ -376,7 +375,7 @@ impl SharedTier {
             self.stats.misses.fetch_add(1, Relaxed);
             return Ok(None);
         };
-        match CachedObject::decode_bytes(Bytes::from(value)) {
+        match CachedObject::from_record(value) {
             Ok(obj) if obj.meta.key == key => {
                 self.stats.hits.fetch_add(1, Relaxed);
                 Ok(Some(obj))
