@@ -36,17 +36,7 @@ async fn h2_get(
         .unwrap()
         .unwrap();
     let (response, _) = client.send_request(req, true).unwrap();
-    let (head, mut body) = tokio::time::timeout(WAIT, response)
-        .await
-        .unwrap()
-        .unwrap()
-        .into_parts();
-    let mut bytes = Vec::new();
-    while let Some(chunk) = tokio::time::timeout(WAIT, body.data()).await.unwrap() {
-        let chunk = chunk.unwrap();
-        body.flow_control().release_capacity(chunk.len()).unwrap();
-        bytes.extend_from_slice(&chunk);
-    }
+    let (head, bytes) = h2_whole(response, WAIT).await;
     let x_cache = head
         .headers
         .get("x-cache")

@@ -291,18 +291,7 @@ async fn h2_interim(response: &mut h2::client::ResponseFuture) -> Option<http::R
 
 /// The final response: its head and its whole body.
 async fn h2_final(response: h2::client::ResponseFuture) -> (http::response::Parts, Vec<u8>) {
-    let (head, mut body) = tokio::time::timeout(WAIT, response)
-        .await
-        .unwrap()
-        .unwrap()
-        .into_parts();
-    let mut bytes = Vec::new();
-    while let Some(chunk) = tokio::time::timeout(WAIT, body.data()).await.unwrap() {
-        let chunk = chunk.unwrap();
-        body.flow_control().release_capacity(chunk.len()).unwrap();
-        bytes.extend_from_slice(&chunk);
-    }
-    (head, bytes)
+    h2_whole(response, WAIT).await
 }
 
 #[tokio::test]

@@ -609,6 +609,26 @@ pub async fn get(url: &str) -> (StatusCode, http::HeaderMap, Bytes) {
     )
 }
 
+/// An HTTP/2 response's head and its whole body (flow control released as it is read),
+/// each step bounded by `wait`.
+pub async fn h2_whole(
+    response: h2::client::ResponseFuture,
+    wait: Duration,
+) -> (http::response::Parts, Vec<u8>) {
+    let (head, mut body) = tokio::time::timeout(wait, response)
+        .await
+        .unwrap()
+        .unwrap()
+        .into_parts();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(wait, body.data()).await.unwrap() {
+        let chunk = chunk.unwrap();
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+        bytes.extend_from_slice(&chunk);
+    }
+    (head, bytes)
+}
+
 /// An HTTP/2 client (prior knowledge, cleartext) on torii; its connection runs in a task.
 pub async fn h2_client(torii: &Torii) -> h2::client::SendRequest<Bytes> {
     let tcp = TcpStream::connect(torii.addr).await.unwrap();
