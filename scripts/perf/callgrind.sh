@@ -4,7 +4,11 @@
 #
 #   scripts/perf/callgrind.sh [BIN] [PATH] [SECONDS]
 #     BIN      torii binary (default target/release/torii; build with --release first)
-#     PATH     /1k (a cache hit) or /nocache/1k (every request to the origin), default /1k
+#     PATH     /1k (a cache hit) or /nocache/1k (every request to the origin), default /1k;
+#              a PATH ending in / is a prefix and every request asks for a new key under it
+#              (scale.lua's seq): /obj/ is miss-store (each response stored; torii's memory
+#              tier is $CACHE_MEMORY, default 1MiB, so once full each store evicts), and
+#              /keys/nocache/ the same requests answered no-store (a pass with new keys)
 #     SECONDS  wrk load under callgrind (default 4)
 #
 # Needs valgrind, wrk and nginx (../shared/bench/setup.sh installs the last two). Starts its
@@ -26,12 +30,24 @@ nginx -c "$OUT/origin.conf" -p "$OUT" >/dev/null 2>&1 &
 pids+=($!)
 valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" \
     "$BIN" proxy --listen 127.0.0.1:19384 --to http://127.0.0.1:19380 --workers 1 \
+    --cache-memory "${CACHE_MEMORY:-1MiB}" \
     >"$OUT/torii.log" 2>&1 &
 vg=$!
 pids+=($vg)
-wait_up "$URLPATH" 0.2
-curl -s -o /dev/null "http://127.0.0.1:19384$URLPATH"
-reqs=$(wrk -t1 -c8 -d"${SECS}s" "http://127.0.0.1:19384$URLPATH" | awk '/requests in/{print $1}')
+if [[ $URLPATH == */ ]]; then
+    # warm-up: SECONDS of new keys from 90,000,001 on (more than fill the 1 MiB cache);
+    # the measured run's keys start at 0
+    wait_up "${URLPATH}90000000" 0.2
+    wrk -t1 -c8 -d"${SECS}s" -s scripts/perf/scale.lua "http://127.0.0.1:19384" -- \
+        seq 1 90000001 "$URLPATH" >/dev/null
+    callgrind_control --zero "$vg" >/dev/null  # count the measured run only
+    load=(-s scripts/perf/scale.lua "http://127.0.0.1:19384" -- seq 1 0 "$URLPATH")
+else
+    wait_up "$URLPATH" 0.2
+    curl -s -o /dev/null "http://127.0.0.1:19384$URLPATH"
+    load=("http://127.0.0.1:19384$URLPATH")
+fi
+reqs=$(wrk -t1 -c8 -d"${SECS}s" "${load[@]}" | awk '/requests in/{print $1}')
 kill -INT "$vg"
 wait "$vg" || true
 total=$(callgrind_annotate "$OUT/callgrind.out" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1}')

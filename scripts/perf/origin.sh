@@ -7,6 +7,10 @@ write_origin() {
     mkdir -p "$OUT/www/nocache" "$OUT/tmp"
     head -c 1024 /dev/urandom > "$OUT/www/1k"
     cp "$OUT/www/1k" "$OUT/www/nocache/1k"
+    # /obj/KEY (cacheable) and /keys/nocache/KEY (not): any key, a body of the path then
+    # filler, about 1 KiB; scale.lua's keys (callgrind.sh's per-request keys).
+    local pad
+    pad=$(head -c 1000 /dev/zero | tr '\0' 'x')
     head -c 1048576 /dev/urandom > "$OUT/www/1m"
     cat > "$OUT/origin.conf" <<CONF
 worker_processes 1;
@@ -30,6 +34,8 @@ http {
         location = /1k         { add_header Cache-Control "public, max-age=3600"; }
         location = /1m         { add_header Cache-Control "public, max-age=3600"; }
         location = /nocache/1k { add_header Cache-Control "no-store"; }
+        location /obj/         { add_header Cache-Control "public, max-age=3600"; return 200 "\${uri}$pad"; }
+        location /keys/nocache/ { add_header Cache-Control "no-store"; return 200 "\${uri}$pad"; }
     }
 }
 CONF

@@ -92,7 +92,7 @@ pub struct StoredFields {
 
 /// The field that marks the object stored under a primary key as the list of its `Vary`
 /// variants (`Cache::variants_index`), not a response.
-pub const VARIANTS_MARKER: &str = "x-torii-variants";
+pub const VARIANTS_MARKER: HeaderName = HeaderName::from_static("x-torii-variants");
 
 /// Bytes `headers` take as lines, and whether they carry a `Date`.
 fn lines_len(headers: &HeaderMap) -> (usize, bool) {
@@ -135,7 +135,7 @@ impl StoredFields {
         let mut out = Vec::with_capacity(key.len() + len + body_len);
         out.extend_from_slice(key);
         let (sendable, hit_lines) = Self::write(&mut out, headers, dated);
-        let variants = headers.contains_key(VARIANTS_MARKER);
+        let variants = headers.contains_key(&VARIANTS_MARKER);
         for chunk in body {
             out.extend_from_slice(chunk.as_ref());
         }

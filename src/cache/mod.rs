@@ -576,7 +576,11 @@ impl FlightGuard {
                 .lock()
                 .expect("poisoned")
                 .remove(&self.key);
-            tx.send_replace(state);
+            // No follower can subscribe any more (the flight is gone from the map): with
+            // none, nobody needs the outcome (the common miss, and no wake-up work).
+            if tx.receiver_count() > 0 {
+                tx.send_replace(state);
+            }
             // Stored: `store` took the lease and gives it back after its shared write.
             // Otherwise other nodes should stop waiting and fetch themselves.
             self.cache.release_lease(&self.key);

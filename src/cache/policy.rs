@@ -490,52 +490,13 @@ pub fn storable(
     resp_headers: &HeaderMap,
     opts: &StoreOptions,
 ) -> Result<(), NoStoreReason> {
-    if req_method != Method::GET {
-        return Err(NoStoreReason::Method);
-    }
-    let status = resp_status.as_u16();
-    if status < 200 || status == 206 || status == 304 {
-        return Err(NoStoreReason::Status);
-    }
     let req_cc = CacheControl::from_headers(req_headers);
-    let (cc, targeted) = response_cache_control(resp_headers, opts);
-    let understood = status_understood(resp_status);
-    if cc.must_understand && !understood {
-        return Err(NoStoreReason::Status);
-    }
-    // §5.2.2.3: must-understand with an understood status overrides no-store.
-    if req_cc.no_store || (cc.no_store && !(cc.must_understand && understood)) {
-        return Err(NoStoreReason::NoStore);
-    }
-    if cc.private == Some(FieldScope::All) && !opts.ignore_no_cache_private {
-        return Err(NoStoreReason::Private);
-    }
-    if req_headers.contains_key(header::AUTHORIZATION)
-        && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate)
-    {
-        return Err(NoStoreReason::Authorization);
-    }
-    if resp_headers.contains_key(header::SET_COOKIE)
-        && !opts.allow_set_cookie
-        && !unshared(&cc, opts).contains(&header::SET_COOKIE)
-    {
-        return Err(NoStoreReason::SetCookie);
-    }
-    if list_contains(resp_headers, &header::VARY, "*") {
-        return Err(NoStoreReason::VaryStar);
-    }
-    let has_freshness = cc.max_age.is_some()
-        || cc.s_maxage.is_some()
-        || (!targeted && resp_headers.contains_key(header::EXPIRES))
-        || cc.public
-        || opts.status_ttl(resp_status).is_some()
-        || is_heuristically_cacheable(resp_status)
-        || opts.default_ttl.is_some()
-        || opts.forced_ttl.is_some();
-    if !has_freshness {
-        return Err(NoStoreReason::NoFreshness);
-    }
-    Ok(())
+    ResponseDirectives::parse(resp_status, resp_headers, opts).storable(
+        req_method,
+        &req_cc,
+        req_headers,
+        opts,
+    )
 }
 
 /// Whether a response carries explicit freshness (`max-age`, `s-maxage`, or
@@ -547,18 +508,152 @@ pub fn has_explicit_freshness(
     resp_headers: &HeaderMap,
     opts: &StoreOptions,
 ) -> bool {
-    let (cc, targeted) = response_cache_control(resp_headers, opts);
-    cc.max_age.is_some()
-        || cc.s_maxage.is_some()
-        || (!targeted && resp_headers.contains_key(header::EXPIRES))
-        || opts.status_ttl(status).is_some()
+    ResponseDirectives::parse(status, resp_headers, opts).has_explicit_freshness(opts)
+}
+
+/// A response's caching directives, parsed once ([`response_cache_control`]): every
+/// decision about storing it and its freshness is taken from this one value, so a
+/// stored miss parses its `Cache-Control` once, not once per question.
+#[derive(Debug)]
+pub struct ResponseDirectives<'a> {
+    /// The response's status.
+    pub status: StatusCode,
+    /// The response's fields.
+    pub headers: &'a HeaderMap,
+    /// Its directives: the targeted field's when one is valid, else `Cache-Control`'s.
+    pub cc: CacheControl,
+    /// Whether `cc` came from a targeted field (then `Expires` is ignored).
+    pub targeted: bool,
+}
+
+impl<'a> ResponseDirectives<'a> {
+    /// Parses the directives of a response with `status` and `headers`.
+    pub fn parse(status: StatusCode, headers: &'a HeaderMap, opts: &StoreOptions) -> Self {
+        let (cc, targeted) = response_cache_control(headers, opts);
+        Self {
+            status,
+            headers,
+            cc,
+            targeted,
+        }
+    }
+
+    /// [`storable`], with the request's directives already parsed (only its `no-store`
+    /// counts here).
+    pub fn storable(
+        &self,
+        req_method: &Method,
+        req_cc: &CacheControl,
+        req_headers: &HeaderMap,
+        opts: &StoreOptions,
+    ) -> Result<(), NoStoreReason> {
+        if req_method != Method::GET {
+            return Err(NoStoreReason::Method);
+        }
+        let (cc, resp_headers) = (&self.cc, self.headers);
+        let status = self.status.as_u16();
+        if status < 200 || status == 206 || status == 304 {
+            return Err(NoStoreReason::Status);
+        }
+        let understood = status_understood(self.status);
+        if cc.must_understand && !understood {
+            return Err(NoStoreReason::Status);
+        }
+        // §5.2.2.3: must-understand with an understood status overrides no-store.
+        if req_cc.no_store || (cc.no_store && !(cc.must_understand && understood)) {
+            return Err(NoStoreReason::NoStore);
+        }
+        if cc.private == Some(FieldScope::All) && !opts.ignore_no_cache_private {
+            return Err(NoStoreReason::Private);
+        }
+        if req_headers.contains_key(header::AUTHORIZATION)
+            && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate)
+        {
+            return Err(NoStoreReason::Authorization);
+        }
+        if resp_headers.contains_key(header::SET_COOKIE)
+            && !opts.allow_set_cookie
+            && !unshared(cc, opts).contains(&header::SET_COOKIE)
+        {
+            return Err(NoStoreReason::SetCookie);
+        }
+        if list_contains(resp_headers, &header::VARY, "*") {
+            return Err(NoStoreReason::VaryStar);
+        }
+        let has_freshness = cc.max_age.is_some()
+            || cc.s_maxage.is_some()
+            || (!self.targeted && resp_headers.contains_key(header::EXPIRES))
+            || cc.public
+            || opts.status_ttl(self.status).is_some()
+            || is_heuristically_cacheable(self.status)
+            || opts.default_ttl.is_some()
+            || opts.forced_ttl.is_some();
+        if !has_freshness {
+            return Err(NoStoreReason::NoFreshness);
+        }
+        Ok(())
+    }
+
+    /// [`has_explicit_freshness`].
+    pub fn has_explicit_freshness(&self, opts: &StoreOptions) -> bool {
+        self.cc.max_age.is_some()
+            || self.cc.s_maxage.is_some()
+            || (!self.targeted && self.headers.contains_key(header::EXPIRES))
+            || opts.status_ttl(self.status).is_some()
+    }
+
+    /// [`unshared_fields`].
+    pub fn unshared_fields(&self, opts: &StoreOptions) -> Vec<HeaderName> {
+        unshared(&self.cc, opts)
+    }
+
+    /// [`freshness_lifetime`].
+    pub fn lifetime(&self, opts: &StoreOptions, now: SystemTime) -> Duration {
+        if let Some(ttl) = opts.forced_ttl {
+            return ttl;
+        }
+        let date = header_date(self.headers, &header::DATE).unwrap_or(now);
+        explicit_lifetime(&self.cc, self.targeted, self.headers, date)
+            .or_else(|| opts.status_ttl(self.status))
+            .or_else(|| heuristic_lifetime(self.status, self.headers, opts, date))
+            .or(opts.default_ttl)
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// [`Freshness::from_response`].
+    pub fn freshness(
+        &self,
+        opts: &StoreOptions,
+        request_time: SystemTime,
+        response_time: SystemTime,
+    ) -> Freshness {
+        let cc = &self.cc;
+        let explicit_revalidate = cc.must_revalidate || cc.proxy_revalidate;
+        let window = |d: Option<Duration>| {
+            if explicit_revalidate {
+                Duration::ZERO
+            } else {
+                d.unwrap_or(Duration::ZERO)
+            }
+        };
+        Freshness {
+            lifetime: self.lifetime(opts, response_time),
+            age_at_store: initial_age(self.headers, request_time, response_time),
+            stored_at: response_time,
+            stale_while_revalidate: window(cc.stale_while_revalidate),
+            stale_if_error: window(cc.stale_if_error),
+            must_revalidate: explicit_revalidate || cc.s_maxage.is_some(),
+            no_cache: cc.no_cache == Some(FieldScope::All) && !opts.ignore_no_cache_private,
+            immutable: cc.immutable,
+        }
+    }
 }
 
 /// Fields a qualified `private="…"` or `no-cache="…"` keeps out of the stored
 /// response (RFC 9111 §5.2.2.4, §5.2.2.7): a shared cache stores the rest. Empty
 /// when `ignore_no_cache_private`.
 pub fn unshared_fields(resp_headers: &HeaderMap, opts: &StoreOptions) -> Vec<HeaderName> {
-    unshared(&response_cache_control(resp_headers, opts).0, opts)
+    ResponseDirectives::parse(StatusCode::OK, resp_headers, opts).unshared_fields(opts)
 }
 
 fn unshared(cc: &CacheControl, opts: &StoreOptions) -> Vec<HeaderName> {
@@ -618,13 +713,7 @@ pub fn freshness_lifetime(
     if let Some(ttl) = opts.forced_ttl {
         return ttl;
     }
-    let (cc, targeted) = response_cache_control(resp_headers, opts);
-    let date = header_date(resp_headers, &header::DATE).unwrap_or(now);
-    explicit_lifetime(&cc, targeted, resp_headers, date)
-        .or_else(|| opts.status_ttl(status))
-        .or_else(|| heuristic_lifetime(status, resp_headers, opts, date))
-        .or(opts.default_ttl)
-        .unwrap_or(Duration::ZERO)
+    ResponseDirectives::parse(status, resp_headers, opts).lifetime(opts, now)
 }
 
 fn explicit_lifetime(
@@ -749,25 +838,11 @@ impl Freshness {
         request_time: SystemTime,
         response_time: SystemTime,
     ) -> Self {
-        let (cc, _) = response_cache_control(resp_headers, opts);
-        let explicit_revalidate = cc.must_revalidate || cc.proxy_revalidate;
-        let window = |d: Option<Duration>| {
-            if explicit_revalidate {
-                Duration::ZERO
-            } else {
-                d.unwrap_or(Duration::ZERO)
-            }
-        };
-        Self {
-            lifetime: freshness_lifetime(status, resp_headers, opts, response_time),
-            age_at_store: initial_age(resp_headers, request_time, response_time),
-            stored_at: response_time,
-            stale_while_revalidate: window(cc.stale_while_revalidate),
-            stale_if_error: window(cc.stale_if_error),
-            must_revalidate: explicit_revalidate || cc.s_maxage.is_some(),
-            no_cache: cc.no_cache == Some(FieldScope::All) && !opts.ignore_no_cache_private,
-            immutable: cc.immutable,
-        }
+        ResponseDirectives::parse(status, resp_headers, opts).freshness(
+            opts,
+            request_time,
+            response_time,
+        )
     }
 
     /// Current age (RFC 9111 §4.2.3).

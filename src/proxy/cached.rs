@@ -16,7 +16,7 @@ use http_body_util::BodyExt;
 use crate::body::RespBody;
 use crate::cache::fill::Fill;
 use crate::cache::object::{CachedObject, ObjectMeta, ObjectParts};
-use crate::cache::policy::{self, Freshness, Reuse};
+use crate::cache::policy::{self, Freshness, ResponseDirectives, Reuse};
 use crate::cache::status::{CacheStatus, Miss, Stale};
 use crate::cache::tier::shared::Target;
 use crate::cache::{self, key, Cache, FlightState, Join, LeaseOutcome, UrlMatch};
@@ -457,13 +457,9 @@ pub async fn serve(
     ctx.cache.stats.misses.fetch_add(1, Relaxed);
     let (mut parts, body) = resp.into_parts();
     super::strip_hop_by_hop(&mut parts.headers, false);
-    let storable = policy::storable(
-        &Method::GET,
-        &ctx.req_headers,
-        parts.status,
-        &parts.headers,
-        &ctx.policy.store,
-    );
+    // Parsed once: whether it may be stored, and how, are decided from this one value.
+    let directives = ResponseDirectives::parse(parts.status, &parts.headers, &ctx.policy.store);
+    let storable = directives.storable(&Method::GET, &req_cc, &ctx.req_headers, &ctx.policy.store);
     let length = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -476,8 +472,7 @@ pub async fn serve(
         Ok(()) if fits => {
             let template = to_store(
                 &primary,
-                &parts.status,
-                &parts.headers,
+                &directives,
                 ctx.policy,
                 &ctx.req_headers,
                 request_time,
@@ -690,14 +685,14 @@ fn widen(f: &mut Freshness, p: &CachePolicy) {
 /// would be of no use: no freshness, no stale window and no validators.
 fn to_store(
     primary: &str,
-    status: &StatusCode,
-    headers: &HeaderMap,
+    directives: &ResponseDirectives,
     p: &CachePolicy,
     req_headers: &HeaderMap,
     request_time: SystemTime,
     response_time: SystemTime,
 ) -> Option<(ObjectParts, Option<CachedObject>)> {
-    let mut f = Freshness::from_response(*status, headers, &p.store, request_time, response_time);
+    let (status, headers) = (directives.status, directives.headers);
+    let mut f = directives.freshness(&p.store, request_time, response_time);
     widen(&mut f, p);
     let fresh_until = response_time + f.lifetime.saturating_sub(f.age_at_store);
     let mut stale_until = fresh_until + f.stale_while_revalidate.max(f.stale_if_error);
@@ -740,8 +735,8 @@ fn to_store(
             fresh_until,
             stale_until,
         },
-        status: *status,
-        headers: stored_headers(headers, &p.store),
+        status,
+        headers: stored_headers(directives, &p.store),
         freshness: Some((p.freshness_id, f)),
     };
     let index = (!secondary.is_empty()).then(|| Cache::variants_index(primary, &obj));
@@ -750,9 +745,9 @@ fn to_store(
 
 /// The fields of a response as stored: without those a qualified `no-cache="…"` or
 /// `private="…"` names (RFC 9111 §5.2.2.4, §5.2.2.7).
-fn stored_headers(headers: &HeaderMap, opts: &policy::StoreOptions) -> HeaderMap {
-    let mut stored = headers.clone();
-    for name in policy::unshared_fields(headers, opts) {
+fn stored_headers(directives: &ResponseDirectives, opts: &policy::StoreOptions) -> HeaderMap {
+    let mut stored = directives.headers.clone();
+    for name in directives.unshared_fields(opts) {
         stored.remove(name);
     }
     stored
@@ -772,8 +767,7 @@ fn refreshed_by_304(
     policy::merge_304(&mut headers, headers_304);
     match to_store(
         primary,
-        &obj.status,
-        &headers,
+        &ResponseDirectives::parse(obj.status, &headers, &p.store),
         p,
         req_headers,
         request_time,
@@ -967,21 +961,17 @@ fn spawn_refresh(
         }
         let (mut parts, body) = resp.into_parts();
         super::strip_hop_by_hop(&mut parts.headers, false);
-        if policy::storable(
-            &Method::GET,
-            &req_headers,
-            parts.status,
-            &parts.headers,
-            &p.store,
-        )
-        .is_err()
+        let directives = ResponseDirectives::parse(parts.status, &parts.headers, &p.store);
+        let req_cc = policy::request_cache_control(&req_headers);
+        if directives
+            .storable(&Method::GET, &req_cc, &req_headers, &p.store)
+            .is_err()
         {
             return;
         }
         let Some((fresh, index)) = to_store(
             &primary,
-            &parts.status,
-            &parts.headers,
+            &directives,
             &p,
             &req_headers,
             request_time,
