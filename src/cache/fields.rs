@@ -94,18 +94,21 @@ pub struct StoredFields {
 /// variants (`Cache::variants_index`), not a response.
 pub const VARIANTS_MARKER: HeaderName = HeaderName::from_static("x-torii-variants");
 
-/// Bytes `headers` take as lines, and whether they carry a `Date`.
-fn lines_len(headers: &HeaderMap) -> (usize, bool) {
-    let len: usize = headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum();
-    let hit = if headers.contains_key(DATE) {
+/// Bytes the fields of `headers` that `keep` takes take as lines, and whether they carry a
+/// `Date`.
+fn lines_len(headers: &HeaderMap, keep: &impl Fn(&HeaderName) -> bool) -> (usize, bool) {
+    let mut len = 0;
+    let mut dated = false;
+    for (n, v) in headers.iter().filter(|(n, _)| keep(n)) {
+        len += n.as_str().len() + v.len() + 4;
+        dated |= n == DATE;
+    }
+    let hit = if dated {
         CacheStatus::Hit.raw_lines().len()
     } else {
         0
     };
-    (len + hit, hit > 0)
+    (len + hit, dated)
 }
 
 fn put_line(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
@@ -113,6 +116,29 @@ fn put_line(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value.as_bytes());
     out.extend_from_slice(b"\r\n");
+}
+
+/// One allocation of `key`, a block of `len` bytes (written by `write`, which returns the
+/// fields but their block) and the body's chunks: the key, the fields and the body, each a
+/// slice of it.
+fn assemble(
+    key: &[u8],
+    len: usize,
+    body: &[impl AsRef<[u8]>],
+    write: impl FnOnce(&mut Vec<u8>) -> StoredFields,
+) -> (Bytes, StoredFields, Bytes) {
+    let body_len: usize = body.iter().map(|c| c.as_ref().len()).sum();
+    let mut out = Vec::with_capacity(key.len() + len + body_len);
+    out.extend_from_slice(key);
+    let mut fields = write(&mut out);
+    debug_assert_eq!(out.len(), key.len() + len);
+    for chunk in body {
+        out.extend_from_slice(chunk.as_ref());
+    }
+    let all = Bytes::from(out);
+    let k = key.len();
+    fields.block = all.slice(k..k + len);
+    (all.slice(..k), fields, all.slice(k + len..))
 }
 
 impl StoredFields {
@@ -130,24 +156,29 @@ impl StoredFields {
         headers: &HeaderMap,
         body: &[impl AsRef<[u8]>],
     ) -> (Bytes, StoredFields, Bytes) {
-        let (len, dated) = lines_len(headers);
-        let body_len: usize = body.iter().map(|c| c.as_ref().len()).sum();
-        let mut out = Vec::with_capacity(key.len() + len + body_len);
-        out.extend_from_slice(key);
-        let (sendable, hit_lines) = Self::write(&mut out, headers, dated);
+        let (len, dated) = lines_len(headers, &|_| true);
         let variants = headers.contains_key(&VARIANTS_MARKER);
-        for chunk in body {
-            out.extend_from_slice(chunk.as_ref());
-        }
-        let all = Bytes::from(out);
-        let k = key.len();
-        let fields = StoredFields {
-            block: all.slice(k..k + len),
-            sendable,
-            hit_lines,
-            variants,
-        };
-        (all.slice(..k), fields, all.slice(k + len..))
+        assemble(key, len, body, |out| {
+            let (sendable, hit_lines) = Self::write(out, headers, dated, &|_| true);
+            StoredFields {
+                block: Bytes::new(),
+                sendable,
+                hit_lines,
+                variants,
+            }
+        })
+    }
+
+    /// `key`, these fields and the body in one allocation, like [`Self::with_key_and_body`]
+    /// (the block copied as it is).
+    pub fn rebased(&self, key: &[u8], body: &[impl AsRef<[u8]>]) -> (Bytes, StoredFields, Bytes) {
+        assemble(key, self.block.len(), body, |out| {
+            out.extend_from_slice(&self.block);
+            StoredFields {
+                block: Bytes::new(),
+                ..*self
+            }
+        })
     }
 
     /// The fields of `headers` alone.
@@ -155,19 +186,47 @@ impl StoredFields {
         StoredFields::with_body(headers, &[] as &[&[u8]]).0
     }
 
-    /// Appends the block to `out`; returns the sendable length and the hit lines' length.
-    fn write(out: &mut Vec<u8>, headers: &HeaderMap, dated: bool) -> (u32, u16) {
+    /// The fields of `headers` but those named in `except`, alone: what a response's
+    /// fields are stored as, written once (a later [`Self::rebased`] copies them).
+    pub fn from_map_except(headers: &HeaderMap, except: &[HeaderName]) -> StoredFields {
+        let keep = |n: &HeaderName| !except.contains(n);
+        let (len, dated) = lines_len(headers, &keep);
+        let mut out = Vec::with_capacity(len);
+        let (sendable, hit_lines) = Self::write(&mut out, headers, dated, &keep);
+        StoredFields {
+            block: Bytes::from(out),
+            sendable,
+            hit_lines,
+            variants: keep(&VARIANTS_MARKER) && headers.contains_key(&VARIANTS_MARKER),
+        }
+    }
+
+    /// Appends the block of the fields `keep` takes to `out`; returns the sendable length
+    /// and the hit lines' length.
+    fn write(
+        out: &mut Vec<u8>,
+        headers: &HeaderMap,
+        dated: bool,
+        keep: &impl Fn(&HeaderName) -> bool,
+    ) -> (u32, u16) {
         let start = out.len();
-        for (name, value) in headers.iter().filter(|(n, _)| !held(n)) {
-            put_line(out, name, value);
+        let mut held_any = false;
+        for (name, value) in headers.iter().filter(|(n, _)| keep(n)) {
+            if held(name) {
+                held_any = true;
+            } else {
+                put_line(out, name, value);
+            }
         }
         let sendable = (out.len() - start) as u32;
         if dated {
             out.extend_from_slice(CacheStatus::Hit.raw_lines());
         }
         let hit_lines = (out.len() - start - sendable as usize) as u16;
-        for (name, value) in headers.iter().filter(|(n, _)| held(n)) {
-            put_line(out, name, value);
+        if held_any {
+            for (name, value) in headers.iter().filter(|(n, _)| keep(n) && held(n)) {
+                put_line(out, name, value);
+            }
         }
         (sendable, hit_lines)
     }

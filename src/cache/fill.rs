@@ -82,7 +82,7 @@ impl Fill {
 
     /// The fields of the object to be stored.
     pub fn headers_mut(&mut self) -> &mut http::HeaderMap {
-        &mut self.template.headers
+        self.template.headers.map_mut()
     }
 
     /// The body stored is not the one announced (it is encoded on its way): its length is
@@ -135,7 +135,7 @@ fn empty() -> ObjectParts {
             stale_until: now,
         },
         status: http::StatusCode::OK,
-        headers: http::HeaderMap::new(),
+        headers: super::object::PartsFields::Lines(Default::default()),
         freshness: None,
     }
 }

@@ -40,7 +40,7 @@ use tier::shared::{SharedTier, Target};
 
 /// Marks the small object stored under a primary key whose response had `Vary`: it holds
 /// the `Vary` field, and each variant is stored under `variant_key(primary, secondary)`.
-use fields::VARIANTS_MARKER;
+use fields::{FieldSource, VARIANTS_MARKER};
 
 /// Which URLs a purge reaches. The scheme is part of a key (http and https copies are
 /// stored apart), but not of what a purge means: an `http://` or `https://` URL or prefix
@@ -163,7 +163,9 @@ pub enum Join {
 pub struct Cache {
     memory: MemoryTier,
     disk: Option<DiskTier>,
-    flights: Mutex<HashMap<String, watch::Sender<FlightState>>>,
+    /// Fetches under way, by key: the channel to their followers, made by the first
+    /// follower (most misses have none, and pay for no channel).
+    flights: Mutex<HashMap<String, Option<watch::Sender<FlightState>>>>,
     /// Keys whose last response was uncacheable, until the given instant (Varnish's
     /// hit-for-miss): they skip coalescing so requests don't queue behind each other.
     uncacheable: Mutex<HashMap<String, Instant>>,
@@ -401,9 +403,12 @@ impl Cache {
     /// The marker object stored under `primary` for a response with `Vary`.
     pub fn variants_index(primary: &str, variant: &ObjectParts) -> CachedObject {
         let mut headers = HeaderMap::new();
-        for v in variant.headers.get_all(header::VARY) {
-            headers.append(header::VARY, v.clone());
-        }
+        variant.headers.any_value(&header::VARY, &mut |v| {
+            if let Ok(v) = HeaderValue::from_bytes(v) {
+                headers.append(header::VARY, v);
+            }
+            false
+        });
         headers.insert(VARIANTS_MARKER, HeaderValue::from_static("1"));
         let mut meta = variant.meta.clone();
         meta.key = primary.into();
@@ -500,15 +505,15 @@ impl Cache {
             }
         }
         let mut flights = self.flights.lock().expect("poisoned");
-        if let Some(tx) = flights.get(key) {
+        if let Some(slot) = flights.get_mut(key) {
+            let tx = slot.get_or_insert_with(|| watch::channel(FlightState::Pending).0);
             return Join::Follower(tx.subscribe());
         }
-        let (tx, _) = watch::channel(FlightState::Pending);
-        flights.insert(key.to_string(), tx.clone());
+        flights.insert(key.to_string(), None);
         Join::Leader(FlightGuard {
             cache: self.clone(),
             key: key.to_string(),
-            tx: Some(tx),
+            live: true,
         })
     }
 
@@ -556,7 +561,8 @@ impl Cache {
 pub struct FlightGuard {
     cache: Arc<Cache>,
     key: String,
-    tx: Option<watch::Sender<FlightState>>,
+    /// Not ended yet.
+    live: bool,
 }
 
 impl FlightGuard {
@@ -570,15 +576,17 @@ impl FlightGuard {
     }
 
     fn end(&mut self, state: FlightState) {
-        if let Some(tx) = self.tx.take() {
-            self.cache
+        if std::mem::take(&mut self.live) {
+            let followed = self
+                .cache
                 .flights
                 .lock()
                 .expect("poisoned")
-                .remove(&self.key);
-            // No follower can subscribe any more (the flight is gone from the map): with
-            // none, nobody needs the outcome (the common miss, and no wake-up work).
-            if tx.receiver_count() > 0 {
+                .remove(&self.key)
+                .flatten();
+            // Gone from the map, the flight takes no new follower: those it has get the
+            // outcome (or, with the sender dropped unsent, fetch themselves).
+            if let Some(tx) = followed {
                 tx.send_replace(state);
             }
             // Stored: `store` took the lease and gives it back after its shared write.

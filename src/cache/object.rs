@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
-use crate::cache::fields::StoredFields;
+use crate::cache::fields::{FieldSource, StoredFields};
 
 pub use bytestring::ByteString;
 
@@ -140,8 +140,7 @@ pub struct CachedObject {
     pub memo: ObjectMemo,
 }
 
-/// A response on its way to becoming a [`CachedObject`]: everything but the body, its
-/// fields still a map (compression may change them while the body streams; `Fill`).
+/// A response on its way to becoming a [`CachedObject`]: everything but the body.
 #[derive(Debug, Clone)]
 pub struct ObjectParts {
     /// Identity, tags and timing.
@@ -149,16 +148,62 @@ pub struct ObjectParts {
     /// Response status.
     pub status: StatusCode,
     /// Response fields as they will be stored.
-    pub headers: HeaderMap,
+    pub headers: PartsFields,
     /// The freshness the store computed and the policy it was computed for, kept as the
     /// object's ([`CachedObject::with_freshness`]).
     pub freshness: Option<(u64, crate::cache::policy::Freshness)>,
 }
 
+/// The fields of an object being filled: written as stored once, when the response
+/// arrives (the usual case), or a map once a step rewrites them while the body streams
+/// (compression's `Vary` and `Content-Encoding`: [`PartsFields::map_mut`]).
+#[derive(Debug, Clone)]
+pub enum PartsFields {
+    /// As they will be stored.
+    Lines(StoredFields),
+    /// As a map, rewritten.
+    Map(HeaderMap),
+}
+
+impl PartsFields {
+    /// The fields as a map to rewrite (made from the lines the first time).
+    pub fn map_mut(&mut self) -> &mut HeaderMap {
+        if let PartsFields::Lines(lines) = self {
+            *self = PartsFields::Map(lines.to_map());
+        }
+        match self {
+            PartsFields::Map(map) => map,
+            PartsFields::Lines(_) => unreachable!("made a map above"),
+        }
+    }
+}
+
+impl FieldSource for PartsFields {
+    fn field(&self, name: &HeaderName) -> Option<&[u8]> {
+        match self {
+            PartsFields::Lines(lines) => lines.field(name),
+            PartsFields::Map(map) => map.field(name),
+        }
+    }
+
+    fn any_value(&self, name: &HeaderName, f: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+        match self {
+            PartsFields::Lines(lines) => lines.any_value(name, f),
+            PartsFields::Map(map) => map.any_value(name, f),
+        }
+    }
+}
+
 impl ObjectParts {
     /// The object of these parts and `body` (given as its chunks, copied once).
     pub fn into_object(self, body: &[Bytes]) -> CachedObject {
-        CachedObject::with_chunks(self.meta, self.status, &self.headers, body)
+        let (key, headers, body) = match &self.headers {
+            PartsFields::Lines(lines) => lines.rebased(self.meta.key.as_bytes(), body),
+            PartsFields::Map(map) => {
+                StoredFields::with_key_and_body(self.meta.key.as_bytes(), map, body)
+            }
+        };
+        CachedObject::assembled(self.meta, self.status, key, headers, body)
             .with_kept(self.freshness)
     }
 }
@@ -167,13 +212,25 @@ impl CachedObject {
     /// The object of `meta`, `status`, the fields of `headers` and `body` (its chunks),
     /// with key, fields and body in one allocation (copied once).
     fn with_chunks(
-        mut meta: ObjectMeta,
+        meta: ObjectMeta,
         status: StatusCode,
         headers: &HeaderMap,
         body: &[impl AsRef<[u8]>],
     ) -> CachedObject {
         let (key, headers, body) =
             StoredFields::with_key_and_body(meta.key.as_bytes(), headers, body);
+        CachedObject::assembled(meta, status, key, headers, body)
+    }
+
+    /// The object of `meta` and `status` with its key, fields and body (the key's bytes a
+    /// copy of `meta.key`'s, in one allocation with the rest).
+    fn assembled(
+        mut meta: ObjectMeta,
+        status: StatusCode,
+        key: Bytes,
+        headers: StoredFields,
+        body: Bytes,
+    ) -> CachedObject {
         // The key's bytes were a `str`: always UTF-8.
         if let Ok(key) = ByteString::try_from(key) {
             meta.key = key;
@@ -367,7 +424,7 @@ impl CachedObject {
         ObjectParts {
             meta: self.meta.clone(),
             status: self.status,
-            headers: self.headers.to_map(),
+            headers: PartsFields::Lines(self.headers.clone()),
             freshness: self.memo.0.get().copied(),
         }
     }

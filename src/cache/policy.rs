@@ -609,10 +609,17 @@ impl<'a> ResponseDirectives<'a> {
 
     /// [`freshness_lifetime`].
     pub fn lifetime(&self, opts: &StoreOptions, now: SystemTime) -> Duration {
+        self.lifetime_from(
+            opts,
+            header_date(self.headers, &header::DATE).unwrap_or(now),
+        )
+    }
+
+    /// [`Self::lifetime`], given the response's `Date` (or the response time without one).
+    fn lifetime_from(&self, opts: &StoreOptions, date: SystemTime) -> Duration {
         if let Some(ttl) = opts.forced_ttl {
             return ttl;
         }
-        let date = header_date(self.headers, &header::DATE).unwrap_or(now);
         explicit_lifetime(&self.cc, self.targeted, self.headers, date)
             .or_else(|| opts.status_ttl(self.status))
             .or_else(|| heuristic_lifetime(self.status, self.headers, opts, date))
@@ -636,9 +643,11 @@ impl<'a> ResponseDirectives<'a> {
                 d.unwrap_or(Duration::ZERO)
             }
         };
+        // `Date` is read once for both.
+        let date = header_date(self.headers, &header::DATE);
         Freshness {
-            lifetime: self.lifetime(opts, response_time),
-            age_at_store: initial_age(self.headers, request_time, response_time),
+            lifetime: self.lifetime_from(opts, date.unwrap_or(response_time)),
+            age_at_store: initial_age_from(date, self.headers, request_time, response_time),
             stored_at: response_time,
             stale_while_revalidate: window(cc.stale_while_revalidate),
             stale_if_error: window(cc.stale_if_error),
@@ -781,8 +790,18 @@ pub fn initial_age(
     request_time: SystemTime,
     response_time: SystemTime,
 ) -> Duration {
-    let date = header_date(resp_headers, &header::DATE).unwrap_or(response_time);
-    let apparent_age = since(response_time, date);
+    let date = header_date(resp_headers, &header::DATE);
+    initial_age_from(date, resp_headers, request_time, response_time)
+}
+
+/// [`initial_age`], given the response's `Date` field (parsed).
+fn initial_age_from(
+    date: Option<SystemTime>,
+    resp_headers: &HeaderMap,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> Duration {
+    let apparent_age = since(response_time, date.unwrap_or(response_time));
     let response_delay = since(response_time, request_time);
     let corrected_age_value = age_value(resp_headers).saturating_add(response_delay);
     apparent_age.max(corrected_age_value)

@@ -14,8 +14,9 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 
 use crate::body::RespBody;
+use crate::cache::fields::StoredFields;
 use crate::cache::fill::Fill;
-use crate::cache::object::{CachedObject, ObjectMeta, ObjectParts};
+use crate::cache::object::{CachedObject, ObjectMeta, ObjectParts, PartsFields};
 use crate::cache::policy::{self, Freshness, ResponseDirectives, Reuse};
 use crate::cache::status::{CacheStatus, Miss, Stale};
 use crate::cache::tier::shared::Target;
@@ -736,21 +737,14 @@ fn to_store(
             stale_until,
         },
         status,
-        headers: stored_headers(directives, &p.store),
+        headers: PartsFields::Lines(StoredFields::from_map_except(
+            headers,
+            &directives.unshared_fields(&p.store),
+        )),
         freshness: Some((p.freshness_id, f)),
     };
     let index = (!secondary.is_empty()).then(|| Cache::variants_index(primary, &obj));
     Some((obj, index))
-}
-
-/// The fields of a response as stored: without those a qualified `no-cache="…"` or
-/// `private="…"` names (RFC 9111 §5.2.2.4, §5.2.2.7).
-fn stored_headers(directives: &ResponseDirectives, opts: &policy::StoreOptions) -> HeaderMap {
-    let mut stored = directives.headers.clone();
-    for name in directives.unshared_fields(opts) {
-        stored.remove(name);
-    }
-    stored
 }
 
 /// The stored object updated by a 304 (RFC 9111 §4.3.4): merged headers, new times.
