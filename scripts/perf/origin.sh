@@ -19,6 +19,7 @@ pid $OUT/origin.pid;
 error_log $OUT/origin-error.log warn;
 events { worker_connections 4096; }
 http {
+    default_type application/octet-stream;
     access_log off;
     sendfile on;
     tcp_nopush on;

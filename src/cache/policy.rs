@@ -116,34 +116,34 @@ impl CacheControl {
         }
     }
 
-    pub(crate) fn apply(&mut self, name: &str, value: Option<&[u8]>) {
+    pub(crate) fn apply(&mut self, name: &[u8], value: Option<&[u8]>) {
         let delta_or_zero = || value.and_then(parse_delta).unwrap_or(Duration::ZERO);
         match name {
-            "max-age" if self.max_age.is_none() => self.max_age = Some(delta_or_zero()),
-            "s-maxage" if self.s_maxage.is_none() => self.s_maxage = Some(delta_or_zero()),
-            "min-fresh" if self.min_fresh.is_none() => self.min_fresh = Some(delta_or_zero()),
-            "stale-while-revalidate" if self.stale_while_revalidate.is_none() => {
+            b"max-age" if self.max_age.is_none() => self.max_age = Some(delta_or_zero()),
+            b"s-maxage" if self.s_maxage.is_none() => self.s_maxage = Some(delta_or_zero()),
+            b"min-fresh" if self.min_fresh.is_none() => self.min_fresh = Some(delta_or_zero()),
+            b"stale-while-revalidate" if self.stale_while_revalidate.is_none() => {
                 self.stale_while_revalidate = Some(delta_or_zero())
             }
-            "stale-if-error" if self.stale_if_error.is_none() => {
+            b"stale-if-error" if self.stale_if_error.is_none() => {
                 self.stale_if_error = Some(delta_or_zero())
             }
-            "max-stale" if self.max_stale.is_none() => {
+            b"max-stale" if self.max_stale.is_none() => {
                 self.max_stale = Some(match value {
                     None => MaxStale::Any,
                     Some(v) => MaxStale::Limit(parse_delta(v).unwrap_or(Duration::ZERO)),
                 })
             }
-            "no-cache" if self.no_cache.is_none() => self.no_cache = Some(field_scope(value)),
-            "private" if self.private.is_none() => self.private = Some(field_scope(value)),
-            "no-store" => self.no_store = true,
-            "public" => self.public = true,
-            "must-revalidate" => self.must_revalidate = true,
-            "proxy-revalidate" => self.proxy_revalidate = true,
-            "only-if-cached" => self.only_if_cached = true,
-            "immutable" => self.immutable = true,
-            "no-transform" => self.no_transform = true,
-            "must-understand" => self.must_understand = true,
+            b"no-cache" if self.no_cache.is_none() => self.no_cache = Some(field_scope(value)),
+            b"private" if self.private.is_none() => self.private = Some(field_scope(value)),
+            b"no-store" => self.no_store = true,
+            b"public" => self.public = true,
+            b"must-revalidate" => self.must_revalidate = true,
+            b"proxy-revalidate" => self.proxy_revalidate = true,
+            b"only-if-cached" => self.only_if_cached = true,
+            b"immutable" => self.immutable = true,
+            b"no-transform" => self.no_transform = true,
+            b"must-understand" => self.must_understand = true,
             _ => {}
         }
     }
@@ -210,16 +210,16 @@ impl<'a> Directives<'a> {
         }
     }
 
-    /// Reads up to (not including) the next `,` or one of `stops`.
-    fn take_until(&mut self, stops: &[u8]) -> &'a [u8] {
+    /// Reads up to (not including) the next `,`, or `=` too when `at_eq`.
+    fn take_until(&mut self, at_eq: bool) -> &'a [u8] {
         let start = self.pos;
-        while let Some(b) = self.peek() {
-            if b == b',' || stops.contains(&b) {
-                break;
-            }
-            self.pos += 1;
-        }
-        trim_ows(self.s.get(start..self.pos).unwrap_or_default())
+        let rest = self.s.get(start..).unwrap_or_default();
+        let len = rest
+            .iter()
+            .position(|&b| b == b',' || (at_eq && b == b'='))
+            .unwrap_or(rest.len());
+        self.pos = start + len;
+        trim_ows(&rest[..len])
     }
 
     fn quoted(&mut self) -> Vec<u8> {
@@ -239,7 +239,7 @@ impl<'a> Directives<'a> {
             }
         }
         // Ignore junk between the closing quote and the next comma.
-        self.take_until(&[]);
+        self.take_until(false);
         out
     }
 }
@@ -247,7 +247,7 @@ impl<'a> Directives<'a> {
 impl<'a> Iterator for Directives<'a> {
     /// Borrowed from the field when it can be (a lowercase name, an unquoted value): a
     /// response's directives are parsed on every store without an allocation.
-    type Item = (Cow<'a, str>, Option<Cow<'a, [u8]>>);
+    type Item = (Cow<'a, [u8]>, Option<Cow<'a, [u8]>>);
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -255,10 +255,11 @@ impl<'a> Iterator for Directives<'a> {
                 self.pos += 1;
             }
             self.peek()?;
-            let raw = self.take_until(b"=");
-            let name = match std::str::from_utf8(raw) {
-                Ok(name) if !raw.iter().any(u8::is_ascii_uppercase) => Cow::Borrowed(name),
-                _ => Cow::Owned(String::from_utf8_lossy(raw).to_ascii_lowercase()),
+            let raw = self.take_until(true);
+            let name = if raw.iter().any(u8::is_ascii_uppercase) {
+                Cow::Owned(raw.to_ascii_lowercase())
+            } else {
+                Cow::Borrowed(raw)
             };
             let value = if self.peek() == Some(b'=') {
                 self.pos += 1;
@@ -266,7 +267,7 @@ impl<'a> Iterator for Directives<'a> {
                 if self.peek() == Some(b'"') {
                     Some(Cow::Owned(self.quoted()))
                 } else {
-                    Some(Cow::Borrowed(self.take_until(&[])))
+                    Some(Cow::Borrowed(self.take_until(false)))
                 }
             } else {
                 None
@@ -329,7 +330,7 @@ pub fn request_cache_control(req_headers: &HeaderMap) -> CacheControl {
         let pragma_no_cache = req_headers
             .get_all(header::PRAGMA)
             .iter()
-            .any(|v| Directives::new(v.as_bytes()).any(|(n, _)| n == "no-cache"));
+            .any(|v| Directives::new(v.as_bytes()).any(|(n, _)| *n == *b"no-cache"));
         if pragma_no_cache {
             cc.no_cache = Some(FieldScope::All);
         }

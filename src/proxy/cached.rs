@@ -709,23 +709,27 @@ fn to_store(
     } else {
         cache::variant_key(primary, &secondary)
     };
+    // One pass over the fields (two lookups of these uncommon names cost more).
     let mut tags = Vec::new();
-    for v in headers.get_all(SURROGATE_KEY) {
-        tags.extend(
-            String::from_utf8_lossy(v.as_bytes())
-                .split_whitespace()
-                .map(str::to_string),
-        );
+    let mut cache_tags = Vec::new();
+    for (name, v) in headers {
+        if *name == SURROGATE_KEY {
+            tags.extend(
+                String::from_utf8_lossy(v.as_bytes())
+                    .split_whitespace()
+                    .map(str::to_string),
+            );
+        } else if *name == CACHE_TAG {
+            cache_tags.extend(
+                String::from_utf8_lossy(v.as_bytes())
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string),
+            );
+        }
     }
-    for v in headers.get_all(CACHE_TAG) {
-        tags.extend(
-            String::from_utf8_lossy(v.as_bytes())
-                .split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_string),
-        );
-    }
+    tags.append(&mut cache_tags);
     let obj = ObjectParts {
         meta: ObjectMeta {
             key: key.into(),

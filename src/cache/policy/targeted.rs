@@ -51,8 +51,8 @@ pub fn targeted(headers: &HeaderMap, name: &HeaderName) -> Option<CacheControl> 
         seen.push(key);
         match value {
             SfValue::Bool(false) => {}
-            SfValue::Bool(true) => cc.apply(key, None),
-            SfValue::Bare(v) => cc.apply(key, Some(v)),
+            SfValue::Bool(true) => cc.apply(key.as_bytes(), None),
+            SfValue::Bare(v) => cc.apply(key.as_bytes(), Some(v)),
         }
     }
     Some(cc)

@@ -10,6 +10,9 @@ use super::{has_body, Failure, COPY_MAX, MAX_FIELDS};
 use crate::upstream;
 use crate::upstream::RawTail;
 
+/// Fields the response step may add to a relayed head's map.
+const ADDED_FIELDS: usize = 4;
+
 /// A parsed response head.
 pub struct Parsed {
     pub(super) head: Response<()>,
@@ -181,7 +184,9 @@ pub fn parse_head(buf: &mut BytesMut, raw: Option<RawTail>) -> Result<Option<Par
             // stays whole and is reused by the next exchange instead of being reallocated
             // while the fields of this head are still being relayed.
             let copied = Bytes::copy_from_slice(&buf[..taken]);
-            let mut headers = HeaderMap::with_capacity(count);
+            // Room for what the response step adds (`Via`, `X-Cache`, `X-Request-ID`,
+            // `Age`): a map at capacity grows (reallocates and rehashes) on the first.
+            let mut headers = HeaderMap::with_capacity(count + ADDED_FIELDS);
             for span in spans {
                 let (name, _) = field(span);
                 if hop(name) {
