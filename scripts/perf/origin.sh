@@ -58,7 +58,7 @@ start_pinned() {
         taskset -c 1 haproxy -f "$OUT/haproxy.cfg" -db >"$OUT/server.log" 2>&1 &
     else
         taskset -c 1 "$bin" proxy --listen 127.0.0.1:19384 --to http://127.0.0.1:19380 \
-            --workers 1 >"$OUT/server.log" 2>&1 &
+            --workers 1 --cache-memory "${CACHE_MEMORY:-256MiB}" >"$OUT/server.log" 2>&1 &
     fi
     server=$!
     pids+=($server)

@@ -7,7 +7,9 @@
 #   scripts/perf/syscalls.sh [BIN|haproxy] [PATH] [SECONDS]
 #     BIN      torii binary (default target/release/torii), or `haproxy` for the bench's
 #              HAProxy config (../shared/bench/templates/haproxy.cfg) as a reference
-#     PATH     /1k (a cache hit) or /nocache/1k (every request to the origin), default /nocache/1k
+#     PATH     /1k (a cache hit) or /nocache/1k (every request to the origin), default /nocache/1k;
+#              a PATH ending in / asks for a new key under it with each request (/obj/:
+#              miss-store, after 5 s of new keys to fill the cache; see callgrind.sh)
 #     SECONDS  timed wrk run (default 3)
 #
 # Pins like cpu_split.sh. Needs perf (Debian linux-perf), wrk and nginx. Ports 19380
@@ -19,7 +21,16 @@ URLPATH=${2:-/nocache/1k}
 SECS=${3:-3}
 OUT=${OUT:-/tmp/torii-syscalls}
 . scripts/perf/origin.sh
-start_pinned "$BIN" "$URLPATH"
+if [[ $URLPATH == */ ]]; then
+    export CACHE_MEMORY=${CACHE_MEMORY:-64MiB}  # full after the 5 s of new keys
+    start_pinned "$BIN" "${URLPATH}90000000"
+    taskset -c 0 wrk -t1 -c64 -d5s -s scripts/perf/scale.lua "http://127.0.0.1:19384" -- \
+        seq 1 90000001 "$URLPATH" >/dev/null
+    load=(-s scripts/perf/scale.lua "http://127.0.0.1:19384" -- seq 1 0 "$URLPATH")
+else
+    start_pinned "$BIN" "$URLPATH"
+    load=("http://127.0.0.1:19384$URLPATH")
+fi
 ev=raw_syscalls:sys_enter
 for c in recvfrom sendto read write readv writev epoll_wait epoll_ctl; do
     ev+=",syscalls:sys_enter_$c"
@@ -30,7 +41,7 @@ perf stat -x, -o "$OUT/perf.txt" -p "$server" \
 tracer=$!
 pids+=($tracer)
 sleep 0.5
-reqs=$(taskset -c 0 wrk -t1 -c64 -d"${SECS}s" "http://127.0.0.1:19384$URLPATH" |
+reqs=$(taskset -c 0 wrk -t1 -c64 -d"${SECS}s" "${load[@]}" |
     awk '/requests in/{print $1}')
 kill -INT "$tracer"
 wait "$tracer" || true
