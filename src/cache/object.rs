@@ -255,14 +255,18 @@ impl CachedObject {
 /// Values computed from an immutable object and kept beside it: its freshness, tagged
 /// with what it was computed for (the first `(id, value)` set stays). Copies of the object start empty (a copy may differ,
 /// e.g. a soft purge's stale copy), and it never counts in comparisons.
+///
+/// It is on every stored object, so it is kept small (104 bytes; 160 with a plain
+/// `Freshness` and a `(usize, bool)` cell): at 10^6 objects each byte is a megabyte.
 #[derive(Default)]
 pub struct ObjectMemo(
-    std::sync::OnceLock<(u64, crate::cache::policy::Freshness)>,
+    std::sync::OnceLock<(u64, PackedFreshness)>,
     /// The largest `Age` (seconds) sent for this object: a later one is never smaller.
     std::sync::atomic::AtomicU64,
     /// Whether the object needs no coding work for any client under one route's
-    /// compression settings (tagged by their address): `proxy::compress::hit_as_is`.
-    std::sync::OnceLock<(usize, bool)>,
+    /// compression settings, tagged by their address: `tag | inert` (an address of an
+    /// aligned value has its low bit clear), 0 while unset. `proxy::compress::hit_as_is`.
+    std::sync::atomic::AtomicUsize,
     /// Whether a hit is storing this (identity) object's encoded variant in its place
     /// (`Fill::recode`): one at a time.
     std::sync::atomic::AtomicBool,
@@ -279,21 +283,89 @@ impl ObjectMemo {
         compute: impl FnOnce() -> crate::cache::policy::Freshness,
     ) -> crate::cache::policy::Freshness {
         match self.0.get() {
-            Some((kept, f)) if *kept == id => *f,
+            Some((kept, f)) if *kept == id => f.unpack(),
             Some(_) => compute(),
-            None => self.0.get_or_init(|| (id, compute())).1,
+            None => self
+                .0
+                .get_or_init(|| (id, PackedFreshness::pack(&compute())))
+                .1
+                .unpack(),
+        }
+    }
+
+    /// The kept value and what it was computed for, if any.
+    fn kept(&self) -> Option<(u64, crate::cache::policy::Freshness)> {
+        self.0.get().map(|(id, f)| (*id, f.unpack()))
+    }
+}
+
+/// A [`Freshness`](crate::cache::policy::Freshness) in 48 bytes instead of 88: its
+/// durations and its store time as nanoseconds (exact for 584 years, saturating past
+/// that; a store time before 1970 reads as 1970), its flags in one byte.
+#[derive(Clone, Copy)]
+struct PackedFreshness {
+    lifetime: u64,
+    age_at_store: u64,
+    stored_at: u64,
+    stale_while_revalidate: u64,
+    stale_if_error: u64,
+    flags: u8,
+}
+
+impl PackedFreshness {
+    const MUST_REVALIDATE: u8 = 1;
+    const NO_CACHE: u8 = 2;
+    const IMMUTABLE: u8 = 4;
+
+    fn pack(f: &crate::cache::policy::Freshness) -> Self {
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let flag = |on: bool, bit: u8| if on { bit } else { 0 };
+        PackedFreshness {
+            lifetime: nanos(f.lifetime),
+            age_at_store: nanos(f.age_at_store),
+            stored_at: nanos(f.stored_at.duration_since(UNIX_EPOCH).unwrap_or_default()),
+            stale_while_revalidate: nanos(f.stale_while_revalidate),
+            stale_if_error: nanos(f.stale_if_error),
+            flags: flag(f.must_revalidate, Self::MUST_REVALIDATE)
+                | flag(f.no_cache, Self::NO_CACHE)
+                | flag(f.immutable, Self::IMMUTABLE),
+        }
+    }
+
+    fn unpack(&self) -> crate::cache::policy::Freshness {
+        crate::cache::policy::Freshness {
+            lifetime: Duration::from_nanos(self.lifetime),
+            age_at_store: Duration::from_nanos(self.age_at_store),
+            stored_at: UNIX_EPOCH + Duration::from_nanos(self.stored_at),
+            stale_while_revalidate: Duration::from_nanos(self.stale_while_revalidate),
+            stale_if_error: Duration::from_nanos(self.stale_if_error),
+            must_revalidate: self.flags & Self::MUST_REVALIDATE != 0,
+            no_cache: self.flags & Self::NO_CACHE != 0,
+            immutable: self.flags & Self::IMMUTABLE != 0,
         }
     }
 }
 
 impl ObjectMemo {
     /// The value kept for `tag`, computing (and keeping, if none is kept yet) it.
+    /// `tag` is the address of an aligned value (its low bit clear, never 0).
     pub fn inert_or(&self, tag: usize, compute: impl FnOnce() -> bool) -> bool {
-        match self.2.get() {
-            Some(&(kept, inert)) if kept == tag => inert,
-            Some(_) => compute(),
-            None => self.2.get_or_init(|| (tag, compute())).1,
+        use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+        debug_assert!(tag != 0 && tag & 1 == 0, "tag: an aligned address");
+        let kept = self.2.load(Acquire);
+        if kept != 0 {
+            return if kept & !1 == tag {
+                kept & 1 == 1
+            } else {
+                compute()
+            };
         }
+        let inert = compute();
+        // The first value kept stays (as a OnceLock would keep it).
+        let _ = self
+            .2
+            .compare_exchange(0, tag | usize::from(inert), Release, Relaxed);
+        inert
     }
 }
 
@@ -425,14 +497,14 @@ impl CachedObject {
             meta: self.meta.clone(),
             status: self.status,
             headers: PartsFields::Lines(self.headers.clone()),
-            freshness: self.memo.0.get().copied(),
+            freshness: self.memo.kept(),
         }
     }
 
     /// Keeps `freshness`, computed for the policy `id`, as this object's (see
     /// [`ObjectMemo::get_or`]): what the store computed, so hits need not.
     pub fn with_freshness(self, id: u64, freshness: crate::cache::policy::Freshness) -> Self {
-        let _ = self.memo.0.set((id, freshness));
+        let _ = self.memo.0.set((id, PackedFreshness::pack(&freshness)));
         self
     }
 
@@ -1022,5 +1094,19 @@ pub(crate) mod tests {
         let crc = crc32fast::hash(&enc[..n - 4]);
         enc[n - 4..].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(CachedObject::decode(&enc), Err(DecodeError::Truncated));
+    }
+}
+#[cfg(test)]
+mod size_guard {
+    use super::*;
+
+    /// Every stored object carries these: at 10^6 objects each byte is a megabyte
+    /// (docs/perf-scale.md, memory-per-object). A change that grows them should be a
+    /// decision, not an accident.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_stored_object_stays_small() {
+        assert!(std::mem::size_of::<ObjectMemo>() <= 104);
+        assert!(std::mem::size_of::<CachedObject>() <= 320);
     }
 }
