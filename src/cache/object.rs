@@ -256,20 +256,21 @@ impl CachedObject {
 /// with what it was computed for (the first `(id, value)` set stays). Copies of the object start empty (a copy may differ,
 /// e.g. a soft purge's stale copy), and it never counts in comparisons.
 ///
-/// It is on every stored object, so it is kept small (104 bytes; 160 with a plain
-/// `Freshness` and a `(usize, bool)` cell): at 10^6 objects each byte is a megabyte.
+/// It is on every stored object, so it is kept small (96 bytes; 160 with a plain
+/// `Freshness`, a `(usize, bool)` cell and a flag of its own): at 10^6 objects each byte
+/// is a megabyte.
 #[derive(Default)]
 pub struct ObjectMemo(
     std::sync::OnceLock<(u64, PackedFreshness)>,
     /// The largest `Age` (seconds) sent for this object: a later one is never smaller.
     std::sync::atomic::AtomicU64,
-    /// Whether the object needs no coding work for any client under one route's
-    /// compression settings, tagged by their address: `tag | inert` (an address of an
-    /// aligned value has its low bit clear), 0 while unset. `proxy::compress::hit_as_is`.
+    /// Two things in one word. Whether the object needs no coding work for any client
+    /// under one route's compression settings, tagged by their address: `tag | inert`
+    /// (an address of a value aligned to 4 has its two low bits clear), the tag 0 while
+    /// unset (`proxy::compress::hit_as_is`). And [`RECODING`]: whether a hit is storing
+    /// this (identity) object's encoded variant in its place (`Fill::recode`): one at
+    /// a time.
     std::sync::atomic::AtomicUsize,
-    /// Whether a hit is storing this (identity) object's encoded variant in its place
-    /// (`Fill::recode`): one at a time.
-    std::sync::atomic::AtomicBool,
     /// The fields as a `HeaderMap`, once a hit needed one (`CachedObject::fields_map`).
     /// Boxed: 16 bytes on an object that never needs it, not a `HeaderMap`'s ~96.
     std::sync::OnceLock<Box<HeaderMap>>,
@@ -348,36 +349,50 @@ impl PackedFreshness {
 
 impl ObjectMemo {
     /// The value kept for `tag`, computing (and keeping, if none is kept yet) it.
-    /// `tag` is the address of an aligned value (its low bit clear, never 0).
+    /// `tag` is the address of a value aligned to 4 (its two low bits clear, never 0).
     pub fn inert_or(&self, tag: usize, compute: impl FnOnce() -> bool) -> bool {
         use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-        debug_assert!(tag != 0 && tag & 1 == 0, "tag: an aligned address");
-        let kept = self.2.load(Acquire);
-        if kept != 0 {
-            return if kept & !1 == tag {
-                kept & 1 == 1
+        debug_assert!(tag != 0 && tag & 3 == 0, "tag: an aligned address");
+        let mut kept = self.2.load(Acquire);
+        if kept & !3 != 0 {
+            return if kept & !3 == tag {
+                kept & INERT != 0
             } else {
                 compute()
             };
         }
         let inert = compute();
-        // The first value kept stays (as a OnceLock would keep it).
-        let _ = self
-            .2
-            .compare_exchange(0, tag | usize::from(inert), Release, Relaxed);
+        // The first value kept stays (as a OnceLock would keep it); the recoding bit
+        // may change meanwhile.
+        while kept & !3 == 0 {
+            let new = kept | tag | if inert { INERT } else { 0 };
+            match self.2.compare_exchange_weak(kept, new, Release, Relaxed) {
+                Ok(_) => break,
+                Err(now) => kept = now,
+            }
+        }
         inert
     }
 }
 
+/// [`ObjectMemo`]'s bit of the compression verdict: no coding work.
+const INERT: usize = 1;
+/// [`ObjectMemo`]'s bit of a re-encoding under way.
+const RECODING: usize = 2;
+
 impl ObjectMemo {
     /// Claims the re-encoding of this object for one hit; false if another hit has it.
     pub fn claim_recode(&self) -> bool {
-        !self.3.swap(true, std::sync::atomic::Ordering::AcqRel)
+        self.2
+            .fetch_or(RECODING, std::sync::atomic::Ordering::AcqRel)
+            & RECODING
+            == 0
     }
 
     /// Gives a claim back (the re-encoding did not store anything).
     pub fn release_recode(&self) {
-        self.3.store(false, std::sync::atomic::Ordering::Release);
+        self.2
+            .fetch_and(!RECODING, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -405,7 +420,7 @@ fn map_cost(map: &HeaderMap) -> usize {
 
 impl Drop for ObjectMemo {
     fn drop(&mut self) {
-        if let Some(map) = self.4.get() {
+        if let Some(map) = self.3.get() {
             KEPT_MAPS.fetch_sub(map_cost(map), std::sync::atomic::Ordering::Relaxed);
         }
     }
@@ -458,7 +473,7 @@ impl CachedObject {
     /// its own map, as before): the memory tier's weights do not count them.
     pub fn fields_map(&self) -> std::borrow::Cow<'_, HeaderMap> {
         use std::sync::atomic::Ordering::Relaxed;
-        if let Some(map) = self.memo.4.get() {
+        if let Some(map) = self.memo.3.get() {
             return std::borrow::Cow::Borrowed(map);
         }
         let mut map = self.headers.to_map();
@@ -475,7 +490,7 @@ impl CachedObject {
         let mut ours = Some(map);
         let kept = self
             .memo
-            .4
+            .3
             .get_or_init(|| Box::new(ours.take().unwrap_or_default()));
         if ours.is_some() {
             // Another hit kept its map first: this one's cost was never held.
@@ -1106,7 +1121,7 @@ mod size_guard {
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn a_stored_object_stays_small() {
-        assert!(std::mem::size_of::<ObjectMemo>() <= 104);
-        assert!(std::mem::size_of::<CachedObject>() <= 320);
+        assert!(std::mem::size_of::<ObjectMemo>() <= 96);
+        assert!(std::mem::size_of::<CachedObject>() <= 312);
     }
 }
