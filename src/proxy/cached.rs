@@ -3,6 +3,7 @@
 //! Range requests: `range`.
 
 mod age;
+mod pre_encoded;
 mod range;
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -94,7 +95,9 @@ thread_local! {
 }
 
 /// The hit path: a fresh object in the memory tier answers `req` (a GET or HEAD on a
-/// caching route) before anything is prepared for the upstream.
+/// caching route) before anything is prepared for the upstream. `pre_encode`: whether an
+/// HTTP/2 hit may send the stored fields pre-encoded (`pre_encoded`; the route has no
+/// response rules, which need them in a map).
 pub fn serve_hit<B>(
     cache: &Arc<Cache>,
     policy: &CachePolicy,
@@ -102,6 +105,7 @@ pub fn serve_hit<B>(
     scheme: &str,
     host: &str,
     req: &Request<B>,
+    pre_encode: bool,
 ) -> FirstLook {
     let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     // The key is built in a per-thread buffer: a hit or a hit-for-pass needs no key of its
@@ -149,9 +153,19 @@ pub fn serve_hit<B>(
         super::compress::hit_as_is_stored(compress, &obj, &*obj.fields_map(), req.headers())
     };
     let raw = raw && as_is;
+    let pre_encode = pre_encode
+        && as_is
+        && req.version() == Version::HTTP_2
+        && req.method() == Method::GET
+        && !cache::range::asks(req.headers());
     FirstLook::Hit(
         raw.then(|| respond_raw(&obj, req.headers(), &fresh, now))
             .flatten()
+            .or_else(|| {
+                pre_encode
+                    .then(|| respond_pre_encoded(&obj, req.headers(), &fresh, now))
+                    .flatten()
+            })
             .unwrap_or_else(|| {
                 let resp = respond_stored(
                     &obj,
@@ -220,6 +234,37 @@ fn respond_raw(
         lines,
         age: Some(obj.age_to_send(fresh.age(now).as_secs())),
     });
+    Some(resp)
+}
+
+/// `respond_stored` for a fresh HTTP/2 GET hit: the stored fields go out as a block
+/// HPACK-encoded once for the object (`pre_encoded`), with the hit's `Via` and
+/// `X-Cache`; the map holds only what changes per hit or hyper would otherwise add
+/// (`Age`, `Date`, `Content-Length`). `None` when the client's validators match (a 304).
+fn respond_pre_encoded(
+    obj: &Arc<CachedObject>,
+    req_headers: &HeaderMap,
+    fresh: &Freshness,
+    now: SystemTime,
+) -> Option<Response<RespBody>> {
+    let stored = obj.fields_map();
+    if obj.status == StatusCode::OK && policy::not_modified(req_headers, &*stored) {
+        return None;
+    }
+    let mut resp = Response::new(RespBody::full(obj.body.clone()));
+    *resp.status_mut() = obj.status;
+    let headers = resp.headers_mut();
+    // Room for these and what the response step adds (`X-Request-Id`).
+    headers.reserve(pre_encoded::IN_MAP.len() + 2);
+    for name in pre_encoded::IN_MAP {
+        for value in stored.get_all(&name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let age = age::value(obj.age_to_send(fresh.age(now).as_secs()));
+    headers.insert(header::AGE, age);
+    resp.extensions_mut()
+        .insert(pre_encoded::block(obj, &stored));
     Some(resp)
 }
 
