@@ -238,9 +238,9 @@ fn respond_raw(
 }
 
 /// `respond_stored` for a fresh HTTP/2 GET hit: the stored fields go out as a block
-/// HPACK-encoded once for the object (`pre_encoded`), with the hit's `Via` and
-/// `X-Cache`; the map holds only what changes per hit or hyper would otherwise add
-/// (`Age`, `Date`, `Content-Length`). `None` when the client's validators match (a 304).
+/// HPACK-encoded once for the object (`pre_encoded`), with the body's `Content-Length`
+/// and the hit's `Via` and `X-Cache`; the map holds what changes per hit (`Age`). `None`
+/// when the client's validators match (a 304) or the object has no `Date`.
 fn respond_pre_encoded(
     obj: &Arc<CachedObject>,
     req_headers: &HeaderMap,
@@ -248,19 +248,16 @@ fn respond_pre_encoded(
     now: SystemTime,
 ) -> Option<Response<RespBody>> {
     let stored = obj.fields_map();
-    if obj.status == StatusCode::OK && policy::not_modified(req_headers, &*stored) {
+    if !pre_encoded::has_date(&stored)
+        || (obj.status == StatusCode::OK && policy::not_modified(req_headers, &*stored))
+    {
         return None;
     }
     let mut resp = Response::new(RespBody::full(obj.body.clone()));
     *resp.status_mut() = obj.status;
     let headers = resp.headers_mut();
-    // Room for these and what the response step adds (`X-Request-Id`).
-    headers.reserve(pre_encoded::IN_MAP.len() + 2);
-    for name in pre_encoded::IN_MAP {
-        for value in stored.get_all(&name) {
-            headers.append(name.clone(), value.clone());
-        }
-    }
+    // Room for `Age` and what the response step adds (`X-Request-Id`).
+    headers.reserve(2);
     let age = age::value(obj.age_to_send(fresh.age(now).as_secs()));
     headers.insert(header::AGE, age);
     resp.extensions_mut()

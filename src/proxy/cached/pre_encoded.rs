@@ -3,10 +3,12 @@
 //! that encoder searched its dynamic table for, and Huffman-coded, each of the ~14 fields
 //! of each response (about 9.5k instructions of a 38.8k h2c hit, callgrind).
 //!
-//! The block holds the stored fields but `Date` and `Content-Length` (which stay in the
-//! response's map, so hyper adds neither a second time) and torii's own targeted field,
-//! then the hit's `Via` and `X-Cache` (the response step adds neither to a pre-encoded
-//! head, as for an HTTP/1 hit's raw lines). Its literals never enter the dynamic table,
+//! The block holds the stored fields but `Content-Length` and torii's own targeted field,
+//! then the body's `Content-Length` and the hit's `Via` and `X-Cache` (the response step
+//! adds neither to a pre-encoded head, as for an HTTP/1 hit's raw lines; hyper adds no
+//! `Date` or `Content-Length` to it: vendor/hyper patch 14). Only objects with a stored
+//! `Date` are sent this way (`has_date`); the response's map holds what changes per hit
+//! (`Age`, then `X-Request-Id`). Its literals never enter the dynamic table,
 //! so one block serves every connection; the price is bytes on the wire (about 200 per
 //! response for this object's fields where the table would send ~15), as servers that do
 //! not index for responses (HAProxy, nginx) pay.
@@ -20,7 +22,7 @@ use std::cell::RefCell;
 use std::sync::{Arc, Weak};
 
 use h2::ext::PreEncoded;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 
 use crate::cache::object::CachedObject;
 use crate::cache::policy::OWN_TARGETED_FIELD;
@@ -49,7 +51,7 @@ pub fn block(obj: &Arc<CachedObject>, fields: &HeaderMap) -> PreEncoded {
         match &kept[at] {
             Some(slot) if std::ptr::eq(slot.obj.as_ptr(), Arc::as_ptr(obj)) => slot.block.clone(),
             _ => {
-                let block = encode(fields);
+                let block = encode(fields, obj.body.len());
                 kept[at] = Some(Slot {
                     obj: Arc::downgrade(obj),
                     block: block.clone(),
@@ -60,17 +62,25 @@ pub fn block(obj: &Arc<CachedObject>, fields: &HeaderMap) -> PreEncoded {
     })
 }
 
-/// The fields the response's map carries instead of the block: hyper adds a `Date` and a
-/// `Content-Length` to a map without them.
-pub const IN_MAP: [HeaderName; 2] = [header::DATE, header::CONTENT_LENGTH];
+/// Whether a hit on an object of `fields` may be sent with its block: it has a `Date`
+/// (hyper would add the current one to a response without, not to this one).
+pub fn has_date(fields: &HeaderMap) -> bool {
+    fields.contains_key(header::DATE)
+}
 
-fn encode(fields: &HeaderMap) -> PreEncoded {
+fn encode(fields: &HeaderMap, body_len: usize) -> PreEncoded {
     let hit = CacheStatus::Hit.header();
     let via = HeaderValue::from_static(super::super::VIA_TEXT);
+    let len = HeaderValue::from(body_len);
     let own = fields
         .iter()
-        .filter(|(name, _)| !IN_MAP.contains(name) && *name != OWN_TARGETED_FIELD);
-    PreEncoded::from_iter(own.chain([(&header::VIA, &via), (&X_CACHE, &hit)]))
+        .filter(|(name, _)| *name != header::CONTENT_LENGTH && *name != OWN_TARGETED_FIELD);
+    let added = [
+        (&header::CONTENT_LENGTH, &len),
+        (&header::VIA, &via),
+        (&X_CACHE, &hit),
+    ];
+    PreEncoded::from_iter(own.chain(added))
 }
 
 /// The object's slot: its address, hashed (objects are 8-aligned and similar in size).
@@ -125,28 +135,33 @@ mod tests {
         drop(a);
         let c = object("\"c\"");
         let c_block = block(&c, &c.fields_map());
-        assert_eq!(c_block.as_bytes(), encode(&c.fields_map()).as_bytes());
+        assert_eq!(c_block.as_bytes(), encode(&c.fields_map(), 2).as_bytes());
     }
 
     #[test]
-    fn date_length_and_own_field_stay_out() {
+    fn the_body_length_replaces_the_stored_one_and_the_own_field_stays_out() {
         let a = object("\"a\"");
         let map = a.fields_map();
-        let plain = encode(&map);
-        // etag (static name 34, literal without indexing: 0000 1111 + 19), via (60),
-        // x-cache (no static name: 0x00 then the name).
+        assert!(has_date(&map));
+        let plain = encode(&map, 2);
+        // etag first (static name 34): a literal without indexing, 0000 1111 + 19.
         let bytes = plain.as_bytes();
         assert_eq!(bytes[0], 0x0f, "etag first, a literal without indexing");
         assert_eq!(bytes[1], 34 - 15);
-        assert!(plain.list_size() > 0);
-        // 3 fields: etag, via, x-cache (date, content-length, the own field left out).
-        let expected = ["etag", "via", "x-cache"]
+        // etag, date, then content-length, via, x-cache: the stored content-length and
+        // the own field left out.
+        let expected = ["etag", "date", "content-length", "via", "x-cache"]
             .iter()
             .map(|n| 32 + n.len())
             .sum::<usize>()
             + "\"a\"".len()
+            + "Sat, 05 Dec 2026 19:21:21 GMT".len()
+            + "2".len()
             + super::super::super::VIA_TEXT.len()
             + "HIT".len();
         assert_eq!(plain.list_size(), expected);
+        let mut no_date = HeaderMap::new();
+        no_date.insert(header::ETAG, HeaderValue::from_static("\"a\""));
+        assert!(!has_date(&no_date));
     }
 }
