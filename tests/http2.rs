@@ -338,6 +338,8 @@ async fn a_pre_encoded_hit_carries_each_stored_field_once_on_every_connection() 
             ] {
                 assert_eq!(head.headers.get_all(name).iter().count(), 1, "{name}");
             }
+            let age: u64 = head.headers["age"].to_str().unwrap().parse().unwrap();
+            assert!(age < 600, "{age}");
         }
         // What is not a plain GET of the whole object goes the map's way, as before.
         let (head, body) =

@@ -239,8 +239,9 @@ fn respond_raw(
 
 /// `respond_stored` for a fresh HTTP/2 GET hit: the stored fields go out as a block
 /// HPACK-encoded once for the object (`pre_encoded`), with the body's `Content-Length`
-/// and the hit's `Via` and `X-Cache`; the map holds what changes per hit (`Age`). `None`
-/// when the client's validators match (a 304) or the object has no `Date`.
+/// and the hit's `Via` and `X-Cache`, then its `Age` (a block per value, or in the map
+/// when old). `None` when the client's validators match (a 304) or the object has no
+/// `Date`.
 fn respond_pre_encoded(
     obj: &Arc<CachedObject>,
     req_headers: &HeaderMap,
@@ -255,13 +256,16 @@ fn respond_pre_encoded(
     }
     let mut resp = Response::new(RespBody::full(obj.body.clone()));
     *resp.status_mut() = obj.status;
-    let headers = resp.headers_mut();
-    // Room for `Age` and what the response step adds (`X-Request-Id`).
-    headers.reserve(2);
-    let age = age::value(obj.age_to_send(fresh.age(now).as_secs()));
-    headers.insert(header::AGE, age);
-    resp.extensions_mut()
-        .insert(pre_encoded::block(obj, &stored));
+    let secs = obj.age_to_send(fresh.age(now).as_secs());
+    let block = pre_encoded::block(obj, &stored);
+    let block = match pre_encoded::age(secs) {
+        Some(age) => block.followed_by(&age),
+        None => {
+            resp.headers_mut().insert(header::AGE, age::value(secs));
+            block
+        }
+    };
+    resp.extensions_mut().insert(block);
     Some(resp)
 }
 

@@ -7,8 +7,9 @@
 //! then the body's `Content-Length` and the hit's `Via` and `X-Cache` (the response step
 //! adds neither to a pre-encoded head, as for an HTTP/1 hit's raw lines; hyper adds no
 //! `Date` or `Content-Length` to it: vendor/hyper patch 14). Only objects with a stored
-//! `Date` are sent this way (`has_date`); the response's map holds what changes per hit
-//! (`Age`, then `X-Request-Id`). Its literals never enter the dynamic table,
+//! `Date` are sent this way (`has_date`). The hit's `Age` follows as a second block, one
+//! per value under [`KEPT_AGES`] seconds kept per thread (`age`; vendor/h2 patch 03); the
+//! response's map holds only what the response step adds (`X-Request-Id`). Its literals never enter the dynamic table,
 //! so one block serves every connection; the price is bytes on the wire (about 200 per
 //! response for this object's fields where the table would send ~15), as servers that do
 //! not index for responses (HAProxy, nginx) pay.
@@ -36,8 +37,29 @@ struct Slot {
     block: PreEncoded,
 }
 
+/// Ages (seconds) whose block is kept per thread; an older hit's `Age` goes in its map.
+pub const KEPT_AGES: u64 = 1000;
+
 thread_local! {
     static KEPT: RefCell<Vec<Option<Slot>>> = const { RefCell::new(Vec::new()) };
+    /// `Age` blocks by value, encoded by the first hit of each age on the thread.
+    static AGES: RefCell<Vec<Option<PreEncoded>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The `Age: secs` block, `None` from [`KEPT_AGES`] seconds on.
+pub fn age(secs: u64) -> Option<PreEncoded> {
+    if secs >= KEPT_AGES {
+        return None;
+    }
+    AGES.with_borrow_mut(|ages| {
+        if ages.is_empty() {
+            ages.resize_with(KEPT_AGES as usize, || None);
+        }
+        let kept = ages[secs as usize].get_or_insert_with(|| {
+            PreEncoded::from_iter([(&header::AGE, &super::age::value(secs))])
+        });
+        Some(kept.clone())
+    })
 }
 
 /// The pre-encoded block of `obj`'s fields (see the module's doc), kept for the next hit
@@ -163,5 +185,30 @@ mod tests {
         let mut no_date = HeaderMap::new();
         no_date.insert(header::ETAG, HeaderValue::from_static("\"a\""));
         assert!(!has_date(&no_date));
+    }
+
+    #[test]
+    fn ages_kept_below_the_limit_only() {
+        let one = age(1).unwrap();
+        assert_eq!(one.as_bytes().as_ptr(), age(1).unwrap().as_bytes().as_ptr());
+        // age (static name 21), a literal without indexing: 0000 1111 + 6.
+        assert_eq!(&one.as_bytes()[..2], &[0x0f, 21 - 15]);
+        assert_eq!(one.list_size(), 32 + "age".len() + 1);
+        assert!(age(KEPT_AGES - 1).is_some());
+        assert!(age(KEPT_AGES).is_none());
+    }
+
+    #[test]
+    fn blocks_followed_by_more_blocks_keep_every_field_in_order() {
+        let (a, b, c) = (age(1).unwrap(), age(2).unwrap(), age(3).unwrap());
+        let two = a.clone().followed_by(&b);
+        // The second block rides along: the first is the same bytes.
+        assert_eq!(two.as_bytes(), a.as_bytes());
+        assert_eq!(two.list_size(), a.list_size() + b.list_size());
+        // A third: all three copied into one block, in order.
+        let three = two.followed_by(&c);
+        let all = [a.as_bytes(), b.as_bytes(), c.as_bytes()].concat();
+        assert_eq!(three.as_bytes(), &all[..]);
+        assert_eq!(three.list_size(), 3 * a.list_size());
     }
 }

@@ -20,6 +20,8 @@ use std::fmt;
 pub struct PreEncoded {
     block: Bytes,
     list_size: usize,
+    // torii patch 03: a second block sent after the first (`followed_by`).
+    tail: Option<Bytes>,
 }
 
 impl PreEncoded {
@@ -41,10 +43,36 @@ impl PreEncoded {
         PreEncoded {
             block: dst.freeze(),
             list_size,
+            tail: None, // torii patch 03: none
         }
     }
 
-    /// The encoded fields.
+    /// torii patch 03: these fields, then those of `tail`, without copying either block
+    /// when neither has a tail yet (a per-response field after a per-object block).
+    pub fn followed_by(self, tail: &PreEncoded) -> PreEncoded {
+        let list_size = self.list_size + tail.list_size;
+        match (self.tail, &tail.tail) {
+            (None, None) => PreEncoded {
+                block: self.block,
+                list_size,
+                tail: Some(tail.block.clone()),
+            },
+            (own, more) => {
+                let mut block = BytesMut::from(&self.block[..]);
+                let parts = [own.as_ref(), Some(&tail.block), more.as_ref()];
+                for part in parts.into_iter().flatten() {
+                    block.extend_from_slice(part);
+                }
+                PreEncoded {
+                    block: block.freeze(),
+                    list_size,
+                    tail: None,
+                }
+            }
+        }
+    }
+
+    /// The encoded fields (torii patch 03: those of the first block).
     pub fn as_bytes(&self) -> &[u8] {
         &self.block
     }
@@ -54,8 +82,9 @@ impl PreEncoded {
         self.list_size
     }
 
-    pub(crate) fn into_block(self) -> Bytes {
-        self.block
+    /// torii patch 03: the blocks, in order.
+    pub(crate) fn into_blocks(self) -> (Bytes, Option<Bytes>) {
+        (self.block, self.tail)
     }
 }
 

@@ -36,6 +36,8 @@ pub struct Headers {
     // torii patch 01: fields encoded once beforehand (`ext::PreEncoded`), appended to
     // the header block after those of `header_block`.
     pre_encoded: Option<Bytes>,
+    // torii patch 03: and a second block after it (`ext::PreEncoded::followed_by`).
+    pre_encoded_tail: Option<Bytes>,
 }
 
 #[derive(Copy, Clone, Eq, PartialEq)]
@@ -133,6 +135,7 @@ impl Headers {
             },
             flags: HeadersFlag::default(),
             pre_encoded: None, // torii patch 01: none unless set
+            pre_encoded_tail: None, // torii patch 03: none unless set
         }
     }
 
@@ -151,6 +154,7 @@ impl Headers {
             },
             flags,
             pre_encoded: None, // torii patch 01: none unless set
+            pre_encoded_tail: None, // torii patch 03: none unless set
         }
     }
 
@@ -217,6 +221,7 @@ impl Headers {
             },
             flags,
             pre_encoded: None, // torii patch 01: none unless set
+            pre_encoded_tail: None, // torii patch 03: none unless set
         };
 
         Ok((headers, src))
@@ -284,7 +289,10 @@ impl Headers {
     /// torii patch 01: fields encoded once beforehand, sent after the frame's own.
     pub fn set_pre_encoded(&mut self, fields: crate::ext::PreEncoded) {
         self.header_block.field_size += fields.list_size();
-        self.pre_encoded = Some(fields.into_block());
+        // torii patch 03: both blocks.
+        let (block, tail) = fields.into_blocks();
+        self.pre_encoded = Some(block);
+        self.pre_encoded_tail = tail;
     }
 
     pub fn encode(
@@ -302,6 +310,9 @@ impl Headers {
         if let Some(pre) = self.pre_encoded {
             // torii patch 01: literals outside the dynamic table, valid on any connection.
             block.hpack.extend_from_slice(&pre);
+        }
+        if let Some(tail) = self.pre_encoded_tail {
+            block.hpack.extend_from_slice(&tail); // torii patch 03: after the first block
         }
         block.encode(&head, dst, Some(encoder), |_| {})
     }
