@@ -207,7 +207,13 @@ where
                         let len = chunk.remaining();
                         trace!("send body chunk: {} bytes, eos={}", len, is_eos);
 
-                        if len == 0 {
+                        // torii patch 15: the body's last chunk (a cached object's whole
+                        // body) goes to h2 at once, with the end of the stream: h2 keeps
+                        // it until the windows allow (as it does a chunk handed over
+                        // after the wait below: in memory either way), so a claim on
+                        // capacity and a wait for it cost every such response two more
+                        // locked calls into h2 and a pass of this loop for nothing.
+                        if len == 0 || is_eos {
                             // Zero-length data frames need no capacity; send
                             // them straight through so trailing empty frames
                             // (e.g. an explicit end-of-stream marker) are
