@@ -3,7 +3,8 @@
 //! that encoder searched its dynamic table for, and Huffman-coded, each of the ~14 fields
 //! of each response (about 9.5k instructions of a 38.8k h2c hit, callgrind).
 //!
-//! The block holds the stored fields but `Content-Length` and torii's own targeted field,
+//! The block holds the stored fields but those a hit replaces (`Content-Length`, `Age`,
+//! `X-Cache`, `X-Request-Id`) and torii's own targeted field,
 //! then the body's `Content-Length` and the hit's `Via` and `X-Cache` (the response step
 //! adds neither to a pre-encoded head, as for an HTTP/1 hit's raw lines; hyper adds no
 //! `Date` or `Content-Length` to it: vendor/hyper patch 14). Only objects with a stored
@@ -90,13 +91,26 @@ pub fn has_date(fields: &HeaderMap) -> bool {
     fields.contains_key(header::DATE)
 }
 
+/// Whether a hit never sends this stored field as it is: the hit has its own (`Age`,
+/// `X-Cache`, `X-Request-Id`, the body's `Content-Length`), or no client gets it (torii's
+/// targeted field); `PreEncoded` leaves out the connection-specific ones. The same list
+/// as the HTTP/1 hit's raw lines hold back (`cache::fields`).
+fn held(name: &http::HeaderName) -> bool {
+    [
+        header::CONTENT_LENGTH,
+        header::AGE,
+        X_CACHE,
+        OWN_TARGETED_FIELD,
+    ]
+    .contains(name)
+        || name.as_str() == "x-request-id"
+}
+
 fn encode(fields: &HeaderMap, body_len: usize) -> PreEncoded {
     let hit = CacheStatus::Hit.header();
     let via = HeaderValue::from_static(super::super::VIA_TEXT);
     let len = HeaderValue::from(body_len);
-    let own = fields
-        .iter()
-        .filter(|(name, _)| *name != header::CONTENT_LENGTH && *name != OWN_TARGETED_FIELD);
+    let own = fields.iter().filter(|(name, _)| !held(name));
     let added = [
         (&header::CONTENT_LENGTH, &len),
         (&header::VIA, &via),
