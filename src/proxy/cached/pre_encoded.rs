@@ -4,16 +4,16 @@
 //! of each response (about 9.5k instructions of a 38.8k h2c hit, callgrind).
 //!
 //! The block holds the stored fields but those a hit replaces (`Content-Length`, `Age`,
-//! `X-Cache`, `X-Request-Id`) and torii's own targeted field,
-//! then the body's `Content-Length` and the hit's `Via` and `X-Cache` (the response step
-//! adds neither to a pre-encoded head, as for an HTTP/1 hit's raw lines; hyper adds no
-//! `Date` or `Content-Length` to it: vendor/hyper patch 14). Only objects with a stored
-//! `Date` are sent this way (`has_date`). The hit's `Age` follows as a second block, one
-//! per value under [`KEPT_AGES`] seconds kept per thread (`age`; vendor/h2 patch 03); the
-//! response's map holds only what the response step adds (`X-Request-Id`). Its literals never enter the dynamic table,
-//! so one block serves every connection; the price is bytes on the wire (about 200 per
-//! response for this object's fields where the table would send ~15), as servers that do
-//! not index for responses (HAProxy, nginx) pay.
+//! `X-Cache`, `X-Request-Id`) and torii's own targeted field, then the body's
+//! `Content-Length` and the hit's `Via` and `X-Cache` (the response step adds neither to
+//! a pre-encoded head, as for an HTTP/1 hit's raw lines; hyper adds no `Date` or
+//! `Content-Length` to it: vendor/hyper patch 14). Only objects with a stored `Date` are
+//! sent this way (`has_date`). The hit's `Age` follows as a second block, one per value
+//! under [`KEPT_AGES`] seconds kept per thread (`age`; vendor/h2 patch 03); the response's
+//! map holds only what the response step adds (`X-Request-Id`). The literals never enter
+//! the dynamic table, so one block serves every connection; the price is bytes on the
+//! wire (about 200 per response for this object's fields where the table would send
+//! ~15), as servers that do not index responses (HAProxy, nginx) pay.
 //!
 //! Blocks are kept per thread, for the last objects hit there: a direct-mapped table of
 //! [`SLOTS`] slots, each holding a `Weak` to its object (whose address therefore cannot be
