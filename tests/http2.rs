@@ -189,7 +189,7 @@ async fn response_blocks(tcp: &mut TcpStream, streams: usize) -> Vec<(u32, Vec<u
 }
 
 #[tokio::test]
-async fn request_ids_are_never_indexed_and_a_repeated_hit_adds_nothing_to_the_table() {
+async fn request_ids_are_never_indexed_and_a_hit_adds_nothing_to_the_table() {
     let origin = Origin::start().await;
     origin.set(
         "/r",
@@ -239,13 +239,161 @@ async fn request_ids_are_never_indexed_and_a_repeated_hit_adds_nothing_to_the_ta
             .iter()
             .filter(|f| **f == Field::IncrementalIndexing)
             .count();
-        if n == 0 {
-            // The stored fields, `via` and `x-cache` go into the table once...
-            assert!(inserted > 0, "{fields:?}");
-        } else {
-            // ...and are sent as references after: nothing on a hit is new to the table.
-            assert_eq!(inserted, 0, "stream {id}: {fields:?}");
-        }
+        // The stored fields, `content-length`, `via` and `x-cache` are sent pre-encoded, as
+        // literals that never enter the table (`cached::pre_encoded`); `age`, the map's,
+        // is one HPACK never indexes either: nothing on a hit goes into the table.
+        let literals = fields
+            .iter()
+            .filter(|f| **f == Field::WithoutIndexing)
+            .count();
+        assert!(literals >= 5, "stream {id}: {fields:?}");
+        assert_eq!(inserted, 0, "stream {id} (response {n}): {fields:?}");
     }
     assert_eq!(origin.hits("/r"), 1);
+}
+
+/// `method` `path` with `fields` on `client` (to torii's address, the authority HTTP/1
+/// clients send as `Host`: the same cache key): the response's head and body.
+async fn h2_request(
+    client: &h2::client::SendRequest<Bytes>,
+    torii: &Torii,
+    method: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> (http::response::Parts, Vec<u8>) {
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", torii.addr));
+    for (name, value) in fields {
+        req = req.header(*name, *value);
+    }
+    let client = tokio::time::timeout(WAIT, client.clone().ready())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut client = client;
+    let (response, _) = client.send_request(req.body(()).unwrap(), true).unwrap();
+    h2_whole(response, WAIT).await
+}
+
+/// Each field name of `headers` with its values, sorted: what two heads must share.
+fn fields_of(headers: &http::HeaderMap, but: &[&str]) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = headers
+        .keys()
+        .filter(|name| !but.contains(&name.as_str()))
+        .map(|name| {
+            let values = headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect();
+            (name.as_str().to_string(), values)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn a_pre_encoded_hit_carries_each_stored_field_once_on_every_connection() {
+    let origin = Origin::start().await;
+    origin.set(
+        "/o",
+        Reply::new("pre-encoded")
+            .header("cache-control", "max-age=600")
+            .header("etag", "\"v1\"")
+            .header("x-multi", "one")
+            .header("x-multi", "two")
+            // Over one HEADERS frame (16 KiB; ~22 KiB coded): CONTINUATION frames follow.
+            .header("x-long", &"l".repeat(30_000))
+            .header("content-type", "text/plain")
+            // The hit's own replace these.
+            .header("age", "100")
+            .header("x-cache", "MISS")
+            .header("x-request-id", "from-origin"),
+    );
+    let torii = cached_proxy(&origin).await;
+    let url = torii.url("/o");
+    wait_until_async("/o stored", WAIT, || async {
+        get(&url).await.1.get("x-cache").is_some_and(|v| v == "HIT")
+    })
+    .await;
+    let h1 = Some(get(&url).await.1);
+    let want = fields_of(h1.as_ref().unwrap(), &["x-request-id", "age"]);
+    assert!(
+        want.iter().any(|(n, v)| n == "x-multi" && v.len() == 2),
+        "{want:?}"
+    );
+
+    // Two connections, three hits each: the same block serves them all.
+    for _ in 0..2 {
+        let client = h2_client(&torii).await;
+        for _ in 0..3 {
+            let (head, body) = h2_request(&client, &torii, "GET", "/o", &[]).await;
+            assert_eq!(head.status, 200);
+            assert_eq!(body, b"pre-encoded");
+            assert_eq!(fields_of(&head.headers, &["x-request-id", "age"]), want);
+            for name in [
+                "age",
+                "x-request-id",
+                "date",
+                "content-length",
+                "via",
+                "x-cache",
+            ] {
+                assert_eq!(head.headers.get_all(name).iter().count(), 1, "{name}");
+            }
+            let age: u64 = head.headers["age"].to_str().unwrap().parse().unwrap();
+            assert!((100..600).contains(&age), "{age}");
+            assert_ne!(head.headers["x-request-id"], "from-origin");
+        }
+        // What is not a plain GET of the whole object goes the map's way, as before.
+        let (head, body) =
+            h2_request(&client, &torii, "GET", "/o", &[("if-none-match", "\"v1\"")]).await;
+        assert_eq!(head.status, 304);
+        assert!(body.is_empty());
+        assert_eq!(head.headers.get("etag").unwrap(), "\"v1\"");
+        let (head, body) = h2_request(&client, &torii, "HEAD", "/o", &[]).await;
+        assert_eq!(head.status, 200);
+        assert!(body.is_empty());
+        assert_eq!(head.headers.get("content-length").unwrap(), "11");
+        let (head, body) =
+            h2_request(&client, &torii, "GET", "/o", &[("range", "bytes=0-2")]).await;
+        assert_eq!(head.status, 206);
+        assert_eq!(body, b"pre");
+    }
+    assert_eq!(origin.hits("/o"), 1);
+}
+
+#[tokio::test]
+async fn response_rules_apply_to_http2_hits() {
+    let origin = Origin::start().await;
+    origin.set(
+        "/r",
+        Reply::new("ruled")
+            .header("cache-control", "max-age=600")
+            .header("x-powered-by", "origin"),
+    );
+    let torii = Torii::start(
+        "[server]\nadmin = \"off\"\n[log]\naccess = \"off\"\n[cache]\n\
+         [upstreams.app]\nservers = [\"{origin}\"]\n[[routes]]\nupstream = \"app\"\n\
+         [routes.headers.response]\nremove = [\"X-Powered-By\"]\nset = { \"X-R\" = \"{method}\" }\n",
+        Some(&origin),
+    )
+    .await;
+    let url = torii.url("/r");
+    wait_until_async("/r stored", WAIT, || async {
+        get(&url).await.1.get("x-cache").is_some_and(|v| v == "HIT")
+    })
+    .await;
+    let client = h2_client(&torii).await;
+    for _ in 0..2 {
+        let (head, body) = h2_request(&client, &torii, "GET", "/r", &[]).await;
+        assert_eq!(head.status, 200);
+        assert_eq!(body, b"ruled");
+        assert_eq!(head.headers.get("x-cache").unwrap(), "HIT");
+        assert_eq!(head.headers.get("x-r").unwrap(), "GET");
+        assert!(head.headers.get("x-powered-by").is_none());
+        assert_eq!(head.headers.get_all("cache-control").iter().count(), 1);
+    }
 }

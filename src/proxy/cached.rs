@@ -3,6 +3,7 @@
 //! Range requests: `range`.
 
 mod age;
+mod pre_encoded;
 mod range;
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -95,7 +96,9 @@ thread_local! {
 }
 
 /// The hit path: a fresh object in the memory tier answers `req` (a GET or HEAD on a
-/// caching route) before anything is prepared for the upstream.
+/// caching route) before anything is prepared for the upstream. `pre_encode`: whether an
+/// HTTP/2 hit may send the stored fields pre-encoded (`pre_encoded`; the route has no
+/// response rules, which need them in a map).
 pub fn serve_hit<B>(
     cache: &Arc<Cache>,
     policy: &CachePolicy,
@@ -103,6 +106,7 @@ pub fn serve_hit<B>(
     scheme: &str,
     host: &str,
     req: &Request<B>,
+    pre_encode: bool,
 ) -> FirstLook {
     let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     // The key is built in a per-thread buffer: a hit or a hit-for-pass needs no key of its
@@ -150,9 +154,19 @@ pub fn serve_hit<B>(
         super::compress::hit_as_is_stored(compress, &obj, &*obj.fields_map(), req.headers())
     };
     let raw = raw && as_is;
+    let pre_encode = pre_encode
+        && as_is
+        && req.version() == Version::HTTP_2
+        && req.method() == Method::GET
+        && !cache::range::asks(req.headers());
     FirstLook::Hit(
         raw.then(|| respond_raw(&obj, req.headers(), &fresh, now))
             .flatten()
+            .or_else(|| {
+                pre_encode
+                    .then(|| respond_pre_encoded(&obj, req.headers(), &fresh, now))
+                    .flatten()
+            })
             .unwrap_or_else(|| {
                 let resp = respond_stored(
                     &obj,
@@ -221,6 +235,38 @@ fn respond_raw(
         lines,
         age: Some(obj.age_to_send(fresh.age(now).as_secs())),
     });
+    Some(resp)
+}
+
+/// `respond_stored` for a fresh HTTP/2 GET hit: the stored fields go out as a block
+/// HPACK-encoded once for the object (`pre_encoded`), with the body's `Content-Length`
+/// and the hit's `Via` and `X-Cache`, then its `Age` (a block per value, or in the map
+/// when old). `None` when the client's validators match (a 304) or the object has no
+/// `Date`.
+fn respond_pre_encoded(
+    obj: &Arc<CachedObject>,
+    req_headers: &HeaderMap,
+    fresh: &Freshness,
+    now: SystemTime,
+) -> Option<Response<RespBody>> {
+    let stored = obj.fields_map();
+    if !pre_encoded::has_date(&stored)
+        || (obj.status == StatusCode::OK && policy::not_modified(req_headers, &*stored))
+    {
+        return None;
+    }
+    let mut resp = Response::new(RespBody::full(obj.body.clone()));
+    *resp.status_mut() = obj.status;
+    let secs = obj.age_to_send(fresh.age(now).as_secs());
+    let block = pre_encoded::block(obj, &stored);
+    let block = match pre_encoded::age(secs) {
+        Some(age) => block.followed_by(&age),
+        None => {
+            resp.headers_mut().insert(header::AGE, age::value(secs));
+            block
+        }
+    };
+    resp.extensions_mut().insert(block);
     Some(resp)
 }
 

@@ -299,8 +299,12 @@ pub fn apply(
     max_body: u64,
     metrics: &Metrics,
 ) -> Response<RespBody> {
-    // A pre-encoded head (a hit as stored) was decided on by `hit_as_is`.
-    if ask.head || resp.extensions().get::<hyper::RawFields>().is_some() {
+    // A pre-encoded head (a hit as stored; HTTP/2's stored fields) was decided on by
+    // `hit_as_is`.
+    if ask.head
+        || resp.extensions().get::<hyper::RawFields>().is_some()
+        || resp.extensions().get::<h2::ext::PreEncoded>().is_some()
+    {
         return resp;
     }
     let (mut parts, mut body) = resp.into_parts();

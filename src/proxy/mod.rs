@@ -336,8 +336,11 @@ fn finish(
         }
     };
     // A pre-encoded head (a hit, a relayed answer) carries its `Via` and `X-Cache` in its
-    // raw lines, spelled from the same decision (`CacheStatus::raw_lines`).
-    if resp.extensions().get::<hyper::RawFields>().is_none() {
+    // raw lines, spelled from the same decision (`CacheStatus::raw_lines`); an HTTP/2
+    // hit's pre-encoded fields too (`cached::pre_encoded`).
+    if resp.extensions().get::<hyper::RawFields>().is_none()
+        && resp.extensions().get::<h2::ext::PreEncoded>().is_none()
+    {
         let headers = resp.headers_mut();
         headers.append(header::VIA, VIA);
         if let (Some(status), true) = (exchange.record.cache, exchange.record.error.is_none()) {
@@ -558,7 +561,10 @@ fn answer<'r>(
                 Action::Proxy { compress, .. } => compress.as_deref(),
                 _ => None,
             };
-            match cached::serve_hit(cache, policy, compress, record.scheme(), key_host, req) {
+            // Response rules need the stored fields in a map, not pre-encoded.
+            let pre_encode = route.rules.as_ref().is_none_or(|r| r.response.is_empty());
+            let scheme = record.scheme();
+            match cached::serve_hit(cache, policy, compress, scheme, key_host, req, pre_encode) {
                 cached::FirstLook::Hit(resp) => {
                     record.cache = Some(CacheStatus::Hit);
                     resp

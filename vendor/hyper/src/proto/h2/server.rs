@@ -489,8 +489,13 @@ where
                         super::MessageKind::Response,
                     );
 
+                    // torii patch 14: a response carrying fields encoded beforehand
+                    // (`h2::ext::PreEncoded`) gets neither a `Date` nor a `Content-Length`
+                    // from here: its maker put them in those fields or the map.
+                    let pre_encoded = res.extensions().get::<h2::ext::PreEncoded>().is_some();
+
                     // set Date header if it isn't already set if instructed
-                    if *me.date_header {
+                    if *me.date_header && !pre_encoded {
                         res.headers_mut()
                             .entry(::http::header::DATE)
                             .or_insert_with(date::update_and_header_value);
@@ -529,7 +534,10 @@ where
                     if !body.is_end_stream() {
                         // automatically set Content-Length from body...
                         if let Some(len) = body.size_hint().exact() {
-                            headers::set_content_length_if_missing(res.headers_mut(), len);
+                            // torii patch 14: none added to a pre-encoded response (above).
+                            if !pre_encoded {
+                                headers::set_content_length_if_missing(res.headers_mut(), len);
+                            }
                         }
 
                         let body_tx = reply!(me, res, false);
