@@ -48,6 +48,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = policy::storable(&Method::GET, &req, status, &resp, &opts);
         let _ = policy::freshness_lifetime(status, &resp, &opts, now);
     }
-    let _ = policy::secondary_key(resp.get_all(http::header::VARY), &req);
+    let _ = policy::secondary_key(
+        resp.get_all(http::header::VARY),
+        &req,
+        &policy::VaryNormalise::default(),
+    );
     let _ = (cc, req_cc);
 });
