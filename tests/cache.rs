@@ -193,6 +193,73 @@ async fn a_pre_encoded_hit_head_keeps_every_stored_field_once() {
     assert_eq!(origin.hits("/raw"), 1);
 }
 
+/// The stored miss's head goes out as the lines written for the store (`hyper::RawFields`
+/// with the miss's own tail): every field of the origin's once, the origin's `Age`, the
+/// miss's `X-Cache` and `Via`, one request ID, and the length hyper frames the body with.
+#[tokio::test]
+async fn a_stored_miss_sent_as_its_stored_lines_keeps_every_field_once() {
+    let origin = Origin::start().await;
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(30));
+    origin.set(
+        "/raw-miss",
+        reply(
+            "0123456789",
+            &[
+                ("cache-control", "max-age=3600"),
+                ("date", &date),
+                ("age", "7"),
+                ("x-cache", "from-origin"),
+                ("x-request-id", "from-origin"),
+                ("set-thing", "one"),
+                ("x-multi", "a"),
+            ],
+        )
+        .header("x-multi", "b"),
+    );
+    let torii = proxy(&origin, "", "").await;
+    let mut conn = tokio::net::TcpStream::connect(torii.addr).await.unwrap();
+    let req = format!("GET /raw-miss HTTP/1.1\r\nHost: {}\r\n\r\n", torii.addr);
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut wire = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !wire.ends_with(b"0123456789") {
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+            .await
+            .expect("the response in time")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&wire));
+        wire.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8(wire).unwrap();
+    let head = text.strip_suffix("0123456789").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.ends_with("\r\n\r\n"), "{head}");
+    let lines: Vec<String> = head.lines().map(|l| l.to_ascii_lowercase()).collect();
+    let field = |name: &str| -> Vec<String> {
+        lines
+            .iter()
+            .filter_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+            .collect()
+    };
+    assert_eq!(field("date"), [date.to_ascii_lowercase()], "{head}");
+    assert_eq!(field("content-length"), ["10"], "{head}");
+    assert_eq!(field("x-cache"), ["miss"], "{head}");
+    assert_eq!(field("via"), ["1.1 torii"], "{head}");
+    assert_eq!(field("age"), ["7"], "the origin's Age: {head}");
+    assert_eq!(field("set-thing"), ["one"], "{head}");
+    assert_eq!(field("x-multi"), ["a", "b"], "{head}");
+    let id = field("x-request-id");
+    assert_eq!(id.len(), 1, "one request ID: {head}");
+    assert_ne!(id[0], "from-origin", "{head}");
+    assert!(field("transfer-encoding").is_empty(), "{head}");
+    // Stored as it was sent: the next request is a hit with the same fields.
+    let (status, headers, _) = send("GET", &torii.url("/raw-miss"), &[]).await;
+    assert!(status.is_success());
+    assert_eq!(x_cache(&headers), "HIT");
+    assert_eq!(headers.get("set-thing").unwrap(), "one");
+    assert_eq!(origin.hits("/raw-miss"), 1);
+}
+
 #[tokio::test]
 async fn concurrent_cold_requests_coalesce_into_one_origin_request() {
     let origin = Origin::start().await;

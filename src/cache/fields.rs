@@ -10,20 +10,18 @@
 //!
 //! # Block layout
 //! ```text
-//! [ sendable lines ][ hit lines ][ held lines ]
+//! [ sendable lines ][ held lines ]
 //! ```
-//! *sendable*: every field a hit sends as stored. *hit lines*: `x-cache: HIT` and `Via`,
-//! which every HTTP/1 hit adds (not fields of the object: lookups skip them). *held*: the
-//! fields a hit never sends as stored (framing, `Age`, `X-Cache`, `X-Request-ID`, torii's
-//! own targeted field). A hit's pre-encoded head ([`StoredFields::raw`]) is the first two
-//! parts, one slice, no copy. Without a `Date` there is no pre-encoded head (hyper would
-//! add the current one) and no hit lines.
+//! *sendable*: every field a hit sends as stored. *held*: the fields a hit never sends as
+//! stored (framing, `Age`, `X-Cache`, `X-Request-ID`, torii's own targeted field). A
+//! pre-encoded HTTP/1 head ([`StoredFields::raw`]: a hit's, or the miss that stores the
+//! object) is the first part, one slice, no copy, followed by the answer's own `X-Cache`
+//! and `Via` lines (`hyper::RawFields::tail`). Without a `Date` there is no pre-encoded
+//! head (hyper would add the current one).
 
 use bytes::Bytes;
 use http::header::{AGE, CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue};
-
-use crate::cache::status::CacheStatus;
 
 /// Fields looked up by name: a `HeaderMap`, or a stored object's [`StoredFields`].
 pub trait FieldSource {
@@ -83,8 +81,8 @@ pub struct StoredFields {
     block: Bytes,
     /// End of the sendable lines.
     sendable: u32,
-    /// Length of the hit lines after them (0 without a `Date`).
-    hit_lines: u16,
+    /// Whether the sendable lines hold a `Date` (then they are a pre-encoded head).
+    dated: bool,
     /// Whether the fields hold [`VARIANTS_MARKER`] (known without a scan: every lookup
     /// asks).
     variants: bool,
@@ -103,12 +101,7 @@ fn lines_len(headers: &HeaderMap, keep: &impl Fn(&HeaderName) -> bool) -> (usize
         len += n.as_str().len() + v.len() + 4;
         dated |= n == DATE;
     }
-    let hit = if dated {
-        CacheStatus::Hit.raw_lines().len()
-    } else {
-        0
-    };
-    (len + hit, dated)
+    (len, dated)
 }
 
 fn put_line(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
@@ -159,11 +152,11 @@ impl StoredFields {
         let (len, dated) = lines_len(headers, &|_| true);
         let variants = headers.contains_key(&VARIANTS_MARKER);
         assemble(key, len, body, |out| {
-            let (sendable, hit_lines) = Self::write(out, headers, dated, &|_| true);
+            let sendable = Self::write(out, headers, &|_| true);
             StoredFields {
                 block: Bytes::new(),
                 sendable,
-                hit_lines,
+                dated,
                 variants,
             }
         })
@@ -192,23 +185,17 @@ impl StoredFields {
         let keep = |n: &HeaderName| !except.contains(n);
         let (len, dated) = lines_len(headers, &keep);
         let mut out = Vec::with_capacity(len);
-        let (sendable, hit_lines) = Self::write(&mut out, headers, dated, &keep);
+        let sendable = Self::write(&mut out, headers, &keep);
         StoredFields {
             block: Bytes::from(out),
             sendable,
-            hit_lines,
+            dated,
             variants: keep(&VARIANTS_MARKER) && headers.contains_key(&VARIANTS_MARKER),
         }
     }
 
-    /// Appends the block of the fields `keep` takes to `out`; returns the sendable length
-    /// and the hit lines' length.
-    fn write(
-        out: &mut Vec<u8>,
-        headers: &HeaderMap,
-        dated: bool,
-        keep: &impl Fn(&HeaderName) -> bool,
-    ) -> (u32, u16) {
+    /// Appends the block of the fields `keep` takes to `out`; returns the sendable length.
+    fn write(out: &mut Vec<u8>, headers: &HeaderMap, keep: &impl Fn(&HeaderName) -> bool) -> u32 {
         let start = out.len();
         let mut held_any = false;
         for (name, value) in headers.iter().filter(|(n, _)| keep(n)) {
@@ -219,25 +206,19 @@ impl StoredFields {
             }
         }
         let sendable = (out.len() - start) as u32;
-        if dated {
-            out.extend_from_slice(CacheStatus::Hit.raw_lines());
-        }
-        let hit_lines = (out.len() - start - sendable as usize) as u16;
         if held_any {
             for (name, value) in headers.iter().filter(|(n, _)| keep(n) && held(n)) {
                 put_line(out, name, value);
             }
         }
-        (sendable, hit_lines)
+        sendable
     }
 
-    /// The head a fresh HTTP/1 hit sends as it is (`hyper::RawFields`): every sendable
-    /// field, then the hit's `X-Cache` and `Via`. `None` without a `Date`.
+    /// The fields an HTTP/1 answer from this object sends as they are
+    /// (`hyper::RawFields::lines`): every sendable field. `None` without a `Date`.
     pub fn raw(&self) -> Option<Bytes> {
-        (self.hit_lines > 0).then(|| {
-            self.block
-                .slice(..self.sendable as usize + usize::from(self.hit_lines))
-        })
+        self.dated
+            .then(|| self.block.slice(..self.sendable as usize))
     }
 
     /// Whether these are the fields of a `Vary` variants index ([`VARIANTS_MARKER`]).
@@ -255,7 +236,6 @@ impl StoredFields {
         Lines {
             block: &self.block,
             at: 0,
-            skip: self.sendable as usize..self.sendable as usize + usize::from(self.hit_lines),
         }
     }
 
@@ -341,16 +321,12 @@ impl std::fmt::Debug for StoredFields {
 pub struct Lines<'a> {
     block: &'a [u8],
     at: usize,
-    skip: std::ops::Range<usize>,
 }
 
 impl<'a> Iterator for Lines<'a> {
     type Item = (&'a [u8], &'a [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.at == self.skip.start {
-            self.at = self.skip.end;
-        }
         let rest = self.block.get(self.at..)?;
         // Built from a HeaderMap: names hold no ':', values no CR or LF.
         let colon = rest.iter().position(|&b| b == b':')?;
@@ -407,13 +383,11 @@ mod tests {
             back.get_all(VARY).iter().collect::<Vec<_>>(),
             ["accept", "cookie"]
         );
-        // The hit lines are not fields.
-        assert!(f.iter().all(|(n, _)| n != b"via"));
         assert_eq!(f.get("x-cache"), Some(&b"MISS"[..]));
     }
 
     #[test]
-    fn the_raw_head_is_the_sendable_fields_then_the_hit_lines() {
+    fn the_raw_head_is_the_sendable_fields() {
         let m = map(&[
             ("content-type", "text/plain"),
             ("content-length", "5"),
@@ -425,10 +399,10 @@ mod tests {
         let raw = f.raw().unwrap();
         assert_eq!(
             &raw[..],
-            b"content-type: text/plain\r\ndate: Sat, 05 Dec 2026 16:49:33 GMT\r\nx-cache: HIT\r\nvia: 1.1 torii\r\n"
+            b"content-type: text/plain\r\ndate: Sat, 05 Dec 2026 16:49:33 GMT\r\n"
         );
         assert_eq!(f.get(&AGE), Some(&b"3"[..]));
-        // No Date: no raw head, no hit lines.
+        // No Date: no raw head.
         let f = StoredFields::from_map(&map(&[("content-type", "text/plain")]));
         assert!(f.raw().is_none());
         assert_eq!(f.get(&CONTENT_TYPE), Some(&b"text/plain"[..]));

@@ -17,7 +17,9 @@ pub mod range;
 pub mod status;
 pub mod tier;
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::atomic::{
     AtomicU64,
     Ordering::{Relaxed, SeqCst},
@@ -34,6 +36,9 @@ use tokio::time::Instant;
 pub use status::CacheStatus;
 
 use object::{CachedObject, ObjectMeta, ObjectParts};
+/// The hasher of the maps keyed by cache keys: foldhash, seeded per process (quick_cache's,
+/// which the memory tier uses too); SipHash cost a miss ~100 instructions a lookup.
+type FastHash = quick_cache::DefaultHashBuilder;
 use tier::disk::{DiskTier, DiskTierOptions};
 use tier::memory::{MemoryTier, MemoryTierOptions};
 use tier::shared::{SharedTier, Target};
@@ -163,12 +168,15 @@ pub enum Join {
 pub struct Cache {
     memory: MemoryTier,
     disk: Option<DiskTier>,
-    /// Fetches under way, by key: the channel to their followers, made by the first
-    /// follower (most misses have none, and pay for no channel).
-    flights: Mutex<HashMap<String, Option<watch::Sender<FlightState>>>>,
+    /// Fetches under way, by the hash of their key ([`Cache::flight_id`]): the channel to
+    /// their followers, made by the first follower (most misses have none, and pay for no
+    /// channel). Keyed by hash, a miss allocates no copy of its key here; two keys of the
+    /// same 64-bit hash would only make one wait for the other's fetch, then fetch itself.
+    flights: Mutex<HashMap<u64, Option<watch::Sender<FlightState>>, FastHash>>,
+    flights_hash: FastHash,
     /// Keys whose last response was uncacheable, until the given instant (Varnish's
     /// hit-for-miss): they skip coalescing so requests don't queue behind each other.
-    uncacheable: Mutex<HashMap<String, Instant>>,
+    uncacheable: Mutex<HashMap<String, Instant, FastHash>>,
     refreshing: Mutex<HashSet<String>>,
     /// Counts purges and invalidations, so a disk write that ran across one can tell.
     /// Changed, and checked by finished disk writes, only under `purge_lock`.
@@ -223,6 +231,7 @@ impl Cache {
             ),
             disk,
             flights: Mutex::default(),
+            flights_hash: FastHash::default(),
             uncacheable: Mutex::default(),
             refreshing: Mutex::default(),
             purge_epoch: AtomicU64::new(0),
@@ -320,17 +329,16 @@ impl Cache {
     pub fn store(self: &Arc<Self>, obj: Arc<CachedObject>, index: Option<CachedObject>) {
         self.stats.stores.fetch_add(1, Relaxed);
         let epoch = self.purge_epoch.load(SeqCst);
-        let mut batch = Vec::with_capacity(2);
-        if let Some(index) = index {
-            let index = Arc::new(index);
+        let index = index.map(Arc::new);
+        if let Some(index) = &index {
             self.put(index.clone());
-            batch.push(index);
         }
-        self.put(obj.clone());
-        batch.push(obj.clone());
         let Some(shared) = self.shared.clone() else {
+            self.put(obj);
             return;
         };
+        self.put(obj.clone());
+        let batch: Vec<_> = index.into_iter().chain([obj.clone()]).collect();
         let primary = primary_of(&obj.meta.key).to_string();
         let release = self.leases.lock().expect("poisoned").remove(&primary);
         let cache = self.clone();
@@ -504,17 +512,30 @@ impl Cache {
                 uncacheable.remove(key);
             }
         }
+        let id = self.flight_id(key);
         let mut flights = self.flights.lock().expect("poisoned");
-        if let Some(slot) = flights.get_mut(key) {
-            let tx = slot.get_or_insert_with(|| watch::channel(FlightState::Pending).0);
-            return Join::Follower(tx.subscribe());
+        match flights.entry(id) {
+            Entry::Occupied(mut slot) => {
+                let tx = slot
+                    .get_mut()
+                    .get_or_insert_with(|| watch::channel(FlightState::Pending).0);
+                Join::Follower(tx.subscribe())
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(None);
+                Join::Leader(FlightGuard {
+                    cache: self.clone(),
+                    key: key.to_string(),
+                    id,
+                    live: true,
+                })
+            }
         }
-        flights.insert(key.to_string(), None);
-        Join::Leader(FlightGuard {
-            cache: self.clone(),
-            key: key.to_string(),
-            live: true,
-        })
+    }
+
+    /// The key of `key`'s flight in `flights`.
+    fn flight_id(&self, key: &str) -> u64 {
+        self.flights_hash.hash_one(key)
     }
 
     /// Whether `key` answered something uncacheable within its `hit_for_miss` window: such
@@ -561,6 +582,8 @@ impl Cache {
 pub struct FlightGuard {
     cache: Arc<Cache>,
     key: String,
+    /// `key`'s [`Cache::flight_id`].
+    id: u64,
     /// Not ended yet.
     live: bool,
 }
@@ -582,7 +605,7 @@ impl FlightGuard {
                 .flights
                 .lock()
                 .expect("poisoned")
-                .remove(&self.key)
+                .remove(&self.id)
                 .flatten();
             // Gone from the map, the flight takes no new follower: those it has get the
             // outcome (or, with the sender dropped unsent, fetch themselves).

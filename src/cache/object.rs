@@ -525,8 +525,9 @@ impl CachedObject {
 
     /// The head of a fresh HTTP/1 hit, pre-encoded ([`hyper::RawFields`] lines): every
     /// stored field but the framing ones (hyper writes `Content-Length` from the body),
-    /// then the hit's `X-Cache` and `Via`. `None` when the object has no `Date` (hyper
-    /// would add the current one, so such a hit goes the ordinary way).
+    /// before the answer's own `X-Cache` and `Via` (`hyper::RawFields::tail`). `None` when
+    /// the object has no `Date` (hyper would add the current one, so such a hit goes the
+    /// ordinary way).
     pub fn raw_fields(&self) -> Option<Bytes> {
         self.headers.raw()
     }

@@ -47,6 +47,8 @@ pub struct Ctx<'a> {
     pub primary: Option<String>,
     /// Where the origin's interim (1xx) answers go (relayed to the client, never stored).
     pub interim: upstream::Interim<'a>,
+    /// The route's compression, which the response step applies (`compress::apply`).
+    pub compress: Option<&'a crate::config::Compress>,
 }
 
 /// The primary key and URL of a request on a caching route; `scheme` is the one the
@@ -233,6 +235,7 @@ fn respond_raw(
     // the connection's next request, idle or not.
     resp.extensions_mut().insert(hyper::RawFields {
         lines,
+        tail: CacheStatus::Hit.raw_lines(),
         age: Some(obj.age_to_send(fresh.age(now).as_secs())),
     });
     Some(resp)
@@ -507,6 +510,8 @@ pub async fn serve(
     // Parsed once: whether it may be stored, and how, are decided from this one value.
     let directives = ResponseDirectives::parse(parts.status, &parts.headers, &ctx.policy.store);
     let storable = directives.storable(&Method::GET, &req_cc, &ctx.req_headers, &ctx.policy.store);
+    // Whether the store keeps every field (none is `no-cache="field"` or `private="field"`).
+    let whole = directives.unshared_fields(&ctx.policy.store).is_empty();
     let length = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -570,6 +575,24 @@ pub async fn serve(
     let client_failed = parts.status == StatusCode::OK
         && cache::range::precondition_failed(&ctx.req_headers, &parts.headers);
     let filling = template.is_some();
+    // An HTTP/1 client's response goes out with the lines just written for the store.
+    let raw = match &template {
+        Some((obj, _))
+            if record.version <= Version::HTTP_11
+                && whole
+                && length.is_some()
+                && http_body::Body::size_hint(&body).exact() == length =>
+        {
+            raw_miss_head(
+                obj,
+                &parts,
+                &ctx,
+                length,
+                CacheStatus::Miss(miss).raw_lines(),
+            )
+        }
+        _ => None,
+    };
     let body = match template {
         Some((obj, index)) => {
             let max = ctx
@@ -594,7 +617,54 @@ pub async fn serve(
         tokio::spawn(drain(body));
         return Ok(not_modified_response(&parts.headers, None));
     }
+    if let Some(raw) = raw {
+        // Emptied, its room kept for the fields the response step adds (`X-Request-ID`).
+        parts.headers.clear();
+        parts.extensions.insert(raw);
+    }
     Ok(Response::from_parts(parts, body))
+}
+
+/// The head of a stored miss's response as pre-encoded lines (`hyper::RawFields`): the
+/// fields just written for the store (`to_store`), then `tail` (the miss's `X-Cache` and
+/// `Via`), then the origin's `Age`, so hyper encodes no map of them and the response step
+/// adds nothing. The caller checks that the stored lines are all the client is owed (no
+/// field kept from the store: `no-cache="field"`, `private="field"`) and that hyper
+/// writes the body's known length; here: a GET's 200 with a `Date`, and nothing for
+/// compression to do (`compress::plan` sends it as it is, without `Vary`), so the client
+/// gets what the store keeps. `None` otherwise: the map goes.
+fn raw_miss_head(
+    obj: &ObjectParts,
+    parts: &http::response::Parts,
+    ctx: &Ctx<'_>,
+    length: Option<u64>,
+    tail: &'static [u8],
+) -> Option<hyper::RawFields> {
+    let PartsFields::Lines(stored) = &obj.headers else {
+        return None;
+    };
+    if parts.status != StatusCode::OK {
+        return None;
+    }
+    // The stored fields but the held ones (`cache::fields`), which the head leaves out:
+    // framing (hyper's), `X-Cache`, `X-Request-ID` (the response step's), torii's
+    // targeted field (never sent), and `Age`, written from `age` below.
+    let lines = stored.raw()?;
+    if let Some(config) = ctx.compress {
+        let accept = ctx
+            .req_headers
+            .get(header::ACCEPT_ENCODING)
+            .map(HeaderValue::as_bytes);
+        let plan = super::compress::plan(config, accept, parts.status, &parts.headers, length);
+        if plan != (super::compress::Plan::AsIs { vary: false }) {
+            return None;
+        }
+    }
+    let age = match parts.headers.get(header::AGE) {
+        Some(v) => Some(v.to_str().ok()?.trim().parse::<u64>().ok()?),
+        None => None,
+    };
+    Some(hyper::RawFields { lines, tail, age })
 }
 
 /// Sends a request of the cache step to the route's group, through its one door, and

@@ -781,6 +781,7 @@ async fn proxy(
                 Looked::Not | Looked::Pass => rewritten_key,
             },
             interim,
+            compress: compress.as_deref(),
         };
         // Boxed: the cache step's future is large (lookups, coalescing, ranges, fills), and
         // inline it would make every request's future as large, copied whole into its box

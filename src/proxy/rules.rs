@@ -135,7 +135,8 @@ pub fn apply_response<B>(ops: &[HeaderOp], resp: &mut Response<B>, vars: &Vars) 
     }
     if let Some(raw) = resp.extensions_mut().remove::<hyper::RawFields>() {
         let mut map = HeaderMap::new();
-        for line in raw.lines.split(|&b| b == b'\n') {
+        let lines = raw.lines.split(|&b| b == b'\n');
+        for line in lines.chain(raw.tail.split(|&b| b == b'\n')) {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             let Some(colon) = line.iter().position(|&b| b == b':') else {
                 continue;

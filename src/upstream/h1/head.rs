@@ -156,7 +156,6 @@ pub fn parse_head(buf: &mut BytesMut, raw: Option<RawTail>) -> Result<Option<Par
                 .iter()
                 .map(|s| (s.1 - s.0 + s.3 - s.2) as usize + 4)
                 .sum::<usize>()
-                + extra.lines.len()
                 + (taken - len);
             let mut out = BytesMut::with_capacity(room);
             for span in spans {
@@ -168,13 +167,13 @@ pub fn parse_head(buf: &mut BytesMut, raw: Option<RawTail>) -> Result<Option<Par
                     out.extend_from_slice(b"\r\n");
                 }
             }
-            out.extend_from_slice(extra.lines);
             let lines = out.len();
             out.extend_from_slice(&buf[len..taken]);
             let mut out = out.freeze();
             let tail = out.split_off(lines);
             head.extensions_mut().insert(hyper::RawFields {
                 lines: out,
+                tail: extra.lines,
                 age: None,
             });
             tail

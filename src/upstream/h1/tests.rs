@@ -106,7 +106,9 @@ fn raw_lines(head: &[u8]) -> (Option<Bytes>, Bytes) {
     .unwrap();
     let raw = parsed.head.extensions().get::<hyper::RawFields>();
     assert!(raw.is_none() || parsed.head.headers().is_empty());
-    (raw.map(|r| r.lines.clone()), parsed.tail)
+    // The caller's lines are the tail, after the server's.
+    let lines = raw.map(|r| Bytes::from([&r.lines[..], r.tail].concat()));
+    (lines, parsed.tail)
 }
 
 #[test]

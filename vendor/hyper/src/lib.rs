@@ -124,8 +124,8 @@ pub use crate::error::{Error, Result};
 
 // torii patch 06: pre-encoded response fields, written verbatim by an HTTP/1 server.
 /// A response extension holding whole field lines (`name: value\r\n` each) that an
-/// HTTP/1 server writes verbatim right after the status line, then an `Age` line when
-/// `age` is set. torii uses it to send a stored response's fields, encoded once, on
+/// HTTP/1 server writes verbatim right after the status line, then the `tail` lines, then
+/// an `Age` line when `age` is set. torii uses it to send a stored response's fields, encoded once, on
 /// every cache hit. The lines must hold a `Date` (hyper then adds none) and leave out
 /// the framing fields (`Content-Length`, `Transfer-Encoding`, `Connection`), which hyper
 /// writes itself; HTTP/2 ignores the extension.
@@ -133,7 +133,9 @@ pub use crate::error::{Error, Result};
 pub struct RawFields {
     /// Whole field lines, each ending in CRLF.
     pub lines: bytes::Bytes,
-    /// Written as `age: N` after `lines`.
+    /// Whole field lines written after `lines` (empty for none).
+    pub tail: &'static [u8],
+    /// Written as `age: N` after the tail.
     pub age: Option<u64>,
 }
 

@@ -471,6 +471,7 @@ impl Http1Transaction for Server {
         // torii patch 06: pre-encoded fields (see `crate::RawFields`), which hold the Date.
         if let Some(raw) = msg.head.extensions.get::<crate::RawFields>() {
             extend(dst, &raw.lines);
+            extend(dst, raw.tail);
             if let Some(age) = raw.age {
                 extend(dst, b"age: ");
                 extend(dst, ::itoa::Buffer::new().format(age).as_bytes());
