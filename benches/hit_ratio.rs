@@ -191,15 +191,13 @@ fn make_obj(id: u64, varied: bool) -> Arc<CachedObject> {
     let now = SystemTime::now();
     let key = format!("GET http://bench/{id}\n");
     Arc::new(CachedObject {
-        meta: ObjectMeta {
-            key: key.into(),
-            url: None,
-            tags: Vec::new(),
-            request_time: now,
-            response_time: now,
-            fresh_until: now + Duration::from_secs(3600),
-            stale_until: now + Duration::from_secs(7200),
-        },
+        meta: ObjectMeta::new(
+            key,
+            now,
+            now,
+            now + Duration::from_secs(3600),
+            now + Duration::from_secs(7200),
+        ),
         status: StatusCode::OK,
         headers: Default::default(),
         body: Bytes::from_static(&ZEROS[..body_len(id, varied)]),

@@ -142,15 +142,13 @@ fn main() {
 
     let tier = MemoryTier::new(64 << 20);
     let obj = CachedObject {
-        meta: ObjectMeta {
-            key: "http://www.example.com/1k".into(),
-            url: None,
-            tags: vec![],
-            request_time: now,
-            response_time: now,
-            fresh_until: now + Duration::from_secs(3600),
-            stale_until: now + Duration::from_secs(7200),
-        },
+        meta: ObjectMeta::new(
+            "http://www.example.com/1k",
+            now,
+            now,
+            now + Duration::from_secs(3600),
+            now + Duration::from_secs(7200),
+        ),
         status: StatusCode::OK,
         headers: torii::cache::fields::StoredFields::from_map(&resp),
         body: Bytes::from(vec![b'x'; 1024]),

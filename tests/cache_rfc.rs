@@ -386,15 +386,7 @@ fn age_sent_for_one_object_is_monotonic() {
     use torii::cache::object::{CachedObject, ObjectMeta};
     let t = SystemTime::UNIX_EPOCH;
     let obj = CachedObject {
-        meta: ObjectMeta {
-            key: "k".into(),
-            url: Some("http://h/".into()),
-            tags: Vec::new(),
-            request_time: t,
-            response_time: t,
-            fresh_until: t,
-            stale_until: t,
-        },
+        meta: ObjectMeta::at("k", t).with_url(Some("http://h/".into())),
         status: StatusCode::OK,
         headers: Default::default(),
         body: Bytes::new(),

@@ -12,15 +12,7 @@ fn object(key: &str) -> CachedObject {
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("text/plain"));
     headers.insert("cache-control", HeaderValue::from_static("max-age=60"));
-    let meta = ObjectMeta {
-        key: key.into(),
-        url: None,
-        tags: Vec::new(),
-        request_time: now,
-        response_time: now,
-        fresh_until: now,
-        stale_until: now,
-    };
+    let meta = ObjectMeta::at(key, now);
     CachedObject::new(meta, StatusCode::OK, &headers, b"body")
 }
 

@@ -165,7 +165,7 @@ impl Cache {
             return true;
         };
         if let Some(newer) = self.get_shared(&obj.meta.key).await {
-            if newer.meta.fresh_until > obj.meta.fresh_until {
+            if newer.meta.fresh_until() > obj.meta.fresh_until() {
                 return false;
             }
         }

@@ -125,15 +125,7 @@ impl Fill {
 fn empty() -> ObjectParts {
     let now = std::time::SystemTime::UNIX_EPOCH;
     ObjectParts {
-        meta: super::object::ObjectMeta {
-            key: Default::default(),
-            url: None,
-            tags: Vec::new(),
-            request_time: now,
-            response_time: now,
-            fresh_until: now,
-            stale_until: now,
-        },
+        meta: super::object::ObjectMeta::at("", now),
         status: http::StatusCode::OK,
         headers: super::object::PartsFields::Lines(Default::default()),
         freshness: None,

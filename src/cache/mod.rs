@@ -420,7 +420,7 @@ impl Cache {
         headers.insert(VARIANTS_MARKER, HeaderValue::from_static("1"));
         let mut meta = variant.meta.clone();
         meta.key = primary.into();
-        meta.url = ObjectMeta::url_field(primary, variant.meta.url());
+        meta.set_url(ObjectMeta::url_field(primary, variant.meta.url()));
         CachedObject::new(meta, http::StatusCode::OK, &headers, &[])
     }
 

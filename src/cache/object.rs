@@ -46,7 +46,7 @@ pub const MAX_META_LEN: usize = 1 << 20;
 /// `CachedObject` and its `Arc`, the memory tier's entry and index slot, the shared
 /// body's reference count, and the allocator's headers and rounding (measured with
 /// `scripts/perf/scale.sh --scenarios memory-per-object`: docs/perf-scale.md).
-pub const OBJECT_OVERHEAD: usize = 512;
+pub const OBJECT_OVERHEAD: usize = 448;
 
 /// Why an encoded record was rejected. Decoding never panics; every variant means
 /// "treat as a miss and drop the record".
@@ -78,32 +78,108 @@ pub enum DecodeError {
 }
 
 /// Metadata of a stored object; identical in every tier.
+///
+/// On every stored object, so kept small (72 bytes; 136 with its times as `SystemTime`s
+/// and its URL and tags inline): at 10^6 objects each byte is a megabyte.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
     /// Full cache key (primary key + "\n" + secondary/Vary key); identity in every tier.
     pub key: ByteString,
+    /// The URL and the tags, for the few objects that have either ([`ObjectMeta::url`],
+    /// [`ObjectMeta::tags`]).
+    extra: Option<Box<MetaExtra>>,
+    /// When the request that produced this response was sent upstream.
+    request_time: Stamp,
+    /// When the response was received.
+    response_time: Stamp,
+    /// End of freshness.
+    fresh_until: Stamp,
+    /// End of grace; after this the object is useless and may be dropped.
+    stale_until: Stamp,
+}
+
+/// What few objects carry beside their key (boxed in [`ObjectMeta`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct MetaExtra {
     /// The URL purges match on when it is not the key's own (`key::url_of(key)`, e.g.
     /// `http://example.com/a/b?x=1`): `None` for every object torii stores, so the URL is
-    /// not held twice. See [`ObjectMeta::url`].
-    pub url: Option<Box<str>>,
+    /// not held twice.
+    url: Option<Box<str>>,
     /// Surrogate keys from `Surrogate-Key` / `Cache-Tag`.
-    pub tags: Vec<String>,
-    /// When the request that produced this response was sent upstream.
-    pub request_time: SystemTime,
-    /// When the response was received.
-    pub response_time: SystemTime,
-    /// End of freshness.
-    pub fresh_until: SystemTime,
-    /// End of grace; after this the object is useless and may be dropped.
-    pub stale_until: SystemTime,
+    tags: Vec<String>,
+}
+
+/// A wall-clock instant as an object keeps it: nanoseconds since the Unix epoch, 8 bytes
+/// where a `SystemTime` takes 16. Instants before the epoch are the epoch; the range
+/// ends in 2554.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Stamp(u64);
+
+impl Stamp {
+    fn of(t: SystemTime) -> Stamp {
+        let nanos = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        Stamp(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    fn time(self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_nanos(self.0)
+    }
 }
 
 impl ObjectMeta {
+    /// The metadata of an object stored under `key` at these times, without a URL of its
+    /// own or tags.
+    pub fn new(
+        key: impl Into<ByteString>,
+        request_time: SystemTime,
+        response_time: SystemTime,
+        fresh_until: SystemTime,
+        stale_until: SystemTime,
+    ) -> ObjectMeta {
+        ObjectMeta {
+            key: key.into(),
+            extra: None,
+            request_time: Stamp::of(request_time),
+            response_time: Stamp::of(response_time),
+            fresh_until: Stamp::of(fresh_until),
+            stale_until: Stamp::of(stale_until),
+        }
+    }
+
+    /// With every time `t` (a placeholder, or a test's).
+    pub fn at(key: impl Into<ByteString>, t: SystemTime) -> ObjectMeta {
+        ObjectMeta::new(key, t, t, t, t)
+    }
+
+    /// With `url` as its URL field ([`ObjectMeta::url_field`]).
+    pub fn with_url(mut self, url: Option<Box<str>>) -> ObjectMeta {
+        self.set_extra(|e| e.url = url);
+        self
+    }
+
+    /// With these tags.
+    pub fn with_tags(mut self, tags: Vec<String>) -> ObjectMeta {
+        if !tags.is_empty() || self.extra.is_some() {
+            self.set_extra(|e| e.tags = tags);
+        }
+        self
+    }
+
+    fn set_extra(&mut self, f: impl FnOnce(&mut MetaExtra)) {
+        let mut extra = self.extra.take().map(|b| *b).unwrap_or_default();
+        f(&mut extra);
+        self.extra = (extra != MetaExtra::default()).then(|| Box::new(extra));
+    }
+
     /// URL part of the primary key, e.g. `http://example.com/a/b?x=1`; prefix purges match on it.
     pub fn url(&self) -> &str {
-        self.url
-            .as_deref()
+        self.own_url()
             .unwrap_or_else(|| crate::cache::key::url_of(&self.key))
+    }
+
+    /// The URL when it is not the key's own.
+    pub fn own_url(&self) -> Option<&str> {
+        self.extra.as_ref().and_then(|e| e.url.as_deref())
     }
 
     /// The `url` field for an object with `key` whose URL is `url`: `None` when it is the
@@ -112,14 +188,64 @@ impl ObjectMeta {
         (crate::cache::key::url_of(key) != url).then(|| url.into())
     }
 
+    /// Surrogate keys from `Surrogate-Key` / `Cache-Tag`.
+    pub fn tags(&self) -> &[String] {
+        self.extra.as_ref().map_or(&[], |e| &e.tags)
+    }
+
+    /// When the request that produced this response was sent upstream.
+    pub fn request_time(&self) -> SystemTime {
+        self.request_time.time()
+    }
+
+    /// When the response was received.
+    pub fn response_time(&self) -> SystemTime {
+        self.response_time.time()
+    }
+
+    /// End of freshness.
+    pub fn fresh_until(&self) -> SystemTime {
+        self.fresh_until.time()
+    }
+
+    /// End of grace; after this the object is useless and may be dropped.
+    pub fn stale_until(&self) -> SystemTime {
+        self.stale_until.time()
+    }
+
+    /// Sets when the request was sent upstream.
+    pub fn set_request_time(&mut self, t: SystemTime) {
+        self.request_time = Stamp::of(t);
+    }
+
+    /// Sets the end of freshness.
+    pub fn set_fresh_until(&mut self, t: SystemTime) {
+        self.fresh_until = Stamp::of(t);
+    }
+
+    /// Sets the end of grace.
+    pub fn set_stale_until(&mut self, t: SystemTime) {
+        self.stale_until = Stamp::of(t);
+    }
+
+    /// Sets the URL field ([`ObjectMeta::url_field`]).
+    pub fn set_url(&mut self, url: Option<Box<str>>) {
+        self.set_extra(|e| e.url = url);
+    }
+
+    /// Makes the object stale from `t` on, if it is fresh longer (a soft purge's copy).
+    pub fn stale_from(&mut self, t: SystemTime) {
+        self.fresh_until = self.fresh_until.min(Stamp::of(t));
+    }
+
     /// True while `now` is before `fresh_until`.
     pub fn is_fresh(&self, now: SystemTime) -> bool {
-        now < self.fresh_until
+        Stamp::of(now) < self.fresh_until
     }
 
     /// True once `now` has reached `stale_until` (the object may be dropped).
     pub fn is_expired(&self, now: SystemTime) -> bool {
-        now >= self.stale_until
+        Stamp::of(now) >= self.stale_until
     }
 }
 
@@ -536,12 +662,12 @@ impl CachedObject {
     /// bytes (fields block, body, key, tags) and a fixed [`OBJECT_OVERHEAD`] for the
     /// object itself, its `Arc`, the memory tier's entry and allocator rounding. Never 0.
     pub fn size(&self) -> usize {
-        let tags: usize = self.meta.tags.iter().map(|t| t.len() + 24).sum();
+        let tags: usize = self.meta.tags().iter().map(|t| t.len() + 24).sum();
         OBJECT_OVERHEAD
             + self.headers.block_len()
             + self.body.len()
             + self.meta.key.len()
-            + self.meta.url.as_ref().map_or(0, |u| u.len())
+            + self.meta.own_url().map_or(0, str::len)
             + tags
     }
 
@@ -549,7 +675,7 @@ impl CachedObject {
     /// (used by soft purges). Body and header storage are shared, not copied.
     pub fn stale_copy(&self, now: SystemTime) -> CachedObject {
         let mut copy = self.clone();
-        copy.meta.fresh_until = copy.meta.fresh_until.min(now);
+        copy.meta.stale_from(now);
         copy
     }
 
@@ -563,10 +689,10 @@ impl CachedObject {
         let url = self.meta.url();
         let mut meta = Vec::with_capacity(64 + self.meta.key.len() + url.len());
         for t in [
-            self.meta.request_time,
-            self.meta.response_time,
-            self.meta.fresh_until,
-            self.meta.stale_until,
+            self.meta.request_time(),
+            self.meta.response_time(),
+            self.meta.fresh_until(),
+            self.meta.stale_until(),
         ] {
             let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
             meta.extend_from_slice(&d.as_secs().to_le_bytes());
@@ -574,8 +700,8 @@ impl CachedObject {
         }
         put_str(&mut meta, &self.meta.key);
         put_str(&mut meta, url);
-        put_u32(&mut meta, self.meta.tags.len());
-        for tag in &self.meta.tags {
+        put_u32(&mut meta, self.meta.tags().len());
+        for tag in self.meta.tags() {
             put_str(&mut meta, tag);
         }
 
@@ -621,7 +747,7 @@ impl CachedObject {
             + self.meta.key.len()
             + self.meta.url().len()
             + 4
-            + self.meta.tags.iter().map(|t| 4 + t.len()).sum::<usize>();
+            + self.meta.tags().iter().map(|t| 4 + t.len()).sum::<usize>();
         meta <= MAX_META_LEN
             && self
                 .headers
@@ -847,15 +973,11 @@ fn read_meta(r: &mut Reader<'_>) -> Result<ObjectMeta, DecodeError> {
     for _ in 0..count {
         tags.push(r.string()?);
     }
-    Ok(ObjectMeta {
-        key: key.into(),
-        url,
-        tags,
-        request_time,
-        response_time,
-        fresh_until,
-        stale_until,
-    })
+    Ok(
+        ObjectMeta::new(key, request_time, response_time, fresh_until, stale_until)
+            .with_url(url)
+            .with_tags(tags),
+    )
 }
 
 fn put_u32(out: &mut Vec<u8>, n: usize) {
@@ -964,15 +1086,15 @@ pub(crate) mod tests {
             *b = (i * 31 % 251) as u8;
         }
         CachedObject {
-            meta: ObjectMeta {
-                key: key.into(),
-                url: ObjectMeta::url_field(key, url),
-                tags: tags.iter().map(|t| t.to_string()).collect(),
-                request_time: now - Duration::from_millis(5),
-                response_time: now,
-                fresh_until: now + Duration::from_secs(60),
-                stale_until: now + Duration::from_secs(3600),
-            },
+            meta: ObjectMeta::new(
+                key,
+                now - Duration::from_millis(5),
+                now,
+                now + Duration::from_secs(60),
+                now + Duration::from_secs(3600),
+            )
+            .with_url(ObjectMeta::url_field(key, url))
+            .with_tags(tags.iter().map(|t| t.to_string()).collect()),
             status: StatusCode::OK,
             headers: StoredFields::from_map(&headers),
             body: Bytes::from(body),
@@ -1038,12 +1160,13 @@ pub(crate) mod tests {
         let mut obj = sample("", "", &[], 0);
         obj.headers = StoredFields::default();
         obj.status = StatusCode::NOT_FOUND;
-        obj.meta.request_time = UNIX_EPOCH;
+        obj.meta.set_request_time(UNIX_EPOCH);
         let dec = CachedObject::decode(&obj.encode()).unwrap();
         assert_eq!(dec, obj);
-        obj.meta.request_time = UNIX_EPOCH - Duration::from_secs(10);
+        obj.meta
+            .set_request_time(UNIX_EPOCH - Duration::from_secs(10));
         let dec = CachedObject::decode(&obj.encode()).unwrap();
-        assert_eq!(dec.meta.request_time, UNIX_EPOCH);
+        assert_eq!(dec.meta.request_time(), UNIX_EPOCH);
     }
 
     #[test]
@@ -1123,6 +1246,7 @@ mod size_guard {
     #[cfg(target_pointer_width = "64")]
     fn a_stored_object_stays_small() {
         assert!(std::mem::size_of::<ObjectMemo>() <= 96);
-        assert!(std::mem::size_of::<CachedObject>() <= 312);
+        assert!(std::mem::size_of::<ObjectMeta>() <= 72);
+        assert!(std::mem::size_of::<CachedObject>() <= 248);
     }
 }

@@ -759,7 +759,7 @@ pub fn invalidate(
 }
 
 /// Freshness of a stored object, with the route's grace and stale-if-error minimums, and
-/// clamped by a soft purge (`meta.fresh_until` moved to the past).
+/// clamped by a soft purge (`meta.fresh_until()` moved to the past).
 fn freshness(obj: &CachedObject, p: &CachePolicy) -> Freshness {
     obj.memo
         .get_or(p.freshness_id, || compute_freshness(obj, p))
@@ -771,15 +771,15 @@ fn compute_freshness(obj: &CachedObject, p: &CachePolicy) -> Freshness {
         obj.status,
         &obj.headers.to_map(),
         &p.store,
-        obj.meta.request_time,
-        obj.meta.response_time,
+        obj.meta.request_time(),
+        obj.meta.response_time(),
     );
     widen(&mut f, p);
     let expires = f.stored_at + f.lifetime.saturating_sub(f.age_at_store);
-    if obj.meta.fresh_until < expires {
+    if obj.meta.fresh_until() < expires {
         let fresh_for = obj
             .meta
-            .fresh_until
+            .fresh_until()
             .duration_since(f.stored_at)
             .unwrap_or(Duration::ZERO);
         f.lifetime = f.age_at_store.saturating_add(fresh_for);
@@ -847,15 +847,8 @@ fn to_store(
     }
     tags.append(&mut cache_tags);
     let obj = ObjectParts {
-        meta: ObjectMeta {
-            key: key.into(),
-            url: None,
-            tags,
-            request_time,
-            response_time,
-            fresh_until,
-            stale_until,
-        },
+        meta: ObjectMeta::new(key, request_time, response_time, fresh_until, stale_until)
+            .with_tags(tags),
         status,
         headers: PartsFields::Lines(StoredFields::from_map_except(
             headers,

@@ -617,7 +617,7 @@ impl Inner {
             // Direct read during the startup scan: honour purges issued meanwhile,
             // and index the file so the scan need not.
             let mut index = self.lock();
-            if index.purged(hash, obj.meta.url(), &obj.meta.tags) {
+            if index.purged(hash, obj.meta.url(), obj.meta.tags()) {
                 drop(index);
                 self.delete(hash);
                 return None;
@@ -705,8 +705,8 @@ fn entry_for(meta: &object::ObjectMeta, size: u64, access: u64) -> Entry {
     Entry {
         size,
         url: meta.url().to_owned(),
-        tags: meta.tags.clone(),
-        stale_until: meta.stale_until,
+        tags: meta.tags().to_vec(),
+        stale_until: meta.stale_until(),
         access,
         generation: 0,
     }
@@ -802,7 +802,7 @@ fn scan(weak: Weak<Inner>) {
                     if index.map.contains_key(&hash) {
                         continue; // inserted or read since open: newer than what we saw
                     }
-                    if index.purged(hash, rm.meta.url(), &rm.meta.tags) {
+                    if index.purged(hash, rm.meta.url(), rm.meta.tags()) {
                         drop(index);
                         let _ = fs::remove_file(&path);
                         dropped += 1;

@@ -223,7 +223,8 @@ async fn expired_entries_dropped() {
     let tier = DiskTier::open(dir.path(), 1 << 20).unwrap();
     tier.wait_ready().await;
     let mut dead = sample("dead", "u", &[], 10);
-    dead.meta.stale_until = SystemTime::now() - Duration::from_secs(1);
+    dead.meta
+        .set_stale_until(SystemTime::now() - Duration::from_secs(1));
     assert!(
         !tier.insert(Arc::new(dead)).await.unwrap(),
         "already expired: skipped"
@@ -231,7 +232,7 @@ async fn expired_entries_dropped() {
     let soon = SystemTime::now() + Duration::from_millis(300);
     for k in ["e1", "e2", "e3"] {
         let mut o = sample(k, "u", &[], 10);
-        o.meta.stale_until = soon;
+        o.meta.set_stale_until(soon);
         tier.insert(Arc::new(o)).await.unwrap();
     }
     tier.insert(obj("live", "u", &[], 10)).await.unwrap();
@@ -243,7 +244,8 @@ async fn expired_entries_dropped() {
     assert!(!file_of(&tier, "e2").exists() && !file_of(&tier, "e3").exists());
     // The scan path: e4 expires while the tier is closed.
     let mut o = sample("e4", "u", &[], 10);
-    o.meta.stale_until = SystemTime::now() + Duration::from_millis(200);
+    o.meta
+        .set_stale_until(SystemTime::now() + Duration::from_millis(200));
     tier.insert(Arc::new(o)).await.unwrap();
     drop(tier);
     tokio::time::sleep(Duration::from_millis(300)).await;

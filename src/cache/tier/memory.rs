@@ -99,7 +99,7 @@ impl Lifecycle<u64, Slot> for Hooks {
         self.0.evictions.fetch_add(1, Relaxed);
         self.0
             .tags
-            .remove(&slot.obj.meta.key, slot.obj.meta.tags.iter());
+            .remove(&slot.obj.meta.key, slot.obj.meta.tags().iter());
         state.push(slot);
     }
 }
@@ -318,17 +318,17 @@ impl MemoryTier {
                 weight,
             },
         );
-        self.shared.tags.add(key, &obj.meta.tags);
+        self.shared.tags.add(key, obj.meta.tags());
         if let Some(old) = old.as_ref().filter(|old| old.obj.meta.key != *key) {
             // Another key with the same hash, replaced: it is gone.
-            self.unindex(&old.obj.meta.key, &old.obj.meta.tags);
+            self.unindex(&old.obj.meta.key, old.obj.meta.tags());
         } else if let Some(old) = old {
             let gone: Vec<&String> = old
                 .obj
                 .meta
-                .tags
+                .tags()
                 .iter()
-                .filter(|t| !obj.meta.tags.contains(t))
+                .filter(|t| !obj.meta.tags().contains(t))
                 .collect();
             if !gone.is_empty() {
                 self.unindex(key, gone);
@@ -363,7 +363,7 @@ impl MemoryTier {
     /// Removes every object tagged `tag`; returns how many. Uses the tag index
     /// (cost proportional to the number of tagged keys, no full scan).
     pub fn purge_tag(&self, tag: &str) -> usize {
-        let has_tag = |o: &CachedObject| o.meta.tags.iter().any(|t| t == tag);
+        let has_tag = |o: &CachedObject| o.meta.tags().iter().any(|t| t == tag);
         let mut n = 0;
         for key in self.shared.tags.keys(tag) {
             if self.remove_where(&key, has_tag) {
@@ -401,7 +401,7 @@ impl MemoryTier {
 
     /// Soft purge of every object tagged `tag` (via the tag index). Returns how many were marked.
     pub fn soft_purge_tag(&self, tag: &str, now: SystemTime) -> usize {
-        let has_tag = |o: &CachedObject| o.meta.tags.iter().any(|t| t == tag);
+        let has_tag = |o: &CachedObject| o.meta.tags().iter().any(|t| t == tag);
         self.shared
             .tags
             .keys(tag)
@@ -463,7 +463,7 @@ impl MemoryTier {
         {
             Some((_, slot)) => {
                 self.shared.removals.fetch_add(1, Relaxed);
-                self.unindex(key, &slot.obj.meta.tags);
+                self.unindex(key, slot.obj.meta.tags());
                 true
             }
             None => false,
@@ -478,7 +478,7 @@ impl MemoryTier {
         if let Some(current) = current.filter(|c| c.obj.meta.key == key) {
             let back: Vec<&String> = tags
                 .into_iter()
-                .filter(|t| current.obj.meta.tags.contains(t))
+                .filter(|t| current.obj.meta.tags().contains(t))
                 .collect();
             self.shared.tags.add(key, back);
         }
@@ -492,7 +492,7 @@ impl MemoryTier {
     ) -> bool {
         let hash = self.hashes.of(key);
         let result = self.cache.entry(&hash, Some(Duration::ZERO), |_, slot| {
-            if slot.obj.meta.key == key && slot.obj.meta.fresh_until > now && pred(&slot.obj) {
+            if slot.obj.meta.key == key && slot.obj.meta.fresh_until() > now && pred(&slot.obj) {
                 slot.obj = Arc::new(slot.obj.stale_copy(now));
                 EntryAction::Retain(true)
             } else {
@@ -542,7 +542,8 @@ mod tests {
     fn expired_objects_dropped_on_get() {
         let m = MemoryTier::new(1 << 20);
         let mut o = sample("k", "u", &["t"], 10);
-        o.meta.stale_until = SystemTime::now() - Duration::from_secs(1);
+        o.meta
+            .set_stale_until(SystemTime::now() - Duration::from_secs(1));
         m.insert(Arc::new(o));
         assert!(m.get("k").is_none());
         assert_eq!(m.len(), 0);

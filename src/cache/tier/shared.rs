@@ -423,11 +423,11 @@ impl SharedTier {
             self.stats.too_large.fetch_add(1, Relaxed);
             return Ok(());
         }
-        let Ok(ttl) = obj.meta.stale_until.duration_since(now) else {
+        let Ok(ttl) = obj.meta.stale_until().duration_since(now) else {
             return Ok(());
         };
         let ttl_ms = (ttl.as_millis() as u64).max(1);
-        let expires_ms = unix_ms(obj.meta.stale_until);
+        let expires_ms = unix_ms(obj.meta.stale_until());
         let okey = self.object_key(&obj.meta.key);
         let ukey = self.url_key(obj.meta.url());
         let mut pipe = redis::pipe();
@@ -451,7 +451,7 @@ impl SharedTier {
             .ignore();
         let write_timeout = self.settings.timeout.max(Duration::from_millis(500));
         self.query_pipe::<()>(&pipe, write_timeout).await?;
-        for tag in &obj.meta.tags {
+        for tag in obj.meta.tags() {
             let tkey = self.tag_key(tag);
             let mut pipe = redis::pipe();
             pipe.cmd("SADD").arg(&tkey).arg(&okey).ignore();

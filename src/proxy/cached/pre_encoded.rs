@@ -141,15 +141,7 @@ mod tests {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
         headers.insert(OWN_TARGETED_FIELD, HeaderValue::from_static("max-age=9"));
         let now = SystemTime::now();
-        let meta = ObjectMeta {
-            key: "k".into(),
-            url: None,
-            tags: Vec::new(),
-            request_time: now,
-            response_time: now,
-            fresh_until: now,
-            stale_until: now,
-        };
+        let meta = ObjectMeta::at("k", now);
         Arc::new(CachedObject::new(
             meta,
             http::StatusCode::OK,
