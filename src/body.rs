@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use h2::ext::PreEncoded;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
@@ -24,7 +25,10 @@ pub struct RespBody {
 
 #[derive(Debug)]
 enum Kind {
-    Full(Option<Bytes>),
+    /// All of it (`None`: empty, or sent), and the response's fields encoded beforehand
+    /// when an HTTP/2 hit sends them so (`proxy::cached::pre_encoded`): carried here, not
+    /// in the response's extensions, whose map would cost three allocations per hit.
+    Full(Option<Bytes>, Option<PreEncoded>),
     Upstream(UpstreamBody),
     /// An upstream body also being copied into the cache.
     Fill(Src, Option<Box<Fill>>),
@@ -76,7 +80,7 @@ impl Source for RespBody {
         match &mut self.kind {
             Kind::Fill(_, fill) => *fill = None,
             Kind::Coded(t) => t.inner_mut().abandon(),
-            Kind::Full(_) | Kind::Upstream(_) => {}
+            Kind::Full(..) | Kind::Upstream(_) => {}
         }
     }
 }
@@ -85,14 +89,36 @@ impl RespBody {
     pub fn full(bytes: impl Into<Bytes>) -> RespBody {
         let bytes = bytes.into();
         RespBody {
-            kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
+            kind: Kind::Full((!bytes.is_empty()).then_some(bytes), None),
             exchange: None,
+        }
+    }
+
+    /// `full`, for a response whose fields (but those of its map) go out as `block`.
+    pub fn full_pre_encoded(bytes: Bytes, block: PreEncoded) -> RespBody {
+        RespBody {
+            kind: Kind::Full((!bytes.is_empty()).then_some(bytes), Some(block)),
+            exchange: None,
+        }
+    }
+
+    /// Whether the response's fields go out pre-encoded (`full_pre_encoded`), until
+    /// `take_pre_encoded`.
+    pub fn is_pre_encoded(&self) -> bool {
+        matches!(self.kind, Kind::Full(_, Some(_)))
+    }
+
+    /// The block of `full_pre_encoded`, for `hyper::ext::send_pre_encoded`.
+    pub fn take_pre_encoded(&mut self) -> Option<PreEncoded> {
+        match &mut self.kind {
+            Kind::Full(_, block) => block.take(),
+            _ => None,
         }
     }
 
     pub fn empty() -> RespBody {
         RespBody {
-            kind: Kind::Full(None),
+            kind: Kind::Full(None, None),
             exchange: None,
         }
     }
@@ -115,7 +141,7 @@ impl RespBody {
     /// This body run through `coder` (an encoder or a decoder).
     pub fn transformed(mut self, coder: Coder) -> RespBody {
         let exchange = self.exchange.take();
-        let kind = std::mem::replace(&mut self.kind, Kind::Full(None));
+        let kind = std::mem::replace(&mut self.kind, Kind::Full(None, None));
         let inner = RespBody {
             kind,
             exchange: None,
@@ -187,7 +213,7 @@ impl Body for RespBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         let polled = match &mut this.kind {
-            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Full(bytes, _) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
             Kind::Coded(body) => Pin::new(&mut **body).poll_frame(cx),
             Kind::Fill(body, fill) => {
@@ -236,7 +262,7 @@ impl Body for RespBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Full(bytes, _) => bytes.is_none(),
             Kind::Upstream(body) => body.is_end_stream(),
             Kind::Fill(body, _) => body.is_end_stream(),
             Kind::Coded(body) => body.is_end_stream(),
@@ -245,7 +271,9 @@ impl Body for RespBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Full(bytes, _) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
             Kind::Upstream(body) => body.size_hint(),
             Kind::Fill(body, _) => body.size_hint(),
             Kind::Coded(body) => body.size_hint(),
@@ -262,7 +290,9 @@ impl Drop for RespBody {
         // The client left while the body was still being stored: finish reading it in
         // the background, so the object is stored and the coalesced followers waiting
         // for it get it (instead of all going to the origin at once).
-        if let Kind::Fill(body, Some(fill)) = std::mem::replace(&mut self.kind, Kind::Full(None)) {
+        if let Kind::Fill(body, Some(fill)) =
+            std::mem::replace(&mut self.kind, Kind::Full(None, None))
+        {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(complete_fill(body, fill));
             }

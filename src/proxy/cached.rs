@@ -81,6 +81,9 @@ fn strip_own_fields(headers: &mut HeaderMap) {
 }
 
 /// What the first, synchronous look at the cache found for a request.
+// A hit's response inline, as `Handled::Ready` holds it: boxing it would cost every hit an
+// allocation (its body may carry an HTTP/2 hit's pre-encoded block: `RespBody`).
+#[allow(clippy::large_enum_variant)]
 pub enum FirstLook {
     /// A fresh object from the memory tier answers it.
     Hit(Response<RespBody>),
@@ -258,18 +261,17 @@ fn respond_pre_encoded(
     {
         return None;
     }
-    let mut resp = Response::new(RespBody::full(obj.body.clone()));
-    *resp.status_mut() = obj.status;
     let secs = obj.age_to_send(fresh.age(now).as_secs());
     let block = pre_encoded::block(obj, &stored);
-    let block = match pre_encoded::age(secs) {
-        Some(age) => block.followed_by(&age),
-        None => {
-            resp.headers_mut().insert(header::AGE, age::value(secs));
-            block
-        }
+    let (block, age_in_map) = match pre_encoded::age(secs) {
+        Some(age) => (block.followed_by(&age), false),
+        None => (block, true),
     };
-    resp.extensions_mut().insert(block);
+    let mut resp = Response::new(RespBody::full_pre_encoded(obj.body.clone(), block));
+    *resp.status_mut() = obj.status;
+    if age_in_map {
+        resp.headers_mut().insert(header::AGE, age::value(secs));
+    }
     Some(resp)
 }
 

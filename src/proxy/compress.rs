@@ -303,7 +303,7 @@ pub fn apply(
     // `hit_as_is`.
     if ask.head
         || resp.extensions().get::<hyper::RawFields>().is_some()
-        || resp.extensions().get::<h2::ext::PreEncoded>().is_some()
+        || resp.body().is_pre_encoded()
     {
         return resp;
     }

@@ -272,6 +272,8 @@ fn lend_headers(resp: &mut HeaderMap, mut request: HeaderMap) {
 }
 
 /// The future `handle` returns: ready at once, or waiting on the upstream.
+// The ready response inline: boxing it would cost every hit an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Handled {
     Ready(Option<Response<RespBody>>),
     Waiting(Pin<Box<dyn Future<Output = Response<RespBody>> + Send>>),
@@ -282,10 +284,27 @@ impl Future for Handled {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
-            Handled::Ready(resp) => Poll::Ready(Ok(resp.take().expect("polled after it ended"))),
-            Handled::Waiting(fut) => fut.as_mut().poll(cx).map(Ok),
+            Handled::Ready(resp) => {
+                let resp = resp.take().expect("polled after it ended");
+                Poll::Ready(Ok(hand_over_pre_encoded(resp)))
+            }
+            Handled::Waiting(fut) => fut.as_mut().poll(cx).map(hand_over_pre_encoded).map(Ok),
         }
     }
+}
+
+/// An HTTP/2 hit's pre-encoded fields (`RespBody::full_pre_encoded`) go to its stream
+/// (`hyper::ext::send_pre_encoded`) in the poll that gives the response, as hyper asks.
+/// Only HTTP/2 hits have them, so only an HTTP/2 stream ever polls this with one.
+fn hand_over_pre_encoded(mut resp: Response<RespBody>) -> Response<RespBody> {
+    if let Some(block) = resp.body_mut().take_pre_encoded() {
+        let handed = hyper::ext::send_pre_encoded(block);
+        debug_assert!(
+            handed.is_ok(),
+            "a pre-encoded response outside an HTTP/2 stream"
+        );
+    }
+    resp
 }
 
 /// What the response step needs of the request it answers: its compression ask, its
@@ -338,9 +357,7 @@ fn finish(
     // A pre-encoded head (a hit, a relayed answer) carries its `Via` and `X-Cache` in its
     // raw lines, spelled from the same decision (`CacheStatus::raw_lines`); an HTTP/2
     // hit's pre-encoded fields too (`cached::pre_encoded`).
-    if resp.extensions().get::<hyper::RawFields>().is_none()
-        && resp.extensions().get::<h2::ext::PreEncoded>().is_none()
-    {
+    if resp.extensions().get::<hyper::RawFields>().is_none() && !resp.body().is_pre_encoded() {
         let headers = resp.headers_mut();
         headers.append(header::VIA, VIA);
         if let (Some(status), true) = (exchange.record.cache, exchange.record.error.is_none()) {

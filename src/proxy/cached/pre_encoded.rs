@@ -10,7 +10,10 @@
 //! `Content-Length` to it: vendor/hyper patch 14). Only objects with a stored `Date` are
 //! sent this way (`has_date`). The hit's `Age` follows as a second block, one per value
 //! under [`KEPT_AGES`] seconds kept per thread (`age`; vendor/h2 patch 03); the response's
-//! map holds only what the response step adds (`X-Request-Id`). The literals never enter
+//! map holds only what the response step adds (`X-Request-Id`). The block rides on the
+//! response's body (`RespBody::full_pre_encoded`) to `proxy::Handled`, which hands it to
+//! the HTTP/2 stream (`hyper::ext::send_pre_encoded`, vendor/hyper patch 16): carried in
+//! the response's extensions, it cost three allocations per hit. The literals never enter
 //! the dynamic table, so one block serves every connection; the price is bytes on the
 //! wire (about 200 per response for this object's fields where the table would send
 //! ~15), as servers that do not index responses (HAProxy, nginx) pay.

@@ -6,8 +6,9 @@ use bytes::{Bytes, BytesMut}; // torii patch 01: BytesMut
 use std::fmt;
 
 /// torii patch 01: response fields HPACK-encoded once, for any number of responses on any
-/// connections. Put in the extensions of a `Response` given to
-/// `server::SendResponse::send_response`, they are sent after the fields of its header
+/// connections. Given with a `Response` to
+/// `server::SendResponse::send_response_pre_encoded` (torii patch 06: by argument, not in
+/// its extensions: no map to allocate), they are sent after the fields of its header
 /// map, in the same header block, as they were encoded: an object answered again
 /// and again costs the encoder nothing for them. They never touch the dynamic table
 /// (literals without indexing, or entries of the static table), so they stay valid

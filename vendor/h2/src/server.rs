@@ -1268,7 +1268,21 @@ impl<B: Buf> SendResponse<B> {
         end_of_stream: bool,
     ) -> Result<SendStream<B>, crate::Error> {
         self.inner
-            .send_response(response, end_of_stream)
+            .send_response(response, None, end_of_stream) // torii patch 06: no block
+            .map(|_| SendStream::new(self.inner.clone()))
+            .map_err(Into::into)
+    }
+
+    /// torii patch 06: `send_response`, with fields encoded beforehand (`ext::PreEncoded`)
+    /// sent after those of the response's map, in the same header block.
+    pub fn send_response_pre_encoded(
+        &mut self,
+        response: Response<()>,
+        pre_encoded: crate::ext::PreEncoded,
+        end_of_stream: bool,
+    ) -> Result<SendStream<B>, crate::Error> {
+        self.inner
+            .send_response(response, Some(pre_encoded), end_of_stream)
             .map(|_| SendStream::new(self.inner.clone()))
             .map_err(Into::into)
     }

@@ -282,11 +282,15 @@ fn encode_not_indexed2(name: &[u8], value: &[u8], sensitive: bool, dst: &mut Byt
         dst.put_u8(0);
     }
 
-    encode_str(name, dst);
+    // torii patch 07: a never-indexed field's literal name as it is too: sent on every
+    // message (patch 07 in `Table::index`), Huffman-coding it each time cost ~13
+    // instructions a byte to save a quarter of its bytes.
     // torii patch 04: a never-indexed value as it is (`encode_raw_str`).
     if sensitive {
+        encode_raw_str(name, dst);
         encode_raw_str(value, dst);
     } else {
+        encode_str(name, dst);
         encode_str(value, dst);
     }
 }
@@ -540,11 +544,11 @@ mod test {
         let mut encoder = Encoder::default();
         let res = encode(&mut encoder, vec![header]);
 
-        assert_eq!(&[0b10000, 0x80 | 8], &res[..2]);
-        assert_eq!("my-password", huff_decode(&res[2..10]));
-        // torii patch 04: never-indexed values go as they are.
-        assert_eq!(5, res[10]);
-        assert_eq!(b"12345", &res[11..]);
+        // torii patch 07: the name as it is, like the value (torii patch 04).
+        assert_eq!(&[0b10000, 11], &res[..2]);
+        assert_eq!(b"my-password", &res[2..13]);
+        assert_eq!(5, res[13]);
+        assert_eq!(b"12345", &res[14..]);
 
         // Now, try to encode a sensitive header w/ a name in the static table
         let name = "authorization".parse().unwrap();
@@ -581,9 +585,12 @@ mod test {
         };
         let res = encode(&mut encoder, vec![header]);
 
-        assert_eq!(&[0b11111, 47], &res[..2]);
-        assert_eq!(5, res[2]); // torii patch 04: as it is
-        assert_eq!(b"12345", &res[3..]);
+        // torii patch 07: not that entry's name (the dynamic table is not searched for a
+        // never-indexed field): a literal one.
+        assert_eq!(&[0b10000, 11], &res[..2]);
+        assert_eq!(b"my-password", &res[2..13]);
+        assert_eq!(5, res[13]); // torii patch 04: as it is
+        assert_eq!(b"12345", &res[14..]);
     }
 
     #[test]

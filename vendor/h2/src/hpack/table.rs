@@ -149,6 +149,14 @@ impl Table {
             return Index::Indexed(n, header);
         }
 
+        // torii patch 07: a never-indexed field is never inserted, so the dynamic table
+        // can only offer it a name (one another field of that name left there); not worth
+        // hashing and probing the table on every message: its name by the static table,
+        // or as a literal.
+        if header.is_sensitive() {
+            return Index::new(statik, header);
+        }
+
         // Don't index large headers
         if header.len() * 4 > self.max_size * 3 {
             return Index::new(statik, header);

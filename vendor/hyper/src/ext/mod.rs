@@ -84,6 +84,13 @@ mod h2_informational;
 pub(crate) use h2_informational::polling as h2_informational_polling;
 #[cfg(all(feature = "http2", feature = "server"))]
 pub use h2_informational::send_informational;
+// torii patch 16: a pre-encoded block for the response of an HTTP/2 server stream.
+#[cfg(all(feature = "http2", feature = "server"))]
+mod h2_pre_encoded;
+#[cfg(all(feature = "http2", feature = "server"))]
+pub(crate) use h2_pre_encoded::polling as h2_pre_encoded_polling;
+#[cfg(all(feature = "http2", feature = "server"))]
+pub use h2_pre_encoded::send_pre_encoded;
 #[cfg(all(feature = "http1", feature = "client"))]
 pub(crate) use informational::OnInformational;
 #[cfg(all(feature = "http1", feature = "client", feature = "ffi"))]

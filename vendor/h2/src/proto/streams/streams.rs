@@ -1298,12 +1298,11 @@ impl<B> StreamRef<B> {
     pub fn send_response(
         &mut self,
         mut response: Response<()>,
+        // torii patch 06: the block by argument, not from the response's extensions.
+        pre_encoded: Option<crate::ext::PreEncoded>,
         end_of_stream: bool,
     ) -> Result<(), UserError> {
         // torii patch 01: fields encoded beforehand (`ext::PreEncoded`) go after the map's.
-        let pre_encoded = response
-            .extensions_mut()
-            .remove::<crate::ext::PreEncoded>();
         // Clear before taking lock, incase extensions contain a StreamRef.
         response.extensions_mut().clear();
         let mut me = self.opaque.inner.lock().unwrap();

@@ -418,7 +418,15 @@ where
 
 macro_rules! reply {
     ($me:expr, $res:expr, $eos:expr) => {{
-        match $me.reply.send_response($res, $eos) {
+        reply!($me, $res, None, $eos) // torii patch 16: no block
+    }};
+    // torii patch 16: with fields encoded beforehand, when there are.
+    ($me:expr, $res:expr, $block:expr, $eos:expr) => {{
+        let sent = match $block {
+            Some(block) => $me.reply.send_response_pre_encoded($res, block, $eos),
+            None => $me.reply.send_response($res, $eos),
+        };
+        match sent {
             Ok(tx) => tx,
             Err(e) => {
                 debug!("send response error: {}", e);
@@ -449,18 +457,21 @@ where
                     // torii patch 11: interim heads the service's future sent (through
                     // `ext::send_informational`) while polled go out now, before any final one.
                     let reply = &mut *me.reply;
-                    let polled = crate::ext::h2_informational_polling(
-                        || h.poll(cx),
-                        |mut head| {
-                            super::strip_connection_headers(
-                                head.headers_mut(),
-                                super::MessageKind::Response,
-                            );
-                            if let Err(_e) = reply.send_informational(head) {
-                                debug!("send informational response error: {}", _e);
-                            }
-                        },
-                    );
+                    // torii patch 16: and the block `ext::send_pre_encoded` was handed.
+                    let (polled, block) = crate::ext::h2_pre_encoded_polling(|| {
+                        crate::ext::h2_informational_polling(
+                            || h.poll(cx),
+                            |mut head| {
+                                super::strip_connection_headers(
+                                    head.headers_mut(),
+                                    super::MessageKind::Response,
+                                );
+                                if let Err(_e) = reply.send_informational(head) {
+                                    debug!("send informational response error: {}", _e);
+                                }
+                            },
+                        )
+                    });
                     let res = match polled {
                         Poll::Ready(Ok(r)) => r,
                         Poll::Pending => {
@@ -492,7 +503,7 @@ where
                     // torii patch 14: a response carrying fields encoded beforehand
                     // (`h2::ext::PreEncoded`) gets neither a `Date` nor a `Content-Length`
                     // from here: its maker put them in those fields or the map.
-                    let pre_encoded = res.extensions().get::<h2::ext::PreEncoded>().is_some();
+                    let pre_encoded = block.is_some(); // torii patch 16: handed over
 
                     // set Date header if it isn't already set if instructed
                     if *me.date_header && !pre_encoded {
@@ -540,12 +551,12 @@ where
                             }
                         }
 
-                        let body_tx = reply!(me, res, false);
+                        let body_tx = reply!(me, res, block, false); // torii patch 16: block
                         H2StreamState::Body {
                             pipe: PipeToSendStream::new(body, body_tx),
                         }
                     } else {
-                        reply!(me, res, true);
+                        reply!(me, res, block, true); // torii patch 16: block
                         return Poll::Ready(Ok(()));
                     }
                 }
