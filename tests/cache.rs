@@ -127,54 +127,16 @@ async fn hit_after_miss_with_age_and_head_from_stored_get() {
 async fn a_pre_encoded_hit_head_keeps_every_stored_field_once() {
     let origin = Origin::start().await;
     let date = httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(30));
-    origin.set(
-        "/raw",
-        reply(
-            "0123456789",
-            &[
-                ("cache-control", "max-age=3600"),
-                ("date", &date),
-                ("age", "7"),
-                ("x-cache", "from-origin"),
-                ("set-thing", "one"),
-                ("x-multi", "a"),
-            ],
-        )
-        .header("x-multi", "b"),
-    );
+    origin.set("/raw", raw_reply(&date));
     let torii = proxy(&origin, "", "").await;
     assert_eq!(fetch(&torii.url("/raw"), &[]).await.0, "MISS");
 
     // Two hits pipelined on one connection: the framing of the first must end exactly
     // where the second begins.
-    let mut conn = tokio::net::TcpStream::connect(torii.addr).await.unwrap();
     let req = format!("GET /raw HTTP/1.1\r\nHost: {}\r\n\r\n", torii.addr);
-    conn.write_all(format!("{req}{req}").as_bytes())
-        .await
-        .unwrap();
-    let mut wire = Vec::new();
-    let mut buf = [0u8; 4096];
-    while wire.windows(10).filter(|w| w == b"0123456789").count() < 2 {
-        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
-            .await
-            .expect("two responses in time")
-            .unwrap();
-        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&wire));
-        wire.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8(wire).unwrap();
-    let responses: Vec<&str> = text.split("0123456789").filter(|r| !r.is_empty()).collect();
-    assert_eq!(responses.len(), 2, "{text}");
-    for head in responses {
-        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-        assert!(head.ends_with("\r\n\r\n"), "{head}");
-        let lines: Vec<String> = head.lines().map(|l| l.to_ascii_lowercase()).collect();
-        let field = |name: &str| -> Vec<String> {
-            lines
-                .iter()
-                .filter_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
-                .collect()
-        };
+    let heads = raw_heads(torii.addr, &format!("{req}{req}"), 2).await;
+    for head in &heads {
+        let field = |name: &str| field_of(head, name);
         assert_eq!(
             field("date"),
             [date.to_ascii_lowercase()],
@@ -193,6 +155,63 @@ async fn a_pre_encoded_hit_head_keeps_every_stored_field_once() {
     assert_eq!(origin.hits("/raw"), 1);
 }
 
+/// The origin's answer of the raw-head tests: a 10-byte body ([`RAW_BODY`]), `date`, an
+/// `Age`, an `X-Cache` of its own and a field given twice.
+fn raw_reply(date: &str) -> Reply {
+    reply(
+        RAW_BODY,
+        &[
+            ("cache-control", "max-age=3600"),
+            ("date", date),
+            ("age", "7"),
+            ("x-cache", "from-origin"),
+            ("set-thing", "one"),
+            ("x-multi", "a"),
+        ],
+    )
+    .header("x-multi", "b")
+}
+
+const RAW_BODY: &str = "0123456789";
+
+/// Writes `requests` to a new connection to `addr` and reads until `count` responses of
+/// [`RAW_BODY`] came back: their heads as sent, each checked to be a whole 200 head.
+async fn raw_heads(addr: std::net::SocketAddr, requests: &str, count: usize) -> Vec<String> {
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(requests.as_bytes()).await.unwrap();
+    let mut wire = Vec::new();
+    let mut buf = [0u8; 4096];
+    let body = RAW_BODY.as_bytes();
+    while wire.windows(body.len()).filter(|w| *w == body).count() < count {
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+            .await
+            .expect("the responses in time")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&wire));
+        wire.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8(wire).unwrap();
+    let heads: Vec<String> = text
+        .split(RAW_BODY)
+        .filter(|r| !r.is_empty())
+        .map(str::to_string)
+        .collect();
+    assert_eq!(heads.len(), count, "{text}");
+    for head in &heads {
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.ends_with("\r\n\r\n"), "{head}");
+    }
+    heads
+}
+
+/// The values of the field `name` in `head`, lowercased, in order.
+fn field_of(head: &str, name: &str) -> Vec<String> {
+    head.lines()
+        .map(str::to_ascii_lowercase)
+        .filter_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+        .collect()
+}
+
 /// The stored miss's head goes out as the lines written for the store (`hyper::RawFields`
 /// with the miss's own tail): every field of the origin's once, the origin's `Age`, the
 /// miss's `X-Cache` and `Via`, one request ID, and the length hyper frames the body with.
@@ -202,45 +221,12 @@ async fn a_stored_miss_sent_as_its_stored_lines_keeps_every_field_once() {
     let date = httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(30));
     origin.set(
         "/raw-miss",
-        reply(
-            "0123456789",
-            &[
-                ("cache-control", "max-age=3600"),
-                ("date", &date),
-                ("age", "7"),
-                ("x-cache", "from-origin"),
-                ("x-request-id", "from-origin"),
-                ("set-thing", "one"),
-                ("x-multi", "a"),
-            ],
-        )
-        .header("x-multi", "b"),
+        raw_reply(&date).header("x-request-id", "from-origin"),
     );
     let torii = proxy(&origin, "", "").await;
-    let mut conn = tokio::net::TcpStream::connect(torii.addr).await.unwrap();
     let req = format!("GET /raw-miss HTTP/1.1\r\nHost: {}\r\n\r\n", torii.addr);
-    conn.write_all(req.as_bytes()).await.unwrap();
-    let mut wire = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !wire.ends_with(b"0123456789") {
-        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
-            .await
-            .expect("the response in time")
-            .unwrap();
-        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&wire));
-        wire.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8(wire).unwrap();
-    let head = text.strip_suffix("0123456789").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-    assert!(head.ends_with("\r\n\r\n"), "{head}");
-    let lines: Vec<String> = head.lines().map(|l| l.to_ascii_lowercase()).collect();
-    let field = |name: &str| -> Vec<String> {
-        lines
-            .iter()
-            .filter_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
-            .collect()
-    };
+    let head = &raw_heads(torii.addr, &req, 1).await[0];
+    let field = |name: &str| field_of(head, name);
     assert_eq!(field("date"), [date.to_ascii_lowercase()], "{head}");
     assert_eq!(field("content-length"), ["10"], "{head}");
     assert_eq!(field("x-cache"), ["miss"], "{head}");
