@@ -28,7 +28,8 @@ pub struct Headers {
     stream_dep: Option<StreamDependency>,
 
     /// The header block fragment
-    header_block: HeaderBlock,
+    // torii patch 08: boxed, so each move of a frame copies a pointer, not the block.
+    header_block: Box<HeaderBlock>,
 
     /// The associated flags
     flags: HeadersFlag,
@@ -52,7 +53,8 @@ pub struct PushPromise {
     promised_id: StreamId,
 
     /// The header block fragment
-    header_block: HeaderBlock,
+    // torii patch 08: boxed, so each move of a frame copies a pointer, not the block.
+    header_block: Box<HeaderBlock>,
 
     /// The associated flags
     flags: PushPromiseFlag,
@@ -127,12 +129,12 @@ impl Headers {
         Headers {
             stream_id,
             stream_dep: None,
-            header_block: HeaderBlock {
+            header_block: Box::new(HeaderBlock { // torii patch 08: boxed
                 field_size: calculate_headermap_size(&fields),
                 fields,
                 is_over_size: false,
                 pseudo,
-            },
+            }),
             flags: HeadersFlag::default(),
             pre_encoded: None, // torii patch 01: none unless set
             pre_encoded_tail: None, // torii patch 03: none unless set
@@ -146,12 +148,12 @@ impl Headers {
         Headers {
             stream_id,
             stream_dep: None,
-            header_block: HeaderBlock {
+            header_block: Box::new(HeaderBlock { // torii patch 08: boxed
                 field_size: calculate_headermap_size(&fields),
                 fields,
                 is_over_size: false,
                 pseudo: Pseudo::default(),
-            },
+            }),
             flags,
             pre_encoded: None, // torii patch 01: none unless set
             pre_encoded_tail: None, // torii patch 03: none unless set
@@ -213,12 +215,12 @@ impl Headers {
         let headers = Headers {
             stream_id: head.stream_id(),
             stream_dep,
-            header_block: HeaderBlock {
+            header_block: Box::new(HeaderBlock { // torii patch 08: boxed
                 fields: HeaderMap::new(),
                 field_size: 0,
                 is_over_size: false,
                 pseudo: Pseudo::default(),
-            },
+            }),
             flags,
             pre_encoded: None, // torii patch 01: none unless set
             pre_encoded_tail: None, // torii patch 03: none unless set
@@ -261,7 +263,10 @@ impl Headers {
     }
 
     pub fn into_parts(self) -> (Pseudo, HeaderMap) {
-        (self.header_block.pseudo, self.header_block.fields)
+        {
+        let block = *self.header_block; // torii patch 08: out of its box
+        (block.pseudo, block.fields)
+    }
     }
 
     #[cfg(feature = "unstable")]
@@ -390,12 +395,12 @@ impl PushPromise {
     ) -> Self {
         PushPromise {
             flags: PushPromiseFlag::default(),
-            header_block: HeaderBlock {
+            header_block: Box::new(HeaderBlock { // torii patch 08: boxed
                 field_size: calculate_headermap_size(&fields),
                 fields,
                 is_over_size: false,
                 pseudo,
-            },
+            }),
             promised_id,
             stream_id,
         }
@@ -481,12 +486,12 @@ impl PushPromise {
 
         let frame = PushPromise {
             flags,
-            header_block: HeaderBlock {
+            header_block: Box::new(HeaderBlock { // torii patch 08: boxed
                 fields: HeaderMap::new(),
                 field_size: 0,
                 is_over_size: false,
                 pseudo: Pseudo::default(),
-            },
+            }),
             promised_id,
             stream_id: head.stream_id(),
         };
@@ -546,7 +551,10 @@ impl PushPromise {
 
     /// Consume `self`, returning the parts of the frame
     pub fn into_parts(self) -> (Pseudo, HeaderMap) {
-        (self.header_block.pseudo, self.header_block.fields)
+        {
+        let block = *self.header_block; // torii patch 08: out of its box
+        (block.pseudo, block.fields)
+    }
     }
 }
 
