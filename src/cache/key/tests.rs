@@ -51,6 +51,25 @@ fn host_lowercased_and_default_port_removed() {
 }
 
 #[test]
+fn the_per_thread_host_memo_answers_for_the_host_asked() {
+    // The memo keeps one (scheme, host): each change of either is normalised afresh, a
+    // repeat is answered from it, and a host too long for it goes around it.
+    let spec = KeySpec::default();
+    let long = format!("{}.Example:80", "a".repeat(300));
+    for _ in 0..2 {
+        assert_eq!(url(&spec, "HTTP", "A.com:80", "/x"), "http://a.com/x");
+        assert_eq!(url(&spec, "HTTP", "A.com:80", "/y"), "http://a.com/y");
+        assert_eq!(url(&spec, "https", "A.com:80", "/x"), "https://a.com:80/x");
+        assert_eq!(url(&spec, "https", "b.com", "/?q#f"), "https://b.com/?q");
+        assert_eq!(
+            url(&spec, "http", &long, "/#f?x"),
+            format!("http://{}.example/", "a".repeat(300))
+        );
+        assert_eq!(url(&spec, "https", "b.com", "#f"), "https://b.com/");
+    }
+}
+
+#[test]
 fn rfc3986_6_2_2_percent_encoding_normalised() {
     // Unreserved characters are decoded, other escapes uppercased.
     assert_eq!(
