@@ -33,6 +33,7 @@
 //!   ${VAR} and include, merged before validate -> src/config/{env,expand,include}.rs
 //!   certificates read and checked at load      -> src/config/tls.rs
 //! errors -> responses                          -> src/error.rs
+//! request field lookups by scan (small maps)   -> src/header_scan.rs
 //! runtime state (generation, shared handles) -> src/runtime.rs
 //! server: builds and wires it, reload, drain  -> src/server.rs
 //! process: workers, signals                    -> src/process.rs
@@ -54,6 +55,7 @@ pub mod config;
 pub mod connection;
 pub mod demo;
 pub mod error;
+pub mod header_scan;
 pub mod identity;
 pub mod lifecycle;
 pub mod limits;

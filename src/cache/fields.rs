@@ -54,11 +54,11 @@ pub fn visible(v: &[u8]) -> Option<&str> {
 
 impl FieldSource for HeaderMap {
     fn field(&self, name: &HeaderName) -> Option<&[u8]> {
-        self.get(name).map(HeaderValue::as_bytes)
+        crate::header_scan::first(self, name).map(HeaderValue::as_bytes)
     }
 
     fn any_value(&self, name: &HeaderName, f: &mut dyn FnMut(&[u8]) -> bool) -> bool {
-        self.get_all(name).iter().any(|v| f(v.as_bytes()))
+        crate::header_scan::all(self, name).any(|v| f(v.as_bytes()))
     }
 }
 

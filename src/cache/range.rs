@@ -178,9 +178,10 @@ pub fn precondition_failed(req: &HeaderMap, stored: &HeaderMap) -> bool {
 /// Whether the request carries anything this module answers (`Range`, `If-Match`,
 /// `If-Unmodified-Since`): such a request doesn't take a stored object's pre-encoded head.
 pub fn asks(req: &HeaderMap) -> bool {
-    req.contains_key(header::RANGE)
-        || req.contains_key(header::IF_MATCH)
-        || req.contains_key(header::IF_UNMODIFIED_SINCE)
+    crate::header_scan::has_any(
+        req,
+        &[header::RANGE, header::IF_MATCH, header::IF_UNMODIFIED_SINCE],
+    )
 }
 
 /// How a request's `Range` applies to a stored 200 of `len` bytes.

@@ -17,6 +17,7 @@ pub use rate::RateLimiter;
 use http::{header, HeaderMap, HeaderName, Request, Version};
 
 use crate::error::ProxyError;
+use crate::header_scan;
 
 /// Checks a request head. Time limits are enforced by the listener, body size by
 /// [`check_body_size`] once the route (and so its `max_body`) is known, then while
@@ -26,8 +27,8 @@ use crate::error::ProxyError;
 /// `BadRequest` for a missing, repeated or conflicting Host, or both framing headers.
 pub fn check_request<B>(req: &Request<B>) -> Result<(), ProxyError> {
     let headers = req.headers();
-    if headers.contains_key(header::TRANSFER_ENCODING)
-        && headers.contains_key(header::CONTENT_LENGTH)
+    if header_scan::has(headers, &header::TRANSFER_ENCODING)
+        && header_scan::has(headers, &header::CONTENT_LENGTH)
     {
         return Err(ProxyError::BadRequest(
             "both Content-Length and Transfer-Encoding",
@@ -36,7 +37,7 @@ pub fn check_request<B>(req: &Request<B>) -> Result<(), ProxyError> {
     // The one transfer coding torii relays is a lone `chunked` (which it decodes and
     // re-frames): anything else, or a Transfer-Encoding in HTTP/1.0 (RFC 9112 §6.1),
     // can't be framed the same way by every recipient.
-    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    let mut codings = header_scan::all(headers, &header::TRANSFER_ENCODING);
     if let Some(coding) = codings.next() {
         if codings.next().is_some()
             || req.version() != Version::HTTP_11
@@ -50,7 +51,7 @@ pub fn check_request<B>(req: &Request<B>) -> Result<(), ProxyError> {
             ));
         }
     }
-    let mut hosts = headers.get_all(header::HOST).iter();
+    let mut hosts = header_scan::all(headers, &header::HOST);
     let host = hosts.next();
     if hosts.next().is_some() {
         return Err(ProxyError::BadRequest("more than one Host header"));
@@ -90,7 +91,7 @@ pub fn check_request<B>(req: &Request<B>) -> Result<(), ProxyError> {
 /// The request's `Content-Length`, if it has one. hyper has checked the syntax for
 /// HTTP/1; HTTP/2 lengths are checked here.
 fn content_length<B>(req: &Request<B>) -> Result<Option<u64>, ProxyError> {
-    let Some(len) = req.headers().get(header::CONTENT_LENGTH) else {
+    let Some(len) = header_scan::first(req.headers(), &header::CONTENT_LENGTH) else {
         return Ok(None);
     };
     len.to_str()

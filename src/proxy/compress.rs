@@ -45,13 +45,13 @@ impl Ask {
             config: config.clone(),
             accept: accept_value(req.headers()),
             head: req.method() == http::Method::HEAD,
-            range: req.headers().contains_key(header::RANGE),
+            range: crate::header_scan::has(req.headers(), &header::RANGE),
         })
     }
 }
 
 fn accept_value(headers: &HeaderMap) -> Option<HeaderValue> {
-    let mut lines = headers.get_all(header::ACCEPT_ENCODING).iter();
+    let mut lines = crate::header_scan::all(headers, &header::ACCEPT_ENCODING);
     let first = lines.next()?;
     let rest: Vec<&[u8]> = lines.map(HeaderValue::as_bytes).collect();
     if rest.is_empty() {

@@ -990,14 +990,13 @@ fn request_host<B>(req: &Request<B>) -> Option<ReqHost> {
     if let Some(authority) = req.uri().authority() {
         return Some(ReqHost::Authority(authority.clone()));
     }
-    req.headers()
-        .get(header::HOST)
+    crate::header_scan::first(req.headers(), &header::HOST)
         .filter(|h| h.to_str().is_ok())
         .map(|h| ReqHost::Header(h.clone()))
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
+    crate::header_scan::has(headers, &header::UPGRADE)
         && headers.get_all(header::CONNECTION).iter().any(|v| {
             v.to_str().is_ok_and(|v| {
                 v.split(',')

@@ -51,7 +51,8 @@ fn stored_etag<F: FieldSource + ?Sized>(headers: &F) -> Option<EntityTag<'_>> {
 /// `Last-Modified`, or `Date` when absent. Invalid fields mean "no match".
 /// Callers apply this to GET/HEAD only.
 pub fn not_modified(req_headers: &HeaderMap, stored_resp_headers: &impl FieldSource) -> bool {
-    let inm: Vec<&HeaderValue> = req_headers.get_all(header::IF_NONE_MATCH).iter().collect();
+    let inm: Vec<&HeaderValue> =
+        crate::header_scan::all(req_headers, &header::IF_NONE_MATCH).collect();
     if !inm.is_empty() {
         if inm.iter().any(|v| trim_ows(v.as_bytes()) == b"*") {
             return true;
