@@ -19,16 +19,33 @@ use crate::upstream::UpstreamBody;
 #[derive(Debug)]
 pub struct RespBody {
     kind: Kind,
+    /// How the response's fields go out besides its header map.
+    head: Head,
     /// Boxed: hyper keeps a body slot per connection, idle or not, sized for this type.
     exchange: Option<Box<Exchange>>,
 }
 
+/// The fields of a response encoded beforehand, which go out before (HTTP/1) or after
+/// (HTTP/2) those of its map. Carried with the body, not in the response's extensions,
+/// whose map would cost three allocations per response; handed to hyper in the poll that
+/// gives the response (`proxy::Handled`).
+#[derive(Debug, Default)]
+pub enum Head {
+    /// None: the map holds every field.
+    #[default]
+    Map,
+    /// HTTP/1 field lines (a hit's or a stored miss's stored fields, a relayed head):
+    /// `hyper::ext::send_raw_fields`.
+    Raw(hyper::RawFields),
+    /// An HTTP/2 hit's stored fields, HPACK-encoded (`proxy::cached::pre_encoded`):
+    /// `hyper::ext::send_pre_encoded`.
+    PreEncoded(PreEncoded),
+}
+
 #[derive(Debug)]
 enum Kind {
-    /// All of it (`None`: empty, or sent), and the response's fields encoded beforehand
-    /// when an HTTP/2 hit sends them so (`proxy::cached::pre_encoded`): carried here, not
-    /// in the response's extensions, whose map would cost three allocations per hit.
-    Full(Option<Bytes>, Option<PreEncoded>),
+    /// All of it (`None`: empty, or sent).
+    Full(Option<Bytes>),
     Upstream(UpstreamBody),
     /// An upstream body also being copied into the cache.
     Fill(Src, Option<Box<Fill>>),
@@ -89,7 +106,8 @@ impl RespBody {
     pub fn full(bytes: impl Into<Bytes>) -> RespBody {
         let bytes = bytes.into();
         RespBody {
-            kind: Kind::Full((!bytes.is_empty()).then_some(bytes), None),
+            kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
+            head: Head::Map,
             exchange: None,
         }
     }
@@ -97,28 +115,37 @@ impl RespBody {
     /// `full`, for a response whose fields (but those of its map) go out as `block`.
     pub fn full_pre_encoded(bytes: Bytes, block: PreEncoded) -> RespBody {
         RespBody {
-            kind: Kind::Full((!bytes.is_empty()).then_some(bytes), Some(block)),
+            kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
+            head: Head::PreEncoded(block),
             exchange: None,
         }
     }
 
-    /// Whether the response's fields go out pre-encoded (`full_pre_encoded`), until
-    /// `take_pre_encoded`.
-    pub fn is_pre_encoded(&self) -> bool {
-        matches!(self.kind, Kind::Full(_, Some(_)))
+    /// This body, its response's fields going out as `raw` lines before its map.
+    pub fn with_raw(mut self, raw: hyper::RawFields) -> RespBody {
+        self.head = Head::Raw(raw);
+        self
     }
 
-    /// The block of `full_pre_encoded`, for `hyper::ext::send_pre_encoded`.
-    pub fn take_pre_encoded(&mut self) -> Option<PreEncoded> {
-        match &mut self.kind {
-            Kind::Full(_, block) => block.take(),
-            _ => None,
-        }
+    /// Whether the response's fields go out pre-encoded ([`Head`]), until `take_head`.
+    pub fn is_pre_encoded(&self) -> bool {
+        !matches!(self.head, Head::Map)
+    }
+
+    /// The fields encoded beforehand, for hyper ([`Head`]); `Head::Map` after.
+    pub fn take_head(&mut self) -> Head {
+        std::mem::take(&mut self.head)
+    }
+
+    /// Puts back a head `take_head` gave.
+    pub fn set_head(&mut self, head: Head) {
+        self.head = head;
     }
 
     pub fn empty() -> RespBody {
         RespBody {
-            kind: Kind::Full(None, None),
+            kind: Kind::Full(None),
+            head: Head::Map,
             exchange: None,
         }
     }
@@ -126,6 +153,7 @@ impl RespBody {
     pub fn upstream(body: UpstreamBody) -> RespBody {
         RespBody {
             kind: Kind::Upstream(body),
+            head: Head::Map,
             exchange: None,
         }
     }
@@ -134,20 +162,26 @@ impl RespBody {
     pub fn filling(body: UpstreamBody, fill: Fill) -> RespBody {
         RespBody {
             kind: Kind::Fill(Src::Plain(body), Some(Box::new(fill))),
+            head: Head::Map,
             exchange: None,
         }
     }
 
     /// This body run through `coder` (an encoder or a decoder).
     pub fn transformed(mut self, coder: Coder) -> RespBody {
+        // Fields encoded beforehand describe the body as it is (`compress::apply` leaves
+        // such a response alone).
+        debug_assert!(matches!(self.head, Head::Map), "a pre-encoded head coded");
         let exchange = self.exchange.take();
-        let kind = std::mem::replace(&mut self.kind, Kind::Full(None, None));
+        let kind = std::mem::replace(&mut self.kind, Kind::Full(None));
         let inner = RespBody {
             kind,
+            head: Head::Map,
             exchange: None,
         };
         RespBody {
             kind: Kind::Coded(Box::new(Transformed::new(inner, coder))),
+            head: std::mem::take(&mut self.head),
             exchange,
         }
     }
@@ -213,7 +247,7 @@ impl Body for RespBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         let polled = match &mut this.kind {
-            Kind::Full(bytes, _) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
             Kind::Coded(body) => Pin::new(&mut **body).poll_frame(cx),
             Kind::Fill(body, fill) => {
@@ -262,7 +296,7 @@ impl Body for RespBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Full(bytes, _) => bytes.is_none(),
+            Kind::Full(bytes) => bytes.is_none(),
             Kind::Upstream(body) => body.is_end_stream(),
             Kind::Fill(body, _) => body.is_end_stream(),
             Kind::Coded(body) => body.is_end_stream(),
@@ -271,9 +305,7 @@ impl Body for RespBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Full(bytes, _) => {
-                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
-            }
+            Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Upstream(body) => body.size_hint(),
             Kind::Fill(body, _) => body.size_hint(),
             Kind::Coded(body) => body.size_hint(),
@@ -290,9 +322,7 @@ impl Drop for RespBody {
         // The client left while the body was still being stored: finish reading it in
         // the background, so the object is stored and the coalesced followers waiting
         // for it get it (instead of all going to the origin at once).
-        if let Kind::Fill(body, Some(fill)) =
-            std::mem::replace(&mut self.kind, Kind::Full(None, None))
-        {
+        if let Kind::Fill(body, Some(fill)) = std::mem::replace(&mut self.kind, Kind::Full(None)) {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(complete_fill(body, fill));
             }

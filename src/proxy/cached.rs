@@ -232,15 +232,14 @@ fn respond_raw(
     // After the stored fields: the hit's `X-Cache`, and the `Via` the response step adds
     // to every other response (the response step writes neither to a raw head).
     let lines = obj.raw_fields()?;
-    let mut resp = Response::new(RespBody::full(obj.body.clone()));
-    *resp.status_mut() = obj.status;
     // The header map stays empty (and unallocated): hyper keeps a response's map for
     // the connection's next request, idle or not.
-    resp.extensions_mut().insert(hyper::RawFields {
+    let mut resp = Response::new(RespBody::full(obj.body.clone()).with_raw(hyper::RawFields {
         lines,
         tail: CacheStatus::Hit.raw_lines(),
         age: Some(obj.age_to_send(fresh.age(now).as_secs())),
-    });
+    }));
+    *resp.status_mut() = obj.status;
     Some(resp)
 }
 
@@ -619,11 +618,14 @@ pub async fn serve(
         tokio::spawn(drain(body));
         return Ok(not_modified_response(&parts.headers, None));
     }
-    if let Some(raw) = raw {
-        // Emptied, its room kept for the fields the response step adds (`X-Request-ID`).
-        parts.headers.clear();
-        parts.extensions.insert(raw);
-    }
+    let body = match raw {
+        Some(raw) => {
+            // Emptied, its room kept for the fields the response step adds (`X-Request-ID`).
+            parts.headers.clear();
+            body.with_raw(raw)
+        }
+        None => body,
+    };
     Ok(Response::from_parts(parts, body))
 }
 

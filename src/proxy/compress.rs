@@ -301,10 +301,7 @@ pub fn apply(
 ) -> Response<RespBody> {
     // A pre-encoded head (a hit as stored; HTTP/2's stored fields) was decided on by
     // `hit_as_is`.
-    if ask.head
-        || resp.extensions().get::<hyper::RawFields>().is_some()
-        || resp.body().is_pre_encoded()
-    {
+    if ask.head || resp.body().is_pre_encoded() {
         return resp;
     }
     let (mut parts, mut body) = resp.into_parts();

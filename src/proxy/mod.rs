@@ -22,7 +22,7 @@ use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
-use crate::body::RespBody;
+use crate::body::{Head, RespBody};
 use crate::cache::status::{Bypass, CacheStatus, X_CACHE};
 use crate::config::rules::RouteRules;
 use crate::config::{Action, Route};
@@ -286,23 +286,31 @@ impl Future for Handled {
         match self.get_mut() {
             Handled::Ready(resp) => {
                 let resp = resp.take().expect("polled after it ended");
-                Poll::Ready(Ok(hand_over_pre_encoded(resp)))
+                Poll::Ready(Ok(hand_over_head(resp)))
             }
-            Handled::Waiting(fut) => fut.as_mut().poll(cx).map(hand_over_pre_encoded).map(Ok),
+            Handled::Waiting(fut) => fut.as_mut().poll(cx).map(hand_over_head).map(Ok),
         }
     }
 }
 
-/// An HTTP/2 hit's pre-encoded fields (`RespBody::full_pre_encoded`) go to its stream
-/// (`hyper::ext::send_pre_encoded`) in the poll that gives the response, as hyper asks.
-/// Only HTTP/2 hits have them, so only an HTTP/2 stream ever polls this with one.
-fn hand_over_pre_encoded(mut resp: Response<RespBody>) -> Response<RespBody> {
-    if let Some(block) = resp.body_mut().take_pre_encoded() {
-        let handed = hyper::ext::send_pre_encoded(block);
-        debug_assert!(
-            handed.is_ok(),
-            "a pre-encoded response outside an HTTP/2 stream"
-        );
+/// A response's fields encoded beforehand (`body::Head`) go to hyper in the poll that
+/// gives the response, as it asks: HTTP/1 lines to the connection
+/// (`hyper::ext::send_raw_fields`), an HTTP/2 block to the stream
+/// (`hyper::ext::send_pre_encoded`). Each is made only for a request of its version.
+fn hand_over_head(mut resp: Response<RespBody>) -> Response<RespBody> {
+    match resp.body_mut().take_head() {
+        Head::Map => {}
+        Head::Raw(raw) => {
+            let handed = hyper::ext::send_raw_fields(raw);
+            debug_assert!(handed.is_ok(), "raw lines outside an HTTP/1 connection");
+        }
+        Head::PreEncoded(block) => {
+            let handed = hyper::ext::send_pre_encoded(block);
+            debug_assert!(
+                handed.is_ok(),
+                "a pre-encoded response outside an HTTP/2 stream"
+            );
+        }
     }
     resp
 }
@@ -357,7 +365,7 @@ fn finish(
     // A pre-encoded head (a hit, a relayed answer) carries its `Via` and `X-Cache` in its
     // raw lines, spelled from the same decision (`CacheStatus::raw_lines`); an HTTP/2
     // hit's pre-encoded fields too (`cached::pre_encoded`).
-    if resp.extensions().get::<hyper::RawFields>().is_none() && !resp.body().is_pre_encoded() {
+    if !resp.body().is_pre_encoded() {
         let headers = resp.headers_mut();
         headers.append(header::VIA, VIA);
         if let (Some(status), true) = (exchange.record.cache, exchange.record.error.is_none()) {
@@ -906,7 +914,14 @@ async fn proxy(
             );
         }
     }
-    Ok(Response::from_parts(parts, RespBody::upstream(body)))
+    let body = RespBody::upstream(body);
+    // A head taken as raw lines (`HeadAs::RawLines`) comes in the upstream response's
+    // extensions; from here it rides with the body, as every downstream pre-encoded head.
+    let body = match parts.extensions.remove::<hyper::RawFields>() {
+        Some(raw) => body.with_raw(raw),
+        None => body,
+    };
+    Ok(Response::from_parts(parts, body))
 }
 
 /// An ACME HTTP-01 validation (`GET /.well-known/acme-challenge/TOKEN` on a plain

@@ -16,6 +16,7 @@ use http::uri::{PathAndQuery, Uri};
 use http::{Method, Response};
 use regex::bytes::Regex;
 
+use crate::body::{Head, RespBody};
 use crate::client_cert::ClientCert;
 use crate::config::rules::{HeaderOp, Piece, Rewrite, Template, Var};
 use crate::observe::metrics::HEADER_RULE_DROPS;
@@ -127,13 +128,22 @@ pub fn apply(ops: &[HeaderOp], headers: &mut HeaderMap, vars: &Vars) {
     }
 }
 
-/// Response rules on an answer. A pre-encoded head (`hyper::RawFields`: a hit, a relayed
-/// HTTP/1 answer) is turned back into its header map first.
-pub fn apply_response<B>(ops: &[HeaderOp], resp: &mut Response<B>, vars: &Vars) {
+/// Response rules on an answer. HTTP/1 lines encoded beforehand (`body::Head::Raw`: a hit,
+/// a stored miss, a relayed answer) are turned back into its header map first.
+pub fn apply_response(ops: &[HeaderOp], resp: &mut Response<RespBody>, vars: &Vars) {
     if ops.is_empty() {
         return;
     }
-    if let Some(raw) = resp.extensions_mut().remove::<hyper::RawFields>() {
+    let raw = match resp.body_mut().take_head() {
+        Head::Raw(raw) => Some(raw),
+        Head::Map => None,
+        // An HTTP/2 hit's block: `serve_hit` makes none on a route with response rules.
+        pre_encoded @ Head::PreEncoded(_) => {
+            resp.body_mut().set_head(pre_encoded);
+            None
+        }
+    };
+    if let Some(raw) = raw {
         let mut map = HeaderMap::new();
         let lines = raw.lines.split(|&b| b == b'\n');
         for line in lines.chain(raw.tail.split(|&b| b == b'\n')) {

@@ -129,6 +129,8 @@ pub use crate::error::{Error, Result};
 /// every cache hit. The lines must hold a `Date` (hyper then adds none) and leave out
 /// the framing fields (`Content-Length`, `Transfer-Encoding`, `Connection`), which hyper
 /// writes itself; HTTP/2 ignores the extension.
+// torii patch 17: no longer an extension: the service hands the lines over with
+// `ext::send_raw_fields` in the poll that gives the response.
 #[derive(Clone, Debug)]
 pub struct RawFields {
     /// Whole field lines, each ending in CRLF.

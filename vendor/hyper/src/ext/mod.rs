@@ -84,6 +84,13 @@ mod h2_informational;
 pub(crate) use h2_informational::polling as h2_informational_polling;
 #[cfg(all(feature = "http2", feature = "server"))]
 pub use h2_informational::send_informational;
+// torii patch 17: pre-encoded lines for the response of an HTTP/1 server connection.
+#[cfg(all(feature = "http1", feature = "server"))]
+mod h1_raw_fields;
+#[cfg(all(feature = "http1", feature = "server"))]
+pub(crate) use h1_raw_fields::polling as h1_raw_fields_polling;
+#[cfg(all(feature = "http1", feature = "server"))]
+pub use h1_raw_fields::send_raw_fields;
 // torii patch 16: a pre-encoded block for the response of an HTTP/2 server stream.
 #[cfg(all(feature = "http2", feature = "server"))]
 mod h2_pre_encoded;

@@ -28,6 +28,9 @@ pub(crate) struct MessageHead<S> {
     pub(crate) headers: http::HeaderMap,
     /// Extensions.
     extensions: http::Extensions,
+    // torii patch 17: the lines the service handed over for this (response) head
+    // (`ext::send_raw_fields`), written before its map.
+    pub(crate) raw: Option<crate::RawFields>,
 }
 
 /// An incoming request message.

@@ -1316,6 +1316,7 @@ mod tests {
                 subject: RequestLine(Method::GET, "/".parse().unwrap()),
                 headers,
                 extensions: http::Extensions::new(),
+                raw: None, // torii patch 17: none here
             };
             conn.write_head(head, None);
             conn.state.wants_keep_alive()

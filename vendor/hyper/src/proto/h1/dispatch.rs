@@ -647,13 +647,16 @@ cfg_server! {
         ) -> Poll<Option<Result<(Self::PollItem, Self::PollBody), Self::PollError>>> {
             let mut this = self.as_mut();
             let ret = if let Some(fut) = &mut this.in_flight.as_mut().as_pin_mut() {
-                let resp = ready!(fut.as_mut().poll(cx)?);
+                // torii patch 17: with the lines `ext::send_raw_fields` was handed in this poll.
+                let (polled, raw) = crate::ext::h1_raw_fields_polling(|| fut.as_mut().poll(cx));
+                let resp = ready!(polled?);
                 let (parts, body) = resp.into_parts();
                 let head = MessageHead {
                     version: parts.version,
                     subject: parts.status,
                     headers: parts.headers,
                     extensions: parts.extensions,
+                    raw, // torii patch 17: handed over, not in the extensions
                 };
                 Poll::Ready(Some(Ok((head, body))))
             } else {
@@ -742,6 +745,7 @@ cfg_client! {
                                 subject: crate::proto::RequestLine(parts.method, parts.uri),
                                 headers: parts.headers,
                                 extensions: parts.extensions,
+                                raw: None, // torii patch 17: a request's head has none
                             };
                             this.callback = Some(cb);
                             Poll::Ready(Some(Ok((head, body))))

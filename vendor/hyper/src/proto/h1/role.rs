@@ -382,6 +382,7 @@ impl Http1Transaction for Server {
                 subject,
                 headers,
                 extensions,
+                raw: None, // torii patch 17: a request's head has none
             },
             decode: decoder,
             expect_continue,
@@ -469,7 +470,9 @@ impl Http1Transaction for Server {
         }
 
         // torii patch 06: pre-encoded fields (see `crate::RawFields`), which hold the Date.
-        if let Some(raw) = msg.head.extensions.get::<crate::RawFields>() {
+        // torii patch 17: handed over by the service (`ext::send_raw_fields`), not in the
+        // response's extensions.
+        if let Some(raw) = msg.head.raw.take() {
             extend(dst, &raw.lines);
             extend(dst, raw.tail);
             if let Some(age) = raw.age {
@@ -1200,6 +1203,7 @@ impl Http1Transaction for Client {
                 subject: status,
                 headers,
                 extensions,
+                raw: None, // torii patch 17: only a server's response has any
             };
             if let Some((decode, is_upgrade)) = Client::decoder(&head, ctx.req_method)? {
                 return Ok(Some(ParsedMessage {
