@@ -853,8 +853,8 @@ async fn proxy(
         )
         .await;
     record.upstream_time = Some(sent.elapsed());
-    let (backend, upstream_resp) = match result {
-        Ok(f) => (f.backend, f.response),
+    let (backend, upstream_resp, raw) = match result {
+        Ok(f) => (f.backend, f.response, f.raw),
         Err(e) => {
             return Err(match body_fault {
                 Some(fault) if fault.too_large() => ProxyError::BodyTooLarge,
@@ -915,9 +915,9 @@ async fn proxy(
         }
     }
     let body = RespBody::upstream(body);
-    // A head taken as raw lines (`HeadAs::RawLines`) comes in the upstream response's
-    // extensions; from here it rides with the body, as every downstream pre-encoded head.
-    let body = match parts.extensions.remove::<hyper::RawFields>() {
+    // A head taken as raw lines (`HeadAs::RawLines`) rides with the body from here, as
+    // every downstream pre-encoded head.
+    let body = match raw {
         Some(raw) => body.with_raw(raw),
         None => body,
     };

@@ -151,7 +151,7 @@ pub enum HeadAs {
     Map,
     /// Relayed unchanged to an HTTP/1 client, with the caller's lines after the server's
     /// fields: an HTTP/1 server's answer to a GET that has a body and a `Date` comes as
-    /// [`hyper::RawFields`] lines (in the response's extensions) and an empty header map,
+    /// [`hyper::RawFields`] lines ([`Forwarded::raw`]) and an empty header map,
     /// written once from the raw head instead of parsed into names and values that hyper
     /// would only encode again. Any other answer still comes as a map.
     RawLines(RawTail),
@@ -200,6 +200,9 @@ pub fn is_hop_by_hop(name: &[u8]) -> bool {
 pub struct Forwarded {
     pub backend: ServerAddr,
     pub response: Response<UpstreamBody>,
+    /// The response's end-to-end fields as raw lines, when asked for
+    /// ([`HeadAs::RawLines`]) and given (then the response's map is empty).
+    pub raw: Option<hyper::RawFields>,
     /// How many servers were tried (1 without retries).
     pub tries: u32,
 }
@@ -367,12 +370,13 @@ impl Group {
                     continue;
                 }
             }
-            self.record(index, result.as_ref().map(|r| r.status()));
+            self.record(index, result.as_ref().map(|r| r.response.status()));
             match result {
-                Ok(response) => {
+                Ok(answered) => {
                     return Ok(Forwarded {
                         backend: addr.clone(),
-                        response,
+                        response: answered.response,
+                        raw: answered.raw,
                         tries: tried.len() as u32 + 1,
                     })
                 }
@@ -415,7 +419,7 @@ impl Group {
         fresh: bool,
         head_as: HeadAs,
         interim: Interim<'_>,
-    ) -> Result<Response<UpstreamBody>, Error> {
+    ) -> Result<pool::Answered, Error> {
         let mut timeout = self.config.response_timeout;
         if let Some(d) = deadline {
             timeout = timeout.min(d.saturating_duration_since(Instant::now()));
@@ -445,6 +449,7 @@ impl Group {
             .pool
             .send(&self.connector, &head, body, false, HeadAs::Map, None)
             .await
+            .map(|answered| answered.response)
     }
 
     /// Feeds one outcome to a server's breaker: errors and 5xx answers are failures.

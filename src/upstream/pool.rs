@@ -26,6 +26,16 @@ use crate::config::{ServerAddr, Upstream};
 
 type H2 = http2::SendRequest<ReqBody>;
 
+/// What one exchange brought back: the response, and its end-to-end fields as raw lines
+/// when the caller asked for them (`HeadAs::RawLines`) and the head allowed it (then the
+/// response's map is empty). Carried beside the response, not in its extensions (an
+/// extensions map costs three allocations).
+#[derive(Debug)]
+pub struct Answered {
+    pub response: Response<UpstreamBody>,
+    pub raw: Option<hyper::RawFields>,
+}
+
 /// The keep-alive connections of one server, shared by every worker.
 pub struct Pool {
     addr: ServerAddr,
@@ -114,13 +124,17 @@ impl Pool {
         fresh: bool,
         head_as: HeadAs,
         interim: Interim<'_>,
-    ) -> Result<Response<UpstreamBody>, Error> {
+    ) -> Result<Answered, Error> {
         if self.h2 {
             let mut req = Request::new(body);
             *req.method_mut() = head.method.clone();
             *req.uri_mut() = self.target(head.uri.path_and_query());
             *req.headers_mut() = head.headers.clone();
-            self.send_h2(connector, req).await
+            let response = self.send_h2(connector, req).await?;
+            Ok(Answered {
+                response,
+                raw: None,
+            })
         } else {
             self.send_h1(connector, head, body, fresh, head_as, interim)
                 .await
@@ -135,7 +149,7 @@ impl Pool {
         fresh: bool,
         head_as: HeadAs,
         interim: Interim<'_>,
-    ) -> Result<Response<UpstreamBody>, Error> {
+    ) -> Result<Answered, Error> {
         let idle = if fresh { None } else { self.idle.take() };
         let reused = idle.is_some();
         let conn = match idle {
@@ -170,13 +184,19 @@ impl Pool {
                 },
             })?;
         Ok(match answer {
-            Answer::Response { head, body } => {
+            Answer::Response { head, raw, body } => {
                 let (parts, ()) = head.into_parts();
-                Response::from_parts(parts, body.into_body(&self.idle, self.stall))
+                Answered {
+                    response: Response::from_parts(parts, body.into_body(&self.idle, self.stall)),
+                    raw,
+                }
             }
             Answer::Upgraded(head, tunnel) => {
                 let (parts, ()) = head.into_parts();
-                Response::from_parts(parts, UpstreamBody::Tunnel(Box::new(tunnel)))
+                Answered {
+                    response: Response::from_parts(parts, UpstreamBody::Tunnel(Box::new(tunnel))),
+                    raw: None,
+                }
             }
         })
     }

@@ -16,6 +16,9 @@ const ADDED_FIELDS: usize = 4;
 /// A parsed response head.
 pub struct Parsed {
     pub(super) head: Response<()>,
+    /// The head's end-to-end fields as raw lines, when asked for and given (then `head`'s
+    /// map is empty): see [`parse_head`].
+    pub(super) raw: Option<hyper::RawFields>,
     pub(super) keep_alive: bool,
     /// The body's framing by its fields (before the request method and status are weighed).
     pub(super) length: Framing,
@@ -29,6 +32,11 @@ impl Parsed {
     pub fn head(&self) -> &Response<()> {
         &self.head
     }
+
+    /// The fields as raw lines ([`parse_head`] with `raw`), if it gave them so.
+    pub fn raw(&self) -> Option<&hyper::RawFields> {
+        self.raw.as_ref()
+    }
 }
 
 /// Parses a complete response head off the front of `buf`, if there is one (public for
@@ -36,7 +44,7 @@ impl Parsed {
 ///
 /// With `raw` lines (see [`HeadAs::RawLines`](crate::upstream::HeadAs::RawLines)), a final
 /// response that has a body by its status and a `Date` comes with its end-to-end fields
-/// written once as [`hyper::RawFields`] lines (then `raw`), and an empty header map: nothing
+/// written once as [`hyper::RawFields`] lines (then `raw`; [`Parsed::raw`]), and an empty header map: nothing
 /// of it is parsed into names and values the caller would only encode again. Anything else,
 /// and every head without `raw`, comes as a header map.
 ///
@@ -140,6 +148,7 @@ pub fn parse_head(buf: &mut BytesMut, raw: Option<RawTail>) -> Result<Option<Par
     let mut head = Response::new(());
     *head.status_mut() = status;
     *head.version_mut() = version;
+    let mut raw_fields = None;
     let tail = match raw {
         Some(extra) if bodied && dated => {
             // Each kept field as `name: value` CRLF (whatever line ends the server used),
@@ -171,7 +180,7 @@ pub fn parse_head(buf: &mut BytesMut, raw: Option<RawTail>) -> Result<Option<Par
             out.extend_from_slice(&buf[len..taken]);
             let mut out = out.freeze();
             let tail = out.split_off(lines);
-            head.extensions_mut().insert(hyper::RawFields {
+            raw_fields = Some(hyper::RawFields {
                 lines: out,
                 tail: extra.lines,
                 age: None,
@@ -205,6 +214,7 @@ pub fn parse_head(buf: &mut BytesMut, raw: Option<RawTail>) -> Result<Option<Par
     buf.advance(taken);
     Ok(Some(Parsed {
         head,
+        raw: raw_fields,
         keep_alive,
         length,
         tail,

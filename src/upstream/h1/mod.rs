@@ -181,6 +181,7 @@ impl Conn {
         self.out.clear();
         let Parsed {
             head,
+            raw,
             keep_alive,
             length,
             tail,
@@ -206,6 +207,7 @@ impl Conn {
         };
         Ok(Answer::Response {
             head,
+            raw,
             body: Pending {
                 conn: self,
                 tail,
@@ -329,8 +331,13 @@ pub(super) fn poll_read(
 
 /// What an exchange brought back.
 pub enum Answer {
-    /// A response; its body is still (at least partly) on the connection.
-    Response { head: Response<()>, body: Pending },
+    /// A response; its body is still (at least partly) on the connection. Its fields are
+    /// in `raw` (and `head`'s map empty) when they came as raw lines (`HeadAs::RawLines`).
+    Response {
+        head: Response<()>,
+        raw: Option<hyper::RawFields>,
+        body: Pending,
+    },
     /// `101 Switching Protocols`: the connection is the tunnel's now.
     Upgraded(Response<()>, Upgraded),
 }

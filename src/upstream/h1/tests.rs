@@ -104,7 +104,7 @@ fn raw_lines(head: &[u8]) -> (Option<Bytes>, Bytes) {
     )
     .unwrap()
     .unwrap();
-    let raw = parsed.head.extensions().get::<hyper::RawFields>();
+    let raw = parsed.raw();
     assert!(raw.is_none() || parsed.head.headers().is_empty());
     // The caller's lines are the tail, after the server's.
     let lines = raw.map(|r| Bytes::from([&r.lines[..], r.tail].concat()));
