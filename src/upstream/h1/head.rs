@@ -32,11 +32,6 @@ impl Parsed {
     pub fn head(&self) -> &Response<()> {
         &self.head
     }
-
-    /// The fields as raw lines ([`parse_head`] with `raw`), if it gave them so.
-    pub fn raw(&self) -> Option<&hyper::RawFields> {
-        self.raw.as_ref()
-    }
 }
 
 /// Parses a complete response head off the front of `buf`, if there is one (public for
@@ -44,7 +39,7 @@ impl Parsed {
 ///
 /// With `raw` lines (see [`HeadAs::RawLines`](crate::upstream::HeadAs::RawLines)), a final
 /// response that has a body by its status and a `Date` comes with its end-to-end fields
-/// written once as [`hyper::RawFields`] lines (then `raw`; [`Parsed::raw`]), and an empty header map: nothing
+/// written once as [`hyper::RawFields`] lines (then `raw`), and an empty header map: nothing
 /// of it is parsed into names and values the caller would only encode again. Anything else,
 /// and every head without `raw`, comes as a header map.
 ///

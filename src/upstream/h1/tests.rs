@@ -104,7 +104,7 @@ fn raw_lines(head: &[u8]) -> (Option<Bytes>, Bytes) {
     )
     .unwrap()
     .unwrap();
-    let raw = parsed.raw();
+    let raw = parsed.raw.as_ref();
     assert!(raw.is_none() || parsed.head.headers().is_empty());
     // The caller's lines are the tail, after the server's.
     let lines = raw.map(|r| Bytes::from([&r.lines[..], r.tail].concat()));
