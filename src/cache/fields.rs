@@ -5,8 +5,10 @@
 //! with six fields carried some 650 bytes of map). A stored object only needs its fields
 //! looked up by name a few times and written out on a hit, so they are kept as the lines
 //! of an HTTP/1 head, `name: value\r\n` with lowercase names, in one buffer shared with
-//! the body (one allocation per object; `CachedObject::new`). Lookups scan the lines:
-//! a stored response has few fields, and a scan of one buffer costs less than hashing.
+//! the body (one allocation per object; `CachedObject::new`), or, when the objects stored
+//! one after another have the same lines, one block they all share (`SharedBlocks`).
+//! Lookups scan the lines: a stored response has few fields, and a scan of one buffer
+//! costs less than hashing.
 //!
 //! # Block layout
 //! ```text
@@ -111,6 +113,56 @@ fn put_line(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Field blocks shared between the objects stored on one thread: an origin sends the same
+/// fields with every response of a kind (`server`, `content-type`, `cache-control`, and
+/// within a second the same `date`), and at a million 1 KiB objects their ~160 bytes each
+/// are a tenth of the cache's memory.
+///
+/// The block of the last object stored is remembered (`seen`, the parts' own copy, not a
+/// slice of the object: it never keeps an evicted object's body alive). When the next
+/// object's block is the same bytes, a copy of it in an allocation of its own becomes
+/// `shared`, and every object after with that block holds it instead of a copy in its own
+/// allocation. Objects whose blocks all differ (an `ETag` each) pay one comparison that
+/// fails early and keep their blocks as before. Weights ([`CachedObject::size`]
+/// (crate::cache::CachedObject::size)) still count the block in every object: the tiers'
+/// sizes stay an upper bound of their memory.
+struct SharedBlocks {
+    seen: Bytes,
+    shared: Bytes,
+}
+
+impl SharedBlocks {
+    /// Blocks longer than this are not compared or shared (a few per object kind would
+    /// be worth it, but a long block is usually one with per-object fields).
+    const MAX: usize = 2048;
+
+    /// The shared copy of `block`, if it is one the objects stored on this thread share
+    /// (made shared by this call when it is the block the last object had); `None`
+    /// otherwise, and `block` is remembered as the last one.
+    fn share(block: &Bytes) -> Option<Bytes> {
+        if block.is_empty() || block.len() > Self::MAX {
+            return None;
+        }
+        thread_local! {
+            static BLOCKS: std::cell::RefCell<SharedBlocks> = const {
+                std::cell::RefCell::new(SharedBlocks { seen: Bytes::new(), shared: Bytes::new() })
+            };
+        }
+        BLOCKS.with_borrow_mut(|blocks| {
+            if blocks.shared == block {
+                return Some(blocks.shared.clone());
+            }
+            if blocks.seen == block {
+                blocks.shared = Bytes::copy_from_slice(block);
+                blocks.seen = Bytes::new();
+                return Some(blocks.shared.clone());
+            }
+            blocks.seen = block.clone();
+            None
+        })
+    }
+}
+
 /// One allocation of `key`, a block of `len` bytes (written by `write`, which returns the
 /// fields but their block) and the body's chunks: the key, the fields and the body, each a
 /// slice of it.
@@ -163,8 +215,18 @@ impl StoredFields {
     }
 
     /// `key`, these fields and the body in one allocation, like [`Self::with_key_and_body`]
-    /// (the block copied as it is).
+    /// (the block copied as it is); or `key` and the body, when the block is the one the
+    /// last objects stored on this thread had too: then it is that block, shared (see
+    /// [`SharedBlocks`]).
     pub fn rebased(&self, key: &[u8], body: &[impl AsRef<[u8]>]) -> (Bytes, StoredFields, Bytes) {
+        if let Some(block) = SharedBlocks::share(&self.block) {
+            let (key, mut fields, body) = assemble(key, 0, body, |_| StoredFields {
+                block: Bytes::new(),
+                ..*self
+            });
+            fields.block = block;
+            return (key, fields, body);
+        }
         assemble(key, self.block.len(), body, |out| {
             out.extend_from_slice(&self.block);
             StoredFields {
@@ -407,6 +469,44 @@ mod tests {
         assert!(f.raw().is_none());
         assert_eq!(f.get(&CONTENT_TYPE), Some(&b"text/plain"[..]));
         assert_eq!(f.block_len(), "content-type: text/plain\r\n".len());
+    }
+
+    #[test]
+    fn objects_stored_with_the_same_fields_share_one_block() {
+        // A value no other test on this thread stored (the blocks remembered are per thread).
+        let fields = |etag: &str| {
+            StoredFields::from_map(&map(&[
+                ("content-type", "text/plain"),
+                ("date", "Sun, 06 Dec 2026 03:37:19 GMT"),
+                ("etag", etag),
+                ("content-length", "3"),
+            ]))
+        };
+        let same = fields("\"objects_stored_with_the_same_fields\"");
+        let at = |f: &StoredFields| f.block.as_ptr();
+        let (k1, first, b1) = same.rebased(b"k1", &[b"one"]);
+        let (k2, second, b2) = same.rebased(b"k2", &[b"two"]);
+        let (_, third, _) = same.rebased(b"k3", &[b"six"]);
+        // The first keeps its copy in its own allocation; from the second on, one copy.
+        assert_eq!(at(&first), k1[k1.len()..].as_ptr());
+        assert_eq!(at(&second), at(&third));
+        assert_ne!(at(&second), at(&first));
+        // The second's allocation holds its key and body alone.
+        assert_eq!(k2[k2.len()..].as_ptr(), b2.as_ptr());
+        assert_eq!(
+            (&k2[..], &b2[..], &b1[..]),
+            (&b"k2"[..], &b"two"[..], &b"one"[..])
+        );
+        for f in [&first, &second, &third] {
+            assert_eq!(f.block, same.block);
+            assert_eq!(f.raw(), same.raw());
+            assert_eq!(f.get(&CONTENT_LENGTH), Some(&b"3"[..]));
+        }
+        // Other fields (another ETag) are not the shared block: each object its own.
+        let other = fields("\"another\"");
+        let (_, a, _) = other.rebased(b"k4", &[b"one"]);
+        assert_ne!(at(&a), at(&third));
+        assert_eq!(a.get(&ETAG), Some(&b"\"another\""[..]));
     }
 
     #[test]

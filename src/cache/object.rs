@@ -259,7 +259,9 @@ pub struct CachedObject {
     /// Response fields as stored (compact; `StoredFields::to_map` for a map).
     pub headers: StoredFields,
     /// Whole body; a hit clones this `Bytes` (no copy). For an object built by
-    /// [`CachedObject::new`], in one allocation with the fields.
+    /// [`CachedObject::new`] or [`ObjectParts::into_object`], in one allocation with the
+    /// key and the fields; with the key alone when `into_object` finds its fields to be
+    /// the block the objects stored before it share ([`StoredFields::rebased`]).
     pub body: Bytes,
     /// The freshness computed for this object under one route policy (see
     /// [`ObjectMemo`]); not part of the object's value.
