@@ -160,7 +160,6 @@ pub fn plan(
     if status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
-        || no_transform(headers)
     {
         return NONE;
     }
@@ -168,7 +167,7 @@ pub fn plan(
         let Ok(ce) = ce.to_str().map(str::trim) else {
             return NONE;
         };
-        if ce.eq_ignore_ascii_case("identity") || ce.is_empty() {
+        if ce.eq_ignore_ascii_case("identity") || ce.is_empty() || no_transform(headers) {
             return NONE;
         }
         // Already encoded: sent as it is to a client that takes it, else decoded (when
@@ -178,12 +177,15 @@ pub fn plan(
         }
         return Plan::Decode(ce.to_string());
     }
+    // Each of these sends it as it is: the cheapest first (a stored miss under
+    // `min_size` decides on its length, without the type's list or a directive scan).
     if status != StatusCode::OK
+        || len.is_some_and(|l| l < config.min_size)
         || headers.contains_key(header::CONTENT_RANGE)
         || !headers
             .get(header::CONTENT_TYPE)
             .is_some_and(|t| config.compressible(t.as_bytes()))
-        || len.is_some_and(|l| l < config.min_size)
+        || no_transform(headers)
     {
         return NONE;
     }
