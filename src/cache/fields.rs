@@ -118,12 +118,13 @@ fn put_line(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
 /// within a second the same `date`), and at a million 1 KiB objects their ~160 bytes each
 /// are a tenth of the cache's memory.
 ///
-/// The block of the last object stored is remembered (`seen`, the parts' own copy, not a
-/// slice of the object: it never keeps an evicted object's body alive). When the next
-/// object's block is the same bytes, a copy of it in an allocation of its own becomes
-/// `shared`, and every object after with that block holds it instead of a copy in its own
-/// allocation. Objects whose blocks all differ (an `ETag` each) pay one comparison that
-/// fails early and keep their blocks as before. Weights ([`CachedObject::size`]
+/// The block of the last object stored is remembered (`seen`: a slice of that object, one
+/// reference more; so until the next store on the thread, it keeps that one object's
+/// allocation alive should the object be evicted). When the next object's block is the
+/// same bytes, a copy of it in an allocation of its own becomes `shared`, and every object
+/// after with that block holds it instead of a copy in its own allocation. Objects whose
+/// blocks all differ (an `ETag` each) pay one comparison that fails early and keep their
+/// blocks as before, with no allocation more. Weights ([`CachedObject::size`]
 /// (crate::cache::CachedObject::size)) still count the block in every object: the tiers'
 /// sizes stay an upper bound of their memory.
 struct SharedBlocks {
@@ -138,17 +139,12 @@ impl SharedBlocks {
 
     /// The shared copy of `block`, if it is one the objects stored on this thread share
     /// (made shared by this call when it is the block the last object had); `None`
-    /// otherwise, and `block` is remembered as the last one.
-    fn share(block: &Bytes) -> Option<Bytes> {
+    /// otherwise: the object keeps its own copy, which [`Self::saw`] then remembers.
+    fn share(block: &[u8]) -> Option<Bytes> {
         if block.is_empty() || block.len() > Self::MAX {
             return None;
         }
-        thread_local! {
-            static BLOCKS: std::cell::RefCell<SharedBlocks> = const {
-                std::cell::RefCell::new(SharedBlocks { seen: Bytes::new(), shared: Bytes::new() })
-            };
-        }
-        BLOCKS.with_borrow_mut(|blocks| {
+        Self::BLOCKS.with_borrow_mut(|blocks| {
             if blocks.shared == block {
                 return Some(blocks.shared.clone());
             }
@@ -157,9 +153,21 @@ impl SharedBlocks {
                 blocks.seen = Bytes::new();
                 return Some(blocks.shared.clone());
             }
-            blocks.seen = block.clone();
             None
         })
+    }
+
+    /// Remembers the block just stored in an object of its own (its slice of the object).
+    fn saw(block: &Bytes) {
+        if !block.is_empty() && block.len() <= Self::MAX {
+            Self::BLOCKS.with_borrow_mut(|blocks| blocks.seen = block.clone());
+        }
+    }
+
+    thread_local! {
+        static BLOCKS: std::cell::RefCell<SharedBlocks> = const {
+            std::cell::RefCell::new(SharedBlocks { seen: Bytes::new(), shared: Bytes::new() })
+        };
     }
 }
 
@@ -227,13 +235,15 @@ impl StoredFields {
             fields.block = block;
             return (key, fields, body);
         }
-        assemble(key, self.block.len(), body, |out| {
+        let own = assemble(key, self.block.len(), body, |out| {
             out.extend_from_slice(&self.block);
             StoredFields {
                 block: Bytes::new(),
                 ..*self
             }
-        })
+        });
+        SharedBlocks::saw(&own.1.block);
+        own
     }
 
     /// The fields of `headers` alone.
