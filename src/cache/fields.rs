@@ -124,9 +124,9 @@ fn put_line(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
 /// same bytes, a copy of it in an allocation of its own becomes `shared`, and every object
 /// after with that block holds it instead of a copy in its own allocation. Objects whose
 /// blocks all differ (an `ETag` each) pay one comparison that fails early and keep their
-/// blocks as before, with no allocation more. Weights ([`CachedObject::size`]
-/// (crate::cache::CachedObject::size)) still count the block in every object: the tiers'
-/// sizes stay an upper bound of their memory.
+/// blocks as before, with no allocation more. Weights
+/// ([`CachedObject::size`](crate::cache::CachedObject::size)) still count the block in
+/// every object: the tiers' sizes stay an upper bound of their memory.
 struct SharedBlocks {
     seen: Bytes,
     shared: Bytes,
@@ -225,7 +225,7 @@ impl StoredFields {
     /// `key`, these fields and the body in one allocation, like [`Self::with_key_and_body`]
     /// (the block copied as it is); or `key` and the body, when the block is the one the
     /// last objects stored on this thread had too: then it is that block, shared (see
-    /// [`SharedBlocks`]).
+    /// `SharedBlocks`).
     pub fn rebased(&self, key: &[u8], body: &[impl AsRef<[u8]>]) -> (Bytes, StoredFields, Bytes) {
         if let Some(block) = SharedBlocks::share(&self.block) {
             let (key, mut fields, body) = assemble(key, 0, body, |_| StoredFields {
