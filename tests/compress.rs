@@ -220,6 +220,43 @@ async fn an_object_stored_as_identity_is_encoded_once_on_its_first_compressing_h
 }
 
 #[tokio::test]
+async fn accept_encoding_over_several_lines_reads_as_one_list_on_every_path() {
+    let origin = Origin::start().await;
+    let body = text(30_000);
+    origin.set("/lines", page(&body));
+    origin.set(
+        "/lines-pass",
+        Reply::new(body.clone())
+            .header("content-type", "text/html")
+            .header("cache-control", "no-store"),
+    );
+    let torii = proxy(&origin, "", "").await;
+    let two = [("accept-encoding", "identity"), ("accept-encoding", "gzip")];
+
+    // Stored as identity by a client that takes no coding.
+    let (_, h, _) = get_ae(&torii.url("/lines"), "").await;
+    assert_eq!(hv(&h, "x-cache"), "MISS");
+    // A hit for a client whose list is split over two lines: gzip, as for "identity, gzip"
+    // (the hit's as-is check reads both lines, not the first alone).
+    let (s, h, b) = send("GET", &torii.url("/lines"), &two).await;
+    assert_eq!((s, hv(&h, "x-cache")), (StatusCode::OK, "HIT"));
+    assert_eq!(hv(&h, "content-encoding"), "gzip");
+    assert_eq!(decode("gzip", &b), body.as_bytes());
+    // A range from the object now stored gzip: servable for that client as it is.
+    let mut range = two.to_vec();
+    range.push(("range", "bytes=0-9"));
+    let (s, h, _) = send("GET", &torii.url("/lines"), &range).await;
+    assert_eq!(s, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(hv(&h, "content-encoding"), "gzip");
+    // A pass is compressed for it too (the relay's may-encode check).
+    let (s, h, b) = send("GET", &torii.url("/lines-pass"), &two).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(hv(&h, "content-encoding"), "gzip");
+    assert_eq!(decode("gzip", &b), body.as_bytes());
+    assert_eq!(origin.hits("/lines"), 1);
+}
+
+#[tokio::test]
 async fn no_transform_head_ranges_small_and_other_types_are_not_compressed() {
     let origin = Origin::start().await;
     let body = text(20_000);

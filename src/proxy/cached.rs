@@ -655,11 +655,14 @@ fn raw_miss_head(
     // targeted field (never sent), and `Age`, written from `age` below.
     let lines = stored.raw()?;
     if let Some(config) = ctx.compress {
-        let accept = ctx
-            .req_headers
-            .get(header::ACCEPT_ENCODING)
-            .map(HeaderValue::as_bytes);
-        let plan = super::compress::plan(config, accept, parts.status, &parts.headers, length);
+        let accept = super::compress::accept_encoding(&ctx.req_headers);
+        let plan = super::compress::plan(
+            config,
+            accept.as_deref(),
+            parts.status,
+            &parts.headers,
+            length,
+        );
         if plan != (super::compress::Plan::AsIs { vary: false }) {
             return None;
         }

@@ -10,6 +10,7 @@
 //! identity (its first client took no coding) is encoded by the first hit that compresses
 //! it, and that encoding replaces it (`cached::recode`, `Fill::recode`).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -53,16 +54,29 @@ impl Ask {
 fn accept_value(headers: &HeaderMap) -> Option<HeaderValue> {
     let mut lines = crate::header_scan::all(headers, &header::ACCEPT_ENCODING);
     let first = lines.next()?;
-    let rest: Vec<&[u8]> = lines.map(HeaderValue::as_bytes).collect();
-    if rest.is_empty() {
+    if lines.next().is_none() {
+        // The one line itself (a shared clone, no copy).
         return Some(first.clone());
     }
+    HeaderValue::from_bytes(&accept_encoding(headers)?).ok()
+}
+
+/// The request's `Accept-Encoding` as every step reads it: its one line, or all its lines
+/// joined with `", "` (RFC 9110 §5.3), so the checks that send an answer as it is
+/// (`hit_as_is`, `may_encode`, `range_servable`, the stored miss's raw head) decide as
+/// the response step's [`Ask`] does.
+pub fn accept_encoding(headers: &HeaderMap) -> Option<Cow<'_, [u8]>> {
+    let mut lines = crate::header_scan::all(headers, &header::ACCEPT_ENCODING);
+    let first = lines.next()?;
+    let Some(second) = lines.next() else {
+        return Some(Cow::Borrowed(first.as_bytes()));
+    };
     let mut joined = first.as_bytes().to_vec();
-    for r in rest {
+    for line in std::iter::once(second).chain(lines) {
         joined.extend_from_slice(b", ");
-        joined.extend_from_slice(r);
+        joined.extend_from_slice(line.as_bytes());
     }
-    HeaderValue::from_bytes(&joined).ok()
+    Some(Cow::Owned(joined))
 }
 
 /// The weight (RFC 9110 §12.4.2) `accept` gives the coding `token`: named (`x-gzip` for
@@ -128,12 +142,7 @@ pub fn choose(config: &Compress, accept: Option<&[u8]>) -> Option<Coding> {
 /// client accepts one of its codings. (A relayed HTTP/1 head is read from its fields only
 /// then; otherwise it goes as the server's raw lines.)
 pub fn may_encode(config: Option<&Compress>, req_headers: &HeaderMap) -> bool {
-    config.is_some_and(|c| {
-        let accept = req_headers
-            .get(header::ACCEPT_ENCODING)
-            .map(|v| v.as_bytes());
-        choose(c, accept).is_some()
-    })
+    config.is_some_and(|c| choose(c, accept_encoding(req_headers).as_deref()).is_some())
 }
 
 /// What a response needs on its way to this client.
@@ -216,9 +225,8 @@ pub fn hit_as_is(
     let Some(config) = config else {
         return true;
     };
-    let accept = req_headers
-        .get(header::ACCEPT_ENCODING)
-        .map(|v| v.as_bytes());
+    let accept = accept_encoding(req_headers);
+    let accept = accept.as_deref();
     match stored.field(&header::CONTENT_ENCODING) {
         Some(ce) => {
             let Some(ce) = visible(ce).map(str::trim) else {
@@ -281,9 +289,8 @@ pub fn range_servable(stored: &HeaderMap, req_headers: &HeaderMap) -> bool {
     match stored.get(header::CONTENT_ENCODING).map(|v| v.to_str()) {
         None => true,
         Some(Ok(ce)) => {
-            let accept = req_headers
-                .get(header::ACCEPT_ENCODING)
-                .map(|v| v.as_bytes());
+            let accept = accept_encoding(req_headers);
+            let accept = accept.as_deref();
             ce.trim().eq_ignore_ascii_case("identity")
                 || weight(accept, ce.trim()) > 0.0
                 || !Coder::can_decode(ce.trim())
