@@ -133,8 +133,9 @@ struct SharedBlocks {
 }
 
 impl SharedBlocks {
-    /// Blocks longer than this are not compared or shared (a few per object kind would
-    /// be worth it, but a long block is usually one with per-object fields).
+    /// Blocks longer than this are not compared or shared: a long block usually carries
+    /// fields of its object's own (cookies, long validators), so the comparison would
+    /// mostly fail, after more bytes.
     const MAX: usize = 2048;
 
     /// The shared copy of `block`, if it is one the objects stored on this thread share

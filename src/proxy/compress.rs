@@ -10,7 +10,6 @@
 //! identity (its first client took no coding) is encoded by the first hit that compresses
 //! it, and that encoding replaces it (`cached::recode`, `Fill::recode`).
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -52,31 +51,49 @@ impl Ask {
 }
 
 fn accept_value(headers: &HeaderMap) -> Option<HeaderValue> {
-    let mut lines = crate::header_scan::all(headers, &header::ACCEPT_ENCODING);
-    let first = lines.next()?;
-    if lines.next().is_none() {
+    match accept_encoding(headers)? {
         // The one line itself (a shared clone, no copy).
-        return Some(first.clone());
+        AcceptEncoding::One(line) => Some(line.clone()),
+        AcceptEncoding::Joined(joined) => HeaderValue::from_bytes(&joined).ok(),
     }
-    HeaderValue::from_bytes(&accept_encoding(headers)?).ok()
+}
+
+/// The request's `Accept-Encoding` as every step reads it ([`accept_encoding`]); its bytes
+/// by `Deref`.
+pub enum AcceptEncoding<'a> {
+    /// Its one line.
+    One(&'a HeaderValue),
+    /// Its lines joined with `", "`.
+    Joined(Vec<u8>),
+}
+
+impl std::ops::Deref for AcceptEncoding<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            AcceptEncoding::One(line) => line.as_bytes(),
+            AcceptEncoding::Joined(joined) => joined,
+        }
+    }
 }
 
 /// The request's `Accept-Encoding` as every step reads it: its one line, or all its lines
 /// joined with `", "` (RFC 9110 §5.3), so the checks that send an answer as it is
 /// (`hit_as_is`, `may_encode`, `range_servable`, the stored miss's raw head) decide as
 /// the response step's [`Ask`] does.
-pub fn accept_encoding(headers: &HeaderMap) -> Option<Cow<'_, [u8]>> {
+pub fn accept_encoding(headers: &HeaderMap) -> Option<AcceptEncoding<'_>> {
     let mut lines = crate::header_scan::all(headers, &header::ACCEPT_ENCODING);
     let first = lines.next()?;
     let Some(second) = lines.next() else {
-        return Some(Cow::Borrowed(first.as_bytes()));
+        return Some(AcceptEncoding::One(first));
     };
     let mut joined = first.as_bytes().to_vec();
     for line in std::iter::once(second).chain(lines) {
         joined.extend_from_slice(b", ");
         joined.extend_from_slice(line.as_bytes());
     }
-    Some(Cow::Owned(joined))
+    Some(AcceptEncoding::Joined(joined))
 }
 
 /// The weight (RFC 9110 §12.4.2) `accept` gives the coding `token`: named (`x-gzip` for
