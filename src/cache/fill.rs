@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 use super::object::{CachedObject, ObjectParts};
 use super::{Cache, FlightGuard, FlightState};
@@ -17,7 +18,9 @@ pub struct Fill {
     template: ObjectParts,
     /// The `Vary` marker to store under the primary key, for variants.
     index: Option<CachedObject>,
-    chunks: Vec<Bytes>,
+    /// The body's chunks so far (copies of their `Bytes`): a small body's one or two are
+    /// held inline, with no allocation.
+    chunks: SmallVec<[Bytes; 2]>,
     len: usize,
     max: usize,
     /// `Content-Length` of the response, when it had one.
@@ -44,7 +47,7 @@ impl Fill {
             flight,
             template,
             index,
-            chunks: Vec::new(),
+            chunks: SmallVec::new(),
             len: 0,
             max,
             expected,
@@ -114,7 +117,7 @@ impl Fill {
         // may hold on to a larger buffer (its head, the connection's read buffer).
         let template = std::mem::replace(&mut self.template, empty());
         let obj = Arc::new(template.into_object(&self.chunks));
-        self.chunks = Vec::new();
+        self.chunks = SmallVec::new();
         self.cache.store(obj.clone(), self.index.take());
         if let Some(flight) = self.flight.take() {
             flight.finish(FlightState::Stored(obj));

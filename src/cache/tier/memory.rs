@@ -27,6 +27,7 @@ use std::time::{Duration, SystemTime};
 
 use quick_cache::sync::{Cache, EntryAction, EntryResult};
 use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
+use smallvec::SmallVec;
 
 use crate::cache::clock::Clock;
 use crate::cache::object::CachedObject;
@@ -93,9 +94,10 @@ struct Shared {
 struct Hooks(Arc<Shared>);
 
 impl Lifecycle<u64, Slot> for Hooks {
-    type RequestState = Vec<Slot>;
+    /// The objects one insert evicted: usually one, held inline (no allocation).
+    type RequestState = SmallVec<[Slot; 1]>;
 
-    fn on_evict(&self, state: &mut Vec<Slot>, _hash: u64, slot: Slot) {
+    fn on_evict(&self, state: &mut SmallVec<[Slot; 1]>, _hash: u64, slot: Slot) {
         self.0.evictions.fetch_add(1, Relaxed);
         self.0
             .tags
