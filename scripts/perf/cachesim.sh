@@ -41,12 +41,7 @@ case $MODE in
 esac
 mkdir -p "$OUT"
 . scripts/perf/origin.sh
-write_origin 19380
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-nginx -c "$OUT/origin.conf" -p "$OUT" >/dev/null 2>&1 &
-pids+=($!)
+start_origin 19380
 rm -f "$OUT/callgrind.out"
 valgrind --tool=callgrind --cache-sim=yes --instr-atstart=no \
     --I1=32768,8,64 --D1=32768,8,64 --LL=33554432,16,64 \

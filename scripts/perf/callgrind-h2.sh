@@ -21,12 +21,7 @@ MODE=${2:-h2c}
 REQS=${3:-20000}
 OUT=${OUT:-/tmp/torii-callgrind-h2}
 . scripts/perf/origin.sh
-write_origin 19380
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-nginx -c "$OUT/origin.conf" -p "$OUT" >/dev/null 2>&1 &
-pids+=($!)
+start_origin 19380
 tls=()
 case "$MODE" in
     h2c) scheme=http ;;

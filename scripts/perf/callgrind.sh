@@ -22,12 +22,7 @@ URLPATH=${2:-/1k}
 SECS=${3:-4}
 OUT=${OUT:-/tmp/torii-callgrind}
 . scripts/perf/origin.sh
-write_origin 19380
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-nginx -c "$OUT/origin.conf" -p "$OUT" >/dev/null 2>&1 &
-pids+=($!)
+start_origin 19380
 valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" \
     "$BIN" proxy --listen 127.0.0.1:19384 --to http://127.0.0.1:19380 --workers 1 \
     --cache-memory "${CACHE_MEMORY:-1MiB}" \

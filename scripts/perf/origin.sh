@@ -42,6 +42,19 @@ http {
 CONF
 }
 
+# Writes the origin (`write_origin`) and starts it on 127.0.0.1:$1, unpinned, for the
+# scripts that run torii under valgrind. Sets `pids` (add the server under test's PID to
+# it): every PID in it is stopped on exit, by `cleanup`.
+start_origin() {
+    write_origin "$1"
+    pids=()
+    trap cleanup EXIT
+    nginx -c "$OUT/origin.conf" -p "$OUT" >/dev/null 2>&1 &
+    pids+=($!)
+}
+
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+
 # Starts the origin (port 19380) on CPU 0 and the server under test on CPU 1 (port 19384):
 # torii binary $1, or `haproxy` for the bench's HAProxy config. Waits until $2 answers, then
 # warms it up with 1 s of wrk. Sets $server (its PID) and stops both on exit, by PID.
