@@ -22,7 +22,7 @@
 //! head (hyper would add the current one).
 
 use bytes::Bytes;
-use http::header::{AGE, CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
+use http::header::{AGE, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// Fields looked up by name: a `HeaderMap`, or a stored object's [`StoredFields`].
@@ -88,6 +88,9 @@ pub struct StoredFields {
     /// Whether the fields hold [`VARIANTS_MARKER`] (known without a scan: every lookup
     /// asks).
     variants: bool,
+    /// Whether the fields hold a `Content-Encoding` (known without a scan: the compression
+    /// checks of hits ask, and the field is usually absent, which a scan reads to the end).
+    encoded: bool,
 }
 
 /// The field that marks the object stored under a primary key as the list of its `Vary`
@@ -95,15 +98,16 @@ pub struct StoredFields {
 pub const VARIANTS_MARKER: HeaderName = HeaderName::from_static("x-torii-variants");
 
 /// Bytes the fields of `headers` that `keep` takes take as lines, and whether they carry a
-/// `Date`.
-fn lines_len(headers: &HeaderMap, keep: &impl Fn(&HeaderName) -> bool) -> (usize, bool) {
+/// `Date` and a `Content-Encoding`.
+fn lines_len(headers: &HeaderMap, keep: &impl Fn(&HeaderName) -> bool) -> (usize, bool, bool) {
     let mut len = 0;
-    let mut dated = false;
+    let (mut dated, mut encoded) = (false, false);
     for (n, v) in headers.iter().filter(|(n, _)| keep(n)) {
         len += n.as_str().len() + v.len() + 4;
         dated |= n == DATE;
+        encoded |= n == CONTENT_ENCODING;
     }
-    (len, dated)
+    (len, dated, encoded)
 }
 
 fn put_line(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
@@ -210,7 +214,7 @@ impl StoredFields {
         headers: &HeaderMap,
         body: &[impl AsRef<[u8]>],
     ) -> (Bytes, StoredFields, Bytes) {
-        let (len, dated) = lines_len(headers, &|_| true);
+        let (len, dated, encoded) = lines_len(headers, &|_| true);
         let variants = headers.contains_key(&VARIANTS_MARKER);
         assemble(key, len, body, |out| {
             let sendable = Self::write(out, headers, &|_| true);
@@ -219,6 +223,7 @@ impl StoredFields {
                 sendable,
                 dated,
                 variants,
+                encoded,
             }
         })
     }
@@ -256,7 +261,7 @@ impl StoredFields {
     /// fields are stored as, written once (a later [`Self::rebased`] copies them).
     pub fn from_map_except(headers: &HeaderMap, except: &[HeaderName]) -> StoredFields {
         let keep = |n: &HeaderName| !except.contains(n);
-        let (len, dated) = lines_len(headers, &keep);
+        let (len, dated, encoded) = lines_len(headers, &keep);
         let mut out = Vec::with_capacity(len);
         let sendable = Self::write(&mut out, headers, &keep);
         StoredFields {
@@ -264,6 +269,7 @@ impl StoredFields {
             sendable,
             dated,
             variants: keep(&VARIANTS_MARKER) && headers.contains_key(&VARIANTS_MARKER),
+            encoded,
         }
     }
 
@@ -297,6 +303,11 @@ impl StoredFields {
     /// Whether these are the fields of a `Vary` variants index ([`VARIANTS_MARKER`]).
     pub fn is_variants_index(&self) -> bool {
         self.variants
+    }
+
+    /// Whether the fields hold a `Content-Encoding` (without a scan).
+    pub fn is_encoded(&self) -> bool {
+        self.encoded
     }
 
     /// Bytes the block takes.
@@ -362,6 +373,9 @@ impl StoredFields {
 
 impl FieldSource for StoredFields {
     fn field(&self, name: &HeaderName) -> Option<&[u8]> {
+        if *name == CONTENT_ENCODING && !self.encoded {
+            return None;
+        }
         self.get(name)
     }
 
@@ -547,6 +561,28 @@ mod tests {
         let (_, a, _) = other.rebased(b"k4", &[b"one"]);
         assert_ne!(at(&a), at(&third));
         assert_eq!(a.get(&ETAG), Some(&b"\"another\""[..]));
+    }
+
+    #[test]
+    fn fields_know_without_a_scan_whether_they_hold_a_content_encoding() {
+        let plain = map(&[("content-type", "text/html"), ("etag", "\"a\"")]);
+        let gzip = map(&[("content-type", "text/html"), ("content-encoding", "gzip")]);
+        for (m, encoded) in [(&plain, false), (&gzip, true)] {
+            for f in [
+                StoredFields::from_map(m),
+                StoredFields::from_map_except(m, &[ETAG]),
+                StoredFields::from_map(m).rebased(b"k", &[b"body"]).1,
+                StoredFields::with_key_and_body(b"k", m, &[b"body"]).1,
+            ] {
+                assert_eq!(f.is_encoded(), encoded);
+                assert_eq!(f.field(&CONTENT_ENCODING), m.field(&CONTENT_ENCODING));
+                assert_eq!(f.contains_key(CONTENT_ENCODING), encoded);
+            }
+        }
+        // Not kept: not there.
+        let f = StoredFields::from_map_except(&gzip, &[CONTENT_ENCODING]);
+        assert!(!f.is_encoded());
+        assert_eq!(f.field(&CONTENT_ENCODING), None);
     }
 
     #[test]

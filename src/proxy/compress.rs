@@ -286,7 +286,7 @@ pub fn hit_as_is_stored(
         return true;
     };
     let inert = obj.memo.inert_or(c as *const Compress as usize, || {
-        !obj.headers.contains_key(header::CONTENT_ENCODING)
+        !obj.headers.is_encoded()
             && (obj.status != StatusCode::OK
                 || (obj.body.len() as u64) < c.min_size
                 || !obj
