@@ -203,7 +203,7 @@ fn recode<B>(
         || resp.status() != StatusCode::OK
         || obj.status != StatusCode::OK
         || obj.body.is_empty()
-        || obj.headers.contains_key(header::CONTENT_ENCODING)
+        || obj.headers.is_encoded()
         || cache::range::asks(req.headers())
     {
         return resp;
