@@ -50,10 +50,7 @@ valgrind --tool=callgrind --cache-sim=yes --instr-atstart=no \
     --cache-memory "$memory" >"$OUT/torii.log" 2>&1 &
 vg=$!
 pids+=($vg)
-for _ in $(seq 300); do
-    curl -s -o /dev/null "http://127.0.0.1:19384/obj/00000000" && break
-    sleep 0.2
-done
+wait_up /obj/00000000 0.6 # under valgrind: up to a minute
 # Store keys 0 .. N-1 (and a few past N): rounds of new keys until N were asked for.
 stored=0
 for _ in $(seq 1000); do
