@@ -246,10 +246,9 @@ mod tests {
         }
     }
 
-    fn file(name: &str, text: &str) -> String {
-        let dir = std::env::temp_dir().join(format!("torii-auth-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(name);
+    /// Writes `text` to `name` in `dir` (a test's own, removed when it ends).
+    fn file(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+        let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
         path.display().to_string()
     }
@@ -305,8 +304,10 @@ auth = { forward = { upstream = "auth", path = "/verify" }, basic = { users_file
         let bcrypt = bcrypt::hash_with_salt("pw", 4, [1; 16])
             .unwrap()
             .to_string();
-        let good = file("good", &format!("ann:{bcrypt}\n"));
+        let dir = tempfile::tempdir().unwrap();
+        let good = file(&dir, "good", &format!("ann:{bcrypt}\n"));
         let weak = file(
+            &dir,
             "weak",
             &format!("ann:{bcrypt}\nbob:$apr1$x$y\ncid:secret\n"),
         );
