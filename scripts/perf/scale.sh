@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # torii at scale, side by side with nginx proxy_cache, Varnish malloc and HAProxy cache
 # (issue 21): millions of stored objects, uniform and Zipf keys, memory per object, misses
-# that store and evict, TLS 1.3 and HTTP/2, the disk tier. Not part of CI; about 15
+# that store and evict, TLS 1.3 and HTTP/2, the disk tier. Not part of CI; about 19
 # minutes at defaults (most of it storing 10^6 objects in each server).
 #
 #   scripts/perf/scale.sh [--objects N] [--seconds S] [--warmup S] [--miss-cache MiB]
@@ -20,7 +20,8 @@
 # bounded, every process stopped by its process group at the end, on failure or on Ctrl-C;
 # files live in a temp dir removed at the end (kept with --keep). stdout: one Markdown
 # table and the targets; the last line reads `N of M targets held`. Needs nginx, varnishd,
-# haproxy, wrk, h2load (nghttp2-client), openssl, taskset and python3.
+# haproxy, wrk, h2load (nghttp2-client), openssl, taskset, python3, and cargo for the
+# handshake scenarios' client (scripts/perf/tlsload, built on first use).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PATH="$PATH:/usr/sbin:/sbin"
