@@ -12,8 +12,6 @@
 -- START   first key (default 0)
 -- PREFIX  path before the key (default /obj/); keys are written as 8 digits: /obj/00000042
 -- SEED    random seed (default 1)
--- CLOSE   "close": every request says Connection: close, so every request is a new
---         connection (over https: a new full TLS handshake; wrk resumes no sessions)
 --
 -- done() prints one line "WRKJSON {...}" like ../shared/bench/lib/wrk.lua.
 
@@ -21,7 +19,6 @@ local mode, n, start, prefix = "one", 1, 0, "/obj/"
 local counter = 0
 local cdf = nil
 local host = "127.0.0.1"
-local extra = ""
 local fmt, random, floor = string.format, math.random, math.floor
 
 local function build_cdf(count, s)
@@ -53,9 +50,6 @@ function init(args)
    prefix = args[4] or "/obj/"
    math.randomseed(tonumber(args[5] or "1") or 1)
    host = wrk.headers["Host"] or host
-   if args[6] == "close" then
-      extra = "Connection: close\r\n"
-   end
    if mode == "zipf" then
       cdf = build_cdf(n, 0.99)
    end
@@ -78,7 +72,7 @@ function request()
    else
       error("unknown mode " .. tostring(mode))
    end
-   return fmt("GET %s%08d HTTP/1.1\r\nHost: %s\r\n%s\r\n", prefix, k, host, extra)
+   return fmt("GET %s%08d HTTP/1.1\r\nHost: %s\r\n\r\n", prefix, k, host)
 end
 
 function done(summary, latency, requests)

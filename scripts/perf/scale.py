@@ -760,7 +760,6 @@ def phase_tls(ctx, name, out):
             return handshakes("resume")
 
         run_scenario(out, "tls-hit", tls_hit)
-
         run_scenario(out, "tls-handshake", tls_handshake)
         run_scenario(out, "tls-resume", tls_resume)
         run_scenario(out, "h2-hit", h2_hit)
@@ -1197,7 +1196,7 @@ def main():
     missing = [k for k, v in ctx.bins.items() if not v]
     if missing:
         raise SystemExit(f"missing: {', '.join(missing)} (../shared/bench/setup.sh; h2load: nghttp2-client)")
-    if {"tls-handshake", "tls-resume"} & set(ctx.scenarios) and not ({"varnish"} >= set(servers)):
+    if {"tls-handshake", "tls-resume"} & set(ctx.scenarios) and set(servers) - {"varnish"}:
         log("building scripts/perf/tlsload ...")
         build_tlsload()
 
