@@ -65,6 +65,17 @@ HIT_TOLERANCE = 0.001        # origin requests allowed during a hit run, as a sh
 PASS_TOLERANCE = 0.05        # |origin / client requests - 1| allowed when every request misses
 SAMPLE_KEYS = 200            # random stored keys checked after warming
 OTHER_LOAD_WARN = 15.0
+LOAD_BOUND_WARN = 90.0        # load CPU busy % above which, with the server below 97 %, the
+                              # client may be the limit (and the server's µs/request rise)
+
+
+def load_bound(res):
+    """A warning when the load CPU, not the server, was near its limit, else None."""
+    load = res.get("load_cpu_busy_pct") or 0
+    if load > LOAD_BOUND_WARN and res.get("server_cpu_pct", 100) < 97:
+        return (f"load CPU at {load:.0f}% and the server at {res['server_cpu_pct']:.0f}%: "
+                f"the client may be the limit (fewer requests per wake-up, more µs each)")
+    return None
 
 
 def log(msg):
@@ -474,6 +485,8 @@ def timed(ctx, proc, scheme, path_or_mode, kind="wrk", conns=64, expect="hit", l
         res["invalid"] = True
     if res["other_on_server_cpu_pct"] > OTHER_LOAD_WARN:
         warnings.append(f"CPU contention: other work took {res['other_on_server_cpu_pct']:.0f}% of the server CPU")
+    if load_bound(res):
+        warnings.append(load_bound(res))
     if not proc.alive():
         warnings.append("server died during the run")
         res["invalid"] = True
@@ -747,6 +760,8 @@ def phase_tls(ctx, name, out):
             if r["origin_requests"] > HIT_TOLERANCE * r["requests"]:
                 r["warnings"].append(f"origin saw {r['origin_requests']} requests during a hit run")
                 r["invalid"] = True
+            if load_bound(r):
+                r["warnings"].append(load_bound(r))
             if not proc.alive():
                 r["warnings"].append("server died during the run")
                 r["invalid"] = True
