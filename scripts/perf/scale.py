@@ -546,13 +546,15 @@ def combine(runs):
     wall = sum(r["wall_s"] for r in runs)
     reqs = sum(r["requests"] for r in runs)
     cpu_us = sum(r["server_us_per_req"] * r["requests"] for r in runs)
+    loads = [r["load_cpu_busy_pct"] for r in runs]  # None where /proc/stat gave no figure
     res = {
         "requests": reqs,
         "wall_s": round(wall, 2),
         "req_per_s": reqs / sum(r["duration_us"] / 1e6 for r in runs),
         "server_us_per_req": round(cpu_us / max(1, reqs), 2),
         "server_cpu_pct": round(100 * cpu_us / 1e6 / wall, 1),
-        "load_cpu_busy_pct": sum(r["load_cpu_busy_pct"] * r["wall_s"] for r in runs) / wall,
+        "load_cpu_busy_pct": (None if None in loads else
+                              round(sum(v * r["wall_s"] for v, r in zip(loads, runs)) / wall, 1)),
         "other_on_server_cpu_pct": round(sum(r["other_on_server_cpu_pct"] * r["wall_s"] for r in runs) / wall, 1),
         "origin_requests": sum(r["origin_requests"] for r in runs),
         "errors": {k: sum(r["errors"].get(k, 0) for r in runs) for k in runs[0]["errors"]},
