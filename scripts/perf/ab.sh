@@ -58,7 +58,7 @@ B=$started
 
 stores() {
     curl -sf "http://127.0.0.1:$(($1 + 100))/metrics" |
-        awk '/^torii_cache_stores_total/ {print int($2); exit}'
+        awk '/^torii_cache_stores_total/ {n = int($2)} END {print n + 0}'
 }
 for port in 19384 19385; do
     for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/obj/00000000" && break; sleep 0.1; done
@@ -67,7 +67,7 @@ for port in 19384 19385; do
         wrap "$N" 0 /obj/ >/dev/null &
     w=$!
     pids+=($w)
-    until [ "$(stores $port || echo 0)" -ge "$N" ]; do
+    until [ "$(stores $port)" -ge "$N" ]; do
         kill -0 $w 2>/dev/null || { echo "ab.sh: $port stored $(stores $port) of $N in 10 minutes" >&2; exit 1; }
         sleep 1
     done
